@@ -1,0 +1,106 @@
+//! `airlock demo`: the gateway with an embedded config, a demo upstream on loopback, and the
+//! commands to try printed on start.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// Address of the demo upstream.
+const UPSTREAM: &str = "127.0.0.1:7001";
+/// Address of the demo route.
+const LISTEN: &str = "127.0.0.1:7000";
+
+fn demo_config(data_dir: &Path) -> String {
+    format!(
+        r#"
+[journal]
+data_dir = "{data_dir}"
+durability = "strict"
+
+[admin]
+listen = "127.0.0.1:9090"
+
+[gateway]
+drain_timeout = "5s"
+
+[[route]]
+name = "demo"
+listen = "{LISTEN}"
+protocol = "tcp"
+upstream = "{UPSTREAM}"
+idle_timeout = "5m"
+"#,
+        data_dir = data_dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+pub(super) fn demo(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let settings = Config::parse(&demo_config(data_dir))?.build()?;
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "airlock".into());
+    let dir = data_dir.display().to_string();
+    super::runtime()?.block_on(async move {
+        let upstream = TcpListener::bind(UPSTREAM).await.with_context(|| format!("demo upstream: cannot listen on {UPSTREAM}"))?;
+        tokio::spawn(demo_upstream(upstream));
+        let banner = move |g: &crate::Gateway| {
+            let listen = g.route_addr("demo").map(|a| a.to_string()).unwrap_or_else(|| LISTEN.into());
+            println!(
+                "\nAirlock demo is running.\n\
+                 \n  route `demo`  {listen}  ->  demo upstream {UPSTREAM} (a tiny HTTP service with synthetic patient records)\
+                 \n  journal       {dir}  (strict: every byte is fsynced before it is forwarded; payloads encrypted; signed checkpoints)\
+                 \n  admin         http://127.0.0.1:9090/metrics\
+                 \n\nTry:\
+                 \n  curl -s http://{listen}/patients/1\
+                 \n  {exe} sessions list --data-dir {dir}\
+                 \n  {exe} replay <SESSION-ID> --data-dir {dir}\
+                 \n  {exe} replay <SESSION-ID> --format json --data-dir {dir}\
+                 \n  {exe} journal verify --data-dir {dir}\
+                 \n\nPress Ctrl-C to stop: open sessions drain and a final checkpoint is signed.\n"
+            );
+        };
+        super::run::serve_until_signal(settings, Some(Box::new(banner))).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A minimal HTTP/1.0-style responder: one synthetic (entirely made-up) patient record per
+/// request, then close. Enough to see a request and a response in the journal.
+async fn demo_upstream(listener: TcpListener) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            while len < buf.len() {
+                match sock.read(&mut buf[len..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => len += n,
+                }
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let path = std::str::from_utf8(&buf[..len])
+                .ok()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("/")
+                .to_string();
+            let id: u32 = path.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let body = format!(
+                "{{\"id\":{id},\"name\":\"Jane Demo-{id}\",\"mrn\":\"MRN-{:06}\",\"dob\":\"1980-01-{:02}\",\"note\":\"synthetic record\"}}\n",
+                100_000 + id,
+                1 + id % 28
+            );
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! `airlock journal verify|checkpoint|public-key`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use super::JournalArgs;
+use crate::journal::crypto::{hex, unhex};
+use crate::journal::store::Checkpoint;
+use crate::journal::verify::{VerifyOptions, verify as verify_journal};
+
+pub(super) fn verify(args: &JournalArgs, json: bool, anchor: Option<&Path>, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (store, _) = args.open()?;
+    let anchor = anchor
+        .map(|p| -> anyhow::Result<Checkpoint> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read anchor {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not an exported checkpoint", p.display()))
+        })
+        .transpose()?;
+    let public_key = public_key
+        .map(|p| -> anyhow::Result<Vec<u8>> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read public key {}", p.display()))?;
+            unhex(&text).filter(|k| k.len() == 32).with_context(|| format!("{} does not hold a 32-byte hex key", p.display()))
+        })
+        .transpose()?;
+    let report = verify_journal(&store, &VerifyOptions { anchor, public_key })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(b) = &report.first_break {
+        println!("journal BROKEN at seq {}: {}", b.seq, b.problem);
+        println!("  records verified before the break: {}", report.records_verified);
+    } else if report.anchor_verified == Some(false) {
+        println!("journal BROKEN: the anchor does not match the journal");
+    } else {
+        println!(
+            "journal intact: {} records, {} checkpoints verified (last at seq {}), {} records after it",
+            report.records_verified,
+            report.checkpoints_verified,
+            report.last_checkpoint_seq.map_or_else(|| "-".into(), |s| s.to_string()),
+            report.unsigned_tail,
+        );
+        if report.anchor_verified == Some(true) {
+            println!("  anchor matched");
+        }
+        println!("  head hash {}", report.last_hash);
+        if let Some(k) = &report.public_key {
+            println!("  signing key {k}");
+        }
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(super) fn checkpoint(args: &JournalArgs, export: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (store, _) = args.open()?;
+    let cp = store
+        .checkpoints()?
+        .pop()
+        .context("the journal has no checkpoint yet (one is signed every N records, every T seconds and at shutdown)")?;
+    let json = serde_json::to_string_pretty(&cp)?;
+    match export {
+        Some(path) => {
+            std::fs::write(path, format!("{json}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            println!("checkpoint at seq {} written to {}", cp.seq, path.display());
+        }
+        None => println!("{json}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn public_key(args: &JournalArgs, export: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (store, _) = args.open()?;
+    let key = hex(&store.public_key()?.context("the journal has no signing key recorded")?);
+    match export {
+        Some(path) => {
+            std::fs::write(path, format!("{key}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            println!("public key written to {}", path.display());
+        }
+        None => println!("{key}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

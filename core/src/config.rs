@@ -1,0 +1,560 @@
+//! The configuration file: one TOML document, parsed into serde structs that reject unknown
+//! fields, then [`Config::build`] into validated runtime types (certificates loaded, addresses
+//! parsed, keys located). `airlock config check` is exactly `load` + `build` without binding.
+//!
+//! Relative paths in the file are resolved against the directory that holds the file.
+//!
+//! ```toml
+//! [journal]
+//! data_dir = "./airlock-data"
+//! durability = "strict"            # or "batched"
+//!
+//! [[route]]
+//! name = "pg"
+//! listen = "127.0.0.1:6543"
+//! protocol = "tcp"
+//! upstream = "127.0.0.1:5432"
+//! # tls = { cert = "server.pem", key = "server.key" }
+//! # upstream_tls = { ca = "ca.pem", server_name = "db.internal" }
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::journal::{Durability, JournalSettings, default_master_key, default_signing_key};
+use crate::tls;
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not match the schema. The message names the line, the
+    /// column and the field.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value parses but is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `route[pg].listen`.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A TLS file could not be loaded.
+    #[error("{field}: {source}")]
+    Tls {
+        /// Dotted path of the field.
+        field: String,
+        /// The cause.
+        source: tls::TlsError,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// A duration written as text: `500ms`, `5s`, `10m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration like \"500ms\", \"5s\" or \"10m\": {e}"))
+        })?;
+        Duration::try_from(parsed)
+            .map(Dur)
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` must not be negative")))
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The journal. Default: every field's default.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The admin listener (health, readiness, metrics). Default: `127.0.0.1:9090`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Gateway-wide behaviour. Default: every field's default.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// The routes, written `[[route]]`. Default: none; at least one is required.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// Directory that relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Where the journal database and (by default) its keys live. Default: `./airlock-data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `strict` forwards bytes only after their record is fsynced; `batched` forwards at once and
+    /// fsyncs at most every 10 ms. Default: `strict`.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Sign a checkpoint after this many records. Default: `10000`.
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_every_records: u64,
+    /// Sign a checkpoint at least this often while records arrive. Default: `"60s"`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Dur,
+    /// Ed25519 signing key (PKCS#8 DER), created on first start if missing.
+    /// Default: `<data_dir>/keys/signing.key`.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Master key that wraps per-session data keys (32 raw bytes), created on first start if
+    /// missing. Keep it off the journal's disk in production. Default: `<data_dir>/keys/master.key`.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// Seal data payloads with per-session AES-256-GCM keys. Default: `true`.
+    #[serde(default = "yes")]
+    pub encrypt: bool,
+    /// Records that may wait for the writer thread before producers are slowed. Default: `8192`.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            durability: Durability::Strict,
+            checkpoint_every_records: default_checkpoint_records(),
+            checkpoint_interval: default_checkpoint_interval(),
+            signing_key_file: None,
+            master_key_file: None,
+            encrypt: true,
+            queue_depth: default_queue_depth(),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve `/healthz`, `/readyz` and `/metrics`. Default: `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address of the admin listener. Default: `127.0.0.1:9090`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_admin_listen() }
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// On SIGTERM/SIGINT, how long open sessions may finish before they are closed.
+    /// Default: `"30s"`.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Dur,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { drain_timeout: default_drain_timeout() }
+    }
+}
+
+/// The protocol driver of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Raw TCP: bytes are streamed both ways and journaled as they are.
+    Tcp,
+}
+
+impl Protocol {
+    /// Name as written in the config and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in the journal, metrics and CLI filters. Required.
+    pub name: String,
+    /// `ip:port` to accept callers on. Required.
+    pub listen: String,
+    /// Protocol driver. Default: `tcp`.
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// `host:port` of the protected service. Required.
+    pub upstream: String,
+    /// Client-facing TLS: `{ cert = "server.pem", key = "server.key" }`. Default: none (plain TCP).
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS to the upstream. Default: none (plain TCP).
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTlsConfig>,
+    /// Most concurrent sessions; an excess caller is closed and the refusal is journaled.
+    /// Default: `1024`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed to connect (and handshake) to the upstream. Default: `"5s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// A session with no bytes in either direction for this long is closed. Default: `"30m"`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Time allowed for the caller's TLS handshake. Default: `"10s"`.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout: Dur,
+}
+
+/// Client-facing TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first. Required.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key: PathBuf,
+}
+
+/// TLS towards the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA bundle that the upstream's certificate must chain to. Default: the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name the upstream's certificate must carry (and SNI). Default: the host of `upstream`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM client certificate for mutual TLS. Default: none.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM key of `cert`. Default: none.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./airlock-data")
+}
+fn default_checkpoint_records() -> u64 {
+    10_000
+}
+fn default_checkpoint_interval() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_queue_depth() -> usize {
+    8192
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_drain_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_protocol() -> Protocol {
+    Protocol::Tcp
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(30 * 60))
+}
+fn default_handshake_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+// === validated runtime types ===
+
+/// Everything the gateway needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Journal settings.
+    pub journal: JournalSettings,
+    /// Admin listener address, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Drain deadline on shutdown.
+    pub drain_timeout: Duration,
+    /// Routes.
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// One validated route.
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Protocol driver.
+    pub protocol: Protocol,
+    /// Upstream `host:port`.
+    pub upstream: String,
+    /// Client-facing TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Upstream TLS and the name to verify.
+    pub upstream_tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// Most concurrent sessions.
+    pub max_connections: usize,
+    /// Upstream connect + handshake timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Caller TLS handshake timeout.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("protocol", &self.protocol)
+            .field("upstream", &self.upstream)
+            .field("tls", &self.tls.is_some())
+            .field("upstream_tls", &self.upstream_tls.as_ref().map(|(_, n)| n))
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads and parses a file. Errors name the line, column and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut cfg = Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; relative paths resolve against the current directory.
+    pub fn parse(text: &str) -> Result<Self, Box<toml::de::Error>> {
+        toml::from_str(text).map_err(Box::new)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    /// The journal data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.journal.data_dir)
+    }
+
+    /// Validates everything and loads certificates and keys. Binds nothing.
+    pub fn build(&self) -> Result<Settings, ConfigError> {
+        if self.routes.is_empty() {
+            return Err(invalid("route", "no [[route]] is configured; add at least one"));
+        }
+        let j = &self.journal;
+        let data_dir = self.data_dir();
+        if j.queue_depth == 0 {
+            return Err(invalid("journal.queue_depth", "must be at least 1"));
+        }
+        if j.checkpoint_every_records == 0 {
+            return Err(invalid("journal.checkpoint_every_records", "must be at least 1"));
+        }
+        if j.checkpoint_interval.0.is_zero() {
+            return Err(invalid("journal.checkpoint_interval", "must be longer than zero"));
+        }
+        let journal = JournalSettings {
+            signing_key: j.signing_key_file.as_deref().map_or_else(|| default_signing_key(&data_dir), |p| self.resolve(p)),
+            master_key: j.master_key_file.as_deref().map_or_else(|| default_master_key(&data_dir), |p| self.resolve(p)),
+            data_dir,
+            durability: j.durability,
+            checkpoint_every_records: j.checkpoint_every_records,
+            checkpoint_interval: j.checkpoint_interval.0,
+            encrypt: j.encrypt,
+            queue_depth: j.queue_depth,
+        };
+        let admin = if self.admin.enabled {
+            Some(parse_addr("admin.listen", &self.admin.listen)?)
+        } else {
+            None
+        };
+        let mut names = HashSet::new();
+        let mut listens = HashSet::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for r in &self.routes {
+            let route = self.build_route(r)?;
+            if !names.insert(route.name.clone()) {
+                return Err(invalid(format!("route[{}].name", r.name), "two routes have this name"));
+            }
+            if !listens.insert(route.listen) {
+                return Err(invalid(format!("route[{}].listen", r.name), "another route listens on this address"));
+            }
+            routes.push(Arc::new(route));
+        }
+        Ok(Settings { journal, admin, drain_timeout: self.gateway.drain_timeout.0, routes })
+    }
+
+    fn build_route(&self, r: &RouteConfig) -> Result<Route, ConfigError> {
+        let field = |f: &str| format!("route[{}].{f}", r.name);
+        if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(invalid(field("name"), "use letters, digits, `-`, `_` and `.` only"));
+        }
+        let listen = parse_addr(&field("listen"), &r.listen)?;
+        let (host, _port) = split_host_port(&r.upstream)
+            .ok_or_else(|| invalid(field("upstream"), format!("`{}` is not host:port", r.upstream)))?;
+        if r.max_connections == 0 {
+            return Err(invalid(field("max_connections"), "must be at least 1"));
+        }
+        for (name, d) in [("connect_timeout", r.connect_timeout), ("idle_timeout", r.idle_timeout)] {
+            if d.0.is_zero() {
+                return Err(invalid(field(name), "must be longer than zero"));
+            }
+        }
+        let tls = match &r.tls {
+            None => None,
+            Some(t) => Some(
+                tls::acceptor(&self.resolve(&t.cert), &self.resolve(&t.key))
+                    .map_err(|source| ConfigError::Tls { field: field("tls"), source })?,
+            ),
+        };
+        let upstream_tls = match &r.upstream_tls {
+            None => None,
+            Some(t) => {
+                let client_auth = match (&t.cert, &t.key) {
+                    (Some(c), Some(k)) => Some((self.resolve(c), self.resolve(k))),
+                    (None, None) => None,
+                    _ => return Err(invalid(field("upstream_tls"), "set both `cert` and `key`, or neither")),
+                };
+                let connector = tls::connector(t.ca.as_deref().map(|p| self.resolve(p)).as_deref(), client_auth)
+                    .map_err(|source| ConfigError::Tls { field: field("upstream_tls"), source })?;
+                let name = t.server_name.clone().unwrap_or_else(|| host.to_string());
+                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| invalid(field("upstream_tls.server_name"), format!("`{name}` is not a DNS name or IP")))?;
+                Some((connector, server_name))
+            }
+        };
+        Ok(Route {
+            name: r.name.clone(),
+            listen,
+            protocol: r.protocol,
+            upstream: r.upstream.clone(),
+            tls,
+            upstream_tls,
+            max_connections: r.max_connections,
+            connect_timeout: r.connect_timeout.0,
+            idle_timeout: r.idle_timeout.0,
+            tls_handshake_timeout: r.tls_handshake_timeout.0,
+        })
+    }
+}
+
+fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| invalid(field, format!("`{s}` is not ip:port (for example 127.0.0.1:6543)")))
+}
+
+/// Splits `host:port` / `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[journal]
+data_dir = "./airlock-data"
+durability = "strict"
+
+[[route]]
+name = "pg"
+listen = "127.0.0.1:6543"
+protocol = "tcp"
+upstream = "127.0.0.1:5432"
+"#;
+
+    #[test]
+    fn minimal_config_builds_with_defaults() {
+        let cfg = Config::parse(MINIMAL).unwrap();
+        let s = cfg.build().unwrap();
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.routes[0].max_connections, 1024);
+        assert_eq!(s.routes[0].idle_timeout, Duration::from_secs(1800));
+        assert_eq!(s.journal.durability, Durability::Strict);
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let text = MINIMAL.replace("protocol = \"tcp\"", "protocl = \"tcp\"");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("line 10"), "{err}");
+        assert!(err.contains("protocl"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = MINIMAL.replace("durability = \"strict\"", "durability = \"sometimes\"");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("sometimes"), "{err}");
+
+        let text = MINIMAL.replace("\"127.0.0.1:6543\"", "\"localhost\"");
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.starts_with("route[pg].listen"), "{err}");
+
+        let text = format!("{MINIMAL}idle_timeout = \"soon\"\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("soon") && err.contains("line 12"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_routes_and_missing_certs_are_refused() {
+        let text = format!("{MINIMAL}{}", MINIMAL.split("[[route]]").nth(1).map(|r| format!("[[route]]{r}")).unwrap());
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.contains("two routes"), "{err}");
+
+        let text = format!("{MINIMAL}tls = {{ cert = \"/nonexistent/server.pem\", key = \"/nonexistent/k.pem\" }}\n");
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.contains("route[pg].tls") && err.contains("/nonexistent/server.pem"), "{err}");
+    }
+}

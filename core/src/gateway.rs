@@ -1,0 +1,155 @@
+//! The running gateway: opens the journal, binds every listener, serves the admin API, and shuts
+//! down in order — stop accepting, drain open sessions up to a deadline, close the rest, write the
+//! final checkpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::metrics::Metrics;
+use crate::admin::{self, AdminState};
+use crate::config::Settings;
+use crate::journal::{Checkpoint, Journal};
+use crate::listener;
+use crate::proto::SessionCtx;
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    routes: Vec<(String, SocketAddr)>,
+    admin_addr: Option<SocketAddr>,
+    journal: Arc<Journal>,
+    metrics: Arc<Metrics>,
+    admin_state: Arc<AdminState>,
+    stop_accepting: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+    accept_tasks: Vec<JoinHandle<()>>,
+    admin_task: Option<JoinHandle<std::io::Result<()>>>,
+    drain_timeout: Duration,
+}
+
+impl Gateway {
+    /// Opens the journal and binds every listener; sessions are served once this returns.
+    /// Fails before accepting anything if any address is taken.
+    pub async fn start(settings: Settings) -> Result<Self, crate::Error> {
+        let metrics = Arc::new(Metrics::new());
+        let journal = {
+            let settings = settings.journal.clone();
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || Journal::open(&settings, metrics))
+                .await
+                .map_err(|_| crate::journal::JournalError::Closed)??
+        };
+        let journal = Arc::new(journal);
+        let mut listeners = Vec::with_capacity(settings.routes.len());
+        for route in &settings.routes {
+            match listener::bind(route).await {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    let _ = journal.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        let admin_listener = match settings.admin {
+            Some(addr) => match admin::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = journal.shutdown().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+
+        let stop_accepting = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut routes = Vec::new();
+        let mut accept_tasks = Vec::new();
+        for (route, l) in settings.routes.iter().zip(listeners) {
+            routes.push((route.name.clone(), l.local_addr().unwrap_or(route.listen)));
+            let ctx = Arc::new(SessionCtx {
+                route: route.clone(),
+                journal: journal.clone(),
+                metrics: metrics.clone(),
+                abort: abort.clone(),
+            });
+            accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));
+        }
+        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: false.into() });
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // The admin API outlives the drain so /readyz can report it.
+        let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, admin_state.clone(), abort.clone())));
+        admin_state.ready.store(true, Ordering::Release);
+        info!(routes = routes.len(), admin = ?admin_addr, "Gateway started.");
+        Ok(Self {
+            routes,
+            admin_addr,
+            journal,
+            metrics,
+            admin_state,
+            stop_accepting,
+            abort,
+            tracker,
+            accept_tasks,
+            admin_task,
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+
+    /// The bound address of each route, by name (useful when the config says port 0).
+    pub fn route_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.routes.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish for up to the drain timeout, close
+    /// the rest (journaled as "gateway shutdown"), then sign the final checkpoint.
+    pub async fn shutdown(mut self) -> Result<Option<Checkpoint>, crate::Error> {
+        self.admin_state.ready.store(false, Ordering::Release);
+        self.stop_accepting.cancel();
+        for t in self.accept_tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.tracker.close();
+        info!(open = self.tracker.len(), deadline = ?self.drain_timeout, "Draining sessions.");
+        if tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await.is_err() {
+            warn!(open = self.tracker.len(), "Drain deadline passed; closing the remaining sessions.");
+        }
+        self.abort.cancel();
+        // Closing is quick (one journal record each); bound it anyway.
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+            warn!(open = self.tracker.len(), "Sessions did not close in time.");
+        }
+        if let Some(t) = self.admin_task.take() {
+            let _ = t.await;
+        }
+        let cp = self.journal.shutdown().await?;
+        if let Some(cp) = &cp {
+            info!(seq = cp.seq, "Final checkpoint signed.");
+        }
+        Ok(cp)
+    }
+}

@@ -1,0 +1,321 @@
+//! The RocksDB layout and its read side.
+//!
+//! Column families:
+//! - `records`: big-endian u64 sequence → stored envelope ([`super::record`]).
+//! - `sessions`: `S ‖ session id` → [`SessionSummary`] (JSON); `R ‖ session id ‖ seq` → empty, the
+//!   per-session record index. Session ids are UUIDv7, so `S` keys sort by start time.
+//! - `approvals`: reserved for the approval gate.
+//! - `keys`: session id → that session's data key wrapped by the master key.
+//! - `meta`: `checkpoint/ ‖ seq` → [`Checkpoint`] (JSON); `signing_public_key` → 32 bytes.
+//!
+//! RocksDB allows one writer process. Readers (the CLI) open the database as a *secondary*
+//! instance, which works while the gateway runs and never takes its lock.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction as IterDirection, IteratorMode, Options};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::JournalError;
+use super::crypto::{self, hex};
+use super::record::Hash;
+
+pub(crate) const CF_RECORDS: &str = "records";
+pub(crate) const CF_SESSIONS: &str = "sessions";
+pub(crate) const CF_APPROVALS: &str = "approvals";
+pub(crate) const CF_KEYS: &str = "keys";
+pub(crate) const CF_META: &str = "meta";
+const ALL_CFS: [&str; 5] = [CF_RECORDS, CF_SESSIONS, CF_APPROVALS, CF_KEYS, CF_META];
+
+pub(crate) const SUMMARY_PREFIX: u8 = b'S';
+pub(crate) const INDEX_PREFIX: u8 = b'R';
+pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
+pub(crate) const META_PUBLIC_KEY: &[u8] = b"signing_public_key";
+
+/// What the session index says about one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Session id (UUIDv7).
+    pub id: Uuid,
+    /// Route name.
+    pub route: String,
+    /// Protocol driver.
+    pub protocol: String,
+    /// Caller address.
+    pub client_addr: String,
+    /// Principal.
+    pub principal: String,
+    /// Start, microseconds since the Unix epoch.
+    pub opened_us: i64,
+    /// End, if the session has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_us: Option<i64>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+    /// Bytes from the caller (final once closed).
+    pub bytes_from_client: u64,
+    /// Bytes from the upstream (final once closed).
+    pub bytes_from_upstream: u64,
+}
+
+/// A signed statement that the record with sequence `seq` has chain hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version of this statement.
+    pub version: u32,
+    /// Sequence number covered.
+    pub seq: u64,
+    /// Chain hash of that record (hex).
+    pub hash: String,
+    /// When it was signed, microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// Ed25519 public key that signed it (hex).
+    pub public_key: String,
+    /// Ed25519 signature over [`Checkpoint::signed_message`] (hex).
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The exact bytes that are signed.
+    pub fn signed_message(seq: u64, hash: &Hash, time_us: i64) -> Vec<u8> {
+        let mut m = b"airlock-checkpoint-v1\0".to_vec();
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+        m.extend_from_slice(&time_us.to_be_bytes());
+        m
+    }
+
+    /// Signs a new checkpoint.
+    pub fn sign(key: &crypto::SigningKey, seq: u64, hash: &Hash, time_us: i64) -> Self {
+        let signature = key.sign(&Self::signed_message(seq, hash, time_us));
+        Self {
+            version: 1,
+            seq,
+            hash: hex(hash),
+            time_us,
+            public_key: hex(key.public_key()),
+            signature: hex(&signature),
+        }
+    }
+
+    /// Checks the signature against the embedded public key. Returns the hash it vouches for.
+    pub fn check_signature(&self) -> Result<Hash, &'static str> {
+        let hash: Hash = crypto::unhex(&self.hash)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("checkpoint hash is not 32 bytes of hex")?;
+        let key = crypto::unhex(&self.public_key).ok_or("checkpoint public key is not hex")?;
+        let sig = crypto::unhex(&self.signature).ok_or("checkpoint signature is not hex")?;
+        if self.version != 1 {
+            return Err("unknown checkpoint version");
+        }
+        if crypto::verify_signature(&key, &Self::signed_message(self.seq, &hash, self.time_us), &sig) {
+            Ok(hash)
+        } else {
+            Err("checkpoint signature does not verify")
+        }
+    }
+}
+
+/// An open journal database.
+pub struct Store {
+    db: DB,
+    // Secondary instances keep their own info log and manifest copy here.
+    _secondary_dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
+    }
+}
+
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o
+}
+
+impl Store {
+    /// Opens (creating if needed) the database for writing. Only the writer thread does this.
+    pub(crate) fn open_primary(path: &Path) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(path).map_err(|e| JournalError::io(path, e))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db, _secondary_dir: None })
+    }
+
+    /// Opens the database read-only as a secondary instance; safe while the gateway runs.
+    pub fn open_reader(path: &Path) -> Result<Self, JournalError> {
+        if !path.join("CURRENT").exists() {
+            return Err(JournalError::NotFound(path.to_path_buf()));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("airlock-reader-")
+            .tempdir()
+            .map_err(|e| JournalError::io(&std::env::temp_dir(), e))?;
+        let mut opts = Options::default();
+        opts.set_max_open_files(-1);
+        let db = DB::open_cf_as_secondary(&opts, path, dir.path(), ALL_CFS)?;
+        db.try_catch_up_with_primary()?;
+        Ok(Self { db, _secondary_dir: Some(dir) })
+    }
+
+    /// Opens the database for direct modification by tests and repair tools. The gateway must not
+    /// be running.
+    pub fn open_for_repair(path: &Path) -> Result<Self, JournalError> {
+        if !path.join("CURRENT").exists() {
+            return Err(JournalError::NotFound(path.to_path_buf()));
+        }
+        Self::open_primary(path)
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, JournalError> {
+        self.db.cf_handle(name).ok_or(JournalError::MissingColumnFamily(name))
+    }
+
+    /// The record stored at `seq`, raw.
+    pub fn record(&self, seq: u64) -> Result<Option<Bytes>, JournalError> {
+        Ok(self.db.get_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes())?.map(Bytes::from))
+    }
+
+    /// All records in key order, raw: `(key, value)`. Keys that are not 8 bytes are returned as
+    /// they are so that a verifier can report them.
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Bytes), JournalError>> + '_, JournalError> {
+        let iter = self.db.iterator_cf(self.cf(CF_RECORDS)?, IteratorMode::Start);
+        Ok(iter.map(|r| r.map(|(k, v)| (k, Bytes::from(v.into_vec()))).map_err(JournalError::from)))
+    }
+
+    /// The highest sequence number and its stored value.
+    pub fn last_record(&self) -> Result<Option<(u64, Bytes)>, JournalError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_RECORDS)?, IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(r) => {
+                let (k, v) = r?;
+                let seq = seq_from_key(&k).ok_or_else(|| JournalError::Index(format!("record key {}", hex(&k))))?;
+                Ok(Some((seq, Bytes::from(v.into_vec()))))
+            }
+        }
+    }
+
+    /// Session summaries in start-time order, from `from` (a UUIDv7 lower bound) on.
+    pub fn sessions(&self, from: Option<Uuid>) -> Result<Vec<SessionSummary>, JournalError> {
+        let mut start = vec![SUMMARY_PREFIX];
+        if let Some(id) = from {
+            start.extend_from_slice(id.as_bytes());
+        }
+        let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&start, IterDirection::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if k.first() != Some(&SUMMARY_PREFIX) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| JournalError::Index(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// One session's summary.
+    pub fn session(&self, id: &Uuid) -> Result<Option<SessionSummary>, JournalError> {
+        let key = summary_key(id);
+        match self.db.get_cf(self.cf(CF_SESSIONS)?, key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| JournalError::Index(e.to_string())),
+        }
+    }
+
+    /// Sequence numbers of one session's records, in order.
+    pub fn session_seqs(&self, id: &Uuid) -> Result<Vec<u64>, JournalError> {
+        let prefix = index_prefix(id);
+        let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&prefix, IterDirection::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
+            out.push(seq_from_key(rest).ok_or_else(|| JournalError::Index(format!("index key {}", hex(&k))))?);
+        }
+        Ok(out)
+    }
+
+    /// A session's wrapped data key, if it has one and it has not been shredded.
+    pub fn wrapped_key(&self, id: &Uuid) -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(self.db.get_cf(self.cf(CF_KEYS)?, id.as_bytes())?)
+    }
+
+    /// Every stored checkpoint, in sequence order.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, JournalError> {
+        let iter =
+            self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::From(CHECKPOINT_PREFIX, IterDirection::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(CHECKPOINT_PREFIX) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| JournalError::Index(format!("checkpoint: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// The public key the journal was created with.
+    pub fn public_key(&self) -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, META_PUBLIC_KEY)?)
+    }
+
+    // === raw access for tamper tests and repair ===
+
+    /// Overwrites the raw value at `seq`.
+    pub fn put_raw_record(&self, seq: u64, value: &[u8]) -> Result<(), JournalError> {
+        Ok(self.db.put_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes(), value)?)
+    }
+
+    /// Deletes every checkpoint that covers a sequence number above `seq`.
+    pub fn delete_checkpoints_after(&self, seq: u64) -> Result<(), JournalError> {
+        let from = checkpoint_key(seq.saturating_add(1));
+        let to = checkpoint_key(u64::MAX);
+        let cf = self.cf(CF_META)?;
+        self.db.delete_range_cf(cf, from, to.clone())?;
+        Ok(self.db.delete_cf(cf, to)?)
+    }
+
+    /// Deletes the record at `seq`.
+    pub fn delete_raw_record(&self, seq: u64) -> Result<(), JournalError> {
+        Ok(self.db.delete_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes())?)
+    }
+}
+
+pub(crate) fn seq_from_key(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.try_into().ok()?))
+}
+
+pub(crate) fn summary_key(id: &Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(SUMMARY_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(crate) fn index_prefix(id: &Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(INDEX_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(crate) fn checkpoint_key(seq: u64) -> Vec<u8> {
+    let mut k = CHECKPOINT_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}

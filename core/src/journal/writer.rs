@@ -1,0 +1,353 @@
+//! The one writer thread: group commit, the hash chain, checkpoints, durability receipts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::crypto::{GENESIS, MasterKey, SigningKey, chain_hash};
+use super::record::{self, Hash, encode_envelope};
+use super::store::{
+    CF_KEYS, CF_META, CF_RECORDS, CF_SESSIONS, Checkpoint, META_PUBLIC_KEY, Store, checkpoint_key, index_prefix,
+    summary_key,
+};
+use super::{Durability, JournalError, JournalSettings, db_path};
+use crate::admin::metrics::Metrics;
+
+/// Most records committed in one batch.
+const MAX_BATCH_RECORDS: usize = 4096;
+/// Most body bytes committed in one batch.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+/// How often the ticker wakes the writer (batched-mode fsync, timed checkpoints).
+const TICK: Duration = Duration::from_millis(10);
+
+/// One record on its way to disk.
+#[derive(Debug)]
+pub(crate) struct Submission {
+    pub(crate) session: Uuid,
+    pub(crate) body: Bytes,
+    /// New value of the session's summary in the index.
+    pub(crate) summary: Option<Vec<u8>>,
+    /// The session's wrapped data key, written with its first record.
+    pub(crate) wrapped_key: Option<Vec<u8>>,
+}
+
+enum Command {
+    Append(Submission, oneshot::Sender<Result<u64, Arc<JournalError>>>),
+    Tick,
+    Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, Arc<JournalError>>>),
+    Shutdown(oneshot::Sender<Result<Option<Checkpoint>, Arc<JournalError>>>),
+}
+
+/// Resolves when a record is durable (strict) or written (batched), with its sequence number.
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<Result<u64, Arc<JournalError>>>);
+
+impl Future for Receipt {
+    type Output = Result<u64, Arc<JournalError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed))))
+    }
+}
+
+/// Handle to the journal writer. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Journal {
+    tx: mpsc::Sender<Command>,
+    durability: Durability,
+    master: Option<Arc<MasterKey>>,
+    public_key: Vec<u8>,
+    thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens the database, recovers the chain head, loads (or creates) keys and starts the writer.
+    pub fn open(settings: &JournalSettings, metrics: Arc<Metrics>) -> Result<Self, JournalError> {
+        let signing = SigningKey::load_or_create(&settings.signing_key, true)?;
+        let master = if settings.encrypt {
+            Some(Arc::new(MasterKey::load_or_create(&settings.master_key, true)?))
+        } else {
+            None
+        };
+        let store = Store::open_primary(&db_path(&settings.data_dir))?;
+        let (seq, hash) = match store.last_record()? {
+            None => (0, GENESIS),
+            Some((seq, value)) => {
+                let env = record::decode_envelope(&value).map_err(|source| JournalError::Record { seq, source })?;
+                (seq, env.hash)
+            }
+        };
+        if store.public_key()?.is_none() {
+            store.db().put_cf(store.cf(CF_META)?, META_PUBLIC_KEY, signing.public_key())?;
+        }
+        let public_key = signing.public_key().to_vec();
+        info!(last_seq = seq, durability = ?settings.durability, "Journal opened.");
+        let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
+        let mut writer = Writer {
+            store,
+            signing,
+            durability: settings.durability,
+            seq,
+            hash,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_every: settings.checkpoint_every_records.max(1),
+            checkpoint_interval: settings.checkpoint_interval,
+            dirty: false,
+            last_sync: Instant::now(),
+            metrics,
+            failed: false,
+        };
+        let tick_tx = tx.downgrade();
+        thread::Builder::new()
+            .name("airlock-journal-tick".into())
+            .spawn(move || {
+                while let Some(tx) = tick_tx.upgrade() {
+                    let _ = tx.try_send(Command::Tick);
+                    drop(tx);
+                    thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| JournalError::io(&settings.data_dir, e))?;
+        let handle = thread::Builder::new()
+            .name("airlock-journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| JournalError::io(&settings.data_dir, e))?;
+        Ok(Self {
+            tx,
+            durability: settings.durability,
+            master,
+            public_key,
+            thread: std::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The configured durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The master key, when payloads are sealed.
+    pub fn master_key(&self) -> Option<&Arc<MasterKey>> {
+        self.master.as_ref()
+    }
+
+    /// Public half of the checkpoint signing key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// Queues a record; waits only for room in the queue (backpressure), not for the disk.
+    pub(crate) async fn submit(&self, sub: Submission) -> Result<Receipt, JournalError> {
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Command::Append(sub, ack)).await.map_err(|_| JournalError::Closed)?;
+        Ok(Receipt(rx))
+    }
+
+    /// Writes a signed checkpoint now if records arrived since the last one.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, Arc<JournalError>> {
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Command::Checkpoint(ack)).await.map_err(|_| Arc::new(JournalError::Closed))?;
+        rx.await.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed)))
+    }
+
+    /// Writes a final checkpoint, syncs, and stops the writer thread. Later submissions fail.
+    pub async fn shutdown(&self) -> Result<Option<Checkpoint>, Arc<JournalError>> {
+        let (ack, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(ack)).await.is_err() {
+            return Err(Arc::new(JournalError::Closed));
+        }
+        let result = rx.await.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed)));
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        result
+    }
+}
+
+struct Writer {
+    store: Store,
+    signing: SigningKey,
+    durability: Durability,
+    seq: u64,
+    hash: Hash,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    /// Written but not yet fsynced (batched mode).
+    dirty: bool,
+    last_sync: Instant,
+    metrics: Arc<Metrics>,
+    /// A write failed: refuse everything after it so nothing continues unrecorded.
+    failed: bool,
+}
+
+type Ack = oneshot::Sender<Result<u64, Arc<JournalError>>>;
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch: Vec<(Submission, Ack)> = Vec::with_capacity(MAX_BATCH_RECORDS);
+        while let Some(first) = rx.blocking_recv() {
+            let mut control = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append(sub, ack) => {
+                        bytes += sub.body.len();
+                        batch.push((sub, ack));
+                    }
+                    other => control.push(other),
+                }
+                if batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if self.since_checkpoint >= self.checkpoint_every
+                || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
+            {
+                if let Err(e) = self.write_checkpoint() {
+                    error!(error = %e, "Checkpoint write failed.");
+                }
+            }
+            if self.dirty && self.last_sync.elapsed() >= TICK {
+                self.sync_wal();
+            }
+            for cmd in control {
+                match cmd {
+                    Command::Tick | Command::Append(..) => {}
+                    Command::Checkpoint(ack) => {
+                        let _ = ack.send(self.write_checkpoint().map_err(Arc::new));
+                    }
+                    Command::Shutdown(ack) => {
+                        let result = self.write_checkpoint();
+                        self.sync_wal();
+                        let _ = ack.send(result.map_err(Arc::new));
+                        info!(last_seq = self.seq, "Journal closed.");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Batched mode: fsync the WAL at most every tick.
+    fn sync_wal(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.last_sync = Instant::now();
+        match self.store.db().flush_wal(true) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                error!(error = %e, "Journal WAL sync failed; refusing further records.");
+                self.metrics.error("journal_sync");
+                self.failed = true;
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<(Submission, Ack)>) {
+        let started = Instant::now();
+        if self.failed {
+            for (_, ack) in batch.drain(..) {
+                let _ = ack.send(Err(Arc::new(JournalError::Closed)));
+            }
+            return;
+        }
+        let (seq0, hash0) = (self.seq, self.hash);
+        let result = self.write_batch(batch);
+        let n = batch.len();
+        match result {
+            Ok(()) => {
+                self.since_checkpoint += n as u64;
+                for (i, (_, ack)) in batch.drain(..).enumerate() {
+                    let _ = ack.send(Ok(seq0 + 1 + i as u64));
+                }
+                self.metrics.journal_commit(n, started.elapsed());
+                debug!(records = n, last_seq = self.seq, "Journal batch committed.");
+            }
+            Err(e) => {
+                error!(error = %e, records = n, "Journal write failed; the affected sessions will close.");
+                self.metrics.error("journal_write");
+                self.seq = seq0;
+                self.hash = hash0;
+                self.failed = true;
+                let e = Arc::new(e);
+                for (_, ack) in batch.drain(..) {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[(Submission, Ack)]) -> Result<(), JournalError> {
+        let records = self.store.cf(CF_RECORDS)?;
+        let sessions = self.store.cf(CF_SESSIONS)?;
+        let keys = self.store.cf(CF_KEYS)?;
+        let mut wb = WriteBatch::default();
+        for (sub, _) in batch {
+            self.seq += 1;
+            self.hash = chain_hash(&self.hash, self.seq, &sub.body);
+            wb.put_cf(records, self.seq.to_be_bytes(), encode_envelope(&self.hash, &sub.body));
+            let mut index = index_prefix(&sub.session);
+            index.extend_from_slice(&self.seq.to_be_bytes());
+            wb.put_cf(sessions, index, []);
+            if let Some(summary) = &sub.summary {
+                wb.put_cf(sessions, summary_key(&sub.session), summary);
+            }
+            if let Some(key) = &sub.wrapped_key {
+                wb.put_cf(keys, sub.session.as_bytes(), key);
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.durability == Durability::Strict);
+        self.store.db().write_opt(wb, &opts)?;
+        if self.durability == Durability::Batched {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&mut self) -> Result<Option<Checkpoint>, JournalError> {
+        if self.since_checkpoint == 0 || self.seq == 0 || self.failed {
+            return Ok(None);
+        }
+        let cp = Checkpoint::sign(&self.signing, self.seq, &self.hash, crate::time::now_us());
+        let json = serde_json::to_vec(&cp).map_err(|e| JournalError::Index(e.to_string()))?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.store.cf(CF_META)?, checkpoint_key(self.seq), json);
+        self.store.db().write_opt(wb, &opts)?;
+        self.dirty = false;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.metrics.journal_checkpoints.inc();
+        debug!(seq = cp.seq, "Checkpoint signed.");
+        Ok(Some(cp))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.dirty {
+            warn!("Journal writer stopped with unsynced records; syncing.");
+            let _ = self.store.db().flush_wal(true);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Airlock: a Layer-7 gateway that stands between callers and the systems that hold protected
+//! health information, and proves afterwards exactly what crossed it.
+//!
+//! This crate holds the runtime, the protocol drivers, the journal, the admin API, the config and
+//! the CLI. The data path of a session: [`listener`] accepts, a driver in [`proto`] journals the
+//! session-open record (write-ahead), connects the upstream, and streams both ways, recording each
+//! chunk in the [`journal`] before (strict) or as (batched) it is forwarded.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod gateway;
+pub mod journal;
+pub mod listener;
+pub mod proto;
+pub mod time;
+pub mod tls;
+
+pub use error::Error;
+pub use gateway::Gateway;

@@ -1,0 +1,71 @@
+//! Accept loops: one per route, with the per-route connection cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::metrics::RejectLabels;
+use crate::config::Protocol;
+use crate::proto::{SessionCtx, tcp};
+
+/// Binds a route's address, with a message that names the route when the port is taken.
+pub async fn bind(route: &crate::config::Route) -> Result<TcpListener, crate::Error> {
+    TcpListener::bind(route.listen).await.map_err(|source| crate::Error::Bind {
+        what: format!("route `{}`", route.name),
+        addr: route.listen,
+        source,
+    })
+}
+
+/// Accepts until `stop` fires. Each session runs on `tracker` so shutdown can wait for it.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<SessionCtx>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let route = &ctx.route;
+    let permits = Arc::new(Semaphore::new(route.max_connections));
+    info!(route = %route.name, listen = %route.listen, upstream = %route.upstream, "Listening.");
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually out of file descriptors: back off briefly instead of spinning.
+                warn!(route = %route.name, error = %e, "Accept failed.");
+                ctx.metrics.error("accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => match route.protocol {
+                Protocol::Tcp => {
+                    tracker.spawn(tcp::serve(ctx.clone(), stream, peer, permit));
+                }
+            },
+            Err(_) => {
+                ctx.metrics
+                    .connections_rejected
+                    .get_or_create(&RejectLabels { route: route.name.clone(), reason: "connection_limit" })
+                    .inc();
+                let ctx = ctx.clone();
+                let reason = format!("route connection limit of {} reached", ctx.route.max_connections);
+                tracker.spawn(async move {
+                    drop(stream);
+                    tcp::refuse(&ctx, peer, &reason).await;
+                });
+            }
+        }
+    }
+    info!(route = %route.name, "Stopped accepting.");
+}

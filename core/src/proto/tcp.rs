@@ -1,0 +1,353 @@
+//! The raw TCP driver: streams bytes both ways, journaling every chunk.
+//!
+//! Each direction is a pipeline of two halves joined by a bounded queue: the reader reads a chunk,
+//! queues its journal record and hands `(chunk, receipt)` on; the writer forwards the chunk —
+//! after the receipt in strict mode, before it in batched mode — so several chunks can be in flight
+//! towards one group commit while the queue bound keeps backpressure end to end. A half-close is
+//! journaled as a FIN record and propagated with `shutdown()` on the other side.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, info, warn};
+
+use super::SessionCtx;
+use crate::admin::metrics::{BytesLabels, RouteLabels};
+use crate::journal::record::{CloseMeta, OpenMeta, TlsMeta, UpstreamMeta};
+use crate::journal::{Direction, Durability, JournalError, Receipt, SessionJournal};
+use crate::tls;
+
+/// Bytes read per chunk (and so at most per data record).
+const CHUNK: usize = 64 * 1024;
+/// Chunks in flight per direction between reader and writer.
+const PIPELINE_DEPTH: usize = 8;
+
+/// Anything a session can read and write.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why a session ended, in words for the journal.
+#[derive(Debug)]
+enum End {
+    /// Both sides closed their sending half.
+    Done,
+    /// Neither side sent anything for the idle timeout.
+    Idle,
+    /// The gateway is shutting down and the drain deadline passed.
+    Shutdown,
+    /// A socket failed.
+    Io { side: &'static str, op: &'static str, source: io::Error },
+    /// The journal could not record: the session is closed rather than continue unrecorded.
+    Journal(String),
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            Self::Done => "both sides closed".into(),
+            Self::Idle => "idle timeout".into(),
+            Self::Shutdown => "gateway shutdown: drain deadline passed".into(),
+            Self::Io { side, op, source } => format!("{side} {op} error: {source}"),
+            Self::Journal(e) => format!("journal write failed: {e}"),
+        }
+    }
+
+    fn journal(e: impl std::fmt::Display) -> Self {
+        Self::Journal(e.to_string())
+    }
+}
+
+/// Tracks the last moment bytes moved, for the idle timeout.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let last = self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Serves one accepted connection to its end. Never returns an error: every outcome is journaled
+/// as the session's close reason (or logged, if the journal itself is what failed).
+pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let route = &ctx.route;
+    let labels = RouteLabels { route: route.name.clone() };
+    ctx.metrics.connections.get_or_create(&labels).inc();
+    let active = ctx.metrics.connections_active.get_or_create(&labels).clone();
+    active.inc();
+    let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+
+    // Client-facing TLS first, so the session-open record can say what was negotiated.
+    let (client, tls_meta): (Box<dyn Io>, Option<TlsMeta>) = match &route.tls {
+        None => (Box::new(stream), None),
+        Some(acceptor) => match timeout(route.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let meta = tls::describe(tls.get_ref().1, tls.get_ref().1.server_name());
+                (Box::new(tls), Some(meta))
+            }
+            Ok(Err(e)) => {
+                ctx.metrics.error("client_tls");
+                refuse(&ctx, peer, &format!("client TLS handshake failed: {e}")).await;
+                active.dec();
+                return;
+            }
+            Err(_) => {
+                ctx.metrics.error("client_tls");
+                refuse(&ctx, peer, "client TLS handshake timed out").await;
+                active.dec();
+                return;
+            }
+        },
+    };
+
+    let sj = match open_session(&ctx, peer, tls_meta).await {
+        Ok(sj) => sj,
+        Err(e) => {
+            warn!(route = %route.name, client = %peer, error = %e, "Journal refused the session; closing.");
+            ctx.metrics.error("journal_write");
+            active.dec();
+            return;
+        }
+    };
+    let session = sj.id();
+    debug!(%session, route = %route.name, client = %peer, "Session opened.");
+
+    let counters = [AtomicU64::new(0), AtomicU64::new(0)];
+    let end = match connect_upstream(&ctx).await {
+        Err(reason) => {
+            warn!(%session, route = %route.name, upstream = %route.upstream, %reason, "Upstream unreachable.");
+            ctx.metrics.error("upstream_connect");
+            reason
+        }
+        Ok((upstream, meta)) => match journal_upstream(&sj, meta).await {
+            Err(e) => End::journal(e).reason(),
+            Ok(()) => relay(&ctx, &sj, client, upstream, &counters).await.reason(),
+        },
+    };
+
+    let meta = CloseMeta {
+        reason: end.clone(),
+        bytes_from_client: counters[0].load(Ordering::Relaxed),
+        bytes_from_upstream: counters[1].load(Ordering::Relaxed),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    match sj.close(meta).await {
+        Ok(receipt) => {
+            if let Err(e) = receipt.await {
+                warn!(%session, error = %e, "Session-close record not written.");
+            }
+        }
+        Err(e) => warn!(%session, error = %e, "Session-close record not written."),
+    }
+    info!(
+        %session,
+        route = %route.name,
+        client = %peer,
+        bytes_in = counters[0].load(Ordering::Relaxed),
+        bytes_out = counters[1].load(Ordering::Relaxed),
+        reason = %end,
+        "Session closed."
+    );
+    active.dec();
+}
+
+async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
+    let receipt = sj.upstream_connected(meta).await.map_err(|e| e.to_string())?;
+    receipt.await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+async fn open_session(ctx: &SessionCtx, peer: SocketAddr, tls: Option<TlsMeta>) -> Result<SessionJournal, JournalError> {
+    let route = &ctx.route;
+    let meta = OpenMeta {
+        route: route.name.clone(),
+        protocol: route.protocol.as_str().into(),
+        client_addr: peer.to_string(),
+        listen_addr: route.listen.to_string(),
+        upstream: route.upstream.clone(),
+        principal: "anonymous".into(),
+        tls,
+        sealed: false,
+    };
+    let (sj, receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
+    // Write-ahead: nothing is opened upstream before the session is on record.
+    receipt.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    Ok(sj)
+}
+
+/// Journals a caller that was refused before a session could start (connection cap, failed TLS).
+pub(crate) async fn refuse(ctx: &SessionCtx, peer: SocketAddr, reason: &str) {
+    warn!(route = %ctx.route.name, client = %peer, %reason, "Connection refused.");
+    let result = async {
+        let sj = open_session(ctx, peer, None).await?;
+        let meta = CloseMeta { reason: reason.into(), bytes_from_client: 0, bytes_from_upstream: 0, duration_us: 0 };
+        sj.close(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
+        Ok::<_, JournalError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(route = %ctx.route.name, client = %peer, error = %e, "Refusal not journaled.");
+    }
+}
+
+async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta), String> {
+    let route = &ctx.route;
+    let attempt = async {
+        let tcp = TcpStream::connect(&route.upstream)
+            .await
+            .map_err(|e| format!("upstream connect to {} failed: {e}", route.upstream))?;
+        let _ = tcp.set_nodelay(true);
+        let addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| route.upstream.clone());
+        match &route.upstream_tls {
+            None => Ok::<_, String>((Box::new(tcp) as Box<dyn Io>, UpstreamMeta { addr, tls: None })),
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("upstream TLS handshake with {} failed: {e}", route.upstream))?;
+                let verified_name = name.to_str();
+                let meta = tls::describe(tls.get_ref().1, Some(verified_name.as_ref()));
+                Ok((Box::new(tls) as Box<dyn Io>, UpstreamMeta { addr, tls: Some(meta) }))
+            }
+        }
+    };
+    match timeout(route.connect_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("upstream connect to {} timed out after {:?}", route.upstream, route.connect_timeout)),
+    }
+}
+
+/// Streams both ways until both sides close, one fails, the session idles out, or the gateway's
+/// drain deadline passes.
+async fn relay(
+    ctx: &SessionCtx,
+    sj: &SessionJournal,
+    client: Box<dyn Io>,
+    upstream: Box<dyn Io>,
+    counters: &[AtomicU64; 2],
+) -> End {
+    let (client_r, client_w) = tokio::io::split(client);
+    let (up_r, up_w) = tokio::io::split(upstream);
+    let activity = Activity::new();
+    let route = &ctx.route.name;
+    let up = Pump {
+        ctx,
+        sj,
+        direction: Direction::ClientToUpstream,
+        sides: ("client", "upstream"),
+        bytes: &counters[0],
+        activity: &activity,
+        metric: ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.clone(), direction: "client_to_upstream" }).clone(),
+    };
+    let down = Pump {
+        ctx,
+        sj,
+        direction: Direction::UpstreamToClient,
+        sides: ("upstream", "client"),
+        bytes: &counters[1],
+        activity: &activity,
+        metric: ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.clone(), direction: "upstream_to_client" }).clone(),
+    };
+    tokio::select! {
+        r = async { tokio::try_join!(up.run(client_r, up_w), down.run(up_r, client_w)) } => match r {
+            Ok(_) => End::Done,
+            Err(end) => end,
+        },
+        () = activity.idle_for(ctx.route.idle_timeout) => End::Idle,
+        () = ctx.abort.cancelled() => End::Shutdown,
+    }
+}
+
+struct Pump<'a> {
+    ctx: &'a SessionCtx,
+    sj: &'a SessionJournal,
+    direction: Direction,
+    /// (reading side, writing side), for error messages.
+    sides: (&'static str, &'static str),
+    bytes: &'a AtomicU64,
+    activity: &'a Activity,
+    metric: prometheus_client::metrics::counter::Counter,
+}
+
+impl Pump<'_> {
+    async fn run<R, W>(&self, mut from: ReadHalf<R>, mut to: WriteHalf<W>) -> Result<(), End>
+    where
+        R: AsyncRead,
+        W: AsyncWrite,
+    {
+        let (tx, mut rx) = mpsc::channel::<(Bytes, bool, Receipt)>(PIPELINE_DEPTH);
+        let strict = self.ctx.journal.durability() == Durability::Strict;
+        let reading = async move {
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            loop {
+                buf.reserve(CHUNK);
+                let n = from.read_buf(&mut buf).await.map_err(|source| End::Io {
+                    side: self.sides.0,
+                    op: "read",
+                    source,
+                })?;
+                let fin = n == 0;
+                let chunk = buf.split().freeze();
+                if !fin {
+                    self.activity.touch();
+                    self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                let receipt = self.sj.data(self.direction, fin, &chunk).await.map_err(End::journal)?;
+                if tx.send((chunk, fin, receipt)).await.is_err() || fin {
+                    return Ok::<(), End>(());
+                }
+            }
+        };
+        let writing = async {
+            while let Some((chunk, fin, receipt)) = rx.recv().await {
+                // Strict: the record is durable before the bytes move. Batched: after.
+                let pending = if strict {
+                    receipt.await.map_err(End::journal)?;
+                    None
+                } else {
+                    Some(receipt)
+                };
+                let io_err = |source| End::Io { side: self.sides.1, op: "write", source };
+                if fin {
+                    to.shutdown().await.map_err(io_err)?;
+                } else {
+                    to.write_all(&chunk).await.map_err(io_err)?;
+                    self.metric.inc_by(chunk.len() as u64);
+                }
+                if let Some(receipt) = pending {
+                    receipt.await.map_err(End::journal)?;
+                }
+                if fin {
+                    break;
+                }
+            }
+            Ok::<(), End>(())
+        };
+        tokio::try_join!(reading, writing).map(|_| ())
+    }
+}

@@ -1,0 +1,417 @@
+//! Test harness for Airlock's end-to-end tests: a real PostgreSQL server in a temp dir, TLS
+//! material minted per test, loopback echo servers, the gateway in-process or as the real binary.
+//! Everything listens on 127.0.0.1 and every wait is bounded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Default bound for any wait in a test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `airlock` binary built alongside the test binaries.
+pub fn airlock_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/airlock
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    profile_dir.join("airlock")
+}
+
+/// Runs the `airlock` binary to completion with a timeout.
+pub fn airlock(args: &[&str]) -> Output {
+    let bin = airlock_bin();
+    assert!(bin.exists(), "{} not built: run `cargo build -p airlock` first", bin.display());
+    let mut child = Command::new(&bin)
+        .args(args)
+        .arg("--log=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("airlock {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("airlock {args:?}: {e}"))
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Replays a session as JSON frames through the CLI.
+pub fn replay_json(data_dir: &Path, session: &str) -> Vec<serde_json::Value> {
+    let out = airlock(&["replay", session, "--format", "json", "--data-dir", &data_dir.display().to_string()]);
+    assert!(out.status.success(), "replay failed: {}", stderr(&out));
+    stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Concatenated payload bytes of one direction from `replay --format json` frames.
+pub fn direction_bytes(frames: &[serde_json::Value], direction: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    frames
+        .iter()
+        .filter(|f| f["kind"] == "data" && f["direction"] == direction)
+        .flat_map(|f| {
+            let b64 = f["payload_base64"].as_str().unwrap_or_else(|| panic!("frame without payload: {f}"));
+            base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+        })
+        .collect()
+}
+
+/// `sessions list --json` through the CLI.
+pub fn sessions(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = airlock(&["sessions", "list", "--json", "--data-dir", &data_dir.display().to_string()]);
+    assert!(out.status.success(), "sessions list failed: {}", stderr(&out));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+/// Waits until `f` returns true or the bound passes.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === servers ===
+
+/// A TCP echo server on loopback; echoes until the peer half-closes, then half-closes too.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(echo(s));
+        }
+    });
+    addr
+}
+
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+/// A TLS echo server using `tls.server_cert`.
+pub async fn tls_echo_server(tls: &TestPki) -> SocketAddr {
+    let acceptor = tls.acceptor();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(s) = acceptor.accept(s).await {
+                    echo(s).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+// === TLS material ===
+
+/// A throwaway CA and a server certificate for `localhost` / 127.0.0.1, written to a temp dir.
+pub struct TestPki {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+    /// CA certificate (PEM).
+    pub ca_pem: PathBuf,
+    /// Server certificate chain (PEM).
+    pub server_cert: PathBuf,
+    /// Server key (PEM).
+    pub server_key: PathBuf,
+}
+
+impl TestPki {
+    /// Mints the CA and the server certificate.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Airlock Test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&server_key, &issuer).unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        let server_cert = dir.path().join("server.pem");
+        let server_key_path = dir.path().join("server.key");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        std::fs::write(&server_cert, cert.pem()).unwrap();
+        std::fs::write(&server_key_path, server_key.serialize_pem()).unwrap();
+        Self { dir, ca_pem, server_cert, server_key: server_key_path }
+    }
+
+    /// A TLS acceptor serving the server certificate.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        airlock::tls::acceptor(&self.server_cert, &self.server_key).unwrap()
+    }
+
+    /// A client connector that trusts the CA.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        airlock::tls::connector(Some(&self.ca_pem), None).unwrap()
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === the gateway in-process ===
+
+/// A gateway running in this process on a temp data dir.
+pub struct TestGateway {
+    /// The running gateway (taken by `stop`).
+    pub gateway: Option<airlock::Gateway>,
+    /// The data dir.
+    pub data: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Starts a gateway from TOML `routes` (one or more `[[route]]` tables) plus extra sections;
+    /// `journal.data_dir` and `admin.listen` are filled in.
+    pub async fn start(extra: &str) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let text = format!(
+            "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = 50\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}",
+            data.path().display()
+        );
+        let settings = airlock::config::Config::parse(&text)?.build()?;
+        let gateway = airlock::Gateway::start(settings).await?;
+        Ok(Self { gateway: Some(gateway), data })
+    }
+
+    /// Address of route `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.gw().route_addr(name).unwrap_or_else(|| panic!("no route {name}"))
+    }
+
+    /// The gateway.
+    pub fn gw(&self) -> &airlock::Gateway {
+        self.gateway.as_ref().unwrap_or_else(|| panic!("gateway already stopped"))
+    }
+
+    /// Data dir path.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Graceful shutdown (final checkpoint).
+    pub async fn stop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// A route table for `TestGateway::start`.
+pub fn route(name: &str, upstream: SocketAddr, extra: &str) -> String {
+    format!("[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+// === the gateway as a process ===
+
+/// `airlock run` as a child process.
+pub struct GatewayProcess {
+    /// The child.
+    pub child: std::process::Child,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes `config_text` to `dir/airlock.toml` and starts `airlock run`, then waits until
+    /// `wait_for` accepts connections.
+    pub fn start(dir: &Path, config_text: &str, wait_for: SocketAddr) -> anyhow::Result<Self> {
+        let config = dir.join("airlock.toml");
+        std::fs::write(&config, config_text)?;
+        let child = Command::new(airlock_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--log=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start airlock run")?;
+        let mut p = Self { child, config };
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(wait_for).is_err() {
+            if let Some(status) = p.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = p.child.stderr.take() {
+                    use std::io::Read as _;
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("airlock run exited with {status}: {err}");
+            }
+            if Instant::now() > deadline {
+                bail!("airlock run did not listen on {wait_for} within {WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(p)
+    }
+
+    /// Sends a signal (`"-TERM"`, `"-KILL"`) and waits for the exit.
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args([sig, &pid]).status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("airlock did not exit after kill {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === PostgreSQL ===
+
+/// A throwaway PostgreSQL cluster listening on 127.0.0.1 with trust authentication.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+}
+
+fn pg_bin_dir() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().context("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root (the server refuses root).
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+impl Postgres {
+    /// initdb + pg_ctl start in a temp dir.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = pg_bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("airlock-pg-").tempdir()?;
+        if running_as_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?;
+            anyhow::ensure!(ok.success(), "chown of the PostgreSQL temp dir failed");
+        }
+        let data = dir.path().join("data");
+        let out = pg_command(&bin, "initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let opts = format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off", dir.path().display());
+        let out = pg_command(&bin, "pg_ctl")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(Self { dir, bin, port })
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// Runs `psql` against `addr` with a timeout; returns stdout.
+pub fn psql(addr: SocketAddr, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("timeout")
+        .args(["20", "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(addr.ip().to_string())
+        .args(["-p", &addr.port().to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGSSLMODE", "disable")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Shared-ownership helper for test closures.
+pub type Shared<T> = Arc<std::sync::Mutex<T>>;

@@ -1,0 +1,161 @@
+//! The real `airlock` binary: crash safety under `kill -9`, graceful shutdown on SIGTERM, and the
+//! messages users get for bad input.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use airlock_tests::*;
+
+fn config(data: &std::path::Path, listen: u16, upstream: std::net::SocketAddr, durability: &str) -> String {
+    format!(
+        "[journal]\ndata_dir = \"{}\"\ndurability = \"{durability}\"\n\n[admin]\nenabled = false\n\n[gateway]\ndrain_timeout = \"2s\"\n\n[[route]]\nname = \"echo\"\nlisten = \"127.0.0.1:{listen}\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n",
+        data.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_strict_mode_loses_nothing_the_client_received() {
+    let upstream = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "strict"), addr).unwrap();
+
+    // Stream in a blocking thread until the gateway dies under us.
+    let writer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..100_000u32 {
+            let msg = format!("message {i:06} with some padding to make it longer\n");
+            if s.write_all(msg.as_bytes()).is_err() {
+                break;
+            }
+            sent.extend_from_slice(msg.as_bytes());
+            let mut buf = vec![0u8; msg.len()];
+            match s.read_exact(&mut buf) {
+                Ok(()) => received.extend_from_slice(&buf),
+                Err(_) => break,
+            }
+        }
+        (sent, received)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    gw.signal_and_wait("-KILL");
+    let (_sent, received) = writer.join().unwrap();
+    assert!(received.len() > 1000, "traffic flowed before the kill ({} bytes)", received.len());
+
+    // Verify the journal as left by the crash, then restart on it.
+    let d = data.display().to_string();
+    let out = airlock(&["journal", "verify", "--data-dir", &d]);
+    assert!(out.status.success(), "after kill -9: {}{}", stdout(&out), stderr(&out));
+    let list = sessions(&data);
+    let id = list[0]["id"].as_str().unwrap();
+    let journaled = direction_bytes(&replay_json(&data, id), "upstream_to_client");
+    assert!(journaled.len() >= received.len());
+    assert_eq!(&journaled[..received.len()], &received[..], "every byte the client received is journaled");
+
+    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "strict"), addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"after restart\n").unwrap();
+    let mut buf = [0u8; 14];
+    s.read_exact(&mut buf).unwrap();
+    drop(s);
+    let status = gw.signal_and_wait("-TERM");
+    assert!(status.success(), "{status}");
+    let out = airlock(&["journal", "verify", "--json", "--data-dir", &d]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unsigned_tail"], 0, "SIGTERM signs a final checkpoint: {report}");
+    assert_eq!(sessions(&data).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_closes_open_sessions_and_checkpoints() {
+    let upstream = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "batched"), addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"still here\n").unwrap();
+    let mut buf = [0u8; 11];
+    s.read_exact(&mut buf).unwrap();
+    let started = std::time::Instant::now();
+    let status = gw.signal_and_wait("-TERM");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "waited for the 2s drain deadline");
+    // New connections are refused once stopped.
+    assert!(TcpStream::connect(addr).is_err());
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0, "the open session was closed");
+    let list = sessions(&data);
+    assert_eq!(list[0]["close_reason"], "gateway shutdown: drain deadline passed");
+    let out = airlock(&["journal", "verify", "--json", "--data-dir", &data.display().to_string()]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success() && report["unsigned_tail"] == 0, "{report}");
+}
+
+#[test]
+fn malformed_config_names_the_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[journal]\ndurability = \"strict\"\n\n[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:6543\"\nupstrem = \"127.0.0.1:5432\"\n").unwrap();
+    let out = airlock(&["config", "check", "--config", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("line 7") && err.contains("upstrem"), "{err}");
+
+    std::fs::write(&path, "[journal]\ndurability = \"eventually\"\n").unwrap();
+    let err = stderr(&airlock(&["config", "check", "--config", &path.display().to_string()]));
+    assert!(err.contains("line 2") && err.contains("eventually") && err.contains("strict"), "{err}");
+}
+
+#[test]
+fn unreadable_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.toml");
+    std::fs::write(
+        &path,
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:6543\"\nupstream = \"127.0.0.1:5432\"\ntls = { cert = \"missing.pem\", key = \"missing.key\" }\n",
+    )
+    .unwrap();
+    let out = airlock(&["config", "check", "--config", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("route[pg].tls") && err.contains("missing.pem") && err.contains("certificate"), "{err}");
+
+    // A file that exists but holds no certificate.
+    std::fs::write(dir.path().join("missing.pem"), "not a certificate\n").unwrap();
+    let err = stderr(&airlock(&["config", "check", "--config", &path.display().to_string()]));
+    assert!(err.contains("no PEM certificate found"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.toml");
+    let text = config(&dir.path().join("data"), port, "127.0.0.1:1".parse().unwrap(), "strict");
+    std::fs::write(&path, text).unwrap();
+    let out = airlock(&["run", "--config", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("route `echo`: cannot listen on 127.0.0.1:{port}")) && err.contains("in use"), "{err}");
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.toml");
+    std::fs::write(&path, config(&dir.path().join("data"), 6543, "127.0.0.1:5432".parse().unwrap(), "batched")).unwrap();
+    let out = airlock(&["config", "check", "--config", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("route echo: 127.0.0.1:6543 -> 127.0.0.1:5432 (tcp)"), "{}", stdout(&out));
+}

@@ -1,0 +1,137 @@
+//! Tamper evidence: edit the RocksDB directly and `airlock journal verify` must fail and name the
+//! sequence number; an untouched journal verifies.
+
+use std::path::Path;
+
+use airlock::journal::{Store, db_path};
+use airlock_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Builds a journal with a few sessions and returns its data dir (gateway stopped).
+async fn journal_with_traffic(checkpoint_every: u64) -> tempfile::TempDir {
+    let upstream = echo_server().await;
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = {checkpoint_every}\n[admin]\nenabled = false\n{}",
+        data.path().display(),
+        route("echo", upstream, "")
+    );
+    let gw = airlock::Gateway::start(airlock::config::Config::parse(&text).unwrap().build().unwrap()).await.unwrap();
+    let addr = gw.route_addr("echo").unwrap();
+    for i in 0..4u8 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[i; 100]).await.unwrap();
+        let mut buf = [0u8; 100];
+        c.read_exact(&mut buf).await.unwrap();
+    }
+    gw.shutdown().await.unwrap();
+    data
+}
+
+fn verify(data: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
+    let dir = data.display().to_string();
+    let mut args = vec!["journal", "verify", "--json", "--data-dir", &dir];
+    args.extend_from_slice(extra);
+    let out = airlock(&args);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)));
+    assert_eq!(out.status.success(), report["ok"] == true);
+    (out.status.success(), report)
+}
+
+fn repair(data: &Path) -> Store {
+    Store::open_for_repair(&db_path(data)).unwrap()
+}
+
+fn break_seq(report: &serde_json::Value) -> u64 {
+    report["first_break"]["seq"].as_u64().unwrap_or_else(|| panic!("no break named: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untouched_journal_verifies() {
+    let data = journal_with_traffic(5).await;
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(ok, "{report}");
+    assert!(report["records_verified"].as_u64().unwrap() >= 4 * 6);
+    assert!(report["checkpoints_verified"].as_u64().unwrap() >= 4);
+    assert_eq!(report["unsigned_tail"], 0, "shutdown signs the last record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_is_found() {
+    let data = journal_with_traffic(5).await;
+    {
+        let store = repair(data.path());
+        let mut v = store.record(7).unwrap().unwrap().to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+        store.put_raw_record(7, &v).unwrap();
+    }
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), 7, "{report}");
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("hash mismatch"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_record_is_found() {
+    let data = journal_with_traffic(5).await;
+    repair(data.path()).delete_raw_record(9).unwrap();
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), 9, "{report}");
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("missing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_records_are_found() {
+    let data = journal_with_traffic(5).await;
+    {
+        let store = repair(data.path());
+        let a = store.record(11).unwrap().unwrap();
+        let b = store.record(12).unwrap().unwrap();
+        store.put_raw_record(11, &b).unwrap();
+        store.put_raw_record(12, &a).unwrap();
+    }
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), 11, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_tail_is_found_with_an_exported_anchor() {
+    let data = journal_with_traffic(1000).await;
+    let dir = data.path().display().to_string();
+    let anchor = data.path().join("anchor.json");
+    let out = airlock(&["journal", "checkpoint", "--export", &anchor.display().to_string(), "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let anchored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&anchor).unwrap()).unwrap();
+    let last = anchored["seq"].as_u64().unwrap();
+    // Cut the last five records and the checkpoint that vouched for them, as an attacker would.
+    {
+        let store = repair(data.path());
+        for seq in last - 4..=last {
+            store.delete_raw_record(seq).unwrap();
+        }
+        store.delete_checkpoints_after(last - 5).unwrap();
+    }
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(ok, "without the anchor a clean cut is invisible: {report}");
+    let anchor_arg = anchor.display().to_string();
+    let (ok, report) = verify(data.path(), &["--anchor", &anchor_arg]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), last - 4, "{report}");
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("truncated"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_signed_by_another_key_is_refused() {
+    let data = journal_with_traffic(5).await;
+    let other = tempfile::tempdir().unwrap();
+    let key = airlock::journal::crypto::SigningKey::load_or_create(&other.path().join("k"), true).unwrap();
+    let pk = other.path().join("pk.hex");
+    std::fs::write(&pk, airlock::journal::crypto::hex(key.public_key())).unwrap();
+    let (ok, report) = verify(data.path(), &["--public-key", &pk.display().to_string()]);
+    assert!(!ok);
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("untrusted key"), "{report}");
+}
