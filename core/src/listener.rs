@@ -13,6 +13,9 @@ use crate::admin::metrics::RejectLabels;
 use crate::config::Protocol;
 use crate::proto::{SessionCtx, tcp};
 
+/// Most refusals being journaled at once per route.
+const MAX_JOURNALED_REFUSALS: usize = 64;
+
 /// Binds a route's address, with a message that names the route when the port is taken.
 pub async fn bind(route: &crate::config::Route) -> Result<TcpListener, crate::Error> {
     TcpListener::bind(route.listen).await.map_err(|source| crate::Error::Bind {
@@ -31,6 +34,9 @@ pub(crate) async fn accept_loop(
 ) {
     let route = &ctx.route;
     let permits = Arc::new(Semaphore::new(route.max_connections));
+    // Refusals are journaled too, but a flood must not turn into unbounded tasks: past this many
+    // in flight, a refusal is only logged and counted.
+    let refusals = Arc::new(Semaphore::new(MAX_JOURNALED_REFUSALS));
     info!(route = %route.name, listen = %route.listen, upstream = %route.upstream, "Listening.");
     loop {
         let accepted = tokio::select! {
@@ -58,12 +64,20 @@ pub(crate) async fn accept_loop(
                     .connections_rejected
                     .get_or_create(&RejectLabels { route: route.name.clone(), reason: "connection_limit" })
                     .inc();
-                let ctx = ctx.clone();
-                let reason = format!("route connection limit of {} reached", ctx.route.max_connections);
-                tracker.spawn(async move {
-                    drop(stream);
-                    tcp::refuse(&ctx, peer, &reason).await;
-                });
+                drop(stream);
+                let reason = format!("route connection limit of {} reached", route.max_connections);
+                match refusals.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let ctx = ctx.clone();
+                        tracker.spawn(async move {
+                            tcp::refuse(&ctx, peer, &reason).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        warn!(route = %route.name, client = %peer, %reason, "Connection refused (not journaled: refusal flood).")
+                    }
+                }
             }
         }
     }

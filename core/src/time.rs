@@ -4,10 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// RFC 3339 with microseconds, UTC.
@@ -43,10 +40,11 @@ mod tests {
     #[test]
     fn parses_timestamps_and_spans() {
         let now = 1_800_000_000_000_000;
-        assert_eq!(parse_point("2026-11-25T18:00:00Z", now).unwrap(), 1_795_543_200_000_000);
+        assert_eq!(parse_point("2026-11-25T18:00:00Z", now).unwrap(), 1_795_629_600_000_000);
         assert_eq!(parse_point("15m", now).unwrap(), now - 15 * 60 * 1_000_000);
         assert_eq!(parse_point("2h", now).unwrap(), now - 2 * 3600 * 1_000_000);
+        assert_eq!(parse_point("7d", now).unwrap(), now - 7 * 86_400 * 1_000_000);
         assert!(parse_point("yesterday-ish", now).is_err());
-        assert_eq!(format_us(1_795_543_200_000_001), "2026-11-25T18:00:00.000001Z");
+        assert_eq!(format_us(1_795_629_600_000_001), "2026-11-25T18:00:00.000001Z");
     }
 }

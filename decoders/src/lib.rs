@@ -48,7 +48,12 @@ pub trait Decoder {
 
 /// Returns the first `len` bytes of `buf` as a frame once they are all there, after checking
 /// `len` against `max` — the "frame by length first" step every decoder starts with.
-pub fn take_frame(buf: &mut BytesMut, len: usize, max: usize, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
+pub fn take_frame(
+    buf: &mut BytesMut,
+    len: usize,
+    max: usize,
+    what: &'static str,
+) -> Result<Option<Bytes>, DecodeError> {
     if len > max {
         return Err(DecodeError::TooLong { what, len, max });
     }

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,29 +22,30 @@ pub fn airlock_bin() -> PathBuf {
     profile_dir.join("airlock")
 }
 
-/// Runs the `airlock` binary to completion with a timeout.
+/// Runs the `airlock` binary to completion with a timeout. Output is collected on a separate
+/// thread so a large output cannot block the child on a full pipe.
 pub fn airlock(args: &[&str]) -> Output {
     let bin = airlock_bin();
     assert!(bin.exists(), "{} not built: run `cargo build -p airlock` first", bin.display());
-    let mut child = Command::new(&bin)
+    let child = Command::new(&bin)
         .args(args)
         .arg("--log=warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("airlock {args:?}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
             panic!("airlock {args:?} did not finish within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    child.wait_with_output().unwrap_or_else(|e| panic!("airlock {args:?}: {e}"))
 }
 
 /// stdout as text.
@@ -149,6 +149,7 @@ pub async fn tls_echo_server(tls: &TestPki) -> SocketAddr {
 // === TLS material ===
 
 /// A throwaway CA and a server certificate for `localhost` / 127.0.0.1, written to a temp dir.
+#[derive(Debug)]
 pub struct TestPki {
     /// Holds the files.
     pub dir: tempfile::TempDir,
@@ -204,6 +205,7 @@ impl Default for TestPki {
 // === the gateway in-process ===
 
 /// A gateway running in this process on a temp data dir.
+#[derive(Debug)]
 pub struct TestGateway {
     /// The running gateway (taken by `stop`).
     pub gateway: Option<airlock::Gateway>,
@@ -250,12 +252,15 @@ impl TestGateway {
 
 /// A route table for `TestGateway::start`.
 pub fn route(name: &str, upstream: SocketAddr, extra: &str) -> String {
-    format!("[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n{extra}\n")
+    format!(
+        "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n{extra}\n"
+    )
 }
 
 // === the gateway as a process ===
 
 /// `airlock run` as a child process.
+#[derive(Debug)]
 pub struct GatewayProcess {
     /// The child.
     pub child: std::process::Child,
@@ -324,6 +329,7 @@ impl Drop for GatewayProcess {
 // === PostgreSQL ===
 
 /// A throwaway PostgreSQL cluster listening on 127.0.0.1 with trust authentication.
+#[derive(Debug)]
 pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -372,7 +378,10 @@ impl Postgres {
             .output()?;
         anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
-        let opts = format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off", dir.path().display());
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off",
+            dir.path().display()
+        );
         let out = pg_command(&bin, "pg_ctl")
             .args(["-D"])
             .arg(&data)
@@ -412,6 +421,3 @@ pub fn psql(addr: SocketAddr, sql: &str) -> anyhow::Result<String> {
     anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
-
-/// Shared-ownership helper for test closures.
-pub type Shared<T> = Arc<std::sync::Mutex<T>>;

@@ -7,17 +7,20 @@ async fn psql_through_a_tcp_route_is_journaled_byte_for_byte() {
     let pg = Postgres::start().unwrap();
     let mut gw = TestGateway::start(&route("pg", pg.addr(), "")).await.unwrap();
     let addr = gw.addr("pg");
-    let out = tokio::task::spawn_blocking(move || psql(addr, "select 'hello ' || 'airlock' as greeting, 6 * 7 as answer"))
-        .await
-        .unwrap()
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || psql(addr, "select 'hello ' || 'airlock' as greeting, 6 * 7 as answer"))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(out.trim(), "hello airlock|42");
     // A second statement on a new connection: two sessions.
-    let out = tokio::task::spawn_blocking(move || psql(addr, "create table t(x int); insert into t values (1),(2); select sum(x) from t"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(out.trim(), "3");
+    let out = tokio::task::spawn_blocking(move || {
+        psql(addr, "create table t(x int); insert into t values (1),(2); select sum(x) from t")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.trim(), "CREATE TABLE\nINSERT 0 2\n3");
     gw.stop().await;
 
     let list = sessions(gw.data_dir());

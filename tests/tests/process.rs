@@ -7,9 +7,22 @@ use std::time::Duration;
 
 use airlock_tests::*;
 
+/// A config whose admin listener is on `admin` (the readiness probe: probing the route itself
+/// would journal sessions of its own).
 fn config(data: &std::path::Path, listen: u16, upstream: std::net::SocketAddr, durability: &str) -> String {
+    config_with_admin(data, listen, upstream, durability, 0)
+}
+
+fn config_with_admin(
+    data: &std::path::Path,
+    listen: u16,
+    upstream: std::net::SocketAddr,
+    durability: &str,
+    admin: u16,
+) -> String {
+    let admin = if admin == 0 { "enabled = false".to_string() } else { format!("listen = \"127.0.0.1:{admin}\"") };
     format!(
-        "[journal]\ndata_dir = \"{}\"\ndurability = \"{durability}\"\n\n[admin]\nenabled = false\n\n[gateway]\ndrain_timeout = \"2s\"\n\n[[route]]\nname = \"echo\"\nlisten = \"127.0.0.1:{listen}\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n",
+        "[journal]\ndata_dir = \"{}\"\ndurability = \"{durability}\"\n\n[admin]\n{admin}\n\n[gateway]\ndrain_timeout = \"2s\"\n\n[[route]]\nname = \"echo\"\nlisten = \"127.0.0.1:{listen}\"\nprotocol = \"tcp\"\nupstream = \"{upstream}\"\n",
         data.display()
     )
 }
@@ -21,7 +34,10 @@ async fn kill_9_in_strict_mode_loses_nothing_the_client_received() {
     let data = dir.path().join("data");
     let port = free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "strict"), addr).unwrap();
+    let admin = free_port();
+    let probe = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let text = config_with_admin(&data, port, upstream, "strict", admin);
+    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
 
     // Stream in a blocking thread until the gateway dies under us.
     let writer = std::thread::spawn(move || {
@@ -53,12 +69,14 @@ async fn kill_9_in_strict_mode_loses_nothing_the_client_received() {
     let out = airlock(&["journal", "verify", "--data-dir", &d]);
     assert!(out.status.success(), "after kill -9: {}{}", stdout(&out), stderr(&out));
     let list = sessions(&data);
+    assert_eq!(list.len(), 1);
     let id = list[0]["id"].as_str().unwrap();
+    assert!(list[0].get("close_reason").is_none(), "killed mid-session: no close record");
     let journaled = direction_bytes(&replay_json(&data, id), "upstream_to_client");
     assert!(journaled.len() >= received.len());
     assert_eq!(&journaled[..received.len()], &received[..], "every byte the client received is journaled");
 
-    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "strict"), addr).unwrap();
+    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"after restart\n").unwrap();
     let mut buf = [0u8; 14];
@@ -70,7 +88,11 @@ async fn kill_9_in_strict_mode_loses_nothing_the_client_received() {
     assert!(out.status.success(), "{}", stdout(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["unsigned_tail"], 0, "SIGTERM signs a final checkpoint: {report}");
-    assert_eq!(sessions(&data).len(), 2);
+    let list = sessions(&data);
+    assert_eq!(list.len(), 2);
+    let last = &list[1];
+    assert_eq!(last["bytes_from_client"], 14);
+    assert_eq!(last["close_reason"], "both sides closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +102,9 @@ async fn sigterm_drains_then_closes_open_sessions_and_checkpoints() {
     let data = dir.path().join("data");
     let port = free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut gw = GatewayProcess::start(dir.path(), &config(&data, port, upstream, "batched"), addr).unwrap();
+    let admin = free_port();
+    let text = config_with_admin(&data, port, upstream, "batched", admin);
+    let mut gw = GatewayProcess::start(dir.path(), &text, std::net::SocketAddr::from(([127, 0, 0, 1], admin))).unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"still here\n").unwrap();
@@ -95,6 +119,7 @@ async fn sigterm_drains_then_closes_open_sessions_and_checkpoints() {
     let mut rest = Vec::new();
     assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0, "the open session was closed");
     let list = sessions(&data);
+    assert_eq!(list.len(), 1);
     assert_eq!(list[0]["close_reason"], "gateway shutdown: drain deadline passed");
     let out = airlock(&["journal", "verify", "--json", "--data-dir", &data.display().to_string()]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -147,14 +172,18 @@ fn a_port_in_use_is_named() {
     let out = airlock(&["run", "--config", &path.display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains(&format!("route `echo`: cannot listen on 127.0.0.1:{port}")) && err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&format!("route `echo`: cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]
 fn config_check_accepts_a_good_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("airlock.toml");
-    std::fs::write(&path, config(&dir.path().join("data"), 6543, "127.0.0.1:5432".parse().unwrap(), "batched")).unwrap();
+    std::fs::write(&path, config(&dir.path().join("data"), 6543, "127.0.0.1:5432".parse().unwrap(), "batched"))
+        .unwrap();
     let out = airlock(&["config", "check", "--config", &path.display().to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("route echo: 127.0.0.1:6543 -> 127.0.0.1:5432 (tcp)"), "{}", stdout(&out));

@@ -200,7 +200,8 @@ async fn idle_sessions_are_closed() {
     let mut client = TcpStream::connect(gw.addr("idle")).await.unwrap();
     assert_eq!(exchange(&mut client, &[b"ping".to_vec()]).await, b"ping");
     let mut buf = [0u8; 8];
-    let n = timeout(Duration::from_secs(10), client.read(&mut buf)).await.expect("closed by the idle timeout").unwrap_or(0);
+    let n =
+        timeout(Duration::from_secs(10), client.read(&mut buf)).await.expect("closed by the idle timeout").unwrap_or(0);
     assert_eq!(n, 0);
     gw.stop().await;
     assert_eq!(sessions(gw.data_dir())[0]["close_reason"], "idle timeout");

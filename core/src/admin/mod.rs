@@ -24,6 +24,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// True once every listener is bound and the journal is open; false again while draining.
     pub ready: AtomicBool,
+    /// The journal: not ready once a write has failed.
+    pub journal: Arc<crate::journal::Journal>,
 }
 
 /// Serves the admin API on an already-bound listener until `stop` fires.
@@ -37,10 +39,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
+    if !s.journal.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the journal has failed\n")
+    } else if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or draining\n")
     }
 }
 

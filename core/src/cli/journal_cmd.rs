@@ -10,7 +10,12 @@ use crate::journal::crypto::{hex, unhex};
 use crate::journal::store::Checkpoint;
 use crate::journal::verify::{VerifyOptions, verify as verify_journal};
 
-pub(super) fn verify(args: &JournalArgs, json: bool, anchor: Option<&Path>, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub(super) fn verify(
+    args: &JournalArgs,
+    json: bool,
+    anchor: Option<&Path>,
+    public_key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let (store, _) = args.open()?;
     let anchor = anchor
         .map(|p| -> anyhow::Result<Checkpoint> {
@@ -21,7 +26,9 @@ pub(super) fn verify(args: &JournalArgs, json: bool, anchor: Option<&Path>, publ
     let public_key = public_key
         .map(|p| -> anyhow::Result<Vec<u8>> {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read public key {}", p.display()))?;
-            unhex(&text).filter(|k| k.len() == 32).with_context(|| format!("{} does not hold a 32-byte hex key", p.display()))
+            unhex(&text)
+                .filter(|k| k.len() == 32)
+                .with_context(|| format!("{} does not hold a 32-byte hex key", p.display()))
         })
         .transpose()?;
     let report = verify_journal(&store, &VerifyOptions { anchor, public_key })?;
@@ -45,7 +52,14 @@ pub(super) fn verify(args: &JournalArgs, json: bool, anchor: Option<&Path>, publ
         }
         println!("  head hash {}", report.last_hash);
         if let Some(k) = &report.public_key {
-            println!("  signing key {k}");
+            println!(
+                "  signing key {k} ({})",
+                if report.public_key_source == "given" {
+                    "given with --public-key"
+                } else {
+                    "as recorded in the journal; pass --public-key with a copy kept elsewhere for an independent check"
+                }
+            );
         }
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -53,10 +67,9 @@ pub(super) fn verify(args: &JournalArgs, json: bool, anchor: Option<&Path>, publ
 
 pub(super) fn checkpoint(args: &JournalArgs, export: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (store, _) = args.open()?;
-    let cp = store
-        .checkpoints()?
-        .pop()
-        .context("the journal has no checkpoint yet (one is signed every N records, every T seconds and at shutdown)")?;
+    let cp = store.checkpoints()?.pop().context(
+        "the journal has no checkpoint yet (one is signed every N records, every T seconds and at shutdown)",
+    )?;
     let json = serde_json::to_string_pretty(&cp)?;
     match export {
         Some(path) => {

@@ -178,7 +178,10 @@ impl JournalArgs {
         };
         let master = match (&self.master_key, &cfg) {
             (Some(k), _) => k.clone(),
-            (None, Some(c)) => c.build().map(|s| s.journal.master_key).unwrap_or_else(|_| crate::journal::default_master_key(&data_dir)),
+            (None, Some(c)) => c
+                .build()
+                .map(|s| s.journal.master_key)
+                .unwrap_or_else(|_| crate::journal::default_master_key(&data_dir)),
             (None, None) => crate::journal::default_master_key(&data_dir),
         };
         Ok((data_dir, master))
@@ -194,7 +197,8 @@ impl JournalArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
@@ -203,7 +207,9 @@ pub fn main() -> ExitCode {
         Command::Sessions { command: SessionsCommand::List { route, since, until, json, journal } } => {
             sessions::list(&journal, route, since.as_deref(), until.as_deref(), json)
         }
-        Command::Sessions { command: SessionsCommand::Show { id, json, journal } } => sessions::show(&journal, &id, json),
+        Command::Sessions { command: SessionsCommand::Show { id, json, journal } } => {
+            sessions::show(&journal, &id, json)
+        }
         Command::Replay { id, format, pace, journal } => replay::replay(&journal, &id, format, pace),
         Command::Journal { command: JournalCommand::Verify { json, anchor, public_key, journal } } => {
             journal_cmd::verify(&journal, json, anchor.as_deref(), public_key.as_deref())
@@ -225,7 +231,8 @@ pub fn main() -> ExitCode {
 }
 
 fn parse_session_id(id: &str) -> anyhow::Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not a session id (a UUID as printed by `airlock sessions list`)"))
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| anyhow::anyhow!("`{id}` is not a session id (a UUID as printed by `airlock sessions list`)"))
 }
 
 /// A multi-threaded runtime for the commands that serve traffic.

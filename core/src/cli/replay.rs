@@ -67,7 +67,14 @@ fn write_text(out: &mut impl std::io::Write, r: &SessionRecord) -> std::io::Resu
                 writeln!(out, "{t} #{} {} (half-close)", r.seq, f.direction.arrow())
             }
             Some(Content::Bytes(b)) => {
-                writeln!(out, "{t} #{} {} {} bytes{}", r.seq, f.direction.arrow(), b.len(), if f.fin { ", then half-close" } else { "" })?;
+                writeln!(
+                    out,
+                    "{t} #{} {} {} bytes{}",
+                    r.seq,
+                    f.direction.arrow(),
+                    b.len(),
+                    if f.fin { ", then half-close" } else { "" }
+                )?;
                 for line in escape_lines(b) {
                     writeln!(out, "    {line}")?;
                 }
@@ -112,7 +119,10 @@ mod tests {
 
     #[test]
     fn escapes_non_printables_and_breaks_after_newlines() {
-        assert_eq!(escape_lines(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), vec!["GET / HTTP/1.1\\r\\n", "Host: x\\r\\n", "\\r\\n"]);
+        assert_eq!(
+            escape_lines(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            vec!["GET / HTTP/1.1\\r\\n", "Host: x\\r\\n", "\\r\\n"]
+        );
         assert_eq!(escape_lines(b"\x00\x01Q\\\xff"), vec!["\\x00\\x01Q\\\\\\xff"]);
         assert_eq!(escape_lines(b""), vec![""]);
     }

@@ -14,12 +14,12 @@ pub(super) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Called once the gateway is listening (the demo prints its banner).
+pub(super) type OnStart = Box<dyn FnOnce(&Gateway) + Send>;
+
 /// Starts the gateway, calls `started` with it, then serves until SIGTERM or SIGINT and shuts
 /// down gracefully.
-pub(super) async fn serve_until_signal(
-    settings: Settings,
-    started: Option<Box<dyn FnOnce(&Gateway) + Send>>,
-) -> anyhow::Result<()> {
+pub(super) async fn serve_until_signal(settings: Settings, started: Option<OnStart>) -> anyhow::Result<()> {
     let gateway = Gateway::start(settings).await?;
     if let Some(f) = started {
         f(&gateway);

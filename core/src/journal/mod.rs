@@ -136,6 +136,9 @@ pub enum JournalError {
     /// A stored index entry does not parse.
     #[error("corrupt journal index entry: {0}")]
     Index(String),
+    /// The signing key does not match the key this journal was created with.
+    #[error("signing key {0} is not the key this journal was created with; restore the original key")]
+    KeyMismatch(PathBuf),
     /// No journal at the given place.
     #[error("no journal at {0} (is --data-dir right?)")]
     NotFound(PathBuf),

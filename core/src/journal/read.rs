@@ -70,12 +70,16 @@ pub fn session_records(
     let mut out = Vec::new();
     for seq in store.session_seqs(session)? {
         let Some(value) = store.record(seq)? else {
-            return Err(JournalError::Index(format!("record {seq} is indexed but missing; run `airlock journal verify`")));
+            return Err(JournalError::Index(format!(
+                "record {seq} is indexed but missing; run `airlock journal verify`"
+            )));
         };
         let env = decode_envelope(&value).map_err(|source| JournalError::Record { seq, source })?;
         let record = decode_body(&env.body).map_err(|source| JournalError::Record { seq, source })?;
         if record.session != *session {
-            return Err(JournalError::Index(format!("record {seq} belongs to another session; run `airlock journal verify`")));
+            return Err(JournalError::Index(format!(
+                "record {seq} belongs to another session; run `airlock journal verify`"
+            )));
         }
         let content = match &record.kind {
             RecordKind::Data(frame) => Some(match (&frame.payload, &cipher) {
@@ -104,22 +108,6 @@ fn session_cipher(store: &Store, session: &Uuid, master_key: Option<&Path>) -> R
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "the session's data key has been shredded".to_string())?;
     master.unwrap_session_key(session.as_bytes(), &wrapped).map_err(|e| e.to_string())
-}
-
-/// The bytes of one direction, concatenated, as delivered.
-pub fn stream_bytes(records: &[SessionRecord], direction: Direction) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    for r in records {
-        if let (RecordKind::Data(f), Some(c)) = (&r.record.kind, &r.content) {
-            if f.direction == direction {
-                match c {
-                    Content::Bytes(b) => out.extend_from_slice(b),
-                    Content::Unavailable(why) => return Err(why.clone()),
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// JSON view of a record for `replay --format json` (one object per line).

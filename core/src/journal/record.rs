@@ -287,8 +287,9 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
         RecordKind::UpstreamConnected(m) => put_meta(&mut out, m)?,
         RecordKind::Data(frame) => {
             let len = frame.payload.stored_len();
-            if len > MAX_PAYLOAD_LEN + TAG_LEN {
-                return Err(RecordError::TooLong { field: "payload", len, max: MAX_PAYLOAD_LEN });
+            let max = MAX_PAYLOAD_LEN + if matches!(frame.payload, Payload::Sealed { .. }) { TAG_LEN } else { 0 };
+            if len > max {
+                return Err(RecordError::TooLong { field: "payload", len, max });
             }
             out.reserve(2 + NONCE_LEN + 4 + len);
             out.put_u8(frame.direction.to_byte());

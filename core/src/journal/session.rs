@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::JournalError;
 use super::crypto::SessionCipher;
 use super::record::{
     CloseMeta, DataFrame, Direction, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind, UpstreamMeta, data_aad,
@@ -13,7 +14,6 @@ use super::record::{
 };
 use super::store::SessionSummary;
 use super::writer::{Journal, Receipt, Submission};
-use super::JournalError;
 use crate::time::now_us;
 
 /// One session's writer into the journal.
@@ -53,9 +53,8 @@ impl SessionJournal {
         };
         let body = encode_body(&Record { session: id, time_us, kind: RecordKind::SessionOpen(meta) })?;
         let summary_json = encode_summary(&summary)?;
-        let receipt = journal
-            .submit(Submission { session: id, body, summary: Some(summary_json), wrapped_key })
-            .await?;
+        let receipt =
+            journal.submit(Submission { session: id, body, summary: Some(summary_json), wrapped_key }).await?;
         Ok((Self { journal, id, cipher, summary: Mutex::new(summary) }, receipt))
     }
 

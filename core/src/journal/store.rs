@@ -119,6 +119,9 @@ impl Checkpoint {
     }
 }
 
+/// A stored record as `(key, value)`, unparsed.
+pub type RawRecord = (Box<[u8]>, Bytes);
+
 /// An open journal database.
 pub struct Store {
     db: DB,
@@ -191,7 +194,7 @@ impl Store {
 
     /// All records in key order, raw: `(key, value)`. Keys that are not 8 bytes are returned as
     /// they are so that a verifier can report them.
-    pub fn records(&self) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Bytes), JournalError>> + '_, JournalError> {
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<RawRecord, JournalError>> + '_, JournalError> {
         let iter = self.db.iterator_cf(self.cf(CF_RECORDS)?, IteratorMode::Start);
         Ok(iter.map(|r| r.map(|(k, v)| (k, Bytes::from(v.into_vec()))).map_err(JournalError::from)))
     }
@@ -252,6 +255,11 @@ impl Store {
     /// A session's wrapped data key, if it has one and it has not been shredded.
     pub fn wrapped_key(&self, id: &Uuid) -> Result<Option<Vec<u8>>, JournalError> {
         Ok(self.db.get_cf(self.cf(CF_KEYS)?, id.as_bytes())?)
+    }
+
+    /// Whether any session data key is stored.
+    pub fn has_session_keys(&self) -> Result<bool, JournalError> {
+        Ok(self.db.iterator_cf(self.cf(CF_KEYS)?, IteratorMode::Start).next().is_some())
     }
 
     /// Every stored checkpoint, in sequence order.

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::JournalError;
 use super::crypto::{GENESIS, chain_hash, hex, unhex};
 use super::record::{Hash, decode_body, decode_envelope};
 use super::store::{Checkpoint, Store, seq_from_key};
-use super::JournalError;
 
 /// What to check beyond the journal itself.
 #[derive(Debug, Default)]
@@ -51,6 +51,10 @@ pub struct VerifyReport {
     pub anchor_verified: Option<bool>,
     /// Public key the checkpoints were checked against (hex).
     pub public_key: Option<String>,
+    /// Where that key came from: `given` (`--public-key`, independent of the journal) or
+    /// `journal` (recorded in the database itself: proves integrity against accidents and
+    /// against anyone without the signing key, but a key kept elsewhere is the stronger check).
+    pub public_key_source: &'static str,
     /// The first break, if any.
     pub first_break: Option<Break>,
 }
@@ -68,32 +72,31 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
             *first = Some(b);
         }
     };
-    let mut expected: BTreeMap<u64, (Hash, &'static str)> = BTreeMap::new();
-    let checkpoints = store.checkpoints()?;
-    for cp in &checkpoints {
-        if let Some(key) = &trusted_key {
-            if unhex(&cp.public_key).as_deref() != Some(key.as_slice()) {
-                note(Break { seq: cp.seq, problem: "checkpoint is signed by an untrusted key".into() }, &mut first_break);
-                continue;
-            }
+    let mut expected: BTreeMap<u64, Hash> = BTreeMap::new();
+    for cp in store.checkpoints()? {
+        if let Some(key) = &trusted_key
+            && unhex(&cp.public_key).as_deref() != Some(key.as_slice())
+        {
+            note(Break { seq: cp.seq, problem: "checkpoint is signed by an untrusted key".into() }, &mut first_break);
+            continue;
         }
         match cp.check_signature() {
             Ok(hash) => {
-                expected.insert(cp.seq, (hash, "checkpoint"));
+                expected.insert(cp.seq, hash);
             }
             Err(why) => note(Break { seq: cp.seq, problem: why.into() }, &mut first_break),
         }
     }
+    let mut anchor_hash = None;
     if let Some(anchor) = &opts.anchor {
-        if let Some(key) = &trusted_key {
-            if unhex(&anchor.public_key).as_deref() != Some(key.as_slice()) {
-                note(Break { seq: anchor.seq, problem: "anchor is signed by a different key than the journal".into() }, &mut first_break);
-            }
+        if let Some(key) = &trusted_key
+            && unhex(&anchor.public_key).as_deref() != Some(key.as_slice())
+        {
+            let problem = "anchor is signed by a different key than the journal".into();
+            note(Break { seq: anchor.seq, problem }, &mut first_break);
         }
         match anchor.check_signature() {
-            Ok(hash) => {
-                expected.insert(anchor.seq, (hash, "anchor"));
-            }
+            Ok(hash) => anchor_hash = Some((anchor.seq, hash)),
             Err(why) => note(Break { seq: anchor.seq, problem: format!("anchor: {why}") }, &mut first_break),
         }
     }
@@ -105,6 +108,9 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
     let mut last_checkpoint_seq = None;
     let mut anchor_verified = opts.anchor.as_ref().map(|_| false);
     for item in store.records()? {
+        if first_break.as_ref().is_some_and(|b| b.seq < next_seq) {
+            break;
+        }
         let (key, value) = item?;
         let Some(seq) = seq_from_key(&key) else {
             note(Break { seq: next_seq, problem: format!("malformed record key {}", hex(&key)) }, &mut first_break);
@@ -136,36 +142,37 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
             note(Break { seq, problem: format!("record body does not parse: {e}") }, &mut first_break);
             break;
         }
-        if let Some((want, what)) = expected.get(&seq) {
+        if let Some(want) = expected.get(&seq) {
             if *want != hash {
-                note(Break { seq, problem: format!("{what} hash differs from the chain: the journal was rewritten") }, &mut first_break);
+                let problem = "a signed checkpoint's hash differs from the chain: the journal was rewritten";
+                note(Break { seq, problem: problem.into() }, &mut first_break);
                 break;
             }
-            if *what == "anchor" {
-                anchor_verified = Some(true);
-            } else {
-                checkpoints_verified += 1;
-                last_checkpoint_seq = Some(seq);
+            checkpoints_verified += 1;
+            last_checkpoint_seq = Some(seq);
+        }
+        if let Some((aseq, ahash)) = anchor_hash
+            && aseq == seq
+        {
+            if ahash != hash {
+                let problem = "the anchor's hash differs from the chain: the journal was rewritten";
+                note(Break { seq, problem: problem.into() }, &mut first_break);
+                break;
             }
-            // A checkpoint at the anchor's position also counts for the anchor.
-            if opts.anchor.as_ref().is_some_and(|a| a.seq == seq) {
-                anchor_verified = Some(true);
-            }
+            anchor_verified = Some(true);
         }
         prev = hash;
         verified += 1;
         next_seq = seq + 1;
-        if first_break.as_ref().is_some_and(|b| b.seq <= seq) {
-            break;
-        }
     }
     let last_seq = next_seq - 1;
     // Signed statements about records that are not there: the tail was cut.
-    if let Some((&seq, (_, what))) = expected.range(next_seq..).next() {
-        if first_break.is_none() {
-            let problem = format!("{what} vouches for record {seq} but the journal ends at {last_seq}: the tail was truncated");
-            note(Break { seq: last_seq + 1, problem }, &mut first_break);
-        }
+    let vouched = expected.range(next_seq..).next().map(|(s, _)| (*s, "a checkpoint"));
+    let vouched = vouched.or(anchor_hash.filter(|(s, _)| *s >= next_seq).map(|(s, _)| (s, "the anchor")));
+    if let Some((seq, what)) = vouched {
+        let problem =
+            format!("{what} vouches for record {seq} but the journal ends at {last_seq}: the tail was truncated");
+        note(Break { seq: next_seq, problem }, &mut first_break);
     }
     Ok(VerifyReport {
         ok: first_break.is_none() && anchor_verified != Some(false),
@@ -177,6 +184,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
         unsigned_tail: last_seq - last_checkpoint_seq.unwrap_or(0),
         anchor_verified,
         public_key: trusted_key.as_deref().map(hex),
+        public_key_source: if opts.public_key.is_some() { "given" } else { "journal" },
         first_break,
     })
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ impl Future for Receipt {
 #[derive(Debug)]
 pub struct Journal {
     tx: mpsc::Sender<Command>,
+    /// False once a write failed: the journal refuses everything after that.
+    healthy: Arc<AtomicBool>,
     durability: Durability,
     master: Option<Arc<MasterKey>>,
     public_key: Vec<u8>,
@@ -72,14 +75,23 @@ pub struct Journal {
 impl Journal {
     /// Opens the database, recovers the chain head, loads (or creates) keys and starts the writer.
     pub fn open(settings: &JournalSettings, metrics: Arc<Metrics>) -> Result<Self, JournalError> {
-        let signing = SigningKey::load_or_create(&settings.signing_key, true)?;
+        let store = Store::open_primary(&db_path(&settings.data_dir))?;
+        let last = store.last_record()?;
+        // Keys are created only with a new journal: a missing key later is an error, never a
+        // silent replacement that would orphan old sessions or old checkpoints.
+        let fresh = last.is_none();
+        let signing = SigningKey::load_or_create(&settings.signing_key, fresh)?;
+        if let Some(recorded) = store.public_key()?
+            && recorded != signing.public_key()
+        {
+            return Err(JournalError::KeyMismatch(settings.signing_key.clone()));
+        }
         let master = if settings.encrypt {
-            Some(Arc::new(MasterKey::load_or_create(&settings.master_key, true)?))
+            Some(Arc::new(MasterKey::load_or_create(&settings.master_key, fresh || !store.has_session_keys()?)?))
         } else {
             None
         };
-        let store = Store::open_primary(&db_path(&settings.data_dir))?;
-        let (seq, hash) = match store.last_record()? {
+        let (seq, hash) = match last {
             None => (0, GENESIS),
             Some((seq, value)) => {
                 let env = record::decode_envelope(&value).map_err(|source| JournalError::Record { seq, source })?;
@@ -92,6 +104,7 @@ impl Journal {
         let public_key = signing.public_key().to_vec();
         info!(last_seq = seq, durability = ?settings.durability, "Journal opened.");
         let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
+        let healthy = Arc::new(AtomicBool::new(true));
         let mut writer = Writer {
             store,
             signing,
@@ -106,14 +119,19 @@ impl Journal {
             last_sync: Instant::now(),
             metrics,
             failed: false,
+            healthy: healthy.clone(),
+            last_checkpoint_written: None,
         };
         let tick_tx = tx.downgrade();
         thread::Builder::new()
             .name("airlock-journal-tick".into())
             .spawn(move || {
                 while let Some(tx) = tick_tx.upgrade() {
-                    let _ = tx.try_send(Command::Tick);
+                    let closed = matches!(tx.try_send(Command::Tick), Err(mpsc::error::TrySendError::Closed(_)));
                     drop(tx);
+                    if closed {
+                        break;
+                    }
                     thread::sleep(TICK);
                 }
             })
@@ -124,11 +142,17 @@ impl Journal {
             .map_err(|e| JournalError::io(&settings.data_dir, e))?;
         Ok(Self {
             tx,
+            healthy,
             durability: settings.durability,
             master,
             public_key,
             thread: std::sync::Mutex::new(Some(handle)),
         })
+    }
+
+    /// False once a write has failed; the gateway is then not ready.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     /// The configured durability.
@@ -191,6 +215,9 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// A write failed: refuse everything after it so nothing continues unrecorded.
     failed: bool,
+    healthy: Arc<AtomicBool>,
+    /// The newest checkpoint, returned when asked for one and nothing new arrived since.
+    last_checkpoint_written: Option<Checkpoint>,
 }
 
 type Ack = oneshot::Sender<Result<u64, Arc<JournalError>>>;
@@ -217,12 +244,10 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
-            if self.since_checkpoint >= self.checkpoint_every
-                || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
-            {
-                if let Err(e) = self.write_checkpoint() {
-                    error!(error = %e, "Checkpoint write failed.");
-                }
+            let due = self.since_checkpoint >= self.checkpoint_every
+                || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval);
+            if due && let Err(e) = self.write_checkpoint() {
+                error!(error = %e, "Checkpoint write failed; refusing further records.");
             }
             if self.dirty && self.last_sync.elapsed() >= TICK {
                 self.sync_wal();
@@ -255,8 +280,7 @@ impl Writer {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 error!(error = %e, "Journal WAL sync failed; refusing further records.");
-                self.metrics.error("journal_sync");
-                self.failed = true;
+                self.fail("journal_sync");
             }
         }
     }
@@ -283,10 +307,9 @@ impl Writer {
             }
             Err(e) => {
                 error!(error = %e, records = n, "Journal write failed; the affected sessions will close.");
-                self.metrics.error("journal_write");
+                self.fail("journal_write");
                 self.seq = seq0;
                 self.hash = hash0;
-                self.failed = true;
                 let e = Arc::new(e);
                 for (_, ack) in batch.drain(..) {
                     let _ = ack.send(Err(e.clone()));
@@ -323,10 +346,27 @@ impl Writer {
         Ok(())
     }
 
+    fn fail(&mut self, kind: &'static str) {
+        self.metrics.error(kind);
+        self.failed = true;
+        self.healthy.store(false, Ordering::Release);
+    }
+
     fn write_checkpoint(&mut self) -> Result<Option<Checkpoint>, JournalError> {
-        if self.since_checkpoint == 0 || self.seq == 0 || self.failed {
-            return Ok(None);
+        if self.failed {
+            return Err(JournalError::Closed);
         }
+        if self.since_checkpoint == 0 || self.seq == 0 {
+            return Ok(self.last_checkpoint_written.clone());
+        }
+        let result = self.sign_checkpoint();
+        if result.is_err() {
+            self.fail("journal_checkpoint");
+        }
+        result.map(Some)
+    }
+
+    fn sign_checkpoint(&mut self) -> Result<Checkpoint, JournalError> {
         let cp = Checkpoint::sign(&self.signing, self.seq, &self.hash, crate::time::now_us());
         let json = serde_json::to_vec(&cp).map_err(|e| JournalError::Index(e.to_string()))?;
         let mut opts = WriteOptions::default();
@@ -339,7 +379,8 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         self.metrics.journal_checkpoints.inc();
         debug!(seq = cp.seq, "Checkpoint signed.");
-        Ok(Some(cp))
+        self.last_checkpoint_written = Some(cp.clone());
+        Ok(cp)
     }
 }
 

@@ -182,7 +182,11 @@ async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(),
     receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-async fn open_session(ctx: &SessionCtx, peer: SocketAddr, tls: Option<TlsMeta>) -> Result<SessionJournal, JournalError> {
+async fn open_session(
+    ctx: &SessionCtx,
+    peer: SocketAddr,
+    tls: Option<TlsMeta>,
+) -> Result<SessionJournal, JournalError> {
     let route = &ctx.route;
     let meta = OpenMeta {
         route: route.name.clone(),
@@ -262,7 +266,11 @@ async fn relay(
         sides: ("client", "upstream"),
         bytes: &counters[0],
         activity: &activity,
-        metric: ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.clone(), direction: "client_to_upstream" }).clone(),
+        metric: ctx
+            .metrics
+            .bytes
+            .get_or_create(&BytesLabels { route: route.clone(), direction: "client_to_upstream" })
+            .clone(),
     };
     let down = Pump {
         ctx,
@@ -271,7 +279,11 @@ async fn relay(
         sides: ("upstream", "client"),
         bytes: &counters[1],
         activity: &activity,
-        metric: ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.clone(), direction: "upstream_to_client" }).clone(),
+        metric: ctx
+            .metrics
+            .bytes
+            .get_or_create(&BytesLabels { route: route.clone(), direction: "upstream_to_client" })
+            .clone(),
     };
     tokio::select! {
         r = async { tokio::try_join!(up.run(client_r, up_w), down.run(up_r, client_w)) } => match r {
@@ -313,11 +325,11 @@ impl Pump<'_> {
                 })?;
                 let fin = n == 0;
                 let chunk = buf.split().freeze();
+                let receipt = self.sj.data(self.direction, fin, &chunk).await.map_err(End::journal)?;
                 if !fin {
                     self.activity.touch();
                     self.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
-                let receipt = self.sj.data(self.direction, fin, &chunk).await.map_err(End::journal)?;
                 if tx.send((chunk, fin, receipt)).await.is_err() || fin {
                     return Ok::<(), End>(());
                 }

@@ -16,7 +16,12 @@ fn samples() -> Vec<Record> {
         listen_addr: "127.0.0.1:6543".into(),
         upstream: "127.0.0.1:5432".into(),
         principal: "anonymous".into(),
-        tls: Some(TlsMeta { version: "TLSv1_3".into(), cipher_suite: "TLS13_AES_256_GCM_SHA384".into(), server_name: Some("db".into()), alpn: None }),
+        tls: Some(TlsMeta {
+            version: "TLSv1_3".into(),
+            cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
+            server_name: Some("db".into()),
+            alpn: None,
+        }),
         sealed: true,
     };
     vec![
@@ -24,18 +29,35 @@ fn samples() -> Vec<Record> {
         Record {
             session: sid(),
             time_us: 2,
-            kind: RecordKind::Data(DataFrame { direction: Direction::ClientToUpstream, fin: false, payload: Payload::Plain(Bytes::from_static(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")) }),
+            kind: RecordKind::Data(DataFrame {
+                direction: Direction::ClientToUpstream,
+                fin: false,
+                payload: Payload::Plain(Bytes::from_static(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")),
+            }),
         },
         Record {
             session: sid(),
             time_us: 3,
-            kind: RecordKind::Data(DataFrame { direction: Direction::UpstreamToClient, fin: true, payload: Payload::Sealed { nonce: [9; NONCE_LEN], ciphertext: Bytes::from_static(&[1; 20]) } }),
+            kind: RecordKind::Data(DataFrame {
+                direction: Direction::UpstreamToClient,
+                fin: true,
+                payload: Payload::Sealed { nonce: [9; NONCE_LEN], ciphertext: Bytes::from_static(&[1; 20]) },
+            }),
         },
-        Record { session: sid(), time_us: 4, kind: RecordKind::UpstreamConnected(UpstreamMeta { addr: "127.0.0.1:5432".into(), tls: None }) },
+        Record {
+            session: sid(),
+            time_us: 4,
+            kind: RecordKind::UpstreamConnected(UpstreamMeta { addr: "127.0.0.1:5432".into(), tls: None }),
+        },
         Record {
             session: sid(),
             time_us: -5,
-            kind: RecordKind::SessionClose(CloseMeta { reason: "both sides closed".into(), bytes_from_client: 8, bytes_from_upstream: 4, duration_us: 99 }),
+            kind: RecordKind::SessionClose(CloseMeta {
+                reason: "both sides closed".into(),
+                bytes_from_client: 8,
+                bytes_from_upstream: 4,
+                duration_us: 99,
+            }),
         },
     ]
 }
@@ -78,7 +100,11 @@ fn lengths_are_bounded_before_use() {
     let too_big = Record {
         session: sid(),
         time_us: 0,
-        kind: RecordKind::Data(DataFrame { direction: Direction::ClientToUpstream, fin: false, payload: Payload::Plain(Bytes::from(vec![0; MAX_PAYLOAD_LEN + 1])) }),
+        kind: RecordKind::Data(DataFrame {
+            direction: Direction::ClientToUpstream,
+            fin: false,
+            payload: Payload::Plain(Bytes::from(vec![0; MAX_PAYLOAD_LEN + 1])),
+        }),
     };
     assert!(encode_body(&too_big).is_err());
 }
