@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-5}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p airlock -p airlock-benches --bin airlock --bin tcp_load
+cargo build --profile bench -q -p airlock -p airlock-benches --bins --benches
 AIRLOCK=$TARGET/release/airlock
 LOAD=$TARGET/release/tcp_load
 WORK=$(mktemp -d)
@@ -25,7 +25,7 @@ ECHO=127.0.0.1:17100; HAP=127.0.0.1:17101; BATCHED=127.0.0.1:17102; STRICT=127.0
 cat >"$WORK/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4000
 defaults
   mode tcp
   timeout connect 5s
@@ -37,7 +37,7 @@ frontend f
 backend b
   server echo $ECHO
 CFG
-haproxy -f "$WORK/haproxy.cfg" -q & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db -q & PIDS+=($!)
 
 for mode in batched strict; do
   addr=$BATCHED; [ $mode = strict ] && addr=$STRICT
@@ -56,7 +56,10 @@ max_connections = 10000
 CFG
   "$AIRLOCK" run --config "$WORK/$mode.toml" --log=warn & PIDS+=($!)
 done
-sleep 1
+for a in $ECHO $HAP $BATCHED $STRICT; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/${a%:*}/${a#*:}) 2>/dev/null && break; sleep 0.1; done
+  (exec 3<>/dev/tcp/${a%:*}/${a#*:}) 2>/dev/null || { echo "nothing listens on $a" >&2; exit 1; }
+done
 
 declare -A TP CR
 names=(direct haproxy airlock_batched airlock_strict)

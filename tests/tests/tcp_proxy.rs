@@ -231,3 +231,43 @@ async fn admin_serves_health_readiness_and_metrics() {
     assert!(metrics.contains("airlock_journal_records_total"), "{metrics}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_stops_writing_closes_the_session_and_nothing_more_is_forwarded() {
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&route("fc", upstream, "")).await.unwrap();
+    let mut client = TcpStream::connect(gw.addr("fc")).await.unwrap();
+    assert_eq!(exchange(&mut client, &[b"recorded".to_vec()]).await, b"recorded");
+    // The writer stops (as after a disk failure): every later record is refused.
+    gw.gw().journal().shutdown().await.unwrap();
+    assert!(gw.gw().journal().checkpoint().await.is_err(), "the writer has stopped");
+    let _ = client.write_all(b"unrecorded").await;
+    let mut buf = Vec::new();
+    let n = timeout(WAIT, client.read_to_end(&mut buf)).await.expect("session closed").unwrap_or(0);
+    assert_eq!(n, 0, "nothing unrecorded came back: {:?}", String::from_utf8_lossy(&buf));
+    // Shutdown reports that the journal was already closed rather than pretending to checkpoint.
+    assert!(gw.gateway.take().unwrap().shutdown().await.is_err());
+    let list = sessions(gw.data_dir());
+    assert_eq!(list[0]["bytes_from_client"], 0, "no close record could be written: {list:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_work_while_the_gateway_runs() {
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&route("live", upstream, "")).await.unwrap();
+    let mut client = TcpStream::connect(gw.addr("live")).await.unwrap();
+    exchange(&mut client, &[b"live traffic".to_vec()]).await;
+    let data = gw.data_dir().to_path_buf();
+    let list = tokio::task::spawn_blocking(move || sessions(&data)).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].get("closed_us").is_none(), "still open");
+    let data = gw.data_dir().to_path_buf();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let frames = tokio::task::spawn_blocking(move || replay_json(&data, &id)).await.unwrap();
+    assert_eq!(direction_bytes(&frames, "client_to_upstream"), b"live traffic");
+    let dir = gw.data_dir().display().to_string();
+    let out = tokio::task::spawn_blocking(move || airlock(&["journal", "verify", "--data-dir", &dir])).await.unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    drop(client);
+    gw.stop().await;
+}
