@@ -98,8 +98,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let route = &ctx.route;
     let labels = RouteLabels { route: route.name.clone() };
     ctx.metrics.connections.get_or_create(&labels).inc();
-    let active = ctx.metrics.connections_active.get_or_create(&labels).clone();
-    active.inc();
+    let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
 
@@ -114,13 +113,11 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             Ok(Err(e)) => {
                 ctx.metrics.error("client_tls");
                 refuse(&ctx, peer, &format!("client TLS handshake failed: {e}")).await;
-                active.dec();
                 return;
             }
             Err(_) => {
                 ctx.metrics.error("client_tls");
                 refuse(&ctx, peer, "client TLS handshake timed out").await;
-                active.dec();
                 return;
             }
         },
@@ -131,7 +128,6 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         Err(e) => {
             warn!(route = %route.name, client = %peer, error = %e, "Journal refused the session; closing.");
             ctx.metrics.error("journal_write");
-            active.dec();
             return;
         }
     };
@@ -174,7 +170,22 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         reason = %end,
         "Session closed."
     );
-    active.dec();
+}
+
+/// Counts a session in `connections_active` for as long as it lives, whichever way it ends.
+struct ActiveSession(prometheus_client::metrics::gauge::Gauge);
+
+impl ActiveSession {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
