@@ -34,8 +34,11 @@ async fn sessions(journal: &Arc<Journal>) -> Vec<Arc<SessionJournal>> {
             listen_addr: "127.0.0.1:1".into(),
             upstream: "127.0.0.1:2".into(),
             principal: "anonymous".into(),
+            identity: None,
+            policy_version: None,
             tls: None,
             sealed: false,
+            break_glass: false,
         };
         let (sj, receipt) = SessionJournal::open(journal.clone(), meta).await.unwrap();
         receipt.await.unwrap();

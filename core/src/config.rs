@@ -26,6 +26,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod access;
+pub use access::{
+    Access, ApiKeyConfig, BreakGlassConfig, CertificateRuleConfig, GrpcMatchConfig, HttpMatchConfig, IdentityConfig,
+    McpMatchConfig, OidcConfig, RuleConfig, SqlMatchConfig,
+};
+
+use crate::identity::mtls::PrincipalFrom;
 use crate::journal::{Durability, JournalSettings, default_master_key, default_signing_key};
 use crate::tls;
 
@@ -102,6 +109,16 @@ pub struct Config {
     /// The routes, written `[[route]]`. Default: none; at least one is required.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// How callers authenticate. Default: no providers, no keys (routes without client
+    /// certificates then serve `anonymous`).
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// The emergency role. Default: none.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlassConfig>,
+    /// Operation rules, written `[[rule]]`. Default: none.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -204,6 +221,14 @@ impl Protocol {
             Self::Tcp => "tcp",
         }
     }
+
+    /// Whether this driver decodes operations of the kind a rule table names (`http`, `grpc`,
+    /// `sql`, `mcp`). Raw TCP decodes none: its rules apply to whole sessions.
+    pub fn decodes(self, _table: &str) -> bool {
+        match self {
+            Self::Tcp => false,
+        }
+    }
 }
 
 /// `[[route]]`.
@@ -238,6 +263,13 @@ pub struct RouteConfig {
     /// Time allowed for the caller's TLS handshake. Default: `"10s"`.
     #[serde(default = "default_handshake_timeout")]
     pub tls_handshake_timeout: Dur,
+    /// Roles that may use this route (any of them). Default: empty, any authenticated principal
+    /// (on a route without client authentication that includes `anonymous`).
+    #[serde(default)]
+    pub allow_roles: Vec<String>,
+    /// What happens to a request no `[[rule]]` matches: `allow` or `deny`. Default: `allow`.
+    #[serde(default)]
+    pub default_effect: Option<crate::policy::Effect>,
 }
 
 /// Client-facing TLS.
@@ -248,6 +280,14 @@ pub struct ServerTlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required.
     pub key: PathBuf,
+    /// PEM CA bundle for client certificates: set it and every caller must present a certificate
+    /// that chains to it (mutual TLS). Default: none (no client certificate asked for).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Which certificate field names the principal: `cn`, `san_dns`, `san_email`, `san_uri`.
+    /// Default: `cn`.
+    #[serde(default)]
+    pub client_principal: PrincipalFrom,
 }
 
 /// TLS towards the upstream.
@@ -318,6 +358,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Routes.
     pub routes: Vec<Arc<Route>>,
+    /// Identity and policy.
+    pub access: Arc<Access>,
 }
 
 /// One validated route.
@@ -342,6 +384,8 @@ pub struct Route {
     pub idle_timeout: Duration,
     /// Caller TLS handshake timeout.
     pub tls_handshake_timeout: Duration,
+    /// With client-certificate authentication: which field names the principal.
+    pub client_principal: Option<PrincipalFrom>,
 }
 
 impl std::fmt::Debug for Route {
@@ -425,7 +469,8 @@ impl Config {
             }
             routes.push(Arc::new(route));
         }
-        Ok(Settings { journal, admin, drain_timeout: self.gateway.drain_timeout.0, routes })
+        let access = self.build_access()?;
+        Ok(Settings { journal, admin, drain_timeout: self.gateway.drain_timeout.0, routes, access })
     }
 
     fn build_route(&self, r: &RouteConfig) -> Result<Route, ConfigError> {
@@ -447,8 +492,12 @@ impl Config {
         let tls = match &r.tls {
             None => None,
             Some(t) => Some(
-                tls::acceptor(&self.resolve(&t.cert), &self.resolve(&t.key))
-                    .map_err(|source| ConfigError::Tls { field: field("tls"), source })?,
+                tls::acceptor(
+                    &self.resolve(&t.cert),
+                    &self.resolve(&t.key),
+                    t.client_ca.as_deref().map(|p| self.resolve(p)).as_deref(),
+                )
+                .map_err(|source| ConfigError::Tls { field: field("tls"), source })?,
             ),
         };
         let upstream_tls = match &r.upstream_tls {
@@ -479,6 +528,7 @@ impl Config {
             connect_timeout: r.connect_timeout.0,
             idle_timeout: r.idle_timeout.0,
             tls_handshake_timeout: r.tls_handshake_timeout.0,
+            client_principal: r.tls.as_ref().filter(|t| t.client_ca.is_some()).map(|t| t.client_principal),
         })
     }
 }

@@ -14,10 +14,11 @@ use tracing::{info, warn};
 
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminState};
+use crate::config::Access;
 use crate::config::Settings;
 use crate::journal::{Checkpoint, Journal};
 use crate::listener;
-use crate::proto::SessionCtx;
+use crate::proto::{SessionCtx, SharedAccess};
 
 /// A started gateway.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     journal: Arc<Journal>,
     metrics: Arc<Metrics>,
+    access: Arc<SharedAccess>,
     admin_state: Arc<AdminState>,
     stop_accepting: CancellationToken,
     abort: CancellationToken,
@@ -69,6 +71,7 @@ impl Gateway {
             None => None,
         };
 
+        let access = Arc::new(SharedAccess::new(settings.access.clone()));
         let stop_accepting = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -80,6 +83,7 @@ impl Gateway {
                 route: route.clone(),
                 journal: journal.clone(),
                 metrics: metrics.clone(),
+                access: access.clone(),
                 abort: abort.clone(),
             });
             accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));
@@ -90,12 +94,18 @@ impl Gateway {
         // The admin API outlives the drain so /readyz can report it.
         let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, admin_state.clone(), abort.clone())));
         admin_state.ready.store(true, Ordering::Release);
-        info!(routes = routes.len(), admin = ?admin_addr, "Gateway started.");
+        info!(
+            routes = routes.len(),
+            admin = ?admin_addr,
+            policy = %settings.access.policy.version,
+            "Gateway started."
+        );
         Ok(Self {
             routes,
             admin_addr,
             journal,
             metrics,
+            access,
             admin_state,
             stop_accepting,
             abort,
@@ -119,6 +129,33 @@ impl Gateway {
     /// The journal.
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// Puts new identity and policy settings in force (SIGHUP). Open sessions keep running; every
+    /// decision from now on uses the new policy, and its version is journaled with each one.
+    /// Listeners, upstreams and TLS are not reloaded, so a file whose routes differ from the
+    /// running ones is refused whole (it needs a restart).
+    pub fn reload_access(&self, access: Arc<Access>) -> Result<(), String> {
+        let running: std::collections::BTreeSet<&str> = self.routes.iter().map(|(n, _)| n.as_str()).collect();
+        let reloaded: std::collections::BTreeSet<&str> = access.policy.routes.keys().map(String::as_str).collect();
+        if running != reloaded {
+            return Err(format!(
+                "the file's routes ({}) differ from the running ones ({}); route changes need a restart",
+                reloaded.into_iter().collect::<Vec<_>>().join(", "),
+                running.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let old = self.access.current().policy.version.clone();
+        let new = access.policy.version.clone();
+        self.access.replace(access);
+        self.metrics.policy_reloads.inc();
+        info!(from = %old, to = %new, "Policy reloaded.");
+        Ok(())
+    }
+
+    /// The policy version in force.
+    pub fn policy_version(&self) -> String {
+        self.access.current().policy.version.clone()
     }
 
     /// The metrics.

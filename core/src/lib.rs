@@ -9,10 +9,14 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod deny;
 mod error;
 pub mod gateway;
+pub mod identity;
 pub mod journal;
 pub mod listener;
+pub mod outbound;
+pub mod policy;
 pub mod proto;
 pub mod time;
 pub mod tls;

@@ -31,6 +31,9 @@ pub enum TlsError {
     /// The system trust store could not be read.
     #[error("no system root certificates could be loaded; set `ca`")]
     NoRoots,
+    /// The client-certificate verifier could not be built (an unusable CA, say).
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -57,20 +60,39 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// A client-facing TLS acceptor from a PEM chain and key.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// A client-facing TLS acceptor from a PEM chain and key. With `client_ca`, every caller must
+/// present a certificate that chains to it (mutual TLS); rustls answers an untrusted, expired or
+/// missing certificate with the matching TLS alert during the handshake.
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
     let certs = load_certs(cert, "certificate")?;
     let key = load_key(key)?;
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in load_certs(ca, "client CA bundle")? {
+                roots.add(c)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// An upstream TLS connector that trusts `ca` (or the system roots) and optionally presents a
 /// client certificate.
 pub fn connector(ca: Option<&Path>, client_auth: Option<(PathBuf, PathBuf)>) -> Result<TlsConnector, TlsError> {
+    Ok(TlsConnector::from(Arc::new(client_config(ca, client_auth)?)))
+}
+
+/// A client configuration that trusts `ca` (or the system roots) and optionally presents a client
+/// certificate. Used towards upstreams and for the gateway's own outbound HTTP (JWKS, webhooks).
+pub fn client_config(ca: Option<&Path>, client_auth: Option<(PathBuf, PathBuf)>) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(ca) => {
@@ -91,11 +113,23 @@ pub fn connector(ca: Option<&Path>, client_auth: Option<(PathBuf, PathBuf)>) -> 
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let config = match client_auth {
+    Ok(match client_auth {
         Some((cert, key)) => builder.with_client_auth_cert(load_certs(&cert, "certificate")?, load_key(&key)?)?,
         None => builder.with_no_client_auth(),
-    };
-    Ok(TlsConnector::from(Arc::new(config)))
+    })
+}
+
+/// The client configuration for the gateway's own outbound HTTP (JWKS, webhooks): `ca`, or the
+/// system roots — and if the system has none, an empty store, so that plain-http set-ups still
+/// start and an https call fails with a clear certificate error instead.
+pub fn outbound_client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    match client_config(ca, None) {
+        Err(TlsError::NoRoots) => Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth()),
+        other => other,
+    }
 }
 
 /// What the journal keeps about a finished handshake.

@@ -159,6 +159,8 @@ pub struct TestPki {
     pub server_cert: PathBuf,
     /// Server key (PEM).
     pub server_key: PathBuf,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
 }
 
 impl TestPki {
@@ -182,12 +184,43 @@ impl TestPki {
         std::fs::write(&ca_pem, ca.pem()).unwrap();
         std::fs::write(&server_cert, cert.pem()).unwrap();
         std::fs::write(&server_key_path, server_key.serialize_pem()).unwrap();
-        Self { dir, ca_pem, server_cert, server_key: server_key_path }
+        Self { dir, ca_pem, server_cert, server_key: server_key_path, ca_params, ca_key }
+    }
+
+    /// A client certificate signed by this CA, with common name `cn`, DNS SANs `sans`, valid from
+    /// an hour ago for `valid_for` (negative: already expired). Returns (cert PEM, key PEM) paths.
+    pub fn client_cert(&self, cn: &str, sans: &[&str], valid_for: Duration, expired: bool) -> (PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        let now = time::OffsetDateTime::now_utc();
+        if expired {
+            params.not_before = now - time::Duration::days(2);
+            params.not_after = now - time::Duration::days(1);
+        } else {
+            params.not_before = now - time::Duration::hours(1);
+            params.not_after = now + time::Duration::try_from(valid_for).unwrap();
+        }
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let stem = format!("client-{}-{}", cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), free_port());
+        let cert_path = self.dir.path().join(format!("{stem}.pem"));
+        let key_path = self.dir.path().join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// A client connector that trusts the CA and presents `cert`/`key`.
+    pub fn connector_with_cert(&self, cert: &Path, key: &Path) -> tokio_rustls::TlsConnector {
+        airlock::tls::connector(Some(&self.ca_pem), Some((cert.to_path_buf(), key.to_path_buf()))).unwrap()
     }
 
     /// A TLS acceptor serving the server certificate.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        airlock::tls::acceptor(&self.server_cert, &self.server_key).unwrap()
+        airlock::tls::acceptor(&self.server_cert, &self.server_key, None).unwrap()
     }
 
     /// A client connector that trusts the CA.
@@ -420,4 +453,165 @@ pub fn psql(addr: SocketAddr, sql: &str) -> anyhow::Result<String> {
         .output()?;
     anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// === a webhook receiver ===
+
+/// An HTTP/1.1 server on loopback that answers every request `200 OK` and hands each request
+/// body (parsed as JSON) to the returned channel. Bounded: bodies over 64 KiB are dropped.
+pub async fn webhook_server() -> (SocketAddr, tokio::sync::mpsc::Receiver<serde_json::Value>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    match tokio::time::timeout(WAIT, s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    if buf.len() > 64 * 1024 {
+                        return;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                if len > 64 * 1024 {
+                    return;
+                }
+                while buf.len() < body_start + len {
+                    match tokio::time::timeout(WAIT, s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                if let Ok(v) = serde_json::from_slice(&buf[body_start..body_start + len]) {
+                    let _ = tx.send(v).await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+// === a minimal HTTP responder ===
+
+/// Serves HTTP/1.1 on loopback: each request's method and path go to `handler`, whose
+/// `(status, body)` is sent back as JSON with `connection: close`. Enough for a JWKS endpoint
+/// whose answers a test changes while it runs.
+pub async fn http_responder<F>(handler: F) -> SocketAddr
+where
+    F: Fn(&str, &str) -> (u16, String) + Send + Sync + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let handler = std::sync::Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match tokio::time::timeout(WAIT, s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let mut first = head.lines().next().unwrap_or("").split(' ');
+                let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                let (status, body) = handler(method, path);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+// === a real OpenID provider ===
+
+/// `oidc-provider` (npm) running `tests/oidc/provider.mjs` on a loopback port.
+#[derive(Debug)]
+pub struct OidcServer {
+    child: std::process::Child,
+    /// The issuer URL, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+}
+
+impl OidcServer {
+    /// Starts the provider and waits for its `READY` line.
+    pub fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
+        if !dir.join("node_modules/oidc-provider").exists() {
+            bail!("oidc-provider is not installed: run `npm ci --prefix {}`", dir.display());
+        }
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg("provider.mjs")
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start node (apt-get install nodejs)")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("READY ") {
+                    let _ = tx.send(issuer.to_string());
+                }
+            }
+        });
+        let server = |issuer| Self { child, issuer };
+        match rx.recv_timeout(WAIT) {
+            Ok(issuer) => Ok(server(issuer)),
+            Err(_) => {
+                let mut s = server(String::new());
+                let _ = s.child.kill();
+                bail!("oidc-provider did not start within {WAIT:?}")
+            }
+        }
+    }
+
+    /// An access token from the client-credentials grant, fetched with curl.
+    pub fn client_credentials_token(&self, client: &str, secret: &str) -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-u", &format!("{client}:{secret}")])
+            .args(["-d", "grant_type=client_credentials", "-d", "scope=read"])
+            .arg(format!("{}/token", self.issuer))
+            .output()
+            .context("run curl")?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("token endpoint answered {}", String::from_utf8_lossy(&out.stdout)))?;
+        v["access_token"].as_str().map(str::to_owned).with_context(|| format!("no access_token in {v}"))
+    }
+}
+
+impl Drop for OidcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

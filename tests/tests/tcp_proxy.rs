@@ -55,9 +55,13 @@ async fn replay_returns_exactly_the_bytes_that_crossed() {
     assert_eq!(direction_bytes(&frames, "client_to_upstream"), sent);
     assert_eq!(direction_bytes(&frames, "upstream_to_client"), received);
     assert_eq!(received, sent);
-    // Order: open, upstream connected, data..., close; both half-closes recorded.
+    // Order: open, admission decision, upstream connected, data..., close; both half-closes
+    // recorded.
     assert_eq!(frames.first().unwrap()["kind"], "session_open");
-    assert_eq!(frames[1]["kind"], "upstream_connected");
+    assert_eq!(frames.first().unwrap()["meta"]["principal"], "anonymous");
+    assert_eq!(frames[1]["kind"], "decision");
+    assert_eq!(frames[1]["meta"]["effect"], "allow");
+    assert_eq!(frames[2]["kind"], "upstream_connected");
     let close = frames.last().unwrap();
     assert_eq!(close["kind"], "session_close");
     assert_eq!(close["meta"]["reason"], "both sides closed");
@@ -101,7 +105,7 @@ async fn tls_on_both_sides_with_the_plaintext_journaled() {
     let open = &frames[0]["meta"];
     assert_eq!(open["tls"]["server_name"], "localhost");
     assert!(open["tls"]["version"].as_str().unwrap().starts_with("TLSv1_"), "{open}");
-    assert_eq!(frames[1]["meta"]["tls"]["server_name"], "localhost");
+    assert_eq!(frames[2]["meta"]["tls"]["server_name"], "localhost");
 
     // The journal holds ciphertext: the plaintext is nowhere in the database files.
     let needle = b"hello airlock";

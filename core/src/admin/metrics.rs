@@ -41,6 +41,17 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels `route`, `phase`, `effect`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Route name.
+    pub route: String,
+    /// `authenticate`, `session` or `request`.
+    pub phase: &'static str,
+    /// `allow`, `deny` or `require_approval`.
+    pub effect: &'static str,
+}
+
 /// All metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,6 +74,12 @@ pub struct Metrics {
     pub journal_checkpoints: Counter,
     /// Errors by kind.
     pub errors: Family<ErrorLabels, Counter>,
+    /// Access decisions.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Sessions opened under break-glass.
+    pub break_glass_sessions: Counter,
+    /// Policy reloads that took effect.
+    pub policy_reloads: Counter,
 }
 
 impl Default for Metrics {
@@ -85,6 +102,9 @@ impl Metrics {
             journal_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             journal_checkpoints: Counter::default(),
             errors: Family::default(),
+            decisions: Family::default(),
+            break_glass_sessions: Counter::default(),
+            policy_reloads: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Sessions accepted", m.connections.clone());
@@ -100,6 +120,9 @@ impl Metrics {
         );
         registry.register("journal_checkpoints", "Signed checkpoints written", m.journal_checkpoints.clone());
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register("decisions", "Access decisions by phase and effect", m.decisions.clone());
+        registry.register("break_glass_sessions", "Sessions opened under break-glass", m.break_glass_sessions.clone());
+        registry.register("policy_reloads", "Configuration reloads that took effect", m.policy_reloads.clone());
         Self { registry, ..m }
     }
 

@@ -62,7 +62,7 @@ pub(super) fn demo(data_dir: &Path) -> anyhow::Result<ExitCode> {
                  \n\nPress Ctrl-C to stop: open sessions drain and a final checkpoint is signed.\n"
             );
         };
-        super::run::serve_until_signal(settings, Some(Box::new(banner))).await
+        super::run::serve_until_signal(settings, Some(Box::new(banner)), None).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

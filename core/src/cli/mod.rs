@@ -1,5 +1,5 @@
 //! The command line. Names are part of the contract (DESIGN.md): `run`, `demo`, `config check`,
-//! `sessions list|show`, `replay`, `journal verify|checkpoint|public-key`.
+//! `sessions list|show`, `replay`, `journal verify|checkpoint|public-key`, `identity hash-key`.
 //!
 //! Exit codes: 0 success; 1 the journal failed verification; 2 any other error.
 
@@ -69,6 +69,18 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Identity tools.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Read an API key from standard input (first line) and print the `sha256:` form that
+    /// `[[identity.api_key]]` takes. The key itself never goes into the config.
+    HashKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +100,9 @@ enum SessionsCommand {
         /// Only this route.
         #[arg(long)]
         route: Option<String>,
+        /// Only principals whose name contains this (`alice`, `oidc:corp/`, `mtls:`).
+        #[arg(long)]
+        principal: Option<String>,
         /// Started at or after: RFC 3339 time or a span back from now (15m, 2h, 7d).
         #[arg(long)]
         since: Option<String>,
@@ -204,8 +219,8 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Demo { data_dir } => demo::demo(&data_dir),
         Command::Config { command: ConfigCommand::Check { config } } => config_check::check(&config),
-        Command::Sessions { command: SessionsCommand::List { route, since, until, json, journal } } => {
-            sessions::list(&journal, route, since.as_deref(), until.as_deref(), json)
+        Command::Sessions { command: SessionsCommand::List { route, principal, since, until, json, journal } } => {
+            sessions::list(&journal, route, principal, since.as_deref(), until.as_deref(), json)
         }
         Command::Sessions { command: SessionsCommand::Show { id, json, journal } } => {
             sessions::show(&journal, &id, json)
@@ -220,6 +235,7 @@ pub fn main() -> ExitCode {
         Command::Journal { command: JournalCommand::PublicKey { export, journal } } => {
             journal_cmd::public_key(&journal, export.as_deref())
         }
+        Command::Identity { command: IdentityCommand::HashKey } => hash_key(),
     };
     match result {
         Ok(code) => code,
@@ -228,6 +244,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn hash_key() -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let key = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!key.is_empty(), "no key on standard input");
+    println!("{}", crate::identity::apikey::format_hash(key));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_session_id(id: &str) -> anyhow::Result<uuid::Uuid> {

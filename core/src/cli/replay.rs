@@ -43,12 +43,29 @@ fn write_text(out: &mut impl std::io::Write, r: &SessionRecord) -> std::io::Resu
     match &r.record.kind {
         RecordKind::SessionOpen(m) => {
             let tls = m.tls.as_ref().map(|t| format!(" tls={} {}", t.version, t.cipher_suite)).unwrap_or_default();
+            let roles = m.identity.as_ref().map(|i| format!(" roles=[{}]", i.roles.join(","))).unwrap_or_default();
             writeln!(
                 out,
-                "{t} #{} == open route={} client={} principal={} upstream={}{tls}",
-                r.seq, m.route, m.client_addr, m.principal, m.upstream
+                "{t} #{} == open route={} client={} principal={}{roles} upstream={}{tls}{}",
+                r.seq,
+                m.route,
+                m.client_addr,
+                m.principal,
+                m.upstream,
+                if m.break_glass { " BREAK-GLASS" } else { "" }
             )
         }
+        RecordKind::Decision(m) => writeln!(
+            out,
+            "{t} #{} == {} {}: {} by rule {} ({}){}",
+            r.seq,
+            m.phase,
+            m.request,
+            m.effect,
+            m.rule,
+            m.reason,
+            m.policy_version.as_deref().map(|v| format!(" policy {v}")).unwrap_or_default()
+        ),
         RecordKind::UpstreamConnected(m) => {
             let tls = m.tls.as_ref().map(|t| format!(" tls={} {}", t.version, t.cipher_suite)).unwrap_or_default();
             writeln!(out, "{t} #{} == upstream connected {}{tls}", r.seq, m.addr)

@@ -3,14 +3,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::{Config, Settings};
 use crate::gateway::Gateway;
 
 pub(super) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Config::load(config)?.build()?;
-    super::runtime()?.block_on(serve_until_signal(settings, None))?;
+    super::runtime()?.block_on(serve_until_signal(settings, None, Some(config)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -18,25 +18,41 @@ pub(super) fn run(config: &Path) -> anyhow::Result<ExitCode> {
 pub(super) type OnStart = Box<dyn FnOnce(&Gateway) + Send>;
 
 /// Starts the gateway, calls `started` with it, then serves until SIGTERM or SIGINT and shuts
-/// down gracefully.
-pub(super) async fn serve_until_signal(settings: Settings, started: Option<OnStart>) -> anyhow::Result<()> {
+/// down gracefully. With a config path, SIGHUP reloads identity and policy from it.
+pub(super) async fn serve_until_signal(
+    settings: Settings,
+    started: Option<OnStart>,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let gateway = Gateway::start(settings).await?;
     if let Some(f) = started {
         f(&gateway);
     }
-    wait_for_signal().await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match config {
+                Some(path) => reload(&gateway, path),
+                None => info!("SIGHUP ignored: no configuration file to reload."),
+            },
+        }
+    }
     info!("Shutdown requested.");
     gateway.shutdown().await?;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Re-reads the file and puts its identity and policy in force; a file that does not build is
+/// refused whole and the running policy stays.
+fn reload(gateway: &Gateway, path: &Path) {
+    let result = Config::load(path).and_then(|c| c.build_access()).map_err(|e| e.to_string());
+    if let Err(e) = result.and_then(|access| gateway.reload_access(access)) {
+        gateway.metrics().error("config_reload");
+        error!(error = %e, policy = %gateway.policy_version(), "Reload refused; the running policy stays.");
     }
-    Ok(())
 }

@@ -12,6 +12,7 @@ use crate::time::{format_us, now_us, parse_point};
 pub(super) fn list(
     args: &JournalArgs,
     route: Option<String>,
+    principal: Option<String>,
     since: Option<&str>,
     until: Option<&str>,
     json: bool,
@@ -20,7 +21,7 @@ pub(super) fn list(
     let point = |s: Option<&str>, flag: &str| {
         s.map(|s| parse_point(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))).transpose()
     };
-    let filter = SessionFilter { route, since_us: point(since, "since")?, until_us: point(until, "until")? };
+    let filter = SessionFilter { route, since_us: point(since, "since")?, until_us: point(until, "until")?, principal };
     let (store, _) = args.open()?;
     let sessions = list_sessions(&store, &filter)?;
     if json {
@@ -59,12 +60,14 @@ pub(super) fn show(args: &JournalArgs, id: &str, json: bool) -> anyhow::Result<E
     let mut upstream = None;
     let mut close = None;
     let mut frames = [0usize; 2];
+    let mut decisions = Vec::new();
     for r in &records {
         match &r.record.kind {
             RecordKind::SessionOpen(m) => open = Some(m.clone()),
             RecordKind::UpstreamConnected(m) => upstream = Some(m.clone()),
             RecordKind::SessionClose(m) => close = Some(m.clone()),
             RecordKind::Data(f) => frames[f.direction as usize] += 1,
+            RecordKind::Decision(m) => decisions.push(m.clone()),
         }
     }
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
@@ -74,6 +77,7 @@ pub(super) fn show(args: &JournalArgs, id: &str, json: bool) -> anyhow::Result<E
             "open": open,
             "upstream": upstream,
             "close": close,
+            "decisions": decisions,
             "records": seqs.len(),
             "first_seq": seqs.first(),
             "last_seq": seqs.last(),
@@ -94,6 +98,15 @@ pub(super) fn show(args: &JournalArgs, id: &str, json: bool) -> anyhow::Result<E
             println!("client TLS {} {} sni={}", t.version, t.cipher_suite, t.server_name.as_deref().unwrap_or("-"));
         }
         println!("sealed     {}", if o.sealed { "yes (per-session AES-256-GCM key)" } else { "no" });
+        if let Some(i) = &o.identity {
+            println!("roles      {}", if i.roles.is_empty() { "(none)".into() } else { i.roles.join(", ") });
+        }
+        if o.break_glass {
+            println!("BREAK-GLASS emergency access: every record of this session is marked");
+        }
+    }
+    for d in &decisions {
+        println!("decision   {} {}: {} by `{}` ({})", d.phase, d.request, d.effect, d.rule, d.reason);
     }
     if let Some(u) = &upstream {
         print!("connected  {}", u.addr);

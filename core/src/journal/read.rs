@@ -20,6 +20,8 @@ pub struct SessionFilter {
     pub since_us: Option<i64>,
     /// Started before (µs since the epoch).
     pub until_us: Option<i64>,
+    /// Only principals whose short form (`oidc:corp/alice`, `mtls:svc.internal`) contains this.
+    pub principal: Option<String>,
 }
 
 /// Sessions matching `filter`, oldest first.
@@ -35,6 +37,7 @@ pub fn list_sessions(store: &Store, filter: &SessionFilter) -> Result<Vec<Sessio
         .sessions(from)?
         .into_iter()
         .filter(|s| filter.route.as_ref().is_none_or(|r| &s.route == r))
+        .filter(|s| filter.principal.as_ref().is_none_or(|p| s.principal.contains(p.as_str())))
         .filter(|s| filter.since_us.is_none_or(|t| s.opened_us >= t))
         .filter(|s| filter.until_us.is_none_or(|t| s.opened_us < t))
         .collect())
@@ -85,7 +88,7 @@ pub fn session_records(
             RecordKind::Data(frame) => Some(match (&frame.payload, &cipher) {
                 (Payload::Plain(b), _) => Content::Bytes(b.clone()),
                 (Payload::Sealed { nonce, ciphertext }, Ok(cipher)) => {
-                    let aad = data_aad(&record.session, record.time_us, frame.direction, frame.fin);
+                    let aad = data_aad(&record.session, record.time_us, frame.direction, frame.fin, frame.break_glass);
                     match cipher.open(&aad, *nonce, ciphertext) {
                         Ok(plain) => Content::Bytes(Bytes::from(plain)),
                         Err(e) => Content::Unavailable(e.to_string()),
@@ -127,6 +130,9 @@ pub struct FrameJson<'a> {
     /// For data: half-close after these bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fin: Option<bool>,
+    /// For data: the record carries the break-glass mark (absent when it does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<bool>,
     /// For data: payload, base64 (standard alphabet, padded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
@@ -152,6 +158,7 @@ impl<'a> FrameJson<'a> {
             kind: r.record.kind.name(),
             direction: None,
             fin: None,
+            break_glass: None,
             payload_base64: None,
             len: None,
             unavailable: None,
@@ -161,6 +168,7 @@ impl<'a> FrameJson<'a> {
             RecordKind::Data(frame) => {
                 f.direction = Some(frame.direction);
                 f.fin = Some(frame.fin);
+                f.break_glass = frame.break_glass.then_some(true);
                 match &r.content {
                     Some(Content::Bytes(b)) => {
                         f.payload_base64 = Some(base64::engine::general_purpose::STANDARD.encode(b));
@@ -173,6 +181,7 @@ impl<'a> FrameJson<'a> {
             RecordKind::SessionOpen(m) => f.meta = serde_json::to_value(m).ok(),
             RecordKind::SessionClose(m) => f.meta = serde_json::to_value(m).ok(),
             RecordKind::UpstreamConnected(m) => f.meta = serde_json::to_value(m).ok(),
+            RecordKind::Decision(m) => f.meta = serde_json::to_value(m).ok(),
         }
         f
     }

@@ -13,18 +13,23 @@
 //!
 //! body
 //!   u8      body version (1)
-//!   u8      kind: 1 session-open, 2 data, 3 session-close, 4 upstream-connected
+//!   u8      kind: 1 session-open, 2 data, 3 session-close, 4 upstream-connected, 5 decision
 //!   [16]    session id (UUIDv7)
 //!   i64     time, microseconds since the Unix epoch
-//!   kind 1, 3, 4: u32 length ‖ UTF-8 JSON metadata (the `*Meta` structs below)
+//!   kind 1, 3, 4, 5: u32 length ‖ UTF-8 JSON metadata (the `*Meta` structs below)
 //!   kind 2:       u8 direction (0 client→upstream, 1 upstream→client)
-//!                 u8 flags (bit 0 FIN: the sender half-closed; bit 1 sealed)
+//!                 u8 flags (bit 0 FIN: the sender half-closed; bit 1 sealed; bit 2 break-glass)
 //!                 [12] nonce, only when sealed
 //!                 u32 length ‖ payload (AES-256-GCM ciphertext with tag when sealed)
 //! ```
 //!
 //! The hash chain is computed over the body as stored, so the payload ciphertext is covered and a
 //! session's data key can be destroyed (crypto-shredding) without breaking the chain.
+//!
+//! Compatibility: format additions are backward compatible — new JSON fields have defaults, kind 5
+//! and flag bit 2 were added without changing the layout — so every build reads the journals of
+//! older builds. The reverse does not hold: a build from before kind 5 reports such a record as
+//! unreadable, so verify a journal with the Airlock that wrote it or a newer one.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::IResult;
@@ -53,8 +58,9 @@ pub const TAG_LEN: usize = 16;
 /// Fixed part of every body: version, kind, session, time.
 pub const BODY_HEADER_LEN: usize = 1 + 1 + 16 + 8;
 
-const FLAG_FIN: u8 = 0b01;
-const FLAG_SEALED: u8 = 0b10;
+const FLAG_FIN: u8 = 0b001;
+const FLAG_SEALED: u8 = 0b010;
+const FLAG_BREAK_GLASS: u8 = 0b100;
 
 /// Which way bytes travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,13 +117,81 @@ pub struct OpenMeta {
     pub listen_addr: String,
     /// Configured upstream.
     pub upstream: String,
-    /// The authenticated principal (`anonymous` when the route has no identity).
+    /// The authenticated principal in short form (`anonymous` when the route has no identity).
     pub principal: String,
+    /// Who the principal is, in full (absent in records written before identities existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Box<PrincipalMeta>>,
+    /// Version of the access policy in force when the session opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
     /// Client-facing TLS, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsMeta>,
     /// Whether data payloads of this session are sealed with a per-session key.
     pub sealed: bool,
+    /// The principal acts under the emergency (break-glass) role: every record of the session
+    /// carries this mark.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An authenticated principal as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PrincipalMeta {
+    /// Subject.
+    pub subject: String,
+    /// Issuer (JWT `iss`, `api-key`, certificate issuer DN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// E-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Airlock roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// IdP groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// `anonymous`, `oidc`, `api_key` or `mtls`.
+    pub method: String,
+    /// OIDC provider name or certificate fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_detail: Option<String>,
+    /// End of the credential's validity, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// Metadata of a decision record: one access decision (authentication, session admission, or a
+/// request), allow or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionMeta {
+    /// `authenticate`, `session` or `request`.
+    pub phase: String,
+    /// `allow`, `deny` or `require_approval`.
+    pub effect: String,
+    /// The rule that decided (or `authn:<code>` for a refused credential).
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// The principal in short form.
+    pub principal: String,
+    /// What was asked, in one line.
+    pub request: String,
+    /// Policy version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// The session is under break-glass.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
 }
 
 /// Metadata of an upstream-connected record.
@@ -128,6 +202,9 @@ pub struct UpstreamMeta {
     /// Upstream TLS, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsMeta>,
+    /// The session is under break-glass.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
 }
 
 /// Metadata of a session-close record.
@@ -141,6 +218,9 @@ pub struct CloseMeta {
     pub bytes_from_upstream: u64,
     /// Session duration in microseconds.
     pub duration_us: u64,
+    /// The session is under break-glass.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
 }
 
 /// A data payload as stored: plaintext, or sealed with the session's data key.
@@ -173,6 +253,8 @@ pub struct DataFrame {
     pub direction: Direction,
     /// The sender half-closed after these bytes.
     pub fin: bool,
+    /// The session is under break-glass.
+    pub break_glass: bool,
     /// The bytes.
     pub payload: Payload,
 }
@@ -188,6 +270,8 @@ pub enum RecordKind {
     SessionClose(CloseMeta),
     /// The upstream connection was established.
     UpstreamConnected(UpstreamMeta),
+    /// An access decision.
+    Decision(DecisionMeta),
 }
 
 impl RecordKind {
@@ -197,6 +281,7 @@ impl RecordKind {
             Self::Data(_) => 2,
             Self::SessionClose(_) => 3,
             Self::UpstreamConnected(_) => 4,
+            Self::Decision(_) => 5,
         }
     }
 
@@ -207,6 +292,7 @@ impl RecordKind {
             Self::Data(_) => "data",
             Self::SessionClose(_) => "session_close",
             Self::UpstreamConnected(_) => "upstream_connected",
+            Self::Decision(_) => "decision",
         }
     }
 }
@@ -285,6 +371,7 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
         RecordKind::SessionOpen(m) => put_meta(&mut out, m)?,
         RecordKind::SessionClose(m) => put_meta(&mut out, m)?,
         RecordKind::UpstreamConnected(m) => put_meta(&mut out, m)?,
+        RecordKind::Decision(m) => put_meta(&mut out, m)?,
         RecordKind::Data(frame) => {
             let len = frame.payload.stored_len();
             let max = MAX_PAYLOAD_LEN + if matches!(frame.payload, Payload::Sealed { .. }) { TAG_LEN } else { 0 };
@@ -294,7 +381,7 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
             out.reserve(2 + NONCE_LEN + 4 + len);
             out.put_u8(frame.direction.to_byte());
             let sealed = matches!(frame.payload, Payload::Sealed { .. });
-            out.put_u8(data_flags(frame.fin, sealed));
+            out.put_u8(data_flags(frame.fin, sealed, frame.break_glass));
             match &frame.payload {
                 Payload::Plain(b) => put_len_prefixed(&mut out, b),
                 Payload::Sealed { nonce, ciphertext } => {
@@ -309,11 +396,11 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
 
 /// The fixed header of a data record, used as the AEAD's associated data so that a sealed payload
 /// cannot be moved to another session, time, direction or position in the stream.
-pub fn data_aad(session: &Uuid, time_us: i64, direction: Direction, fin: bool) -> Vec<u8> {
+pub fn data_aad(session: &Uuid, time_us: i64, direction: Direction, fin: bool, break_glass: bool) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(BODY_HEADER_LEN + 2);
     put_header(&mut out, 2, session, time_us);
     out.put_u8(direction.to_byte());
-    out.put_u8(data_flags(fin, true));
+    out.put_u8(data_flags(fin, true, break_glass));
     out.to_vec()
 }
 
@@ -326,8 +413,10 @@ pub fn encode_envelope(hash: &Hash, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn data_flags(fin: bool, sealed: bool) -> u8 {
-    (if fin { FLAG_FIN } else { 0 }) | (if sealed { FLAG_SEALED } else { 0 })
+fn data_flags(fin: bool, sealed: bool, break_glass: bool) -> u8 {
+    (if fin { FLAG_FIN } else { 0 })
+        | (if sealed { FLAG_SEALED } else { 0 })
+        | (if break_glass { FLAG_BREAK_GLASS } else { 0 })
 }
 
 fn put_header(out: &mut BytesMut, kind: u8, session: &Uuid, time_us: i64) {
@@ -421,6 +510,10 @@ pub fn decode_body(body: &Bytes) -> Result<Record, RecordError> {
             let (i, m) = meta(i)?;
             (i, RecordKind::UpstreamConnected(m))
         }
+        5 => {
+            let (i, m) = meta(i)?;
+            (i, RecordKind::Decision(m))
+        }
         2 => {
             let (i, dir) = u8_(i).map_err(trunc)?;
             let direction = match dir {
@@ -429,10 +522,11 @@ pub fn decode_body(body: &Bytes) -> Result<Record, RecordError> {
                 value => return Err(RecordError::InvalidField { field: "direction", value }),
             };
             let (i, flags) = u8_(i).map_err(trunc)?;
-            if flags & !(FLAG_FIN | FLAG_SEALED) != 0 {
+            if flags & !(FLAG_FIN | FLAG_SEALED | FLAG_BREAK_GLASS) != 0 {
                 return Err(RecordError::InvalidField { field: "flags", value: flags });
             }
             let fin = flags & FLAG_FIN != 0;
+            let break_glass = flags & FLAG_BREAK_GLASS != 0;
             let (i, nonce) = if flags & FLAG_SEALED != 0 {
                 let (i, n) = bytes_(NONCE_LEN)(i).map_err(trunc)?;
                 let mut nonce = [0u8; NONCE_LEN];
@@ -453,7 +547,7 @@ pub fn decode_body(body: &Bytes) -> Result<Record, RecordError> {
                 Some(nonce) => Payload::Sealed { nonce, ciphertext: data },
                 None => Payload::Plain(data),
             };
-            (i, RecordKind::Data(DataFrame { direction, fin, payload }))
+            (i, RecordKind::Data(DataFrame { direction, fin, break_glass, payload }))
         }
         other => return Err(RecordError::UnknownKind(other)),
     };

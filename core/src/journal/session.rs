@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::JournalError;
 use super::crypto::SessionCipher;
 use super::record::{
-    CloseMeta, DataFrame, Direction, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind, UpstreamMeta, data_aad,
-    encode_body,
+    CloseMeta, DataFrame, DecisionMeta, Direction, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind,
+    UpstreamMeta, data_aad, encode_body,
 };
 use super::store::SessionSummary;
 use super::writer::{Journal, Receipt, Submission};
@@ -23,6 +23,8 @@ pub struct SessionJournal {
     id: Uuid,
     cipher: Option<SessionCipher>,
     summary: Mutex<SessionSummary>,
+    /// Set from the session-open record: every later record carries the mark.
+    break_glass: bool,
 }
 
 impl SessionJournal {
@@ -39,6 +41,7 @@ impl SessionJournal {
             None => (None, None),
         };
         let meta = OpenMeta { sealed: cipher.is_some(), ..meta };
+        let break_glass = meta.break_glass;
         let summary = SessionSummary {
             id,
             route: meta.route.clone(),
@@ -55,7 +58,7 @@ impl SessionJournal {
         let summary_json = encode_summary(&summary)?;
         let receipt =
             journal.submit(Submission { session: id, body, summary: Some(summary_json), wrapped_key }).await?;
-        Ok((Self { journal, id, cipher, summary: Mutex::new(summary) }, receipt))
+        Ok((Self { journal, id, cipher, summary: Mutex::new(summary), break_glass }, receipt))
     }
 
     /// The session id.
@@ -82,23 +85,31 @@ impl SessionJournal {
         let time_us = now_us();
         let payload = match &self.cipher {
             Some(cipher) => {
-                let aad = data_aad(&self.id, time_us, direction, fin);
+                let aad = data_aad(&self.id, time_us, direction, fin, self.break_glass);
                 let (nonce, ciphertext) = cipher.seal(&aad, &piece)?;
                 Payload::Sealed { nonce, ciphertext: Bytes::from(ciphertext) }
             }
             None => Payload::Plain(piece),
         };
-        let frame = DataFrame { direction, fin, payload };
+        let frame = DataFrame { direction, fin, break_glass: self.break_glass, payload };
         self.submit(time_us, RecordKind::Data(frame), None).await
     }
 
     /// Queues an upstream-connected record.
     pub async fn upstream_connected(&self, meta: UpstreamMeta) -> Result<Receipt, JournalError> {
+        let meta = UpstreamMeta { break_glass: self.break_glass, ..meta };
         self.submit(now_us(), RecordKind::UpstreamConnected(meta), None).await
+    }
+
+    /// Queues an access-decision record.
+    pub async fn decision(&self, meta: DecisionMeta) -> Result<Receipt, JournalError> {
+        let meta = DecisionMeta { break_glass: self.break_glass, ..meta };
+        self.submit(now_us(), RecordKind::Decision(meta), None).await
     }
 
     /// Queues the session-close record and the final index summary.
     pub async fn close(&self, meta: CloseMeta) -> Result<Receipt, JournalError> {
+        let meta = CloseMeta { break_glass: self.break_glass, ..meta };
         let time_us = now_us();
         let summary = {
             let mut s = self.summary.lock().map_err(|_| JournalError::Crypto("session summary lock poisoned"))?;

@@ -2,13 +2,41 @@
 
 pub mod tcp;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::metrics::Metrics;
-use crate::config::Route;
+use crate::config::{Access, Route};
 use crate::journal::Journal;
+
+/// The identity and policy in force, replaced as a whole by a reload. Sessions take a snapshot
+/// for each decision, so a reload never changes a decision halfway.
+#[derive(Debug)]
+pub struct SharedAccess(RwLock<Arc<Access>>);
+
+impl SharedAccess {
+    /// Starts with `access`.
+    pub fn new(access: Arc<Access>) -> Self {
+        Self(RwLock::new(access))
+    }
+
+    /// The access in force now.
+    pub fn current(&self) -> Arc<Access> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `access` in force for every decision from now on.
+    pub fn replace(&self, access: Arc<Access>) {
+        match self.0.write() {
+            Ok(mut g) => *g = access,
+            Err(poisoned) => *poisoned.into_inner() = access,
+        }
+    }
+}
 
 /// What every session of a route shares.
 #[derive(Debug)]
@@ -16,6 +44,7 @@ pub(crate) struct SessionCtx {
     pub(crate) route: Arc<Route>,
     pub(crate) journal: Arc<Journal>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access: Arc<SharedAccess>,
     /// Fires when the drain deadline passes: sessions still open close at once.
     pub(crate) abort: CancellationToken,
 }

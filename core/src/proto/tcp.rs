@@ -19,9 +19,12 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::SessionCtx;
-use crate::admin::metrics::{BytesLabels, RouteLabels};
-use crate::journal::record::{CloseMeta, OpenMeta, TlsMeta, UpstreamMeta};
+use crate::admin::metrics::{BytesLabels, DecisionLabels, RouteLabels};
+use crate::config::Access;
+use crate::identity::{AuthError, Principal};
+use crate::journal::record::{CloseMeta, DecisionMeta, OpenMeta, TlsMeta, UpstreamMeta};
 use crate::journal::{Direction, Durability, JournalError, Receipt, SessionJournal};
+use crate::policy::{Effect, Request};
 use crate::tls;
 
 /// Bytes read per chunk (and so at most per data record).
@@ -40,6 +43,8 @@ enum End {
     Done,
     /// Neither side sent anything for the idle timeout.
     Idle,
+    /// The principal's credential (its client certificate) expired: automatic logoff.
+    CredentialExpired,
     /// The gateway is shutting down and the drain deadline passed.
     Shutdown,
     /// A socket failed.
@@ -53,6 +58,7 @@ impl End {
         match self {
             Self::Done => "both sides closed".into(),
             Self::Idle => "idle timeout".into(),
+            Self::CredentialExpired => "automatic logoff: the principal's credential expired during the session".into(),
             Self::Shutdown => "gateway shutdown: drain deadline passed".into(),
             Self::Io { side, op, source } => format!("{side} {op} error: {source}"),
             Self::Journal(e) => format!("journal write failed: {e}"),
@@ -102,17 +108,21 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
 
-    // Client-facing TLS first, so the session-open record can say what was negotiated.
-    let (client, tls_meta): (Box<dyn Io>, Option<TlsMeta>) = match &route.tls {
-        None => (Box::new(stream), None),
+    // Client-facing TLS first, so the session-open record can say what was negotiated (and, with
+    // mutual TLS, who the caller is).
+    let (mut client, tls_meta, leaf): (Box<dyn Io>, Option<TlsMeta>, Option<Vec<u8>>) = match &route.tls {
+        None => (Box::new(stream), None, None),
         Some(acceptor) => match timeout(route.tls_handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
-                let meta = tls::describe(tls.get_ref().1, tls.get_ref().1.server_name());
-                (Box::new(tls), Some(meta))
+                let conn = tls.get_ref().1;
+                let meta = tls::describe(conn, conn.server_name());
+                let leaf = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                (Box::new(tls), Some(meta), leaf)
             }
             Ok(Err(e)) => {
                 ctx.metrics.error("client_tls");
-                refuse(&ctx, peer, &format!("client TLS handshake failed: {e}")).await;
+                let authn = route.client_principal.is_some().then(|| AuthError::Certificate(e.to_string()));
+                refuse_with(&ctx, peer, &format!("client TLS handshake failed: {e}"), authn.as_ref()).await;
                 return;
             }
             Err(_) => {
@@ -123,7 +133,23 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         },
     };
 
-    let sj = match open_session(&ctx, peer, tls_meta).await {
+    // Who is calling, and may they use this route? Decided before anything is opened upstream.
+    let access = ctx.access.current();
+    let identified = match route.client_principal {
+        None => Ok(Principal::anonymous()),
+        Some(from) => match &leaf {
+            Some(der) => access.identity.certificates.principal(der, from),
+            None => Err(AuthError::Certificate("no client certificate was presented".into())),
+        },
+    };
+    let admission = match &identified {
+        Ok(p) => Ok(access.policy.evaluate(&route.name, p, &Request::Bytes)),
+        Err(e) => Err(e.clone()),
+    };
+    let principal = identified.as_ref().ok();
+    let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
+
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass).await {
         Ok(sj) => sj,
         Err(e) => {
             warn!(route = %route.name, client = %peer, error = %e, "Journal refused the session; closing.");
@@ -135,16 +161,33 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     debug!(%session, route = %route.name, client = %peer, "Session opened.");
 
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
-    let end = match connect_upstream(&ctx).await {
-        Err(reason) => {
-            warn!(%session, route = %route.name, upstream = %route.upstream, %reason, "Upstream unreachable.");
-            ctx.metrics.error("upstream_connect");
-            reason
+    let end = match journal_admission(&ctx, &sj, &access, principal, &admission).await {
+        Err(e) => End::journal(e).reason(),
+        Ok(Some(refusal)) => {
+            // Raw TCP has no way to carry our message: a TLS close_notify (on TLS routes) and a
+            // close. The reason is in the journal and the log.
+            let _ = timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
+            warn!(%session, route = %route.name, client = %peer, reason = %refusal, "Session refused.");
+            refusal
         }
-        Ok((upstream, meta)) => match journal_upstream(&sj, meta).await {
-            Err(e) => End::journal(e).reason(),
-            Ok(()) => relay(&ctx, &sj, client, upstream, &counters).await.reason(),
-        },
+        Ok(None) => {
+            let principal = principal.cloned().unwrap_or_else(Principal::anonymous);
+            if break_glass {
+                notify_break_glass(&ctx, &access, &sj, &principal, peer);
+            }
+            let expires = principal.expires_at.map(deadline_at);
+            match connect_upstream(&ctx).await {
+                Err(reason) => {
+                    warn!(%session, route = %route.name, upstream = %route.upstream, %reason, "Upstream unreachable.");
+                    ctx.metrics.error("upstream_connect");
+                    reason
+                }
+                Ok((upstream, meta)) => match journal_upstream(&sj, meta).await {
+                    Err(e) => End::journal(e).reason(),
+                    Ok(()) => relay(&ctx, &sj, client, upstream, &counters, expires).await.reason(),
+                },
+            }
+        }
     };
 
     let meta = CloseMeta {
@@ -152,6 +195,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         bytes_from_client: counters[0].load(Ordering::Relaxed),
         bytes_from_upstream: counters[1].load(Ordering::Relaxed),
         duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        break_glass: false,
     };
     match sj.close(meta).await {
         Ok(receipt) => {
@@ -193,10 +237,106 @@ async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(),
     receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// The tokio instant at which a credential that expires at `unix_secs` stops being valid.
+fn deadline_at(unix_secs: i64) -> Instant {
+    let left_us = unix_secs.saturating_mul(1_000_000).saturating_sub(crate::time::now_us());
+    Instant::now() + std::time::Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
+}
+
+/// Journals the admission decision and waits until it (and the session-open record before it) is
+/// durable — write-ahead: nothing is opened upstream before both are on record. Returns the
+/// refusal reason if the caller may not proceed.
+async fn journal_admission(
+    ctx: &SessionCtx,
+    sj: &SessionJournal,
+    access: &Access,
+    principal: Option<&Principal>,
+    admission: &Result<crate::policy::Decision, AuthError>,
+) -> Result<Option<String>, JournalError> {
+    let route = &ctx.route.name;
+    let label = principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label);
+    let (meta, refusal) = match admission {
+        Err(e) => (
+            DecisionMeta {
+                phase: "authenticate".into(),
+                effect: Effect::Deny.as_str().into(),
+                rule: format!("authn:{}", e.code()),
+                reason: e.detail(),
+                principal: label,
+                request: Request::Bytes.summary(),
+                policy_version: Some(access.policy.version.clone()),
+                break_glass: false,
+            },
+            Some(format!("authentication failed: {}", e.detail())),
+        ),
+        Ok(d) => {
+            let refusal = crate::deny::Denial::from_decision(d, sj.id().to_string()).map(|denial| denial.message);
+            (
+                DecisionMeta {
+                    phase: "session".into(),
+                    effect: d.effect.as_str().into(),
+                    rule: d.rule.clone(),
+                    reason: d.reason.clone(),
+                    principal: label,
+                    request: Request::Bytes.summary(),
+                    policy_version: Some(d.policy_version.clone()),
+                    break_glass: false,
+                },
+                refusal,
+            )
+        }
+    };
+    let (phase, effect) = match admission {
+        Err(_) => ("authenticate", Effect::Deny),
+        Ok(d) => ("session", d.effect),
+    };
+    ctx.metrics.decisions.get_or_create(&DecisionLabels { route: route.clone(), phase, effect: effect.as_str() }).inc();
+    sj.decision(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    Ok(refusal)
+}
+
+/// Fires the break-glass notification without holding up the session; its outcome is logged
+/// and counted.
+fn notify_break_glass(ctx: &SessionCtx, access: &Access, sj: &SessionJournal, p: &Principal, peer: SocketAddr) {
+    ctx.metrics.break_glass_sessions.inc();
+    let session = sj.id();
+    warn!(%session, route = %ctx.route.name, principal = %p.label(), "Break-glass session started.");
+    let Some(url) = access.break_glass_webhook.clone() else { return };
+    let body = serde_json::json!({
+        "event": "break_glass_session_started",
+        "session": session.to_string(),
+        "route": ctx.route.name,
+        "principal": p.label(),
+        "subject": p.subject,
+        "roles": p.roles,
+        "client_addr": peer.to_string(),
+        "time": crate::time::format_us(crate::time::now_us()),
+    });
+    let http = access.http.clone();
+    let metrics = ctx.metrics.clone();
+    tokio::spawn(async move {
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        match http.post_json(&url, json, 64 * 1024).await {
+            Ok(_) => info!(%session, "Break-glass notification delivered."),
+            Err(e) => {
+                metrics.error("break_glass_webhook");
+                warn!(%session, error = %e, "Break-glass notification failed.");
+            }
+        }
+    });
+}
+
+/// Queues the session-open record. Its receipt is not awaited here: every caller writes a next
+/// record (the admission decision, or the close of a refusal) and awaits that one, which covers
+/// both — the writer commits in order and refuses everything after a failure. One group commit
+/// per admission instead of two.
 async fn open_session(
     ctx: &SessionCtx,
     peer: SocketAddr,
     tls: Option<TlsMeta>,
+    principal: Option<&Principal>,
+    access: Option<&Access>,
+    break_glass: bool,
 ) -> Result<SessionJournal, JournalError> {
     let route = &ctx.route;
     let meta = OpenMeta {
@@ -205,22 +345,39 @@ async fn open_session(
         client_addr: peer.to_string(),
         listen_addr: route.listen.to_string(),
         upstream: route.upstream.clone(),
-        principal: "anonymous".into(),
+        principal: principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label),
+        identity: principal.map(|p| Box::new(p.to_meta())),
+        policy_version: access.map(|a| a.policy.version.clone()),
         tls,
         sealed: false,
+        break_glass,
     };
-    let (sj, receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
-    // Write-ahead: nothing is opened upstream before the session is on record.
-    receipt.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    let (sj, _covered_by_the_next_receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
     Ok(sj)
 }
 
 /// Journals a caller that was refused before a session could start (connection cap, failed TLS).
 pub(crate) async fn refuse(ctx: &SessionCtx, peer: SocketAddr, reason: &str) {
+    refuse_with(ctx, peer, reason, None).await;
+}
+
+/// [`refuse`], with the authentication failure journaled as a decision when there is one (a
+/// client certificate rustls rejected on a mutual-TLS route).
+async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Option<&AuthError>) {
     warn!(route = %ctx.route.name, client = %peer, %reason, "Connection refused.");
     let result = async {
-        let sj = open_session(ctx, peer, None).await?;
-        let meta = CloseMeta { reason: reason.into(), bytes_from_client: 0, bytes_from_upstream: 0, duration_us: 0 };
+        let access = ctx.access.current();
+        let sj = open_session(ctx, peer, None, None, Some(&access), false).await?;
+        if let Some(e) = authn {
+            journal_admission(ctx, &sj, &access, None, &Err(e.clone())).await?;
+        }
+        let meta = CloseMeta {
+            reason: reason.into(),
+            bytes_from_client: 0,
+            bytes_from_upstream: 0,
+            duration_us: 0,
+            break_glass: false,
+        };
         sj.close(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
         Ok::<_, JournalError>(())
     }
@@ -239,7 +396,9 @@ async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta
         let _ = tcp.set_nodelay(true);
         let addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| route.upstream.clone());
         match &route.upstream_tls {
-            None => Ok::<_, String>((Box::new(tcp) as Box<dyn Io>, UpstreamMeta { addr, tls: None })),
+            None => {
+                Ok::<_, String>((Box::new(tcp) as Box<dyn Io>, UpstreamMeta { addr, tls: None, break_glass: false }))
+            }
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
@@ -247,7 +406,7 @@ async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta
                     .map_err(|e| format!("upstream TLS handshake with {} failed: {e}", route.upstream))?;
                 let verified_name = name.to_str();
                 let meta = tls::describe(tls.get_ref().1, Some(verified_name.as_ref()));
-                Ok((Box::new(tls) as Box<dyn Io>, UpstreamMeta { addr, tls: Some(meta) }))
+                Ok((Box::new(tls) as Box<dyn Io>, UpstreamMeta { addr, tls: Some(meta), break_glass: false }))
             }
         }
     };
@@ -257,14 +416,15 @@ async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta
     }
 }
 
-/// Streams both ways until both sides close, one fails, the session idles out, or the gateway's
-/// drain deadline passes.
+/// Streams both ways until both sides close, one fails, the session idles out, the principal's
+/// credential expires, or the gateway's drain deadline passes.
 async fn relay(
     ctx: &SessionCtx,
     sj: &SessionJournal,
     client: Box<dyn Io>,
     upstream: Box<dyn Io>,
     counters: &[AtomicU64; 2],
+    expires: Option<Instant>,
 ) -> End {
     let (client_r, client_w) = tokio::io::split(client);
     let (up_r, up_w) = tokio::io::split(upstream);
@@ -302,6 +462,9 @@ async fn relay(
             Err(end) => end,
         },
         () = activity.idle_for(ctx.route.idle_timeout) => End::Idle,
+        () = async { match expires { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => {
+            End::CredentialExpired
+        }
         () = ctx.abort.cancelled() => End::Shutdown,
     }
 }

@@ -16,6 +16,8 @@ fn samples() -> Vec<Record> {
         listen_addr: "127.0.0.1:6543".into(),
         upstream: "127.0.0.1:5432".into(),
         principal: "anonymous".into(),
+        identity: None,
+        policy_version: None,
         tls: Some(TlsMeta {
             version: "TLSv1_3".into(),
             cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
@@ -23,6 +25,7 @@ fn samples() -> Vec<Record> {
             alpn: None,
         }),
         sealed: true,
+        break_glass: false,
     };
     vec![
         Record { session: sid(), time_us: 1_700_000_000_000_001, kind: RecordKind::SessionOpen(open) },
@@ -32,6 +35,7 @@ fn samples() -> Vec<Record> {
             kind: RecordKind::Data(DataFrame {
                 direction: Direction::ClientToUpstream,
                 fin: false,
+                break_glass: false,
                 payload: Payload::Plain(Bytes::from_static(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")),
             }),
         },
@@ -41,13 +45,18 @@ fn samples() -> Vec<Record> {
             kind: RecordKind::Data(DataFrame {
                 direction: Direction::UpstreamToClient,
                 fin: true,
+                break_glass: false,
                 payload: Payload::Sealed { nonce: [9; NONCE_LEN], ciphertext: Bytes::from_static(&[1; 20]) },
             }),
         },
         Record {
             session: sid(),
             time_us: 4,
-            kind: RecordKind::UpstreamConnected(UpstreamMeta { addr: "127.0.0.1:5432".into(), tls: None }),
+            kind: RecordKind::UpstreamConnected(UpstreamMeta {
+                addr: "127.0.0.1:5432".into(),
+                tls: None,
+                break_glass: false,
+            }),
         },
         Record {
             session: sid(),
@@ -57,6 +66,58 @@ fn samples() -> Vec<Record> {
                 bytes_from_client: 8,
                 bytes_from_upstream: 4,
                 duration_us: 99,
+                break_glass: false,
+            }),
+        },
+        Record {
+            session: sid(),
+            time_us: 6,
+            kind: RecordKind::Decision(DecisionMeta {
+                phase: "session".into(),
+                effect: "deny".into(),
+                rule: "route:pg:allow_roles".into(),
+                reason: "route `pg` requires one of the roles `clinician`".into(),
+                principal: "mtls:svc.internal".into(),
+                request: "tcp session".into(),
+                policy_version: Some("0123456789ab".into()),
+                break_glass: true,
+            }),
+        },
+        Record {
+            session: sid(),
+            time_us: 7,
+            kind: RecordKind::Data(DataFrame {
+                direction: Direction::UpstreamToClient,
+                fin: false,
+                break_glass: true,
+                payload: Payload::Plain(Bytes::from_static(b"row")),
+            }),
+        },
+        Record {
+            session: sid(),
+            time_us: 8,
+            kind: RecordKind::SessionOpen(OpenMeta {
+                route: "pg".into(),
+                protocol: "tcp".into(),
+                client_addr: "[::1]:50000".into(),
+                listen_addr: "[::1]:6543".into(),
+                upstream: "db:5432".into(),
+                principal: "oidc:corp/alice".into(),
+                identity: Some(Box::new(PrincipalMeta {
+                    subject: "alice".into(),
+                    issuer: Some("https://idp.example".into()),
+                    name: Some("Alice".into()),
+                    email: None,
+                    roles: vec!["clinician".into(), "emergency".into()],
+                    groups: vec!["ehr".into()],
+                    method: "oidc".into(),
+                    method_detail: Some("corp".into()),
+                    expires_at: Some(1_800_000_000),
+                })),
+                policy_version: Some("0123456789ab".into()),
+                tls: None,
+                sealed: false,
+                break_glass: true,
             }),
         },
     ]
@@ -103,6 +164,7 @@ fn lengths_are_bounded_before_use() {
         kind: RecordKind::Data(DataFrame {
             direction: Direction::ClientToUpstream,
             fin: false,
+            break_glass: false,
             payload: Payload::Plain(Bytes::from(vec![0; MAX_PAYLOAD_LEN + 1])),
         }),
     };
@@ -119,7 +181,7 @@ fn unknown_versions_kinds_and_flags_are_named() {
     v[1] = 77;
     assert_eq!(decode_body(&Bytes::from(v)), Err(RecordError::UnknownKind(77)));
     let mut v = body.to_vec();
-    v[BODY_HEADER_LEN + 1] = 0x80;
+    v[BODY_HEADER_LEN + 1] = 0x08;
     assert!(matches!(decode_body(&Bytes::from(v)), Err(RecordError::InvalidField { field: "flags", .. })));
     let mut v = body.to_vec();
     v.push(0);
@@ -167,7 +229,7 @@ proptest! {
     #[test]
     fn data_records_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..4096), fin: bool, up: bool, t: i64, id: u128) {
         let direction = if up { Direction::ClientToUpstream } else { Direction::UpstreamToClient };
-        let r = Record { session: Uuid::from_u128(id), time_us: t, kind: RecordKind::Data(DataFrame { direction, fin, payload: Payload::Plain(Bytes::from(payload)) }) };
+        let r = Record { session: Uuid::from_u128(id), time_us: t, kind: RecordKind::Data(DataFrame { direction, fin, break_glass: fin, payload: Payload::Plain(Bytes::from(payload)) }) };
         let body = encode_body(&r).unwrap();
         prop_assert_eq!(decode_body(&body).unwrap(), r);
     }

@@ -1,0 +1,316 @@
+//! Identity and access on a raw TCP route, end to end: mutual TLS names the principal, the route's
+//! `allow_roles` and the `[[rule]]`s decide, every decision is journaled, an expiring certificate
+//! ends its session (automatic logoff), break-glass marks its records and fires the webhook, and
+//! SIGHUP puts a new policy in force without dropping open sessions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_tests::*;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// An mTLS route to `upstream` with client principals from the DNS SAN, plus `extra` TOML.
+fn mtls_config(pki: &TestPki, upstream: std::net::SocketAddr, route_extra: &str, extra: &str) -> String {
+    format!(
+        "{}tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\", client_principal = \"san_dns\" }}\n{route_extra}\n\n\
+         [[identity.certificate]]\nsubject = \"*.svc.internal\"\nroles = [\"service\"]\n\n\
+         [[identity.certificate]]\nsubject = \"*.er.internal\"\nroles = [\"emergency\"]\n\n{extra}",
+        route("echo", upstream, ""),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca_pem.display(),
+    )
+}
+
+async fn connect(
+    pki: &TestPki,
+    cert: &Path,
+    key: &Path,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<impl AsyncReadExt + AsyncWriteExt + Unpin> {
+    let tcp = TcpStream::connect(addr).await?;
+    pki.connector_with_cert(cert, key).connect(ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
+/// Writes `msg` and expects it echoed back.
+async fn echoes<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; msg.len()];
+    matches!(timeout(WAIT, s.read_exact(&mut got)).await, Ok(Ok(_))) && got == msg
+}
+
+/// Whether the gateway closed (EOF or error) within the bound, without echoing.
+async fn closed<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> bool {
+    let _ = s.write_all(b"anyone?").await;
+    let mut buf = [0u8; 16];
+    matches!(timeout(WAIT, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+}
+
+fn frames_of_only_session(data: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let list = sessions(data);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    (list[0].clone(), replay_json(data, &id))
+}
+
+fn decisions(frames: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    frames.iter().filter(|f| f["kind"] == "decision").map(|f| &f["meta"]).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_certificate_names_the_principal_and_the_decision_is_journaled() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&mtls_config(&pki, upstream, "allow_roles = [\"service\"]", "")).await.unwrap();
+    let (cert, key) = pki.client_cert("billing", &["billing.svc.internal"], HOUR, false);
+    let mut s = connect(&pki, &cert, &key, gw.addr("echo")).await.unwrap();
+    assert!(echoes(&mut s, b"hello through mTLS").await);
+    drop(s);
+    gw.stop().await;
+
+    let (summary, frames) = frames_of_only_session(gw.data_dir());
+    assert_eq!(summary["principal"], "mtls:billing.svc.internal");
+    let open = &frames[0]["meta"];
+    assert_eq!(open["identity"]["subject"], "billing.svc.internal");
+    assert_eq!(open["identity"]["method"], "mtls");
+    assert_eq!(open["identity"]["roles"], serde_json::json!(["service"]));
+    assert!(open["identity"]["expires_at"].as_i64().unwrap() > 0);
+    assert!(open["identity"]["issuer"].as_str().unwrap().contains("Airlock Test CA"));
+    // The decision is on record before the upstream connection (write-ahead).
+    assert_eq!(frames[1]["kind"], "decision");
+    assert_eq!(frames[2]["kind"], "upstream_connected");
+    let d = &frames[1]["meta"];
+    assert_eq!((d["phase"].as_str(), d["effect"].as_str()), (Some("session"), Some("allow")));
+    assert_eq!(d["rule"], "route:echo:default");
+    assert_eq!(d["policy_version"], open["policy_version"]);
+    assert_eq!(d["policy_version"].as_str().unwrap().len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_and_expired_certificates_are_refused_and_journaled() {
+    let pki = TestPki::new();
+    let stranger_ca = TestPki::new();
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&mtls_config(&pki, upstream, "", "")).await.unwrap();
+    let addr = gw.addr("echo");
+
+    // Signed by a CA the route does not trust.
+    let (cert, key) = stranger_ca.client_cert("mallory", &["mallory.svc.internal"], HOUR, false);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = airlock::tls::connector(Some(&pki.ca_pem), Some((cert, key))).unwrap();
+    match connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await {
+        Err(_) => {}
+        // TLS 1.3: the client finishes first; the server's alert arrives on the first read.
+        Ok(mut s) => assert!(closed(&mut s).await, "an untrusted certificate got through"),
+    }
+    // Trusted CA, but expired.
+    let (cert, key) = pki.client_cert("old", &["old.svc.internal"], HOUR, true);
+    if let Ok(mut s) = connect(&pki, &cert, &key, addr).await {
+        assert!(closed(&mut s).await, "an expired certificate got through");
+    }
+    // No certificate at all.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    if let Ok(mut s) = pki.connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await {
+        assert!(closed(&mut s).await, "a caller without a certificate got through");
+    }
+
+    let mut ok = false;
+    for _ in 0..100 {
+        if sessions(gw.data_dir()).iter().filter(|s| s["closed_us"].is_number()).count() == 3 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "three refusals journaled");
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    let reasons: Vec<String> = list.iter().map(|s| s["close_reason"].as_str().unwrap().to_string()).collect();
+    assert!(reasons.iter().all(|r| r.starts_with("client TLS handshake failed")), "{reasons:?}");
+    // The stranger CA has the same name as ours, so rustls finds an issuer whose signature fails.
+    assert!(reasons.iter().any(|r| r.contains("BadSignature") || r.contains("UnknownIssuer")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("certificate expired")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("no certificates")), "{reasons:?}");
+    for s in &list {
+        let frames = replay_json(gw.data_dir(), s["id"].as_str().unwrap());
+        let d = decisions(&frames);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0]["phase"].as_str(), d[0]["effect"].as_str()), (Some("authenticate"), Some("deny")));
+        assert_eq!(d[0]["rule"], "authn:certificate");
+        assert!(!frames.iter().any(|f| f["kind"] == "upstream_connected"), "nothing opened upstream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_without_an_allowed_role_is_closed_before_the_upstream() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&mtls_config(&pki, upstream, "allow_roles = [\"service\"]", "")).await.unwrap();
+    let (cert, key) = pki.client_cert("intruder", &["intruder.other.internal"], HOUR, false);
+    let mut s = connect(&pki, &cert, &key, gw.addr("echo")).await.unwrap();
+    assert!(closed(&mut s).await);
+    drop(s);
+    gw.stop().await;
+
+    let (summary, frames) = frames_of_only_session(gw.data_dir());
+    assert_eq!(summary["principal"], "mtls:intruder.other.internal");
+    let reason = summary["close_reason"].as_str().unwrap();
+    assert!(reason.contains("route:echo:allow_roles") && reason.contains("`service`"), "{reason}");
+    let d = decisions(&frames);
+    assert_eq!((d[0]["effect"].as_str(), d[0]["rule"].as_str()), (Some("deny"), Some("route:echo:allow_roles")));
+    assert!(!frames.iter().any(|f| f["kind"] == "upstream_connected" || f["kind"] == "data"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_certificate_expires() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let mut gw = TestGateway::start(&mtls_config(&pki, upstream, "", "")).await.unwrap();
+    // Valid for three more seconds (certificate times have one-second resolution).
+    let (cert, key) = pki.client_cert("short", &["short.svc.internal"], Duration::from_secs(3), false);
+    let mut s = connect(&pki, &cert, &key, gw.addr("echo")).await.unwrap();
+    assert!(echoes(&mut s, b"still valid").await);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let r = timeout(Duration::from_secs(15), s.read(&mut buf)).await.expect("the session outlived its certificate");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(s);
+    gw.stop().await;
+    let (summary, _) = frames_of_only_session(gw.data_dir());
+    assert!(summary["close_reason"].as_str().unwrap().starts_with("automatic logoff"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_skips_the_hold_marks_every_record_and_notifies() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let (hook, mut hooks) = webhook_server().await;
+    let extra = format!(
+        "[break_glass]\nrole = \"emergency\"\nwebhook = \"http://{hook}/airlock\"\n\n\
+         [[rule]]\nid = \"hold-everything\"\neffect = \"require_approval\"\nreason = \"PHI export needs a second person\"\n"
+    );
+    let mut gw = TestGateway::start(&mtls_config(&pki, upstream, "", &extra)).await.unwrap();
+    let addr = gw.addr("echo");
+
+    // An ordinary service is held, and holds are refused until approvals exist.
+    let (cert, key) = pki.client_cert("svc", &["svc.svc.internal"], HOUR, false);
+    let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(closed(&mut s).await);
+    drop(s);
+    // The emergency role goes through.
+    let (cert, key) = pki.client_cert("dr-who", &["dr-who.er.internal"], HOUR, false);
+    let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(echoes(&mut s, b"code blue").await);
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(WAIT, s.read_to_end(&mut rest)).await;
+    drop(s);
+
+    let note = timeout(WAIT, hooks.recv()).await.expect("webhook not called").unwrap();
+    assert_eq!(note["event"], "break_glass_session_started");
+    assert_eq!(note["principal"], "mtls:dr-who.er.internal");
+    assert_eq!(note["route"], "echo");
+    gw.stop().await;
+
+    let list = sessions(gw.data_dir());
+    assert_eq!(list.len(), 2);
+    let held = list.iter().find(|s| s["principal"] == "mtls:svc.svc.internal").unwrap();
+    let reason = held["close_reason"].as_str().unwrap();
+    assert!(reason.contains("requires human approval") && reason.contains("hold-everything"), "{reason}");
+    let bg = list.iter().find(|s| s["principal"] == "mtls:dr-who.er.internal").unwrap();
+    assert_eq!(bg["id"].as_str().unwrap(), note["session"].as_str().unwrap());
+    let frames = replay_json(gw.data_dir(), bg["id"].as_str().unwrap());
+    let d = decisions(&frames);
+    assert_eq!((d[0]["effect"].as_str(), d[0]["rule"].as_str()), (Some("allow"), Some("hold-everything")));
+    assert!(d[0]["reason"].as_str().unwrap().starts_with("break-glass"));
+    assert!(frames.iter().any(|f| f["kind"] == "data"));
+    for f in &frames {
+        let marked = if f["kind"] == "data" { f["break_glass"] == true } else { f["meta"]["break_glass"] == true };
+        assert!(marked, "record not marked break-glass: {f}");
+    }
+    // The held session's records carry no mark.
+    let frames = replay_json(gw.data_dir(), held["id"].as_str().unwrap());
+    assert!(frames.iter().all(|f| f["meta"]["break_glass"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_without_dropping_sessions() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let base = |allow: &str| {
+        let cfg = mtls_config(&pki, upstream, &format!("allow_roles = [\"{allow}\"]"), "")
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+        format!("[journal]\ndata_dir = \"{}\"\n\n[admin]\nenabled = false\n\n{cfg}", dir.path().join("data").display())
+    };
+    let mut gw = GatewayProcess::start(dir.path(), &base("service"), addr).unwrap();
+    let (cert, key) = pki.client_cert("etl", &["etl.svc.internal"], HOUR, false);
+    let mut kept = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(echoes(&mut kept, b"before reload").await);
+
+    // A file that does not build is refused whole: the running policy stays. (Were it applied,
+    // its allow_roles would shut `etl` out.)
+    std::fs::write(&gw.config, format!("{}\n[gateway]\nnot_a_field = 1\n", base("auditor"))).unwrap();
+    let pid = gw.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(echoes(&mut s, b"bad file ignored").await);
+    drop(s);
+    // So is a file whose routes differ from the running ones (they need a restart).
+    std::fs::write(&gw.config, base("auditor").replace("name = \"echo\"", "name = \"renamed\"")).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(echoes(&mut s, b"renamed routes ignored").await);
+    drop(s);
+
+    std::fs::write(&gw.config, base("auditor")).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut refused = false;
+    for _ in 0..50 {
+        let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+        if !echoes(&mut s, b"after reload").await {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the new policy never took effect");
+    // The session opened under the old policy is still served.
+    assert!(echoes(&mut kept, b"still here").await);
+    drop(kept);
+    let status = gw.signal_and_wait("-TERM");
+    assert!(status.success(), "{status:?}");
+
+    let data = dir.path().join("data");
+    let list = sessions(&data);
+    let mut versions = std::collections::BTreeSet::new();
+    for s in &list {
+        // (The harness's readiness probe is a plain TCP connect: a refused handshake, phase
+        // `authenticate`. Only admissions count here.)
+        for d in
+            decisions(&replay_json(&data, s["id"].as_str().unwrap())).into_iter().filter(|d| d["phase"] == "session")
+        {
+            versions
+                .insert((d["policy_version"].as_str().unwrap().to_string(), d["effect"].as_str().unwrap().to_string()));
+        }
+    }
+    let allow_versions: std::collections::BTreeSet<_> =
+        versions.iter().filter(|(_, e)| e == "allow").map(|(v, _)| v).collect();
+    let deny_versions: std::collections::BTreeSet<_> =
+        versions.iter().filter(|(_, e)| e == "deny").map(|(v, _)| v).collect();
+    assert_eq!(allow_versions.len(), 1, "{versions:?}");
+    assert_eq!(deny_versions.len(), 1, "{versions:?}");
+    assert_ne!(allow_versions, deny_versions, "the reload changed the policy version");
+}

@@ -1,0 +1,79 @@
+//! A real OpenID provider (`oidc-provider` from npm, started on loopback) issues access tokens
+//! through the client-credentials grant; the gateway's identity layer — configured only with the
+//! issuer URL, so discovery and the JWKS download are exercised — accepts them and maps the
+//! provider's groups to Airlock roles.
+
+use airlock::config::Config;
+use airlock::identity::{AuthError, AuthMethod};
+use airlock_tests::*;
+
+fn identity_config(issuer: &str, extra: &str) -> String {
+    format!(
+        "[[identity.oidc]]\nname = \"corp\"\nissuer = \"{issuer}\"\naudiences = [\"airlock\"]\n\
+         role_map = {{ agents = [\"agent\"], ehr-readers = [\"clinician\", \"reader\"] }}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_real_provider_are_accepted_through_discovery() {
+    let idp = OidcServer::start().unwrap();
+    let access = Config::parse(&identity_config(&idp.issuer, "")).unwrap().build_access().unwrap();
+
+    // RS256 token for the `agent` client.
+    let token = idp.client_credentials_token("agent", "agent-secret").unwrap();
+    let p = access.identity.authenticate_bearer(&token).await.unwrap();
+    assert_eq!(p.subject, "agent");
+    assert_eq!(p.issuer.as_deref(), Some(idp.issuer.as_str()));
+    assert_eq!(p.method, AuthMethod::Oidc { provider: "corp".into() });
+    assert_eq!(p.roles.iter().collect::<Vec<_>>(), ["agent"]);
+    assert_eq!(p.groups, ["agents"]);
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    assert!(p.expires_at.unwrap() > now && p.expires_at.unwrap() <= now + 301);
+
+    // ES256 token for the `ops` client, through the same cached key set.
+    let token = idp.client_credentials_token("ops", "ops-secret").unwrap();
+    let p = access.identity.authenticate_bearer(&token).await.unwrap();
+    assert_eq!(p.subject, "ops");
+    assert_eq!(p.roles.iter().collect::<Vec<_>>(), ["clinician", "reader"]);
+
+    // The same token is refused where the audience or the client does not match.
+    let other_aud = Config::parse(&identity_config(&idp.issuer, "").replace("[\"airlock\"]", "[\"billing\"]"))
+        .unwrap()
+        .build_access()
+        .unwrap();
+    assert_eq!(other_aud.identity.authenticate_bearer(&token).await, Err(AuthError::WrongAudience));
+    let only_agent =
+        Config::parse(&identity_config(&idp.issuer, "client_ids = [\"agent\"]")).unwrap().build_access().unwrap();
+    assert_eq!(only_agent.identity.authenticate_bearer(&token).await, Err(AuthError::WrongClient));
+    let agent_token = idp.client_credentials_token("agent", "agent-secret").unwrap();
+    assert!(only_agent.identity.authenticate_bearer(&agent_token).await.is_ok());
+
+    // A token altered after issue does not verify against the provider's keys.
+    let forged = with_claims(&agent_token, |c| c["groups"] = serde_json::json!(["ehr-readers"]));
+    assert_eq!(access.identity.authenticate_bearer(&forged).await, Err(AuthError::BadSignature));
+}
+
+/// The token with its claims edited (the signature is left as it was).
+fn with_claims(token: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut c: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut c);
+    format!("{}.{}.{}", parts[0], b64.encode(c.to_string()), parts[2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_not_running_fails_closed() {
+    // Nothing listens on this port: discovery fails, and so does every token.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let access = Config::parse(&identity_config(&issuer, "")).unwrap().build_access().unwrap();
+    let idp = OidcServer::start().unwrap();
+    let token = idp.client_credentials_token("agent", "agent-secret").unwrap();
+    // The token names the running provider, which this gateway does not trust.
+    assert!(matches!(access.identity.authenticate_bearer(&token).await, Err(AuthError::UnknownIssuer(_))));
+    // A gateway that trusts the dead issuer cannot verify anything it claims.
+    let forged = with_claims(&token, |c| c["iss"] = serde_json::json!(issuer));
+    let r = access.identity.authenticate_bearer(&forged).await;
+    assert!(matches!(r, Err(AuthError::KeysUnavailable(_))), "{r:?}");
+}
