@@ -7,8 +7,14 @@
 //! input; each ships the every-prefix test, an encode→decode round trip, golden fixtures from a
 //! real peer, a proptest and a fuzz target whose logic lives here.
 //!
-//! The protocol modules (PostgreSQL, gRPC, SSE, NDJSON, JSON-RPC) arrive with the drivers that
-//! need them; the raw TCP driver forwards bytes without decoding.
+//! Modules: [`sse`] (text/event-stream), [`ndjson`] (JSON Lines), [`grpc`] (length-prefixed
+//! messages, gzip), [`jsonrpc`] (JSON-RPC 2.0 and MCP tool calls). PostgreSQL arrives with its
+//! driver; the raw TCP driver forwards bytes without decoding.
+
+pub mod grpc;
+pub mod jsonrpc;
+pub mod ndjson;
+pub mod sse;
 
 use bytes::{Bytes, BytesMut};
 

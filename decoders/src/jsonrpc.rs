@@ -1,0 +1,278 @@
+//! JSON-RPC 2.0 messages (the JSON-RPC 2.0 Specification), as MCP carries them over streamable
+//! HTTP, with the MCP `tools/call` request (MCP specification, "Tools") picked out for policy.
+//!
+//! A body is one message or a batch (an array of messages, §6). The whole body is bounded before
+//! it is parsed, batches are bounded in length, and serde_json bounds nesting depth, so a hostile
+//! body cannot steer memory or recursion.
+
+use serde_json::{Map, Value};
+
+use crate::DecodeError;
+
+/// Default bound on a body.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 1024;
+
+/// A request or notification id (§4: a string, a number, or null).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Id {
+    /// A string id.
+    Str(String),
+    /// A numeric id.
+    Num(serde_json::Number),
+    /// `null` (discouraged by the spec, but valid in responses to unparseable requests).
+    Null,
+}
+
+/// One JSON-RPC 2.0 message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A call that expects a response (§4).
+    Request {
+        /// Its id.
+        id: Id,
+        /// Method name.
+        method: String,
+        /// Parameters (an object or an array), if any.
+        params: Option<Value>,
+    },
+    /// A call without an id (§4.1): no response.
+    Notification {
+        /// Method name.
+        method: String,
+        /// Parameters, if any.
+        params: Option<Value>,
+    },
+    /// A successful response (§5).
+    Result {
+        /// The request's id.
+        id: Id,
+        /// The result.
+        result: Value,
+    },
+    /// An error response (§5.1).
+    Error {
+        /// The request's id.
+        id: Id,
+        /// Error code.
+        code: i64,
+        /// Error message.
+        message: String,
+    },
+}
+
+/// A body: one message or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// One message.
+    Single(Message),
+    /// A batch (§6), never empty.
+    Batch(Vec<Message>),
+}
+
+impl Body {
+    /// The messages, one or many.
+    pub fn messages(&self) -> &[Message] {
+        match self {
+            Self::Single(m) => std::slice::from_ref(m),
+            Self::Batch(v) => v,
+        }
+    }
+}
+
+/// An MCP `tools/call`: the tool and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// Tool name.
+    pub name: String,
+    /// Arguments (an object), empty when absent.
+    pub arguments: Map<String, Value>,
+}
+
+fn malformed(reason: &'static str) -> DecodeError {
+    DecodeError::Malformed { what: "JSON-RPC message", reason }
+}
+
+fn id_of(v: &Value) -> Result<Id, DecodeError> {
+    match v {
+        Value::String(s) => Ok(Id::Str(s.clone())),
+        Value::Number(n) => Ok(Id::Num(n.clone())),
+        Value::Null => Ok(Id::Null),
+        _ => Err(malformed("id must be a string, a number or null")),
+    }
+}
+
+fn message(v: Value) -> Result<Message, DecodeError> {
+    let Value::Object(mut o) = v else { return Err(malformed("a message is a JSON object")) };
+    if o.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+        return Err(malformed("`jsonrpc` must be exactly \"2.0\""));
+    }
+    if let Some(method) = o.remove("method") {
+        let Value::String(method) = method else { return Err(malformed("`method` must be a string")) };
+        let params = o.remove("params");
+        if params.as_ref().is_some_and(|p| !p.is_object() && !p.is_array()) {
+            return Err(malformed("`params` must be an object or an array"));
+        }
+        return Ok(match o.get("id") {
+            None => Message::Notification { method, params },
+            Some(id) => Message::Request { id: id_of(id)?, method, params },
+        });
+    }
+    let id = id_of(o.get("id").ok_or_else(|| malformed("a response needs an `id`"))?)?;
+    match (o.remove("result"), o.remove("error")) {
+        (Some(result), None) => Ok(Message::Result { id, result }),
+        (None, Some(Value::Object(e))) => {
+            let code =
+                e.get("code").and_then(Value::as_i64).ok_or_else(|| malformed("error `code` must be an integer"))?;
+            let message = e
+                .get("message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed("error `message` must be a string"))?;
+            Ok(Message::Error { id, code, message: message.to_owned() })
+        }
+        (None, Some(_)) => Err(malformed("`error` must be an object")),
+        _ => Err(malformed("a response has exactly one of `result` and `error`")),
+    }
+}
+
+/// Parses a body of at most `max` bytes.
+pub fn parse(body: &[u8], max: usize) -> Result<Body, DecodeError> {
+    if body.len() > max {
+        return Err(DecodeError::TooLong { what: "JSON-RPC body", len: body.len(), max });
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|_| malformed("not valid JSON"))?;
+    match v {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(malformed("an empty batch is invalid"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(DecodeError::TooLong { what: "JSON-RPC batch", len: items.len(), max: MAX_BATCH });
+            }
+            items.into_iter().map(message).collect::<Result<_, _>>().map(Body::Batch)
+        }
+        other => message(other).map(Body::Single),
+    }
+}
+
+/// The MCP tool call a message makes, if it is a `tools/call` request. A `tools/call` whose
+/// `params` lack a string `name` is an error: policy must never see a tool call it cannot name.
+pub fn tool_call(m: &Message) -> Result<Option<ToolCall>, DecodeError> {
+    let (Message::Request { method, params, .. } | Message::Notification { method, params }) = m else {
+        return Ok(None);
+    };
+    if method != "tools/call" {
+        return Ok(None);
+    }
+    let params =
+        params.as_ref().and_then(Value::as_object).ok_or_else(|| malformed("tools/call needs object params"))?;
+    let name =
+        params.get("name").and_then(Value::as_str).ok_or_else(|| malformed("tools/call needs a string `name`"))?;
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(a)) => a.clone(),
+        Some(_) => return Err(malformed("tools/call `arguments` must be an object")),
+    };
+    Ok(Some(ToolCall { name: name.to_owned(), arguments }))
+}
+
+/// Fuzz entry point: arbitrary bytes as a body; whatever parses must yield tool calls without
+/// panicking.
+pub fn fuzz_body(data: &[u8]) {
+    if let Ok(body) = parse(data, 64 * 1024) {
+        for m in body.messages() {
+            let _ = tool_call(m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn an_mcp_session_parses() {
+        let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+        let Body::Single(Message::Request { id, method, .. }) = parse(init, DEFAULT_MAX_BODY).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!((id, method.as_str()), (Id::Num(0.into()), "initialize"));
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert!(matches!(parse(note, DEFAULT_MAX_BODY).unwrap(), Body::Single(Message::Notification { .. })));
+        let call = br#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"lookup_patient","arguments":{"mrn":"12345"}}}"#;
+        let body = parse(call, DEFAULT_MAX_BODY).unwrap();
+        let tc = tool_call(&body.messages()[0]).unwrap().unwrap();
+        assert_eq!(tc.name, "lookup_patient");
+        assert_eq!(tc.arguments["mrn"], "12345");
+        let result = br#"{"jsonrpc":"2.0","id":"c-1","result":{"content":[{"type":"text","text":"ok"}]}}"#;
+        assert!(matches!(parse(result, DEFAULT_MAX_BODY).unwrap(), Body::Single(Message::Result { .. })));
+        let err = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+        assert_eq!(
+            parse(err, DEFAULT_MAX_BODY).unwrap(),
+            Body::Single(Message::Error { id: Id::Null, code: -32700, message: "Parse error".into() })
+        );
+    }
+
+    #[test]
+    fn batches_carry_every_tool_call() {
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a"}},
+            {"jsonrpc":"2.0","method":"tools/call","params":{"name":"b","arguments":{}}}]"#;
+        let body = parse(batch, DEFAULT_MAX_BODY).unwrap();
+        let names: Vec<String> = body.messages().iter().filter_map(|m| tool_call(m).unwrap()).map(|t| t.name).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn invalid_messages_are_refused() {
+        for bad in [
+            &br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#[..],
+            br#"{"id":1,"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"m"}}"#,
+            br#"[]"#,
+            br#"not json"#,
+            br#"[1]"#,
+        ] {
+            assert!(parse(bad, DEFAULT_MAX_BODY).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let nameless = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, 1024).unwrap();
+        assert!(tool_call(&nameless.messages()[0]).is_err(), "a tools/call policy cannot name is refused");
+        assert!(matches!(parse(&[b' '; 100], 10), Err(DecodeError::TooLong { .. })));
+        let deep = "[".repeat(10_000);
+        assert!(parse(deep.as_bytes(), DEFAULT_MAX_BODY).is_err(), "nesting is bounded");
+    }
+
+    #[test]
+    fn fuzz_seed_corpus_never_panics() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/jsonrpc_body");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            fuzz_body(&std::fs::read(e.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 2, "seed corpus missing from {}", dir.display());
+    }
+
+    proptest! {
+        #[test]
+        fn tool_calls_round_trip(name in "[a-z_]{1,16}", key in "[a-z]{1,8}", val in any::<i32>(), id in any::<u32>()) {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":{key.clone():val}}});
+            let parsed = parse(body.to_string().as_bytes(), DEFAULT_MAX_BODY).unwrap();
+            let tc = tool_call(&parsed.messages()[0]).unwrap().unwrap();
+            prop_assert_eq!(tc.name, name);
+            prop_assert_eq!(tc.arguments[&key].as_i64(), Some(i64::from(val)));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            fuzz_body(&data);
+        }
+    }
+}
