@@ -37,7 +37,7 @@ pub(super) async fn serve_until_signal(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match config {
-                Some(path) => reload(&gateway, path),
+                Some(path) => reload(&gateway, path).await,
                 None => info!("SIGHUP ignored: no configuration file to reload."),
             },
         }
@@ -48,9 +48,14 @@ pub(super) async fn serve_until_signal(
 }
 
 /// Re-reads the file and puts its identity and policy in force; a file that does not build is
-/// refused whole and the running policy stays.
-fn reload(gateway: &Gateway, path: &Path) {
-    let result = Config::load(path).and_then(|c| c.build_access()).map_err(|e| e.to_string());
+/// refused whole and the running policy stays. Reading and building (file I/O, key files) run on
+/// the blocking pool, not on a runtime thread that serves sessions.
+async fn reload(gateway: &Gateway, path: &Path) {
+    let owned = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || Config::load(&owned).and_then(|c| c.build_access()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     if let Err(e) = result.and_then(|access| gateway.reload_access(access)) {
         gateway.metrics().error("config_reload");
         error!(error = %e, policy = %gateway.policy_version(), "Reload refused; the running policy stays.");
