@@ -38,6 +38,7 @@ async fn sessions(journal: &Arc<Journal>) -> Vec<Arc<SessionJournal>> {
             policy_version: None,
             tls: None,
             sealed: false,
+            connection: None,
             break_glass: false,
         };
         let (sj, receipt) = SessionJournal::open(journal.clone(), meta).await.unwrap();

@@ -212,6 +212,9 @@ impl Default for GatewayConfig {
 pub enum Protocol {
     /// Raw TCP: bytes are streamed both ways and journaled as they are.
     Tcp,
+    /// HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS): each request is
+    /// authenticated, decided, journaled and forwarded with the gateway-held credential.
+    Http,
 }
 
 impl Protocol {
@@ -219,14 +222,16 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
+            Self::Http => "http",
         }
     }
 
     /// Whether this driver decodes operations of the kind a rule table names (`http`, `grpc`,
     /// `sql`, `mcp`). Raw TCP decodes none: its rules apply to whole sessions.
-    pub fn decodes(self, _table: &str) -> bool {
+    pub fn decodes(self, table: &str) -> bool {
         match self {
             Self::Tcp => false,
+            Self::Http => table == "http",
         }
     }
 }
@@ -270,6 +275,35 @@ pub struct RouteConfig {
     /// What happens to a request no `[[rule]]` matches: `allow` or `deny`. Default: `allow`.
     #[serde(default)]
     pub default_effect: Option<crate::policy::Effect>,
+    /// HTTP routes: serve callers without a credential (principal `anonymous`). Default: `false`,
+    /// every request needs `Authorization: Bearer` with a JWT or an API key.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// HTTP routes: headers the gateway sets on every forwarded request from a secret, after the
+    /// caller's own `Authorization` is removed, written `[[route.credential]]`. Default: none.
+    #[serde(default)]
+    pub credential: Vec<CredentialConfig>,
+    /// HTTP routes: speak HTTP/2 to the upstream (gRPC needs it). Default: `false` (HTTP/1.1).
+    #[serde(default)]
+    pub upstream_http2: bool,
+}
+
+/// `[[route.credential]]`: one header set from a secret. The value is never logged, never
+/// journaled (the journal shows `[redacted]`) and never returned to the caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Header name, e.g. `authorization`, `x-api-key`, `api-key`. Required.
+    pub header: String,
+    /// Text before the secret, e.g. `"Bearer "`. Default: none.
+    #[serde(default)]
+    pub prefix: String,
+    /// Environment variable that holds the secret. Set this or `file`.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File that holds the secret (surrounding whitespace trimmed). Set this or `env`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// Client-facing TLS.
@@ -386,6 +420,15 @@ pub struct Route {
     pub tls_handshake_timeout: Duration,
     /// With client-certificate authentication: which field names the principal.
     pub client_principal: Option<PrincipalFrom>,
+    /// HTTP routes: serve callers without a credential.
+    pub anonymous: bool,
+    /// HTTP routes: headers set from secrets on every forwarded request (values are sensitive).
+    pub credentials: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// HTTP routes: speak HTTP/2 to the upstream.
+    pub upstream_http2: bool,
+    /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
+    /// building the pooled HTTP client.
+    pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
 }
 
 impl std::fmt::Debug for Route {
@@ -489,13 +532,19 @@ impl Config {
                 return Err(invalid(field(name), "must be longer than zero"));
             }
         }
+        // HTTP routes offer HTTP/2 and HTTP/1.1 by ALPN.
+        let alpn: &[&[u8]] = match r.protocol {
+            Protocol::Http => &[b"h2", b"http/1.1"],
+            Protocol::Tcp => &[],
+        };
         let tls = match &r.tls {
             None => None,
             Some(t) => Some(
-                tls::acceptor(
+                tls::acceptor_with_alpn(
                     &self.resolve(&t.cert),
                     &self.resolve(&t.key),
                     t.client_ca.as_deref().map(|p| self.resolve(p)).as_deref(),
+                    alpn,
                 )
                 .map_err(|source| ConfigError::Tls { field: field("tls"), source })?,
             ),
@@ -517,6 +566,48 @@ impl Config {
                 Some((connector, server_name))
             }
         };
+        let mut credentials = Vec::new();
+        for (i, c) in r.credential.iter().enumerate() {
+            let f = || field(&format!("credential[{i}]"));
+            let name = hyper::header::HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| invalid(f(), format!("`{}` is not a header name", c.header)))?;
+            let secret = match (&c.env, &c.file) {
+                (Some(var), None) => {
+                    std::env::var(var).map_err(|_| invalid(f(), format!("environment variable `{var}` is not set")))?
+                }
+                (None, Some(path)) => {
+                    let path = self.resolve(path);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| invalid(f(), format!("cannot read {}: {e}", path.display())))?
+                        .trim()
+                        .to_owned()
+                }
+                _ => return Err(invalid(f(), "set exactly one of `env` and `file`")),
+            };
+            if secret.is_empty() {
+                return Err(invalid(f(), "the secret is empty"));
+            }
+            // The message never includes the value.
+            let mut value = hyper::header::HeaderValue::from_str(&format!("{}{secret}", c.prefix))
+                .map_err(|_| invalid(f(), "the secret is not a valid header value"))?;
+            value.set_sensitive(true);
+            credentials.push((name, value));
+        }
+        if r.protocol == Protocol::Tcp && (!credentials.is_empty() || r.anonymous || r.upstream_http2) {
+            return Err(invalid(field("credential"), "credential, anonymous and upstream_http2 apply to http routes"));
+        }
+        let upstream_client_tls = match (&r.upstream_tls, r.protocol) {
+            (Some(t), Protocol::Http) => {
+                let client_auth = match (&t.cert, &t.key) {
+                    (Some(c), Some(k)) => Some((self.resolve(c), self.resolve(k))),
+                    _ => None,
+                };
+                let cfg = tls::client_config(t.ca.as_deref().map(|p| self.resolve(p)).as_deref(), client_auth)
+                    .map_err(|source| ConfigError::Tls { field: field("upstream_tls"), source })?;
+                Some((cfg, t.server_name.clone().unwrap_or_else(|| host.to_string())))
+            }
+            _ => None,
+        };
         Ok(Route {
             name: r.name.clone(),
             listen,
@@ -529,6 +620,10 @@ impl Config {
             idle_timeout: r.idle_timeout.0,
             tls_handshake_timeout: r.tls_handshake_timeout.0,
             client_principal: r.tls.as_ref().filter(|t| t.client_ca.is_some()).map(|t| t.client_principal),
+            anonymous: r.anonymous,
+            credentials,
+            upstream_http2: r.upstream_http2,
+            upstream_client_tls,
         })
     }
 }

@@ -79,11 +79,18 @@ impl Gateway {
         let mut accept_tasks = Vec::new();
         for (route, l) in settings.routes.iter().zip(listeners) {
             routes.push((route.name.clone(), l.local_addr().unwrap_or(route.listen)));
+            let http_upstream = match route.protocol {
+                crate::config::Protocol::Http => Some(crate::proto::http::Upstream::new(route).map_err(|source| {
+                    crate::config::ConfigError::Tls { field: format!("route[{}].upstream_tls", route.name), source }
+                })?),
+                crate::config::Protocol::Tcp => None,
+            };
             let ctx = Arc::new(SessionCtx {
                 route: route.clone(),
                 journal: journal.clone(),
                 metrics: metrics.clone(),
                 access: access.clone(),
+                http_upstream,
                 abort: abort.clone(),
             });
             accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));

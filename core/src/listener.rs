@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::admin::metrics::RejectLabels;
 use crate::config::Protocol;
-use crate::proto::{SessionCtx, tcp};
+use crate::proto::{SessionCtx, http, tcp};
 
 /// Most refusals being journaled at once per route.
 const MAX_JOURNALED_REFUSALS: usize = 64;
@@ -57,6 +57,9 @@ pub(crate) async fn accept_loop(
             Ok(permit) => match route.protocol {
                 Protocol::Tcp => {
                     tracker.spawn(tcp::serve(ctx.clone(), stream, peer, permit));
+                }
+                Protocol::Http => {
+                    tracker.spawn(http::serve(ctx.clone(), stream, peer, permit));
                 }
             },
             Err(_) => {

@@ -64,6 +64,16 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// present a certificate that chains to it (mutual TLS); rustls answers an untrusted, expired or
 /// missing certificate with the matching TLS alert during the handshake.
 pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
+    acceptor_with_alpn(cert, key, client_ca, &[])
+}
+
+/// [`acceptor`] that offers these ALPN protocols, in preference order.
+pub fn acceptor_with_alpn(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<TlsAcceptor, TlsError> {
     let certs = load_certs(cert, "certificate")?;
     let key = load_key(key)?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
@@ -80,7 +90,8 @@ pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(certs, key)?;
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -615,3 +615,119 @@ impl Drop for OidcServer {
         let _ = self.child.wait();
     }
 }
+
+// === an HTTP upstream ===
+
+/// What the HTTP upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A real HTTP/1.1 + HTTP/2 (h2c) server on loopback, built on hyper:
+/// - `/stream`: `text/event-stream`; sends one event, waits for `release` (bounded), sends a
+///   second and ends;
+/// - anything else: `200` with a JSON body `{"echo": <request body as text>}`.
+///
+/// Every request is recorded in `seen`.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Requests seen, in order.
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    /// Lets `/stream` send its second event.
+    pub release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HttpUpstream {
+    /// Starts the server.
+    pub async fn start() -> Self {
+        use http_body_util::BodyExt as _;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (s2, r2) = (seen.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = l.accept().await {
+                let (seen, release) = (s2.clone(), r2.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (seen, release) = (seen.clone(), release.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            seen.lock().unwrap().push(SeenRequest {
+                                method: parts.method.to_string(),
+                                uri: parts.uri.to_string(),
+                                version: format!("{:?}", parts.version),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                    .collect(),
+                                body: body.clone(),
+                            });
+                            type B = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+                            let resp: hyper::Response<B> = if parts.uri.path() == "/stream" {
+                                let (mut tx, rx) =
+                                    http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+                                tokio::spawn(async move {
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
+                                    let _ = tokio::time::timeout(WAIT, release.notified()).await;
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: second\n\n")).await;
+                                });
+                                hyper::Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(rx.boxed())
+                                    .unwrap()
+                            } else {
+                                let json = serde_json::json!({ "echo": String::from_utf8_lossy(&body) }).to_string();
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(json)).boxed())
+                                    .unwrap()
+                            };
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, release }
+    }
+
+    /// The requests seen so far.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Runs curl with `args` (bounded), returning (status code, response headers, body).
+pub fn curl(args: &[&str]) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "15", "-o", "-", "-D"])
+        .arg(&headers)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), std::fs::read_to_string(&headers).unwrap_or_default(), body.to_string())
+}

@@ -83,6 +83,13 @@ fn write_text(out: &mut impl std::io::Write, r: &SessionRecord) -> std::io::Resu
             Some(Content::Bytes(b)) if b.is_empty() && f.fin => {
                 writeln!(out, "{t} #{} {} (half-close)", r.seq, f.direction.arrow())
             }
+            Some(Content::Bytes(b)) if f.head => {
+                writeln!(out, "{t} #{} {} HTTP head", r.seq, f.direction.arrow())?;
+                for line in String::from_utf8_lossy(b).lines().filter(|l| !l.is_empty()) {
+                    writeln!(out, "    {line}")?;
+                }
+                Ok(())
+            }
             Some(Content::Bytes(b)) => {
                 writeln!(
                     out,

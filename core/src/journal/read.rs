@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::JournalError;
 use super::crypto::{MasterKey, SessionCipher};
-use super::record::{Direction, Payload, Record, RecordKind, data_aad, decode_body, decode_envelope};
+use super::record::{Direction, FrameFlags, Payload, Record, RecordKind, data_aad, decode_body, decode_envelope};
 use super::store::{SessionSummary, Store};
 
 /// Which sessions to list.
@@ -88,7 +88,12 @@ pub fn session_records(
             RecordKind::Data(frame) => Some(match (&frame.payload, &cipher) {
                 (Payload::Plain(b), _) => Content::Bytes(b.clone()),
                 (Payload::Sealed { nonce, ciphertext }, Ok(cipher)) => {
-                    let aad = data_aad(&record.session, record.time_us, frame.direction, frame.fin, frame.break_glass);
+                    let aad = data_aad(
+                        &record.session,
+                        record.time_us,
+                        frame.direction,
+                        FrameFlags { fin: frame.fin, break_glass: frame.break_glass, head: frame.head },
+                    );
                     match cipher.open(&aad, *nonce, ciphertext) {
                         Ok(plain) => Content::Bytes(Bytes::from(plain)),
                         Err(e) => Content::Unavailable(e.to_string()),
@@ -133,6 +138,9 @@ pub struct FrameJson<'a> {
     /// For data: the record carries the break-glass mark (absent when it does not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<bool>,
+    /// For data: the payload is an HTTP message head (absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<bool>,
     /// For data: payload, base64 (standard alphabet, padded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
@@ -159,6 +167,7 @@ impl<'a> FrameJson<'a> {
             direction: None,
             fin: None,
             break_glass: None,
+            head: None,
             payload_base64: None,
             len: None,
             unavailable: None,
@@ -169,6 +178,7 @@ impl<'a> FrameJson<'a> {
                 f.direction = Some(frame.direction);
                 f.fin = Some(frame.fin);
                 f.break_glass = frame.break_glass.then_some(true);
+                f.head = frame.head.then_some(true);
                 match &r.content {
                     Some(Content::Bytes(b)) => {
                         f.payload_base64 = Some(base64::engine::general_purpose::STANDARD.encode(b));

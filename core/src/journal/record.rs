@@ -18,7 +18,9 @@
 //!   i64     time, microseconds since the Unix epoch
 //!   kind 1, 3, 4, 5: u32 length ‖ UTF-8 JSON metadata (the `*Meta` structs below)
 //!   kind 2:       u8 direction (0 client→upstream, 1 upstream→client)
-//!                 u8 flags (bit 0 FIN: the sender half-closed; bit 1 sealed; bit 2 break-glass)
+//!                 u8 flags (bit 0 FIN: the sender half-closed; bit 1 sealed; bit 2 break-glass;
+//!                          bit 3 head: the payload is an HTTP message head in HTTP/1.1 text
+//!                          form, credentials redacted — the body follows in later frames)
 //!                 [12] nonce, only when sealed
 //!                 u32 length ‖ payload (AES-256-GCM ciphertext with tag when sealed)
 //! ```
@@ -61,6 +63,7 @@ pub const BODY_HEADER_LEN: usize = 1 + 1 + 16 + 8;
 const FLAG_FIN: u8 = 0b001;
 const FLAG_SEALED: u8 = 0b010;
 const FLAG_BREAK_GLASS: u8 = 0b100;
+const FLAG_HEAD: u8 = 0b1000;
 
 /// Which way bytes travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +133,10 @@ pub struct OpenMeta {
     pub tls: Option<TlsMeta>,
     /// Whether data payloads of this session are sealed with a per-session key.
     pub sealed: bool,
+    /// HTTP: each request is its own session; this names the connection it came on, so a
+    /// connection's requests can be put back together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// The principal acts under the emergency (break-glass) role: every record of the session
     /// carries this mark.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -255,6 +262,9 @@ pub struct DataFrame {
     pub fin: bool,
     /// The session is under break-glass.
     pub break_glass: bool,
+    /// The payload is an HTTP message head (request line or status line and headers, HTTP/1.1
+    /// text form, credentials redacted); body frames follow.
+    pub head: bool,
     /// The bytes.
     pub payload: Payload,
 }
@@ -381,7 +391,7 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
             out.reserve(2 + NONCE_LEN + 4 + len);
             out.put_u8(frame.direction.to_byte());
             let sealed = matches!(frame.payload, Payload::Sealed { .. });
-            out.put_u8(data_flags(frame.fin, sealed, frame.break_glass));
+            out.put_u8(data_flags(frame.fin, sealed, frame.break_glass, frame.head));
             match &frame.payload {
                 Payload::Plain(b) => put_len_prefixed(&mut out, b),
                 Payload::Sealed { nonce, ciphertext } => {
@@ -396,11 +406,11 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
 
 /// The fixed header of a data record, used as the AEAD's associated data so that a sealed payload
 /// cannot be moved to another session, time, direction or position in the stream.
-pub fn data_aad(session: &Uuid, time_us: i64, direction: Direction, fin: bool, break_glass: bool) -> Vec<u8> {
+pub fn data_aad(session: &Uuid, time_us: i64, direction: Direction, frame_flags: FrameFlags) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(BODY_HEADER_LEN + 2);
     put_header(&mut out, 2, session, time_us);
     out.put_u8(direction.to_byte());
-    out.put_u8(data_flags(fin, true, break_glass));
+    out.put_u8(data_flags(frame_flags.fin, true, frame_flags.break_glass, frame_flags.head));
     out.to_vec()
 }
 
@@ -413,10 +423,22 @@ pub fn encode_envelope(hash: &Hash, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn data_flags(fin: bool, sealed: bool, break_glass: bool) -> u8 {
+/// The flags of a data frame that the AEAD binds (besides `sealed`, which it implies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameFlags {
+    /// Half-close after the payload.
+    pub fin: bool,
+    /// Break-glass session.
+    pub break_glass: bool,
+    /// HTTP message head.
+    pub head: bool,
+}
+
+fn data_flags(fin: bool, sealed: bool, break_glass: bool, head: bool) -> u8 {
     (if fin { FLAG_FIN } else { 0 })
         | (if sealed { FLAG_SEALED } else { 0 })
         | (if break_glass { FLAG_BREAK_GLASS } else { 0 })
+        | (if head { FLAG_HEAD } else { 0 })
 }
 
 fn put_header(out: &mut BytesMut, kind: u8, session: &Uuid, time_us: i64) {
@@ -522,11 +544,12 @@ pub fn decode_body(body: &Bytes) -> Result<Record, RecordError> {
                 value => return Err(RecordError::InvalidField { field: "direction", value }),
             };
             let (i, flags) = u8_(i).map_err(trunc)?;
-            if flags & !(FLAG_FIN | FLAG_SEALED | FLAG_BREAK_GLASS) != 0 {
+            if flags & !(FLAG_FIN | FLAG_SEALED | FLAG_BREAK_GLASS | FLAG_HEAD) != 0 {
                 return Err(RecordError::InvalidField { field: "flags", value: flags });
             }
             let fin = flags & FLAG_FIN != 0;
             let break_glass = flags & FLAG_BREAK_GLASS != 0;
+            let head = flags & FLAG_HEAD != 0;
             let (i, nonce) = if flags & FLAG_SEALED != 0 {
                 let (i, n) = bytes_(NONCE_LEN)(i).map_err(trunc)?;
                 let mut nonce = [0u8; NONCE_LEN];
@@ -547,7 +570,7 @@ pub fn decode_body(body: &Bytes) -> Result<Record, RecordError> {
                 Some(nonce) => Payload::Sealed { nonce, ciphertext: data },
                 None => Payload::Plain(data),
             };
-            (i, RecordKind::Data(DataFrame { direction, fin, break_glass, payload }))
+            (i, RecordKind::Data(DataFrame { direction, fin, break_glass, head, payload }))
         }
         other => return Err(RecordError::UnknownKind(other)),
     };

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::JournalError;
 use super::crypto::SessionCipher;
 use super::record::{
-    CloseMeta, DataFrame, DecisionMeta, Direction, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind,
+    CloseMeta, DataFrame, DecisionMeta, Direction, FrameFlags, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind,
     UpstreamMeta, data_aad, encode_body,
 };
 use super::store::SessionSummary;
@@ -70,28 +70,40 @@ impl SessionJournal {
     /// last piece resolves once all of them are written: the writer commits in order and refuses
     /// everything after a failure.
     pub async fn data(&self, direction: Direction, fin: bool, bytes: &Bytes) -> Result<Receipt, JournalError> {
+        self.frames(direction, FrameFlags { fin, ..FrameFlags::default() }, bytes).await
+    }
+
+    /// Queues an HTTP message head (HTTP/1.1 text form, credentials already redacted) as a
+    /// sealed data frame marked `head`.
+    pub async fn http_head(&self, direction: Direction, head: &Bytes) -> Result<Receipt, JournalError> {
+        self.frames(direction, FrameFlags { head: true, ..FrameFlags::default() }, head).await
+    }
+
+    async fn frames(&self, direction: Direction, flags: FrameFlags, bytes: &Bytes) -> Result<Receipt, JournalError> {
         let mut rest = bytes.clone();
         loop {
             let piece = rest.split_to(rest.len().min(MAX_PAYLOAD_LEN));
             let last = rest.is_empty();
-            let receipt = self.data_piece(direction, fin && last, piece).await?;
+            let flags = FrameFlags { fin: flags.fin && last, ..flags };
+            let receipt = self.data_piece(direction, flags, piece).await?;
             if last {
                 return Ok(receipt);
             }
         }
     }
 
-    async fn data_piece(&self, direction: Direction, fin: bool, piece: Bytes) -> Result<Receipt, JournalError> {
+    async fn data_piece(&self, direction: Direction, flags: FrameFlags, piece: Bytes) -> Result<Receipt, JournalError> {
         let time_us = now_us();
+        let flags = FrameFlags { break_glass: self.break_glass, ..flags };
         let payload = match &self.cipher {
             Some(cipher) => {
-                let aad = data_aad(&self.id, time_us, direction, fin, self.break_glass);
+                let aad = data_aad(&self.id, time_us, direction, flags);
                 let (nonce, ciphertext) = cipher.seal(&aad, &piece)?;
                 Payload::Sealed { nonce, ciphertext: Bytes::from(ciphertext) }
             }
             None => Payload::Plain(piece),
         };
-        let frame = DataFrame { direction, fin, break_glass: self.break_glass, payload };
+        let frame = DataFrame { direction, fin: flags.fin, break_glass: flags.break_glass, head: flags.head, payload };
         self.submit(time_us, RecordKind::Data(frame), None).await
     }
 

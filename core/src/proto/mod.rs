@@ -1,5 +1,6 @@
 //! Protocol drivers: each turns an accepted socket into a journaled session with its upstream.
 
+pub mod http;
 pub mod tcp;
 
 use std::sync::{Arc, RwLock};
@@ -45,6 +46,8 @@ pub(crate) struct SessionCtx {
     pub(crate) journal: Arc<Journal>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access: Arc<SharedAccess>,
+    /// HTTP routes: the pooled client towards the upstream.
+    pub(crate) http_upstream: Option<http::Upstream>,
     /// Fires when the drain deadline passes: sessions still open close at once.
     pub(crate) abort: CancellationToken,
 }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::SessionCtx;
 use crate::admin::metrics::{BytesLabels, DecisionLabels, RouteLabels};
 use crate::config::Access;
+use crate::deny::Denial;
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::{CloseMeta, DecisionMeta, OpenMeta, TlsMeta, UpstreamMeta};
 use crate::journal::{Direction, Durability, JournalError, Receipt, SessionJournal};
@@ -105,33 +106,9 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let labels = RouteLabels { route: route.name.clone() };
     ctx.metrics.connections.get_or_create(&labels).inc();
     let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
-    let _ = stream.set_nodelay(true);
     let started = Instant::now();
 
-    // Client-facing TLS first, so the session-open record can say what was negotiated (and, with
-    // mutual TLS, who the caller is).
-    let (mut client, tls_meta, leaf): (Box<dyn Io>, Option<TlsMeta>, Option<Vec<u8>>) = match &route.tls {
-        None => (Box::new(stream), None, None),
-        Some(acceptor) => match timeout(route.tls_handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let conn = tls.get_ref().1;
-                let meta = tls::describe(conn, conn.server_name());
-                let leaf = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-                (Box::new(tls), Some(meta), leaf)
-            }
-            Ok(Err(e)) => {
-                ctx.metrics.error("client_tls");
-                let authn = route.client_principal.is_some().then(|| AuthError::Certificate(e.to_string()));
-                refuse_with(&ctx, peer, &format!("client TLS handshake failed: {e}"), authn.as_ref()).await;
-                return;
-            }
-            Err(_) => {
-                ctx.metrics.error("client_tls");
-                refuse(&ctx, peer, "client TLS handshake timed out").await;
-                return;
-            }
-        },
-    };
+    let Some((mut client, tls_meta, leaf)) = accept_client(&ctx, stream, peer).await else { return };
 
     // Who is calling, and may they use this route? Decided before anything is opened upstream.
     let access = ctx.access.current();
@@ -149,7 +126,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let principal = identified.as_ref().ok();
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
 
-    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass).await {
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass, None).await {
         Ok(sj) => sj,
         Err(e) => {
             warn!(route = %route.name, client = %peer, error = %e, "Journal refused the session; closing.");
@@ -161,9 +138,10 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     debug!(%session, route = %route.name, client = %peer, "Session opened.");
 
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
-    let end = match journal_admission(&ctx, &sj, &access, principal, &admission).await {
+    let end = match journal_admission(&ctx, &sj, &access, principal, &admission, &Request::Bytes).await {
         Err(e) => End::journal(e).reason(),
-        Ok(Some(refusal)) => {
+        Ok(Some(denial)) => {
+            let refusal = denial.message;
             // Raw TCP has no way to carry our message: a TLS close_notify (on TLS routes) and a
             // close. The reason is in the journal and the log.
             let _ = timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
@@ -216,11 +194,45 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     );
 }
 
+/// Client-facing TLS (when the route has it), so the session-open record can say what was
+/// negotiated and, with mutual TLS, who the caller is. A failed or slow handshake is refused and
+/// journaled here; `None` means the caller is gone.
+pub(crate) async fn accept_client(
+    ctx: &SessionCtx,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Box<dyn Io>, Option<TlsMeta>, Option<Vec<u8>>)> {
+    let route = &ctx.route;
+    let _ = stream.set_nodelay(true);
+    match &route.tls {
+        None => Some((Box::new(stream), None, None)),
+        Some(acceptor) => match timeout(route.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let conn = tls.get_ref().1;
+                let meta = tls::describe(conn, conn.server_name());
+                let leaf = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                Some((Box::new(tls), Some(meta), leaf))
+            }
+            Ok(Err(e)) => {
+                ctx.metrics.error("client_tls");
+                let authn = route.client_principal.is_some().then(|| AuthError::Certificate(e.to_string()));
+                refuse_with(ctx, peer, &format!("client TLS handshake failed: {e}"), authn.as_ref()).await;
+                None
+            }
+            Err(_) => {
+                ctx.metrics.error("client_tls");
+                refuse(ctx, peer, "client TLS handshake timed out").await;
+                None
+            }
+        },
+    }
+}
+
 /// Counts a session in `connections_active` for as long as it lives, whichever way it ends.
-struct ActiveSession(prometheus_client::metrics::gauge::Gauge);
+pub(crate) struct ActiveSession(prometheus_client::metrics::gauge::Gauge);
 
 impl ActiveSession {
-    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+    pub(crate) fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
         gauge.inc();
         Self(gauge)
     }
@@ -232,7 +244,7 @@ impl Drop for ActiveSession {
     }
 }
 
-async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
+pub(crate) async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
     let receipt = sj.upstream_connected(meta).await.map_err(|e| e.to_string())?;
     receipt.await.map(|_| ()).map_err(|e| e.to_string())
 }
@@ -245,14 +257,15 @@ fn deadline_at(unix_secs: i64) -> Instant {
 
 /// Journals the admission decision and waits until it (and the session-open record before it) is
 /// durable — write-ahead: nothing is opened upstream before both are on record. Returns the
-/// refusal reason if the caller may not proceed.
-async fn journal_admission(
+/// denial if the caller may not proceed (its request id is the session id).
+pub(crate) async fn journal_admission(
     ctx: &SessionCtx,
     sj: &SessionJournal,
     access: &Access,
     principal: Option<&Principal>,
     admission: &Result<crate::policy::Decision, AuthError>,
-) -> Result<Option<String>, JournalError> {
+    request: &Request,
+) -> Result<Option<Denial>, JournalError> {
     let route = &ctx.route.name;
     let label = principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label);
     let (meta, refusal) = match admission {
@@ -263,22 +276,25 @@ async fn journal_admission(
                 rule: format!("authn:{}", e.code()),
                 reason: e.detail(),
                 principal: label,
-                request: Request::Bytes.summary(),
+                request: request.summary(),
                 policy_version: Some(access.policy.version.clone()),
                 break_glass: false,
             },
-            Some(format!("authentication failed: {}", e.detail())),
+            Some(Denial {
+                message: format!("authentication failed: {}", e.detail()),
+                ..Denial::unauthenticated(e, sj.id().to_string())
+            }),
         ),
         Ok(d) => {
-            let refusal = crate::deny::Denial::from_decision(d, sj.id().to_string()).map(|denial| denial.message);
+            let refusal = Denial::from_decision(d, sj.id().to_string());
             (
                 DecisionMeta {
-                    phase: "session".into(),
+                    phase: if matches!(request, Request::Bytes) { "session" } else { "request" }.into(),
                     effect: d.effect.as_str().into(),
                     rule: d.rule.clone(),
                     reason: d.reason.clone(),
                     principal: label,
-                    request: Request::Bytes.summary(),
+                    request: request.summary(),
                     policy_version: Some(d.policy_version.clone()),
                     break_glass: false,
                 },
@@ -288,7 +304,8 @@ async fn journal_admission(
     };
     let (phase, effect) = match admission {
         Err(_) => ("authenticate", Effect::Deny),
-        Ok(d) => ("session", d.effect),
+        Ok(d) if matches!(request, Request::Bytes) => ("session", d.effect),
+        Ok(d) => ("request", d.effect),
     };
     ctx.metrics.decisions.get_or_create(&DecisionLabels { route: route.clone(), phase, effect: effect.as_str() }).inc();
     sj.decision(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
@@ -297,7 +314,13 @@ async fn journal_admission(
 
 /// Fires the break-glass notification without holding up the session; its outcome is logged
 /// and counted.
-fn notify_break_glass(ctx: &SessionCtx, access: &Access, sj: &SessionJournal, p: &Principal, peer: SocketAddr) {
+pub(crate) fn notify_break_glass(
+    ctx: &SessionCtx,
+    access: &Access,
+    sj: &SessionJournal,
+    p: &Principal,
+    peer: SocketAddr,
+) {
     ctx.metrics.break_glass_sessions.inc();
     let session = sj.id();
     warn!(%session, route = %ctx.route.name, principal = %p.label(), "Break-glass session started.");
@@ -330,13 +353,14 @@ fn notify_break_glass(ctx: &SessionCtx, access: &Access, sj: &SessionJournal, p:
 /// record (the admission decision, or the close of a refusal) and awaits that one, which covers
 /// both — the writer commits in order and refuses everything after a failure. One group commit
 /// per admission instead of two.
-async fn open_session(
+pub(crate) async fn open_session(
     ctx: &SessionCtx,
     peer: SocketAddr,
     tls: Option<TlsMeta>,
     principal: Option<&Principal>,
     access: Option<&Access>,
     break_glass: bool,
+    connection: Option<String>,
 ) -> Result<SessionJournal, JournalError> {
     let route = &ctx.route;
     let meta = OpenMeta {
@@ -350,6 +374,7 @@ async fn open_session(
         policy_version: access.map(|a| a.policy.version.clone()),
         tls,
         sealed: false,
+        connection,
         break_glass,
     };
     let (sj, _covered_by_the_next_receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
@@ -367,9 +392,9 @@ async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Op
     warn!(route = %ctx.route.name, client = %peer, %reason, "Connection refused.");
     let result = async {
         let access = ctx.access.current();
-        let sj = open_session(ctx, peer, None, None, Some(&access), false).await?;
+        let sj = open_session(ctx, peer, None, None, Some(&access), false, None).await?;
         if let Some(e) = authn {
-            journal_admission(ctx, &sj, &access, None, &Err(e.clone())).await?;
+            journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes).await?;
         }
         let meta = CloseMeta {
             reason: reason.into(),

@@ -18,6 +18,7 @@ fn samples() -> Vec<Record> {
         principal: "anonymous".into(),
         identity: None,
         policy_version: None,
+        connection: None,
         tls: Some(TlsMeta {
             version: "TLSv1_3".into(),
             cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
@@ -36,6 +37,7 @@ fn samples() -> Vec<Record> {
                 direction: Direction::ClientToUpstream,
                 fin: false,
                 break_glass: false,
+                head: false,
                 payload: Payload::Plain(Bytes::from_static(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")),
             }),
         },
@@ -46,6 +48,7 @@ fn samples() -> Vec<Record> {
                 direction: Direction::UpstreamToClient,
                 fin: true,
                 break_glass: false,
+                head: false,
                 payload: Payload::Sealed { nonce: [9; NONCE_LEN], ciphertext: Bytes::from_static(&[1; 20]) },
             }),
         },
@@ -90,6 +93,7 @@ fn samples() -> Vec<Record> {
                 direction: Direction::UpstreamToClient,
                 fin: false,
                 break_glass: true,
+                head: true,
                 payload: Payload::Plain(Bytes::from_static(b"row")),
             }),
         },
@@ -117,6 +121,7 @@ fn samples() -> Vec<Record> {
                 policy_version: Some("0123456789ab".into()),
                 tls: None,
                 sealed: false,
+                connection: Some("0193a000-0000-7000-8000-000000000009".into()),
                 break_glass: true,
             }),
         },
@@ -165,6 +170,7 @@ fn lengths_are_bounded_before_use() {
             direction: Direction::ClientToUpstream,
             fin: false,
             break_glass: false,
+            head: false,
             payload: Payload::Plain(Bytes::from(vec![0; MAX_PAYLOAD_LEN + 1])),
         }),
     };
@@ -181,7 +187,7 @@ fn unknown_versions_kinds_and_flags_are_named() {
     v[1] = 77;
     assert_eq!(decode_body(&Bytes::from(v)), Err(RecordError::UnknownKind(77)));
     let mut v = body.to_vec();
-    v[BODY_HEADER_LEN + 1] = 0x08;
+    v[BODY_HEADER_LEN + 1] = 0x10;
     assert!(matches!(decode_body(&Bytes::from(v)), Err(RecordError::InvalidField { field: "flags", .. })));
     let mut v = body.to_vec();
     v.push(0);
@@ -229,7 +235,7 @@ proptest! {
     #[test]
     fn data_records_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..4096), fin: bool, up: bool, t: i64, id: u128) {
         let direction = if up { Direction::ClientToUpstream } else { Direction::UpstreamToClient };
-        let r = Record { session: Uuid::from_u128(id), time_us: t, kind: RecordKind::Data(DataFrame { direction, fin, break_glass: fin, payload: Payload::Plain(Bytes::from(payload)) }) };
+        let r = Record { session: Uuid::from_u128(id), time_us: t, kind: RecordKind::Data(DataFrame { direction, fin, break_glass: fin, head: up, payload: Payload::Plain(Bytes::from(payload)) }) };
         let body = encode_body(&r).unwrap();
         prop_assert_eq!(decode_body(&body).unwrap(), r);
     }

@@ -1,0 +1,533 @@
+//! The HTTP driver: HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS) on hyper.
+//!
+//! Every request is its own journaled session (its `connection` field ties a connection's
+//! requests together), in this order:
+//! 1. identify: `Authorization: Bearer` — a JWT or an API key — unless the route is anonymous;
+//! 2. decide: the policy over `Request::Http { method, path }`; the decision is journaled and
+//!    durable before anything is forwarded (write-ahead). A refusal is answered by
+//!    [`crate::deny`]: 401 with `WWW-Authenticate`, or 403, with a JSON body and the request id;
+//! 3. forward: hop-by-hop headers and the caller's `Authorization` are removed, the route's
+//!    credential headers are set from their secrets, `X-Forwarded-For` / `X-Request-Id` are set;
+//!    the request head (credentials redacted) is journaled, then body chunks as they stream —
+//!    in strict mode each one durable before it moves;
+//! 4. respond: the response head and each body chunk are journaled as they are delivered,
+//!    streaming (the first chunk reaches the caller without waiting for the rest).
+//!
+//! An upstream that cannot be reached or fails mid-stream gives the caller a 502 or a reset
+//! stream, and the journal says which.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::SessionCtx;
+use super::tcp::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
+use crate::admin::metrics::{BytesLabels, RouteLabels};
+use crate::config::Route;
+use crate::deny::{self, Denial};
+use crate::identity::{AuthError, Principal};
+use crate::journal::record::{CloseMeta, TlsMeta};
+use crate::journal::{Direction, Durability, SessionJournal};
+use crate::policy::Request as Operation;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the gateway.
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
+
+/// Realm in `WWW-Authenticate` challenges.
+const REALM: &str = "airlock";
+/// Body chunks buffered between the journal and the peer, per direction.
+const BODY_QUEUE: usize = 8;
+/// Time allowed for a caller to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pooled client towards one route's upstream.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// `http://host:port` or `https://host:port`.
+    base: String,
+    http2: bool,
+}
+
+impl Upstream {
+    /// The client for an HTTP route.
+    pub(crate) fn new(route: &Route) -> Result<Self, crate::tls::TlsError> {
+        let (tls, server_name) = match &route.upstream_client_tls {
+            Some((cfg, name)) => {
+                // The name was validated when the route was built.
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).ok();
+                (cfg.clone(), name)
+            }
+            None => (crate::tls::outbound_client_config(None)?, None),
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(route.connect_timeout));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let builder = match server_name {
+            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_all_versions().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(route.upstream_http2)
+            .build(connector);
+        let scheme = if route.upstream_client_tls.is_some() { "https" } else { "http" };
+        Ok(Self { client, base: format!("{scheme}://{}", route.upstream), http2: route.upstream_http2 })
+    }
+}
+
+/// What every request of one connection shares.
+struct Conn {
+    ctx: Arc<SessionCtx>,
+    peer: SocketAddr,
+    id: Uuid,
+    tls: Option<TlsMeta>,
+}
+
+/// Serves one accepted connection: TLS if configured, then HTTP/1.1 or HTTP/2 until either side
+/// closes or the gateway's drain deadline passes.
+pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let labels = RouteLabels { route: ctx.route.name.clone() };
+    ctx.metrics.connections.get_or_create(&labels).inc();
+    let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
+    let Some((io, tls, _leaf)) = accept_client(&ctx, stream, peer).await else { return };
+    let conn = Arc::new(Conn { ctx: ctx.clone(), peer, id: Uuid::now_v7(), tls });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let serving = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        r = serving => if let Err(e) = r {
+            debug!(route = %ctx.route.name, client = %peer, error = %e, "HTTP connection ended with an error.");
+        },
+        () = ctx.abort.cancelled() => {}
+    }
+}
+
+/// The bearer credential of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Err(AuthError::Missing) };
+    let value = value.to_str().map_err(|_| AuthError::Malformed("Authorization is not ASCII".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(AuthError::Malformed("Authorization is not a Bearer credential".into())),
+    }
+}
+
+fn json_response(status: StatusCode, headers: Vec<(&'static str, String)>, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}
+
+fn denial_response(denial: &Denial) -> Response<Body> {
+    let r = deny::http(denial, REALM);
+    json_response(StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), r.headers, r.body)
+}
+
+/// An error of the gateway or the upstream (not a policy decision): 502/503 with the same JSON
+/// shape as a denial.
+fn error_response(status: StatusCode, error: &str, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "message": message, "request_id": request_id });
+    json_response(status, vec![("x-request-id", request_id.to_owned())], Bytes::from(body.to_string()))
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the caller's own
+/// credentials, which stop at the gateway.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HOST,
+        header::AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    // `te: trailers` is end-to-end in gRPC; anything else in TE is hop-by-hop.
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+fn version_text(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A head in HTTP/1.1 text form for the journal, with the values of `secret` headers redacted.
+fn head_text(first_line: &str, headers: &HeaderMap, secret: &[HeaderName]) -> Bytes {
+    let mut out = String::with_capacity(256);
+    out.push_str(first_line);
+    out.push_str("\r\n");
+    for (name, value) in headers {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        if value.is_sensitive() || secret.contains(name) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    Bytes::from(out)
+}
+
+/// Byte counters of one exchange, shared with the body pumps that outlive `handle`.
+#[derive(Default)]
+struct Counters {
+    from_client: AtomicU64,
+    from_upstream: AtomicU64,
+}
+
+async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+    let ctx = &conn.ctx;
+    let route = &ctx.route;
+    let started = Instant::now();
+    let access = ctx.access.current();
+
+    // 1. Who is calling.
+    let identified = if route.anonymous {
+        Ok(Principal::anonymous())
+    } else {
+        match bearer(req.headers()) {
+            Ok(token) => access.identity.authenticate_bearer(token).await,
+            Err(e) => Err(e),
+        }
+    };
+    let principal = identified.as_ref().ok();
+    let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
+    let operation = Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() };
+    let admission = match &identified {
+        Ok(p) => Ok(access.policy.evaluate(&route.name, p, &operation)),
+        Err(e) => Err(e.clone()),
+    };
+
+    // 2. The session (this request) and its decision, durable before anything is forwarded.
+    let opened = open_session(
+        ctx,
+        conn.peer,
+        conn.tls.clone(),
+        principal,
+        Some(&access),
+        break_glass,
+        Some(conn.id.to_string()),
+    );
+    let sj = match opened.await {
+        Ok(sj) => Arc::new(sj),
+        Err(e) => {
+            ctx.metrics.error("journal_write");
+            warn!(route = %route.name, error = %e, "Journal refused the request.");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                "the audit journal cannot record this request; nothing was forwarded",
+                "-",
+            );
+        }
+    };
+    let request_id = sj.id().to_string();
+    let counters = Arc::new(Counters::default());
+    match journal_admission(ctx, &sj, &access, principal, &admission, &operation).await {
+        Err(e) => {
+            ctx.metrics.error("journal_write");
+            close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                "the audit journal cannot record this request; nothing was forwarded",
+                &request_id,
+            );
+        }
+        Ok(Some(denial)) => {
+            let resp = denial_response(&denial);
+            let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
+            let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
+            close(&sj, &counters, started, format!("refused with {}: {}", resp.status().as_u16(), denial.message))
+                .await;
+            return resp;
+        }
+        Ok(None) => {}
+    }
+    if break_glass && let Some(p) = principal {
+        notify_break_glass(ctx, &access, &sj, p, conn.peer);
+    }
+    let Some(upstream) = ctx.http_upstream.as_ref() else {
+        close(&sj, &counters, started, "route has no HTTP upstream client".into()).await;
+        return error_response(StatusCode::BAD_GATEWAY, "no_upstream", "the route has no upstream", &request_id);
+    };
+
+    // 3. The forwarded request.
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
+        close(&sj, &counters, started, "request target cannot be forwarded".into()).await;
+        return error_response(StatusCode::BAD_REQUEST, "bad_request", "the request target is not valid", &request_id);
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(HeaderName::from_static("x-forwarded-for"));
+    if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    for (name, value) in &route.credentials {
+        headers.insert(name.clone(), value.clone());
+    }
+    let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
+    let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
+    let head = head_text(&request_line, &headers, &secret);
+    if let Err(e) = journal_durable(&sj, sj.http_head(Direction::ClientToUpstream, &head).await).await {
+        close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            "the audit journal cannot record this request; nothing was forwarded",
+            &request_id,
+        );
+    }
+    let strict = ctx.journal.durability() == Durability::Strict;
+    let metric =
+        |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
+    let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
+    tokio::spawn(pump(
+        body,
+        tx,
+        sj.clone(),
+        Direction::ClientToUpstream,
+        strict,
+        counters.clone(),
+        metric("client_to_upstream"),
+    ));
+    let mut up_req = Request::new(forwarded.boxed());
+    *up_req.method_mut() = parts.method;
+    *up_req.uri_mut() = uri;
+    *up_req.version_mut() = if upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    *up_req.headers_mut() = headers;
+
+    // 4. The response, streamed back as it is journaled.
+    let resp =
+        match tokio::time::timeout(route.connect_timeout + route.idle_timeout, upstream.client.request(up_req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                ctx.metrics.error("upstream_request");
+                let reason = format!("upstream request to {} failed: {e}", route.upstream);
+                warn!(session = %request_id, %reason, "Upstream failed.");
+                close(&sj, &counters, started, reason).await;
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream could not be reached or failed",
+                    &request_id,
+                );
+            }
+            Err(_) => {
+                ctx.metrics.error("upstream_request");
+                close(&sj, &counters, started, "upstream gave no response head in time".into()).await;
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                    &request_id,
+                );
+            }
+        };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    let status_line = format!("{} {}", version_text(parts.version), parts.status);
+    if let Err(e) = journal_durable(
+        &sj,
+        sj.http_head(Direction::UpstreamToClient, &head_text(&status_line, &parts.headers, &[])).await,
+    )
+    .await
+    {
+        close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            "the audit journal cannot record the response; it was not delivered",
+            &request_id,
+        );
+    }
+    let (tx, delivered) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
+    let sj2 = sj.clone();
+    let counters2 = counters.clone();
+    let down = metric("upstream_to_client");
+    tokio::spawn(async move {
+        let reason = pump(body, tx, sj2.clone(), Direction::UpstreamToClient, strict, counters2.clone(), down).await;
+        close(&sj2, &counters2, started, reason).await;
+    });
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, delivered.boxed())
+}
+
+/// Waits for a record's receipt.
+async fn journal_durable(
+    _sj: &SessionJournal,
+    receipt: Result<crate::journal::Receipt, crate::journal::JournalError>,
+) -> Result<(), String> {
+    receipt.map_err(|e| e.to_string())?.await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Moves a body from one side to the other, journaling each data frame — before it moves in
+/// strict mode — and forwarding trailers. Returns why it ended, for the session-close record.
+async fn pump<B>(
+    mut body: B,
+    mut tx: Sender<Bytes, BoxError>,
+    sj: Arc<SessionJournal>,
+    direction: Direction,
+    strict: bool,
+    counters: Arc<Counters>,
+    metric: prometheus_client::metrics::counter::Counter,
+) -> String
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (from, to) = match direction {
+        Direction::ClientToUpstream => ("client", "upstream"),
+        Direction::UpstreamToClient => ("upstream", "client"),
+    };
+    let count = match direction {
+        Direction::ClientToUpstream => &counters.from_client,
+        Direction::UpstreamToClient => &counters.from_upstream,
+    };
+    loop {
+        match body.frame().await {
+            None => {
+                if let Err(e) = journal_durable(&sj, sj.data(direction, true, &Bytes::new()).await).await {
+                    tx.abort("journal write failed".into());
+                    return format!("journal write failed: {e}");
+                }
+                return "complete".into();
+            }
+            Some(Err(e)) => {
+                // The sender broke off: the other side gets a reset, not a silently short body.
+                tx.abort(format!("{from} body failed").into());
+                return format!("{from} broke off the body: {e}");
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => {
+                    let receipt = match sj.data(direction, false, &chunk).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tx.abort("journal write failed".into());
+                            return format!("journal write failed: {e}");
+                        }
+                    };
+                    let pending = if strict {
+                        if let Err(e) = receipt.await {
+                            tx.abort("journal write failed".into());
+                            return format!("journal write failed: {e}");
+                        }
+                        None
+                    } else {
+                        Some(receipt)
+                    };
+                    count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    let len = chunk.len() as u64;
+                    if tx.send_data(chunk).await.is_err() {
+                        return format!("{to} went away mid-body");
+                    }
+                    metric.inc_by(len);
+                    if let Some(r) = pending
+                        && let Err(e) = r.await
+                    {
+                        tx.abort("journal write failed".into());
+                        return format!("journal write failed: {e}");
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let text = head_text("(trailers)", &trailers, &[]);
+                        if let Err(e) = journal_durable(&sj, sj.http_head(direction, &text).await).await {
+                            tx.abort("journal write failed".into());
+                            return format!("journal write failed: {e}");
+                        }
+                        if tx.send_trailers(trailers).await.is_err() {
+                            return format!("{to} went away before the trailers");
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn close(sj: &SessionJournal, counters: &Counters, started: Instant, reason: String) {
+    let meta = CloseMeta {
+        reason,
+        bytes_from_client: counters.from_client.load(Ordering::Relaxed),
+        bytes_from_upstream: counters.from_upstream.load(Ordering::Relaxed),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        break_glass: false,
+    };
+    match sj.close(meta).await {
+        Ok(receipt) => {
+            if let Err(e) = receipt.await {
+                warn!(session = %sj.id(), error = %e, "Session-close record not written.");
+            }
+        }
+        Err(e) => warn!(session = %sj.id(), error = %e, "Session-close record not written."),
+    }
+}

@@ -1,0 +1,250 @@
+//! The HTTP driver end to end with curl (HTTP/1.1 and `--http2-prior-knowledge`) against a real
+//! hyper upstream: bearer authentication (API key and JWT), 401/403 as RFC 6750 and JSON, the
+//! caller's credential stripped and the gateway-held one injected, never journaled, every request
+//! its own journaled session, and streaming that stays streaming.
+
+use std::time::Duration;
+
+use airlock_tests::*;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RSA_A: &[u8] = include_bytes!("../fixtures/jwt/rsa-a.der");
+const UPSTREAM_SECRET: &str = "sk-upstream-0123456789";
+const CALLER_KEY: &str = "ak_caller_abcdef";
+
+struct Setup {
+    gw: TestGateway,
+    upstream: HttpUpstream,
+    _dir: tempfile::TempDir,
+    issuer: String,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let upstream = HttpUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("upstream.key");
+    std::fs::write(&secret, format!("{UPSTREAM_SECRET}\n")).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_der(RSA_A), Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("a".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+    let issuer = "https://idp.example".to_string();
+    let config = format!(
+        "[[route]]\nname = \"llm\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\n\
+         [[route.credential]]\nheader = \"authorization\"\nprefix = \"Bearer \"\nfile = \"{}\"\n\n\
+         [[identity.oidc]]\nname = \"corp\"\nissuer = \"{issuer}\"\naudiences = [\"airlock\"]\njwks_file = \"{}\"\nleeway = \"1s\"\n\n\
+         [[identity.api_key]]\nname = \"agent-7\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n{extra}",
+        upstream.addr,
+        secret.display(),
+        jwks.display(),
+        airlock::identity::apikey::format_hash(CALLER_KEY),
+    );
+    let gw = TestGateway::start(&config).await.unwrap();
+    Setup { gw, upstream, _dir: dir, issuer }
+}
+
+fn url(s: &Setup, path: &str) -> String {
+    format!("http://{}{path}", s.gw.addr("llm"))
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn jwt(s: &Setup, exp_offset: i64) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let claims = serde_json::json!({"iss": s.issuer, "aud": "airlock", "sub": "alice", "exp": now + exp_offset, "groups": ["clinician"]});
+    jsonwebtoken::encode(
+        &Header { kid: Some("a".into()), ..Header::new(Algorithm::RS256) },
+        &claims,
+        &EncodingKey::from_rsa_der(RSA_A),
+    )
+    .unwrap()
+}
+
+/// Every replayed frame of every session, as text, to search for secrets.
+fn whole_journal(data: &std::path::Path) -> String {
+    let mut all = String::new();
+    for s in sessions(data) {
+        let out = airlock(&["replay", s["id"].as_str().unwrap(), "--data-dir", &data.display().to_string()]);
+        all.push_str(&stdout(&out));
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_request_is_forwarded_with_the_gateway_credential_over_http1_and_h2c() {
+    let mut s = setup("").await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let (code, headers, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{\"q\":\"hi\"}",
+            &url(&s, "/v1/chat/completions"),
+        ])
+    });
+    assert_eq!(code, 200, "{headers}{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["echo"], "{\"q\":\"hi\"}");
+    let request_id = header(&headers, "x-request-id").expect("x-request-id on the response").to_string();
+    let (code, _, _) =
+        tokio::task::block_in_place(|| curl(&["--http2-prior-knowledge", "-H", &auth, &url(&s, "/v1/models")]));
+    assert_eq!(code, 200);
+
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        let auths: Vec<&str> =
+            r.headers.iter().filter(|(k, _)| k == "authorization").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(auths, [format!("Bearer {UPSTREAM_SECRET}")], "the upstream sees only the gateway's credential");
+        assert!(r.headers.iter().all(|(_, v)| !v.contains(CALLER_KEY)), "the caller's key never reaches the upstream");
+        assert!(r.headers.iter().any(|(k, v)| k == "x-forwarded-for" && v == "127.0.0.1"));
+    }
+    assert_eq!(seen[0].headers.iter().find(|(k, _)| k == "x-request-id").unwrap().1, request_id);
+    s.gw.stop().await;
+
+    let list = sessions(s.gw.data_dir());
+    assert_eq!(list.len(), 2, "one session per request");
+    assert_eq!(list[0]["id"].as_str().unwrap(), request_id, "the request id is the session id");
+    assert_eq!(list[0]["principal"], "api-key:agent-7");
+    let frames = replay_json(s.gw.data_dir(), &request_id);
+    let d = frames.iter().find(|f| f["kind"] == "decision").unwrap();
+    assert_eq!((d["meta"]["phase"].as_str(), d["meta"]["effect"].as_str()), (Some("request"), Some("allow")));
+    assert_eq!(d["meta"]["request"], "POST /v1/chat/completions");
+    let heads: Vec<String> = frames
+        .iter()
+        .filter(|f| f["head"] == true)
+        .map(|f| {
+            use base64::Engine as _;
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD.decode(f["payload_base64"].as_str().unwrap()).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(heads[0].starts_with("POST /v1/chat/completions HTTP/1.1\r\n"), "{heads:?}");
+    assert!(heads[0].contains("authorization: [redacted]"), "{heads:?}");
+    assert!(heads[1].starts_with("HTTP/1.1 200 OK"), "{heads:?}");
+    assert_eq!(
+        direction_bytes(
+            &frames.iter().filter(|f| f["head"] != true).cloned().collect::<Vec<_>>(),
+            "client_to_upstream"
+        ),
+        b"{\"q\":\"hi\"}"
+    );
+    let h2 = replay_json(s.gw.data_dir(), list[1]["id"].as_str().unwrap());
+    let h2_head = h2.iter().find(|f| f["head"] == true && f["direction"] == "client_to_upstream").unwrap();
+    let h2_head = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(h2_head["payload_base64"].as_str().unwrap()).unwrap()
+    };
+    assert!(h2_head.starts_with(b"GET /v1/models HTTP/2\r\n"), "{}", String::from_utf8_lossy(&h2_head));
+    assert_eq!(list[0]["close_reason"], "complete");
+
+    let journal = whole_journal(s.gw.data_dir());
+    assert!(!journal.contains(UPSTREAM_SECRET), "the upstream secret is never journaled");
+    assert!(!journal.contains(CALLER_KEY), "the caller's key is never journaled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bad_and_expired_credentials_get_401_and_rules_get_403() {
+    let extra = "[[rule]]\nid = \"no-admin\"\neffect = \"deny\"\nreason = \"admin endpoints are closed\"\n\
+                 http = { methods = [\"DELETE\"], path = \"/v1/admin/**\" }\n";
+    let mut s = setup(extra).await;
+    let (code, headers, body) = tokio::task::block_in_place(|| curl(&[&url(&s, "/v1/models")]));
+    assert_eq!(code, 401);
+    assert_eq!(header(&headers, "www-authenticate"), Some("Bearer realm=\"airlock\""));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "unauthenticated");
+    assert!(v["request_id"].is_string());
+
+    let (code, headers, _) =
+        tokio::task::block_in_place(|| curl(&["-H", "Authorization: Bearer ak_wrong", &url(&s, "/v1/models")]));
+    assert_eq!(code, 401);
+    assert!(header(&headers, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+
+    // Automatic logoff: a token that expired is refused on the next request.
+    let live = jwt(&s, 300);
+    let (code, _, _) =
+        tokio::task::block_in_place(|| curl(&["-H", &format!("Authorization: Bearer {live}"), &url(&s, "/v1/models")]));
+    assert_eq!(code, 200);
+    let expired = jwt(&s, -30);
+    let (code, headers, body) = tokio::task::block_in_place(|| {
+        curl(&["-H", &format!("Authorization: Bearer {expired}"), &url(&s, "/v1/models")])
+    });
+    assert_eq!(code, 401);
+    assert!(header(&headers, "www-authenticate").unwrap().contains("token expired"), "{headers}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "authn:expired");
+
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&["-X", "DELETE", "-H", &format!("Authorization: Bearer {CALLER_KEY}"), &url(&s, "/v1/admin/users/7")])
+    });
+    assert_eq!(code, 403);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["error"].as_str(), v["rule"].as_str()), (Some("forbidden"), Some("no-admin")));
+    assert!(v["message"].as_str().unwrap().contains("admin endpoints are closed"));
+
+    assert_eq!(s.upstream.seen().len(), 1, "only the allowed request reached the upstream");
+    s.gw.stop().await;
+    let list = sessions(s.gw.data_dir());
+    assert_eq!(list.len(), 5);
+    let mut rules = Vec::new();
+    for l in &list {
+        for f in replay_json(s.gw.data_dir(), l["id"].as_str().unwrap()) {
+            if f["kind"] == "decision" {
+                rules.push((
+                    f["meta"]["effect"].as_str().unwrap().to_string(),
+                    f["meta"]["rule"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    let expected: Vec<(String, String)> = [
+        ("deny", "authn:missing_credential"),
+        ("deny", "authn:unknown_api_key"),
+        ("allow", "route:llm:default"),
+        ("deny", "authn:expired"),
+        ("deny", "no-admin"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(rules, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_event_arrives_before_the_stream_ends() {
+    let mut s = setup("").await;
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
+    let req = format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.expect("first event never arrived").unwrap();
+        assert!(n > 0, "closed before the first event");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("second"), "the upstream has not sent the second event yet");
+    s.upstream.release.notify_one();
+    while !String::from_utf8_lossy(&got).contains("data: second") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.gw.stop().await;
+    let list = sessions(s.gw.data_dir());
+    let frames = replay_json(s.gw.data_dir(), list[0]["id"].as_str().unwrap());
+    let body: Vec<serde_json::Value> = frames.iter().filter(|f| f["head"] != true).cloned().collect();
+    assert_eq!(direction_bytes(&body, "upstream_to_client"), b"data: first\n\ndata: second\n\n");
+}
