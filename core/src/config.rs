@@ -231,7 +231,7 @@ impl Protocol {
     pub fn decodes(self, table: &str) -> bool {
         match self {
             Self::Tcp => false,
-            Self::Http => table == "http",
+            Self::Http => matches!(table, "http" | "grpc"),
         }
     }
 }

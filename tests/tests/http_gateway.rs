@@ -157,7 +157,9 @@ async fn an_api_key_request_is_forwarded_with_the_gateway_credential_over_http1_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bad_and_expired_credentials_get_401_and_rules_get_403() {
     let extra = "[[rule]]\nid = \"no-admin\"\neffect = \"deny\"\nreason = \"admin endpoints are closed\"\n\
-                 http = { methods = [\"DELETE\"], path = \"/v1/admin/**\" }\n";
+                 http = { methods = [\"DELETE\"], path = \"/v1/admin/**\" }\n\
+                 [[rule]]\nid = \"no-infer\"\neffect = \"deny\"\nroles = [\"agent\"]\n\
+                 grpc = { service = \"inference.*\", method = \"ModelInfer\" }\n";
     let mut s = setup(extra).await;
     let (code, headers, body) = tokio::task::block_in_place(|| curl(&[&url(&s, "/v1/models")]));
     assert_eq!(code, 401);
@@ -192,10 +194,53 @@ async fn missing_bad_and_expired_credentials_get_401_and_rules_get_403() {
     assert_eq!((v["error"].as_str(), v["rule"].as_str()), (Some("forbidden"), Some("no-admin")));
     assert!(v["message"].as_str().unwrap().contains("admin endpoints are closed"));
 
+    // An unsigned token is refused before any key lookup.
+    let none = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = serde_json::json!({"iss": s.issuer, "aud": "airlock", "sub": "mallory", "exp": 4_000_000_000u64});
+        format!("{}.{}.", b64.encode(r#"{"alg":"none"}"#), b64.encode(claims.to_string()))
+    };
+    let (code, headers, _) =
+        tokio::task::block_in_place(|| curl(&["-H", &format!("Authorization: Bearer {none}"), &url(&s, "/v1/models")]));
+    assert_eq!(code, 401);
+    assert!(
+        header(&headers, "www-authenticate").unwrap().contains("alg `none`")
+            || header(&headers, "www-authenticate").unwrap().contains("alg none"),
+        "{headers}"
+    );
+
+    // gRPC callers get gRPC statuses: UNAUTHENTICATED without a credential, PERMISSION_DENIED by
+    // a grpc rule.
+    let grpc = |auth: Option<&str>, path: &str| {
+        let mut args = vec![
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+            "@/dev/null",
+        ];
+        let header;
+        if let Some(a) = auth {
+            header = format!("Authorization: Bearer {a}");
+            args.extend(["-H", header.as_str()]);
+        }
+        let u = url(&s, path);
+        args.push(u.as_str());
+        tokio::task::block_in_place(|| curl(&args))
+    };
+    let (code, headers, _) = grpc(None, "/inference.GRPCInferenceService/ModelInfer");
+    assert_eq!((code, header(&headers, "grpc-status")), (200, Some("16")), "{headers}");
+    let (_, headers, _) = grpc(Some(CALLER_KEY), "/inference.GRPCInferenceService/ModelInfer");
+    assert_eq!(header(&headers, "grpc-status"), Some("7"), "{headers}");
+    assert!(header(&headers, "grpc-message").unwrap().contains("no-infer"), "{headers}");
+
     assert_eq!(s.upstream.seen().len(), 1, "only the allowed request reached the upstream");
     s.gw.stop().await;
     let list = sessions(s.gw.data_dir());
-    assert_eq!(list.len(), 5);
+    assert_eq!(list.len(), 8);
     let mut rules = Vec::new();
     for l in &list {
         for f in replay_json(s.gw.data_dir(), l["id"].as_str().unwrap()) {
@@ -213,6 +258,9 @@ async fn missing_bad_and_expired_credentials_get_401_and_rules_get_403() {
         ("allow", "route:llm:default"),
         ("deny", "authn:expired"),
         ("deny", "no-admin"),
+        ("deny", "authn:alg_none"),
+        ("deny", "authn:missing_credential"),
+        ("deny", "no-infer"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -3,9 +3,11 @@
 //! Every request is its own journaled session (its `connection` field ties a connection's
 //! requests together), in this order:
 //! 1. identify: `Authorization: Bearer` — a JWT or an API key — unless the route is anonymous;
-//! 2. decide: the policy over `Request::Http { method, path }`; the decision is journaled and
-//!    durable before anything is forwarded (write-ahead). A refusal is answered by
-//!    [`crate::deny`]: 401 with `WWW-Authenticate`, or 403, with a JSON body and the request id;
+//! 2. decide: the policy over `Request::Http { method, path }` — or `Request::Grpc { service,
+//!    method }` for `application/grpc` calls; the decision is journaled and durable before
+//!    anything is forwarded (write-ahead). A refusal is answered by [`crate::deny`]: 401 with
+//!    `WWW-Authenticate`, or 403, with a JSON body and the request id; for gRPC a Trailers-Only
+//!    response with `grpc-status` UNAUTHENTICATED or PERMISSION_DENIED;
 //! 3. forward: hop-by-hop headers and the caller's `Authorization` are removed, the route's
 //!    credential headers are set from their secrets, `X-Forwarded-For` / `X-Request-Id` are set;
 //!    the request head (credentials redacted) is journaled, then body chunks as they stream —
@@ -152,9 +154,54 @@ fn json_response(status: StatusCode, headers: Vec<(&'static str, String)>, body:
     resp
 }
 
-fn denial_response(denial: &Denial) -> Response<Body> {
+fn denial_response(denial: &Denial, grpc: bool) -> Response<Body> {
+    if grpc {
+        return grpc_status_response(denial);
+    }
     let r = deny::http(denial, REALM);
     json_response(StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), r.headers, r.body)
+}
+
+/// A gRPC "Trailers-Only" answer (PROTOCOL-HTTP2.md): HTTP 200, `content-type: application/grpc`,
+/// and the status in the headers, with no messages.
+fn grpc_status_response(denial: &Denial) -> Response<Body> {
+    let (code, message) = deny::grpc(denial);
+    let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
+        h.insert(HeaderName::from_static("grpc-message"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&denial.request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    resp
+}
+
+/// `grpc-message` encoding: percent-encode everything outside printable ASCII and `%` itself.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A gRPC call's service and method, from `content-type: application/grpc*` and the path
+/// `/package.Service/Method`.
+fn grpc_call(req: &Request<Incoming>) -> Option<(String, String)> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    if !ct.starts_with("application/grpc") {
+        return None;
+    }
+    let (service, method) = req.uri().path().strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then(|| (service.to_owned(), method.to_owned()))
 }
 
 /// An error of the gateway or the upstream (not a policy decision): 502/503 with the same JSON
@@ -248,7 +295,12 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
     let principal = identified.as_ref().ok();
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
-    let operation = Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() };
+    let grpc = grpc_call(&req);
+    let is_grpc = grpc.is_some();
+    let operation = match grpc {
+        Some((service, method)) => Operation::Grpc { service, method },
+        None => Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() },
+    };
     let admission = match &identified {
         Ok(p) => Ok(access.policy.evaluate(&route.name, p, &operation)),
         Err(e) => Err(e.clone()),
@@ -291,7 +343,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             );
         }
         Ok(Some(denial)) => {
-            let resp = denial_response(&denial);
+            let resp = denial_response(&denial, is_grpc);
             let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
             let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
             close(&sj, &counters, started, format!("refused with {}: {}", resp.status().as_u16(), denial.message))
