@@ -225,15 +225,6 @@ impl Protocol {
             Self::Http => "http",
         }
     }
-
-    /// Whether this driver decodes operations of the kind a rule table names (`http`, `grpc`,
-    /// `sql`, `mcp`). Raw TCP decodes none: its rules apply to whole sessions.
-    pub fn decodes(self, table: &str) -> bool {
-        match self {
-            Self::Tcp => false,
-            Self::Http => matches!(table, "http" | "grpc"),
-        }
-    }
 }
 
 /// `[[route]]`.
@@ -286,6 +277,25 @@ pub struct RouteConfig {
     /// HTTP routes: speak HTTP/2 to the upstream (gRPC needs it). Default: `false` (HTTP/1.1).
     #[serde(default)]
     pub upstream_http2: bool,
+    /// HTTP routes: read JSON-RPC (MCP) request bodies before deciding, so `mcp = { tools }` rules
+    /// apply to `tools/call`. Such bodies are buffered up to `max_inspect_body`; a larger one is
+    /// refused (413), never forwarded uninspected. Default: `false`.
+    #[serde(default)]
+    pub mcp: bool,
+    /// HTTP routes: the largest request body read for inspection, in bytes. Default: `1048576`.
+    #[serde(default = "default_max_inspect_body")]
+    pub max_inspect_body: usize,
+}
+
+impl RouteConfig {
+    /// Whether this route's driver decodes operations of the kind a rule table names (`http`,
+    /// `grpc`, `sql`, `mcp`). Raw TCP decodes none: its rules apply to whole sessions.
+    pub fn decodes(&self, table: &str) -> bool {
+        match self.protocol {
+            Protocol::Tcp => false,
+            Protocol::Http => matches!(table, "http" | "grpc") || (table == "mcp" && self.mcp),
+        }
+    }
 }
 
 /// `[[route.credential]]`: one header set from a secret. The value is never logged, never
@@ -366,6 +376,9 @@ fn default_drain_timeout() -> Dur {
 fn default_protocol() -> Protocol {
     Protocol::Tcp
 }
+fn default_max_inspect_body() -> usize {
+    1024 * 1024
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -426,6 +439,10 @@ pub struct Route {
     pub credentials: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// HTTP routes: speak HTTP/2 to the upstream.
     pub upstream_http2: bool,
+    /// HTTP routes: inspect JSON-RPC (MCP) request bodies.
+    pub mcp: bool,
+    /// HTTP routes: the largest request body read for inspection.
+    pub max_inspect_body: usize,
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
@@ -593,8 +610,11 @@ impl Config {
             value.set_sensitive(true);
             credentials.push((name, value));
         }
-        if r.protocol == Protocol::Tcp && (!credentials.is_empty() || r.anonymous || r.upstream_http2) {
-            return Err(invalid(field("credential"), "credential, anonymous and upstream_http2 apply to http routes"));
+        if r.protocol == Protocol::Tcp && (!credentials.is_empty() || r.anonymous || r.upstream_http2 || r.mcp) {
+            return Err(invalid(
+                field("credential"),
+                "credential, anonymous, upstream_http2 and mcp apply to http routes",
+            ));
         }
         let upstream_client_tls = match (&r.upstream_tls, r.protocol) {
             (Some(t), Protocol::Http) => {
@@ -623,6 +643,8 @@ impl Config {
             anonymous: r.anonymous,
             credentials,
             upstream_http2: r.upstream_http2,
+            mcp: r.mcp,
+            max_inspect_body: r.max_inspect_body,
             upstream_client_tls,
         })
     }

@@ -22,6 +22,10 @@ struct Setup {
 }
 
 async fn setup(extra: &str) -> Setup {
+    setup_with("", extra).await
+}
+
+async fn setup_with(route_extra: &str, extra: &str) -> Setup {
     let upstream = HttpUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("upstream.key");
@@ -32,7 +36,7 @@ async fn setup(extra: &str) -> Setup {
     std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
     let issuer = "https://idp.example".to_string();
     let config = format!(
-        "[[route]]\nname = \"llm\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\n\
+        "[[route]]\nname = \"llm\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\n{route_extra}\n\
          [[route.credential]]\nheader = \"authorization\"\nprefix = \"Bearer \"\nfile = \"{}\"\n\n\
          [[identity.oidc]]\nname = \"corp\"\nissuer = \"{issuer}\"\naudiences = [\"airlock\"]\njwks_file = \"{}\"\nleeway = \"1s\"\n\n\
          [[identity.api_key]]\nname = \"agent-7\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n{extra}",
@@ -295,4 +299,52 @@ async fn the_first_event_arrives_before_the_stream_ends() {
     let frames = replay_json(s.gw.data_dir(), list[0]["id"].as_str().unwrap());
     let body: Vec<serde_json::Value> = frames.iter().filter(|f| f["head"] != true).cloned().collect();
     assert_eq!(direction_bytes(&body, "upstream_to_client"), b"data: first\n\ndata: second\n\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tool_calls_are_decided_by_tool_name() {
+    let extra = "[[rule]]\nid = \"no-deletes\"\neffect = \"deny\"\nreason = \"agents may not delete records\"\n\
+                 mcp = { tools = [\"delete_*\"] }\n";
+    let mut s = setup_with("mcp = true\nmax_inspect_body = 4096", extra).await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let post = |body: &str| {
+        let u = url(&s, "/mcp");
+        let args = ["-H", auth.as_str(), "-H", "Content-Type: application/json", "--data-binary", body, u.as_str()];
+        tokio::task::block_in_place(|| curl(&args))
+    };
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    assert_eq!(post(init).0, 200);
+    assert_eq!(post(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).0, 200);
+    let read =
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_record","arguments":{"mrn":"12345"}}}"#;
+    let (code, _, body) = post(read);
+    assert_eq!(code, 200, "{body}");
+    let delete = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_record","arguments":{"mrn":"12345"}}}"#;
+    let (code, _, body) = post(delete);
+    assert_eq!(code, 403);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "no-deletes");
+    // One denied call refuses the whole batch.
+    let batch = format!("[{read},{delete}]");
+    assert_eq!(post(&batch).0, 403);
+    // A body this route cannot inspect is refused, never forwarded unread.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"read_record","arguments":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(5000)
+    );
+    let (code, _, body) = post(&big);
+    assert_eq!(code, 403);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "inspect:body");
+
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 3, "initialize, tools/list and the allowed call reached the upstream");
+    assert_eq!(seen[2].body, read.as_bytes(), "the inspected body is forwarded unchanged");
+    s.gw.stop().await;
+    let requests: Vec<String> = sessions(s.gw.data_dir())
+        .iter()
+        .flat_map(|l| replay_json(s.gw.data_dir(), l["id"].as_str().unwrap()))
+        .filter(|f| f["kind"] == "decision")
+        .map(|f| f["meta"]["request"].as_str().unwrap().to_string())
+        .collect();
+    assert!(requests.contains(&"mcp tools/call read_record".to_string()), "{requests:?}");
+    assert!(requests.contains(&"mcp tools/call delete_record".to_string()), "{requests:?}");
 }

@@ -457,7 +457,7 @@ impl Config {
             if let Some((_, table)) = decoding.iter().find(|(set, _)| *set) {
                 let applicable: Vec<&RouteConfig> =
                     self.routes.iter().filter(|r| rc.routes.is_empty() || rc.routes.contains(&r.name)).collect();
-                if !applicable.iter().any(|r| r.protocol.decodes(table)) {
+                if !applicable.iter().any(|r| r.decodes(table)) {
                     let protocols: BTreeSet<&str> = applicable.iter().map(|r| r.protocol.as_str()).collect();
                     return Err(invalid(
                         field(table),

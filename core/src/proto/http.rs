@@ -278,6 +278,39 @@ struct Counters {
     from_upstream: AtomicU64,
 }
 
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")))
+}
+
+/// The MCP tool calls in a JSON-RPC body (a batch can hold several).
+fn mcp_operations(rpc: &airlock_decoders::jsonrpc::Body) -> Result<Vec<Operation>, airlock_decoders::DecodeError> {
+    let mut calls = Vec::new();
+    for m in rpc.messages() {
+        if let Some(call) = airlock_decoders::jsonrpc::tool_call(m)? {
+            calls.push(Operation::McpCall { tool: call.name });
+        }
+    }
+    Ok(calls)
+}
+
+/// One operation to decide for a body with several tool calls: the first one the policy would
+/// refuse, else the first — so one denied call in a batch refuses the batch.
+fn calls_to_operation(
+    calls: Vec<Operation>,
+    access: &crate::config::Access,
+    route: &str,
+    p: Option<&Principal>,
+) -> Operation {
+    let refused = p.and_then(|p| {
+        calls.iter().position(|op| access.policy.evaluate(route, p, op).effect != crate::policy::Effect::Allow)
+    });
+    let i = refused.unwrap_or(0);
+    calls.into_iter().nth(i).unwrap_or(Operation::Bytes)
+}
+
 async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let ctx = &conn.ctx;
     let route = &ctx.route;
@@ -297,13 +330,51 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
     let grpc = grpc_call(&req);
     let is_grpc = grpc.is_some();
-    let operation = match grpc {
+    let mut operation = match grpc {
         Some((service, method)) => Operation::Grpc { service, method },
         None => Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() },
     };
-    let admission = match &identified {
-        Ok(p) => Ok(access.policy.evaluate(&route.name, p, &operation)),
-        Err(e) => Err(e.clone()),
+    // MCP routes read JSON-RPC bodies first, so the decision can see the tool being called.
+    let (parts, body) = req.into_parts();
+    let mut uninspectable = None;
+    let body: Body = if route.mcp && parts.method == hyper::Method::POST && is_json(&parts.headers) {
+        match http_body_util::Limited::new(body, route.max_inspect_body).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                // A body that is not JSON-RPC is an ordinary JSON request.
+                if let Ok(rpc) = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body) {
+                    match mcp_operations(&rpc) {
+                        Ok(calls) if !calls.is_empty() => {
+                            operation = calls_to_operation(calls, &access, &route.name, identified.as_ref().ok())
+                        }
+                        Ok(_) => {}
+                        Err(e) => uninspectable = Some(format!("the JSON-RPC body cannot be inspected: {e}")),
+                    }
+                }
+                Full::new(bytes).map_err(|never| match never {}).boxed()
+            }
+            Err(e) => {
+                uninspectable = Some(if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the request body is larger than the {} bytes this route inspects", route.max_inspect_body)
+                } else {
+                    format!("the request body could not be read: {e}")
+                });
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+            }
+        }
+    } else {
+        body.map_err(|e| Box::new(e) as BoxError).boxed()
+    };
+    let admission = match (&identified, &uninspectable) {
+        (Err(e), _) => Err(e.clone()),
+        // Fail closed: what cannot be inspected is not forwarded.
+        (Ok(_), Some(why)) => Ok(crate::policy::Decision {
+            effect: crate::policy::Effect::Deny,
+            rule: "inspect:body".into(),
+            reason: why.clone(),
+            policy_version: access.policy.version.clone(),
+        }),
+        (Ok(p), None) => Ok(access.policy.evaluate(&route.name, p, &operation)),
     };
 
     // 2. The session (this request) and its decision, durable before anything is forwarded.
@@ -361,7 +432,6 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
 
     // 3. The forwarded request.
-    let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
         close(&sj, &counters, started, "request target cannot be forwarded".into()).await;
