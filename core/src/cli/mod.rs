@@ -5,6 +5,7 @@
 
 mod config_check;
 mod demo;
+pub mod demo_llm;
 mod journal_cmd;
 mod replay;
 mod run;
