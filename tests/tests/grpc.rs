@@ -94,4 +94,28 @@ async fn grpcio_unary_streaming_and_bidi_calls_go_through() {
     assert!(all.contains("grpc-status: 0"), "trailers are journaled: {all}");
     assert!(all.contains("== request /airlock.test.Echo/Unary: allow"), "{all}");
     assert!(!all.contains(UPSTREAM_KEY) && !all.contains(CALLER_KEY));
+
+    // Each gRPC message is its own journal frame: a 5-byte prefix and exactly its length.
+    let bidi = list
+        .iter()
+        .map(|s| replay_json(gw.data_dir(), s["id"].as_str().unwrap()))
+        .find(|frames| {
+            frames.iter().any(|f| f["kind"] == "decision" && f["meta"]["request"] == "/airlock.test.Echo/Bidi")
+        })
+        .unwrap();
+    for direction in ["client_to_upstream", "upstream_to_client"] {
+        let messages: Vec<Vec<u8>> = bidi
+            .iter()
+            .filter(|f| f["kind"] == "data" && f["direction"] == direction && f["head"] != true && f["fin"] != true)
+            .map(|f| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(f["payload_base64"].as_str().unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(messages.len(), 3, "{direction}: three notes each way");
+        for m in &messages {
+            let len = u32::from_be_bytes([m[1], m[2], m[3], m[4]]) as usize;
+            assert_eq!((m[0], m.len()), (0, 5 + len), "{direction}: one whole message per frame");
+        }
+    }
 }

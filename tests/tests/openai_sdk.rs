@@ -54,4 +54,33 @@ async fn the_openai_sdk_streams_through_the_gateway() {
     assert!(all.contains("POST /v1/chat/completions"), "{all}");
     assert!(all.contains("data: [DONE]"), "the streamed events are in the journal");
     assert!(!all.contains(UPSTREAM_KEY) && !all.contains(CALLER_KEY), "no credential in the journal");
+
+    // Each SSE event of the stream is its own journal frame.
+    let streamed = list.iter().map(|s| replay_json(gw.data_dir(), s["id"].as_str().unwrap())).find(|frames| {
+        frames.iter().any(|f| {
+            f["head"] == true && f["direction"] == "upstream_to_client" && payload(f).contains("text/event-stream")
+        })
+    });
+    let frames = streamed.expect("a streamed session");
+    let events: Vec<String> = frames
+        .iter()
+        .filter(|f| {
+            f["kind"] == "data" && f["direction"] == "upstream_to_client" && f["head"] != true && f["fin"] != true
+        })
+        .map(payload)
+        .collect();
+    assert!(events.len() > 5);
+    for e in &events {
+        assert!(
+            e.starts_with("data: ") && e.ends_with("\n\n") && e.matches("\n\n").count() == 1,
+            "not one event: {e:?}"
+        );
+    }
+    assert_eq!(events.last().unwrap(), "data: [DONE]\n\n");
+}
+
+fn payload(f: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.decode(f["payload_base64"].as_str().unwrap_or("")).unwrap();
+    String::from_utf8_lossy(&b).into_owned()
 }

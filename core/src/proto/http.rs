@@ -469,15 +469,15 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
     let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
-    tokio::spawn(pump(
-        body,
+    let up = Pump {
         tx,
-        sj.clone(),
-        Direction::ClientToUpstream,
+        sj: sj.clone(),
+        direction: Direction::ClientToUpstream,
         strict,
-        counters.clone(),
-        metric("client_to_upstream"),
-    ));
+        counters: counters.clone(),
+        metric: metric("client_to_upstream"),
+    };
+    tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
     let mut up_req = Request::new(forwarded.boxed());
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
@@ -532,12 +532,18 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         );
     }
     let (tx, delivered) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
-    let sj2 = sj.clone();
-    let counters2 = counters.clone();
-    let down = metric("upstream_to_client");
+    let down = Pump {
+        tx,
+        sj: sj.clone(),
+        direction: Direction::UpstreamToClient,
+        strict,
+        counters: counters.clone(),
+        metric: metric("upstream_to_client"),
+    };
+    let framer = Framer::for_content_type(&parts.headers);
     tokio::spawn(async move {
-        let reason = pump(body, tx, sj2.clone(), Direction::UpstreamToClient, strict, counters2.clone(), down).await;
-        close(&sj2, &counters2, started, reason).await;
+        let reason = down.run(body, framer).await;
+        close(&sj, &counters, started, reason).await;
     });
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, delivered.boxed())
@@ -551,87 +557,178 @@ async fn journal_durable(
     receipt.map_err(|e| e.to_string())?.await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Moves a body from one side to the other, journaling each data frame — before it moves in
-/// strict mode — and forwarding trailers. Returns why it ended, for the session-close record.
-async fn pump<B>(
-    mut body: B,
-    mut tx: Sender<Bytes, BoxError>,
+/// How a body is cut into journal frames: by the protocol unit when the content type names one
+/// (each SSE event, NDJSON line or gRPC message is its own frame, forwarded as soon as it is
+/// whole), else by the chunks as they arrive.
+enum Framer {
+    Chunks,
+    Sse(airlock_decoders::sse::SseDecoder),
+    Ndjson(airlock_decoders::ndjson::NdjsonDecoder),
+    Grpc(airlock_decoders::grpc::GrpcDecoder),
+}
+
+impl Framer {
+    fn for_content_type(headers: &HeaderMap) -> Self {
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match base.as_str() {
+            "text/event-stream" => Self::Sse(Default::default()),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+                Self::Ndjson(Default::default())
+            }
+            b if b.starts_with("application/grpc") => Self::Grpc(Default::default()),
+            _ => Self::Chunks,
+        }
+    }
+
+    /// The next whole unit's bytes, exactly as received.
+    fn next(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<Bytes>, airlock_decoders::DecodeError> {
+        use airlock_decoders::Decoder as _;
+        match self {
+            Self::Chunks => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+            Self::Sse(d) => Ok(d.decode(buf)?.map(|b| b.raw)),
+            Self::Ndjson(d) => Ok(d.decode(buf)?.map(|l| l.raw)),
+            Self::Grpc(d) => Ok(d.decode(buf)?.map(|m| airlock_decoders::grpc::encode(&m))),
+        }
+    }
+
+    /// At the end of the body: the last units, then whatever is left (an unterminated event, a
+    /// truncated message) as it was received.
+    fn finish(&mut self, buf: &mut bytes::BytesMut) -> Result<Vec<Bytes>, airlock_decoders::DecodeError> {
+        let mut out = Vec::new();
+        match self {
+            Self::Sse(d) => {
+                while let Some(b) = d.decode_eof(buf)? {
+                    out.push(b.raw);
+                }
+            }
+            Self::Ndjson(d) => {
+                while let Some(l) = d.decode_eof(buf)? {
+                    out.push(l.raw);
+                }
+            }
+            Self::Chunks | Self::Grpc(_) => {}
+        }
+        if !buf.is_empty() {
+            out.push(buf.split().freeze());
+        }
+        Ok(out)
+    }
+}
+
+/// One direction of an exchange: journals each unit — durably first in strict mode — and
+/// forwards it.
+struct Pump {
+    tx: Sender<Bytes, BoxError>,
     sj: Arc<SessionJournal>,
     direction: Direction,
     strict: bool,
     counters: Arc<Counters>,
     metric: prometheus_client::metrics::counter::Counter,
-) -> String
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    let (from, to) = match direction {
-        Direction::ClientToUpstream => ("client", "upstream"),
-        Direction::UpstreamToClient => ("upstream", "client"),
-    };
-    let count = match direction {
-        Direction::ClientToUpstream => &counters.from_client,
-        Direction::UpstreamToClient => &counters.from_upstream,
-    };
-    loop {
-        match body.frame().await {
-            None => {
-                if let Err(e) = journal_durable(&sj, sj.data(direction, true, &Bytes::new()).await).await {
-                    tx.abort("journal write failed".into());
-                    return format!("journal write failed: {e}");
-                }
-                return "complete".into();
-            }
-            Some(Err(e)) => {
-                // The sender broke off: the other side gets a reset, not a silently short body.
-                tx.abort(format!("{from} body failed").into());
-                return format!("{from} broke off the body: {e}");
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(chunk) => {
-                    let receipt = match sj.data(direction, false, &chunk).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tx.abort("journal write failed".into());
-                            return format!("journal write failed: {e}");
-                        }
+}
+
+impl Pump {
+    fn sides(&self) -> (&'static str, &'static str) {
+        match self.direction {
+            Direction::ClientToUpstream => ("client", "upstream"),
+            Direction::UpstreamToClient => ("upstream", "client"),
+        }
+    }
+
+    /// Ends the other side's stream with an error (a reset), never a silently short body.
+    fn fail(self, why: &'static str, reason: String) -> String {
+        self.tx.abort(why.into());
+        reason
+    }
+
+    async fn emit(&mut self, unit: Bytes) -> Result<(), String> {
+        let receipt =
+            self.sj.data(self.direction, false, &unit).await.map_err(|e| format!("journal write failed: {e}"))?;
+        let pending = if self.strict {
+            receipt.await.map_err(|e| format!("journal write failed: {e}"))?;
+            None
+        } else {
+            Some(receipt)
+        };
+        let count = match self.direction {
+            Direction::ClientToUpstream => &self.counters.from_client,
+            Direction::UpstreamToClient => &self.counters.from_upstream,
+        };
+        count.fetch_add(unit.len() as u64, Ordering::Relaxed);
+        let len = unit.len() as u64;
+        if self.tx.send_data(unit).await.is_err() {
+            return Err(format!("{} went away mid-body", self.sides().1));
+        }
+        self.metric.inc_by(len);
+        if let Some(r) = pending {
+            r.await.map_err(|e| format!("journal write failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Moves `body` across, unit by unit, and forwards trailers. Returns why it ended, for the
+    /// session-close record.
+    async fn run<B>(mut self, mut body: B, mut framer: Framer) -> String
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (from, to) = self.sides();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => {
+                    let rest = match framer.finish(&mut buf) {
+                        Ok(rest) => rest,
+                        Err(e) => return self.fail("malformed stream", format!("{from} sent a malformed stream: {e}")),
                     };
-                    let pending = if strict {
-                        if let Err(e) = receipt.await {
-                            tx.abort("journal write failed".into());
-                            return format!("journal write failed: {e}");
+                    for unit in rest {
+                        if let Err(reason) = self.emit(unit).await {
+                            return self.fail("journal or peer failure", reason);
                         }
-                        None
-                    } else {
-                        Some(receipt)
-                    };
-                    count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    let len = chunk.len() as u64;
-                    if tx.send_data(chunk).await.is_err() {
-                        return format!("{to} went away mid-body");
                     }
-                    metric.inc_by(len);
-                    if let Some(r) = pending
-                        && let Err(e) = r.await
+                    if let Err(e) =
+                        journal_durable(&self.sj, self.sj.data(self.direction, true, &Bytes::new()).await).await
                     {
-                        tx.abort("journal write failed".into());
-                        return format!("journal write failed: {e}");
+                        return self.fail("journal write failed", format!("journal write failed: {e}"));
                     }
+                    return "complete".into();
                 }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let text = head_text("(trailers)", &trailers, &[]);
-                        if let Err(e) = journal_durable(&sj, sj.http_head(direction, &text).await).await {
-                            tx.abort("journal write failed".into());
-                            return format!("journal write failed: {e}");
-                        }
-                        if tx.send_trailers(trailers).await.is_err() {
-                            return format!("{to} went away before the trailers");
+                Some(Err(e)) => return self.fail("body failed", format!("{from} broke off the body: {e}")),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => {
+                        buf.extend_from_slice(&chunk);
+                        loop {
+                            match framer.next(&mut buf) {
+                                Ok(Some(unit)) => {
+                                    if let Err(reason) = self.emit(unit).await {
+                                        return self.fail("journal or peer failure", reason);
+                                    }
+                                }
+                                Ok(None) => break,
+                                // An inspected stream that does not parse is not forwarded.
+                                Err(e) => {
+                                    return self
+                                        .fail("malformed stream", format!("{from} sent a malformed stream: {e}"));
+                                }
+                            }
                         }
                     }
-                }
-            },
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let text = head_text("(trailers)", &trailers, &[]);
+                            if let Err(e) =
+                                journal_durable(&self.sj, self.sj.http_head(self.direction, &text).await).await
+                            {
+                                return self.fail("journal write failed", format!("journal write failed: {e}"));
+                            }
+                            if self.tx.send_trailers(trailers).await.is_err() {
+                                return format!("{to} went away before the trailers");
+                            }
+                        }
+                    }
+                },
+            }
         }
     }
 }
