@@ -636,6 +636,7 @@ pub struct SeenRequest {
 /// A real HTTP/1.1 + HTTP/2 (h2c) server on loopback, built on hyper:
 /// - `/stream`: `text/event-stream`; sends one event, waits for `release` (bounded), sends a
 ///   second and ends;
+/// - `/reset`: `text/event-stream`; sends one event, then breaks the body off (a reset);
 /// - anything else: `200` with a JSON body `{"echo": <request body as text>}`.
 ///
 /// Every request is recorded in `seen`.
@@ -678,10 +679,21 @@ impl HttpUpstream {
                                     .collect(),
                                 body: body.clone(),
                             });
-                            type B = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
-                            let resp: hyper::Response<B> = if parts.uri.path() == "/stream" {
-                                let (mut tx, rx) =
-                                    http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+                            type E = Box<dyn std::error::Error + Send + Sync>;
+                            type B = http_body_util::combinators::BoxBody<bytes::Bytes, E>;
+                            let resp: hyper::Response<B> = if parts.uri.path() == "/reset" {
+                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
+                                tokio::spawn(async move {
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    tx.abort("upstream gave up".into());
+                                });
+                                hyper::Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(rx.boxed())
+                                    .unwrap()
+                            } else if parts.uri.path() == "/stream" {
+                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
                                 tokio::spawn(async move {
                                     let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
                                     let _ = tokio::time::timeout(WAIT, release.notified()).await;
@@ -695,7 +707,11 @@ impl HttpUpstream {
                                 let json = serde_json::json!({ "echo": String::from_utf8_lossy(&body) }).to_string();
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(json)).boxed())
+                                    .body(
+                                        http_body_util::Full::new(bytes::Bytes::from(json))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    )
                                     .unwrap()
                             };
                             Ok::<_, std::convert::Infallible>(resp)

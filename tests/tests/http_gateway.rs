@@ -348,3 +348,72 @@ async fn mcp_tool_calls_are_decided_by_tool_name() {
     assert!(requests.contains(&"mcp tools/call read_record".to_string()), "{requests:?}");
     assert!(requests.contains(&"mcp tools/call delete_record".to_string()), "{requests:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_stream_failures_end_cleanly_and_are_journaled() {
+    let mut s = setup("").await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    // The upstream resets after the first event: the caller sees a broken transfer, not a
+    // complete-looking short body.
+    let (_, _, body) = tokio::task::block_in_place(|| curl(&["-N", "-H", &auth, &url(&s, "/reset")]));
+    assert!(body.contains("data: first"), "{body}");
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "15", "-H", &auth, &url(&s, "/reset")])
+            .output()
+            .unwrap()
+    });
+    assert!(!out.status.success(), "curl must report the broken transfer");
+
+    // The caller goes away mid-stream.
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
+    c.write_all(format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    s.upstream.release.notify_one();
+
+    // A large body crosses whole, and whole into the journal.
+    let big: String = (0..2_000_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let file = s._dir.path().join("big.txt");
+    std::fs::write(&file, &big).unwrap();
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url(&s, "/upload"),
+        ])
+    });
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["echo"].as_str().unwrap().len(), big.len());
+
+    let data = s.gw.data_dir().to_path_buf();
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = sessions(&data).iter().filter_map(|l| l["close_reason"].as_str().map(str::to_owned)).collect();
+        if reasons.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reasons.iter().filter(|r| r.starts_with("upstream broke off the body")).count(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "client went away mid-body"), "{reasons:?}");
+    s.gw.stop().await;
+    let list = sessions(&data);
+    let upload = list.iter().find(|l| l["close_reason"] == "complete").unwrap();
+    assert_eq!(upload["bytes_from_client"].as_u64(), Some(big.len() as u64));
+    let frames = replay_json(&data, upload["id"].as_str().unwrap());
+    let sent: Vec<serde_json::Value> = frames.iter().filter(|f| f["head"] != true).cloned().collect();
+    assert_eq!(direction_bytes(&sent, "client_to_upstream"), big.as_bytes());
+}
