@@ -153,6 +153,31 @@ async fn an_api_key_request_is_forwarded_with_the_gateway_credential_over_http1_
     assert!(h2_head.starts_with(b"GET /v1/models HTTP/2\r\n"), "{}", String::from_utf8_lossy(&h2_head));
     assert_eq!(list[0]["close_reason"], "complete");
 
+    // The same exchange as HAR 1.2, for browser developer tools.
+    let out =
+        airlock(&["replay", &request_id, "--format", "har", "--data-dir", &s.gw.data_dir().display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let har: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(har["log"]["version"], "1.2");
+    let entry = &har["log"]["entries"][0];
+    assert_eq!(entry["request"]["method"], "POST");
+    assert!(entry["request"]["url"].as_str().unwrap().ends_with("/v1/chat/completions"));
+    assert_eq!(entry["request"]["postData"]["text"], "{\"q\":\"hi\"}");
+    assert!(
+        entry["request"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "authorization" && h["value"] == "[redacted]")
+    );
+    assert_eq!(entry["response"]["status"], 200);
+    assert_eq!(entry["response"]["content"]["mimeType"], "application/json");
+    assert!(entry["response"]["content"]["text"].as_str().unwrap().contains("echo"));
+    for t in ["send", "wait", "receive"] {
+        assert!(entry["timings"][t].as_f64().unwrap() >= 0.0);
+    }
+    assert!(entry["startedDateTime"].as_str().unwrap().ends_with('Z'));
+
     let journal = whole_journal(s.gw.data_dir());
     assert!(!journal.contains(UPSTREAM_SECRET), "the upstream secret is never journaled");
     assert!(!journal.contains(CALLER_KEY), "the caller's key is never journaled");

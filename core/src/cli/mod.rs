@@ -6,6 +6,7 @@
 mod config_check;
 mod demo;
 pub mod demo_llm;
+mod har;
 mod journal_cmd;
 mod replay;
 mod run;
@@ -168,6 +169,8 @@ enum ReplayFormat {
     Text,
     /// One JSON object per line and frame, payload base64.
     Json,
+    /// HTTP sessions: a HAR 1.2 document (browser developer tools import it).
+    Har,
 }
 
 /// Where a read-only command finds the journal.

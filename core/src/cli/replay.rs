@@ -1,4 +1,4 @@
-//! `airlock replay ID [--format text|json] [--pace]`.
+//! `airlock replay ID [--format text|json|har] [--pace]`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -20,6 +20,11 @@ pub(super) fn replay(args: &JournalArgs, id: &str, format: ReplayFormat, pace: b
     store.session(&id)?.with_context(|| format!("no session {id} in the journal"))?;
     let records = session_records(&store, &id, Some(&master))?;
     let mut out = std::io::stdout().lock();
+    if format == ReplayFormat::Har {
+        let doc = super::har::har(&records)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut prev_us = None;
     for r in &records {
         if pace {
@@ -33,6 +38,7 @@ pub(super) fn replay(args: &JournalArgs, id: &str, format: ReplayFormat, pace: b
         match format {
             ReplayFormat::Json => writeln!(out, "{}", serde_json::to_string(&FrameJson::new(r))?)?,
             ReplayFormat::Text => write_text(&mut out, r)?,
+            ReplayFormat::Har => {}
         }
     }
     Ok(ExitCode::SUCCESS)
