@@ -285,6 +285,10 @@ pub struct RouteConfig {
     /// HTTP routes: the largest request body read for inspection, in bytes. Default: `1048576`.
     #[serde(default = "default_max_inspect_body")]
     pub max_inspect_body: usize,
+    /// HTTP routes: time a caller has to send a whole request head; a slower sender is cut off
+    /// (slowloris). Default: `"30s"`.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
 }
 
 impl RouteConfig {
@@ -376,6 +380,9 @@ fn default_drain_timeout() -> Dur {
 fn default_protocol() -> Protocol {
     Protocol::Tcp
 }
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
 fn default_max_inspect_body() -> usize {
     1024 * 1024
 }
@@ -443,6 +450,8 @@ pub struct Route {
     pub mcp: bool,
     /// HTTP routes: the largest request body read for inspection.
     pub max_inspect_body: usize,
+    /// HTTP routes: time allowed for a request head.
+    pub header_timeout: Duration,
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
@@ -645,6 +654,7 @@ impl Config {
             upstream_http2: r.upstream_http2,
             mcp: r.mcp,
             max_inspect_body: r.max_inspect_body,
+            header_timeout: r.header_timeout.0,
             upstream_client_tls,
         })
     }

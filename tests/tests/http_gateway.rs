@@ -442,3 +442,75 @@ async fn mid_stream_failures_end_cleanly_and_are_journaled() {
     let sent: Vec<serde_json::Value> = frames.iter().filter(|f| f["head"] != true).cloned().collect();
     assert_eq!(direction_bytes(&sent, "client_to_upstream"), big.as_bytes());
 }
+
+/// Sends raw bytes on a fresh connection and returns what comes back until the server closes.
+async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, c.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_header_abuse_get_400_and_slow_senders_are_cut_off() {
+    let mut s = setup_with("header_timeout = \"1s\"", "").await;
+    let addr = s.gw.addr("llm");
+    let auth = format!("Authorization: Bearer {CALLER_KEY}\r\n");
+    // Content-Length with Transfer-Encoding: hyper resolves it as RFC 9112 §6.3 says (chunked
+    // wins, Content-Length is dropped) and closes the connection after the answer; the gateway
+    // re-frames what it forwards, so the upstream never sees the conflicting framing.
+    let resp = raw_exchange(
+        addr,
+        format!("POST /x HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(resp.contains("connection: close"), "{resp:?}");
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"abcd");
+    assert!(!seen[0].headers.iter().any(|(k, v)| k == "content-length" && v == "40"), "{:?}", seen[0].headers);
+    let cases = [
+        (
+            "duplicate CL",
+            format!("POST /x HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ),
+        ("obs-fold", format!("GET /x HTTP/1.1\r\nHost: x\r\n{auth}X-Folded: a\r\n b\r\n\r\n")),
+        (
+            "bad chunk size",
+            format!("POST /x HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
+        ),
+        ("bare CR in a value", format!("GET /x HTTP/1.1\r\nHost: x\r\n{auth}X-Evil: a\rb\r\n\r\n")),
+    ];
+    for (what, req) in &cases {
+        let resp = raw_exchange(addr, req.as_bytes()).await;
+        if std::env::var_os("DBG").is_some() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            eprintln!(
+                "{what}: {resp:?}\n{:#?}",
+                sessions(s.gw.data_dir()).iter().map(|l| l["close_reason"].clone()).collect::<Vec<_>>()
+            );
+        }
+        assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp:?}");
+    }
+    // A slow sender: half a head, then nothing.
+    let started = std::time::Instant::now();
+    let resp = raw_exchange(addr, b"GET /x HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(started.elapsed() < Duration::from_secs(10), "cut off by the header timeout");
+    assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 408"), "{resp:?}");
+    // The bad-chunk request's head had already been forwarded when its body broke: the upstream
+    // saw an aborted request with nothing of the body.
+    let seen = s.upstream.seen();
+    assert!(seen.len() <= 2, "{seen:?}");
+    assert!(seen.iter().skip(1).all(|r| r.body.is_empty()), "{seen:?}");
+    s.gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(s.gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("answered 400") || r.contains("malformed request body")).count(),
+        cases.len(),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.starts_with("the caller did not send a request head")), "{reasons:?}");
+}

@@ -58,8 +58,8 @@ pub(crate) type Body = BoxBody<Bytes, BoxError>;
 const REALM: &str = "airlock";
 /// Body chunks buffered between the journal and the peer, per direction.
 const BODY_QUEUE: usize = 8;
-/// Time allowed for a caller to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers) a caller may send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The pooled client towards one route's upstream.
 #[derive(Debug)]
@@ -121,11 +121,26 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(ctx.route.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX));
     let serving = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
         r = serving => if let Err(e) = r {
-            debug!(route = %ctx.route.name, client = %peer, error = %e, "HTTP connection ended with an error.");
+            // hyper has already answered a malformed head with 400 (smuggling attempts included:
+            // Content-Length with Transfer-Encoding, duplicate lengths, obs-fold, bad chunk sizes,
+            // CR/LF in values) and closed; the journal gets the refusal too.
+            match e.downcast_ref::<hyper::Error>() {
+                Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                    ctx.metrics.error("http_parse");
+                    super::tcp::refuse(&ctx, peer, &format!("malformed HTTP from the caller, answered 400: {h}")).await;
+                }
+                Some(h) if h.is_timeout() => {
+                    ctx.metrics.error("http_header_timeout");
+                    let reason = format!("the caller did not send a request head within {:?}", ctx.route.header_timeout);
+                    super::tcp::refuse(&ctx, peer, &reason).await;
+                }
+                _ => debug!(route = %ctx.route.name, client = %peer, error = %e, "HTTP connection ended with an error."),
+            }
         },
         () = ctx.abort.cancelled() => {}
     }
@@ -311,10 +326,35 @@ fn calls_to_operation(
     calls.into_iter().nth(i).unwrap_or(Operation::Bytes)
 }
 
+/// Framing that hyper tolerates (RFC 9112 lets a server resolve it) but a gateway must not pass
+/// on, because a server behind it may resolve it differently (request smuggling).
+fn framing_abuse(req: &Request<Incoming>) -> Option<&'static str> {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Some("Content-Length together with Transfer-Encoding");
+    }
+    if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Some("more than one Content-Length");
+    }
+    if let Some(te) = h.get(header::TRANSFER_ENCODING)
+        && !te.as_bytes().eq_ignore_ascii_case(b"chunked")
+    {
+        return Some("a Transfer-Encoding other than chunked");
+    }
+    None
+}
+
 async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let ctx = &conn.ctx;
     let route = &ctx.route;
     let started = Instant::now();
+    if let Some(why) = framing_abuse(&req) {
+        ctx.metrics.error("http_parse");
+        super::tcp::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
+        let mut resp = error_response(StatusCode::BAD_REQUEST, "bad_request", why, "-");
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let access = ctx.access.current();
 
     // 1. Who is calling.
@@ -477,7 +517,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         counters: counters.clone(),
         metric: metric("client_to_upstream"),
     };
-    tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
+    let up_task = tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
     let mut up_req = Request::new(forwarded.boxed());
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
@@ -489,8 +529,28 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         match tokio::time::timeout(route.connect_timeout + route.idle_timeout, upstream.client.request(up_req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
+                // If the caller's own body was malformed (an invalid chunk size, say), the failure
+                // is the caller's: 400, not 502.
+                let up_reason = match tokio::time::timeout(Duration::from_secs(1), up_task).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => format!("request body task failed: {e}"),
+                    Err(_) => "request body still streaming".into(),
+                };
+                if up_reason.starts_with("client broke off the body") {
+                    ctx.metrics.error("http_parse");
+                    let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
+                    close(&sj, &counters, started, reason).await;
+                    let mut resp = error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the request body is malformed",
+                        &request_id,
+                    );
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return resp;
+                }
                 ctx.metrics.error("upstream_request");
-                let reason = format!("upstream request to {} failed: {e}", route.upstream);
+                let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
                 warn!(session = %request_id, %reason, "Upstream failed.");
                 close(&sj, &counters, started, reason).await;
                 return error_response(
