@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# HTTP on loopback, side by side in one run: direct (nginx serving a small JSON body) vs nginx
+# `proxy_pass` (keep-alive upstream pool) vs Airlock (API-key auth, credential injection, journal
+# batched and strict). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2 (h2c). Rounds are
+# interleaved so drift hits every target alike.
+#
+#   benches/http_compare.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 5 s per measurement)
+#
+# Needs nginx-light, wrk and nghttp2-client (apt) and a release build of `airlock` (built here).
+# Prints one line per measurement and a Markdown table of medians for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECS=${2:-5}
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --profile bench -q -p airlock
+AIRLOCK=$TARGET/release/airlock
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205
+KEY=ak_bench_0123456789
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<CFG
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  server {
+    listen 127.0.0.1:$ORIGIN;
+    listen 127.0.0.1:$ORIGIN_H2 http2;
+    location / { default_type application/json; return 200 '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}'; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$NGINX_H2 http2;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CFG
+nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
+printf 'sk-upstream-bench' >"$WORK/upstream.key"
+for mode in batched strict; do
+  port=$BATCHED; [ $mode = strict ] && port=$STRICT
+  cat >"$WORK/$mode.toml" <<CFG
+[journal]
+data_dir = "$WORK/data-$mode"
+durability = "$mode"
+[admin]
+enabled = false
+[[route]]
+name = "bench"
+listen = "127.0.0.1:$port"
+protocol = "http"
+upstream = "127.0.0.1:$ORIGIN"
+max_connections = 10000
+[[route.credential]]
+header = "authorization"
+prefix = "Bearer "
+file = "$WORK/upstream.key"
+[[identity.api_key]]
+name = "bench"
+sha256 = "$HASH"
+roles = ["agent"]
+CFG
+  "$AIRLOCK" run --config "$WORK/$mode.toml" --log=warn & PIDS+=($!)
+done
+for p in $ORIGIN $NGINX $BATCHED $STRICT; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+
+# wrk: rps and p50 latency (ms).
+h1() {
+  local out; out=$(wrk -t2 -c32 -d"${SECS}s" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1)
+  local rps p50
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  echo "$rps $p50"
+}
+# h2load: rps (32 clients, 10 streams each).
+h2() {
+  local n=$((SECS * 8000))
+  h2load -n "$n" -c 32 -m 10 -H "authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1 |
+    awk '/^finished in/ {gsub(/,/,""); print $4}'
+}
+
+declare -A H1 H2 P50
+targets="direct nginx airlock_batched airlock_strict"
+port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+for round in $(seq "$ROUNDS"); do
+  for t in $targets; do
+    read -r rps p50 < <(h1 "$(port_h1 $t)")
+    r2=$(h2 "$(port_h2 $t)")
+    echo "round $round  $t  http1 ${rps} req/s p50 ${p50} ms  http2 ${r2} req/s"
+    H1[$t]="${H1[$t]:-} $rps"; P50[$t]="${P50[$t]:-} $p50"; H2[$t]="${H2[$t]:-} $r2"
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s–%s", lo, hi}'; }
+nginx1=$(median <<<"${H1[nginx]}"); nginx2=$(median <<<"${H2[nginx]}"); direct_p50=$(median <<<"${P50[direct]}")
+echo
+echo "| target | HTTP/1.1 req/s (median, range) | × nginx | p50 ms | added p50 vs direct | HTTP/2 req/s (median, range) | × nginx |"
+echo "|---|---|---|---|---|---|---|"
+for t in $targets; do
+  m1=$(median <<<"${H1[$t]}"); m2=$(median <<<"${H2[$t]}"); p=$(median <<<"${P50[$t]}")
+  printf '| %s | %.0f (%s) | %.2f | %.3f | %+.3f | %.0f (%s) | %.2f |\n' "$t" "$m1" "$(range <<<"${H1[$t]}")" \
+    "$(echo "$m1 / $nginx1" | bc -l)" "$p" "$(echo "$p - $direct_p50" | bc -l)" "$m2" "$(range <<<"${H2[$t]}")" \
+    "$(echo "$m2 / $nginx2" | bc -l)"
+done
