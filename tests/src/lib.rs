@@ -637,6 +637,8 @@ pub struct SeenRequest {
 /// - `/stream`: `text/event-stream`; sends one event, waits for `release` (bounded), sends a
 ///   second and ends;
 /// - `/reset`: `text/event-stream`; sends one event, then breaks the body off (a reset);
+/// - `/endless`: `text/event-stream`; sends one event, waits for `release`, then an event every
+///   10 ms for up to 5 s (a stream the caller leaves);
 /// - anything else: `200` with a JSON body `{"echo": <request body as text>}`.
 ///
 /// Every request is recorded in `seen`.
@@ -687,6 +689,22 @@ impl HttpUpstream {
                                     let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
                                     tokio::time::sleep(Duration::from_millis(50)).await;
                                     tx.abort("upstream gave up".into());
+                                });
+                                hyper::Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(rx.boxed())
+                                    .unwrap()
+                            } else if parts.uri.path() == "/endless" {
+                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
+                                tokio::spawn(async move {
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
+                                    let _ = tokio::time::timeout(WAIT, release.notified()).await;
+                                    for _ in 0..500 {
+                                        if tx.send_data(bytes::Bytes::from_static(b"data: more\n\n")).await.is_err() {
+                                            break;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(10)).await;
+                                    }
                                 });
                                 hyper::Response::builder()
                                     .header("content-type", "text/event-stream")

@@ -392,7 +392,7 @@ async fn mid_stream_failures_end_cleanly_and_are_journaled() {
 
     // The caller goes away mid-stream.
     let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
-    c.write_all(format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n").as_bytes())
+    c.write_all(format!("GET /endless HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut got = Vec::new();

@@ -442,7 +442,10 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
     let request_id = sj.id().to_string();
     let counters = Arc::new(Counters::default());
-    match journal_admission(ctx, &sj, &access, principal, &admission, &operation).await {
+    let strict = ctx.journal.durability() == Durability::Strict;
+    // The decision's receipt is covered by the request head's (strict), or by the close record's
+    // (batched, where nothing waits for the disk before forwarding).
+    match journal_admission(ctx, &sj, &access, principal, &admission, &operation, false).await {
         Err(e) => {
             ctx.metrics.error("journal_write");
             close(&sj, &counters, started, format!("journal write failed: {e}")).await;
@@ -496,7 +499,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
     let head = head_text(&request_line, &headers, &secret);
-    if let Err(e) = journal_durable(&sj, sj.http_head(Direction::ClientToUpstream, &head).await).await {
+    if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head).await, strict).await {
         close(&sj, &counters, started, format!("journal write failed: {e}")).await;
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -505,7 +508,6 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             &request_id,
         );
     }
-    let strict = ctx.journal.durability() == Durability::Strict;
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
     let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
@@ -577,9 +579,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         parts.headers.insert(HeaderName::from_static("x-request-id"), v);
     }
     let status_line = format!("{} {}", version_text(parts.version), parts.status);
-    if let Err(e) = journal_durable(
-        &sj,
+    if let Err(e) = journal_record(
         sj.http_head(Direction::UpstreamToClient, &head_text(&status_line, &parts.headers, &[])).await,
+        strict,
     )
     .await
     {
@@ -609,12 +611,17 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     Response::from_parts(parts, delivered.boxed())
 }
 
-/// Waits for a record's receipt.
-async fn journal_durable(
-    _sj: &SessionJournal,
+/// Strict: waits until the record is durable. Batched: only checks that the journal took it (a
+/// later failure still ends the session, through the receipts the body pumps await).
+async fn journal_record(
     receipt: Result<crate::journal::Receipt, crate::journal::JournalError>,
+    strict: bool,
 ) -> Result<(), String> {
-    receipt.map_err(|e| e.to_string())?.await.map(|_| ()).map_err(|e| e.to_string())
+    let receipt = receipt.map_err(|e| e.to_string())?;
+    if strict {
+        receipt.await.map(|_| ()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// How a body is cut into journal frames: by the protocol unit when the content type names one
@@ -748,7 +755,7 @@ impl Pump {
                         }
                     }
                     if let Err(e) =
-                        journal_durable(&self.sj, self.sj.data(self.direction, true, &Bytes::new()).await).await
+                        journal_record(self.sj.data(self.direction, true, &Bytes::new()).await, self.strict).await
                     {
                         return self.fail("journal write failed", format!("journal write failed: {e}"));
                     }
@@ -778,7 +785,7 @@ impl Pump {
                         if let Ok(trailers) = frame.into_trailers() {
                             let text = head_text("(trailers)", &trailers, &[]);
                             if let Err(e) =
-                                journal_durable(&self.sj, self.sj.http_head(self.direction, &text).await).await
+                                journal_record(self.sj.http_head(self.direction, &text).await, self.strict).await
                             {
                                 return self.fail("journal write failed", format!("journal write failed: {e}"));
                             }

@@ -138,7 +138,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     debug!(%session, route = %route.name, client = %peer, "Session opened.");
 
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
-    let end = match journal_admission(&ctx, &sj, &access, principal, &admission, &Request::Bytes).await {
+    let end = match journal_admission(&ctx, &sj, &access, principal, &admission, &Request::Bytes, true).await {
         Err(e) => End::journal(e).reason(),
         Ok(Some(denial)) => {
             let refusal = denial.message;
@@ -255,9 +255,9 @@ fn deadline_at(unix_secs: i64) -> Instant {
     Instant::now() + std::time::Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
 }
 
-/// Journals the admission decision and waits until it (and the session-open record before it) is
-/// durable — write-ahead: nothing is opened upstream before both are on record. Returns the
-/// denial if the caller may not proceed (its request id is the session id).
+/// Journals the admission decision and, with `wait`, waits until it (and the session-open record
+/// before it) is durable — write-ahead: nothing is opened upstream before both are on record.
+/// Returns the denial if the caller may not proceed (its request id is the session id).
 pub(crate) async fn journal_admission(
     ctx: &SessionCtx,
     sj: &SessionJournal,
@@ -265,6 +265,7 @@ pub(crate) async fn journal_admission(
     principal: Option<&Principal>,
     admission: &Result<crate::policy::Decision, AuthError>,
     request: &Request,
+    wait: bool,
 ) -> Result<Option<Denial>, JournalError> {
     let route = &ctx.route.name;
     let label = principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label);
@@ -308,7 +309,12 @@ pub(crate) async fn journal_admission(
         Ok(d) => ("request", d.effect),
     };
     ctx.metrics.decisions.get_or_create(&DecisionLabels { route: route.clone(), phase, effect: effect.as_str() }).inc();
-    sj.decision(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    let receipt = sj.decision(meta).await?;
+    // Without `wait`, the caller's next awaited record covers this one (the writer commits in
+    // order and refuses everything after a failure).
+    if wait {
+        receipt.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    }
     Ok(refusal)
 }
 
@@ -394,7 +400,7 @@ async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Op
         let access = ctx.access.current();
         let sj = open_session(ctx, peer, None, None, Some(&access), false, None).await?;
         if let Some(e) = authn {
-            journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes).await?;
+            journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes, true).await?;
         }
         let meta = CloseMeta {
             reason: reason.into(),
