@@ -285,6 +285,11 @@ pub struct RouteConfig {
     /// HTTP routes: the largest request body read for inspection, in bytes. Default: `1048576`.
     #[serde(default = "default_max_inspect_body")]
     pub max_inspect_body: usize,
+    /// HTTP routes: keep the caller's `X-Forwarded-For` and append the peer to it (set this only
+    /// when the callers are trusted proxies). Default: `false` — the header is replaced by the
+    /// peer's address, so a caller cannot forge its origin.
+    #[serde(default)]
+    pub trust_forwarded: bool,
     /// HTTP routes: time a caller has to send a whole request head; a slower sender is cut off
     /// (slowloris). Default: `"30s"`.
     #[serde(default = "default_header_timeout")]
@@ -452,6 +457,8 @@ pub struct Route {
     pub max_inspect_body: usize,
     /// HTTP routes: time allowed for a request head.
     pub header_timeout: Duration,
+    /// HTTP routes: append to a caller's `X-Forwarded-For` instead of replacing it.
+    pub trust_forwarded: bool,
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
@@ -655,6 +662,7 @@ impl Config {
             mcp: r.mcp,
             max_inspect_body: r.max_inspect_body,
             header_timeout: r.header_timeout.0,
+            trust_forwarded: r.trust_forwarded,
             upstream_client_tls,
         })
     }

@@ -482,9 +482,15 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    headers.remove(HeaderName::from_static("x-forwarded-for"));
-    if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let peer_ip = conn.peer.ip().to_string();
+    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) if route.trust_forwarded => format!("{prior}, {peer_ip}"),
+        _ => peer_ip,
+    };
+    headers.remove(&xff);
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(xff, v);
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
