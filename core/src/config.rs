@@ -540,7 +540,8 @@ impl Config {
             if !names.insert(route.name.clone()) {
                 return Err(invalid(format!("route[{}].name", r.name), "two routes have this name"));
             }
-            if !listens.insert(route.listen) {
+            // Port 0 asks the OS for a free port: several routes may say so.
+            if route.listen.port() != 0 && !listens.insert(route.listen) {
                 return Err(invalid(format!("route[{}].listen", r.name), "another route listens on this address"));
             }
             routes.push(Arc::new(route));

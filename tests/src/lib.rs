@@ -655,6 +655,15 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Starts the server.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts the server behind TLS (HTTPS) with `acceptor`.
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         use http_body_util::BodyExt as _;
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -664,6 +673,7 @@ impl HttpUpstream {
         tokio::spawn(async move {
             while let Ok((stream, _)) = l.accept().await {
                 let (seen, release) = (s2.clone(), r2.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (seen, release) = (seen.clone(), release.clone());
@@ -735,9 +745,17 @@ impl HttpUpstream {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls_stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls_stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -515,3 +515,32 @@ async fn smuggling_and_header_abuse_get_400_and_slow_senders_are_cut_off() {
     );
     assert!(reasons.iter().any(|r| r.starts_with("the caller did not send a request head")), "{reasons:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified() {
+    let pki = TestPki::new();
+    let upstream = HttpUpstream::start_tls(pki.acceptor()).await;
+    let stranger = TestPki::new();
+    let config = format!(
+        "[[route]]\nname = \"good\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{0}\"\nanonymous = true\n\
+         upstream_tls = {{ ca = \"{1}\", server_name = \"localhost\" }}\n\n\
+         [[route]]\nname = \"bad\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{0}\"\nanonymous = true\n\
+         upstream_tls = {{ ca = \"{2}\", server_name = \"localhost\" }}\n",
+        upstream.addr,
+        pki.ca_pem.display(),
+        stranger.ca_pem.display()
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let good = format!("http://{}/v1/models", gw.addr("good"));
+    let bad = format!("http://{}/v1/models", gw.addr("bad"));
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&[&good]));
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&[&bad]));
+    assert_eq!(code, 502, "{body}");
+    assert!(!body.contains("certificate"), "no internals in the caller's error: {body}");
+    assert_eq!(upstream.seen().len(), 1, "the unverified upstream got nothing");
+    gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("upstream request to") && r.contains("failed")), "{reasons:?}");
+}
