@@ -285,6 +285,15 @@ pub struct RouteConfig {
     /// HTTP routes: the largest request body read for inspection, in bytes. Default: `1048576`.
     #[serde(default = "default_max_inspect_body")]
     pub max_inspect_body: usize,
+    /// HTTP routes: time the upstream has to send its response head. Default: `"5m"` (a model
+    /// may think before it answers).
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: Dur,
+    /// HTTP routes: time a whole exchange may take, request to the end of the response body.
+    /// Default: none (streams may run as long as they keep moving; `idle_timeout` still applies
+    /// between frames).
+    #[serde(default)]
+    pub request_timeout: Option<Dur>,
     /// HTTP routes: keep the caller's `X-Forwarded-For` and append the peer to it (set this only
     /// when the callers are trusted proxies). Default: `false` — the header is replaced by the
     /// peer's address, so a caller cannot forge its origin.
@@ -385,6 +394,9 @@ fn default_drain_timeout() -> Dur {
 fn default_protocol() -> Protocol {
     Protocol::Tcp
 }
+fn default_first_byte_timeout() -> Dur {
+    Dur(Duration::from_secs(300))
+}
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
@@ -459,6 +471,10 @@ pub struct Route {
     pub header_timeout: Duration,
     /// HTTP routes: append to a caller's `X-Forwarded-For` instead of replacing it.
     pub trust_forwarded: bool,
+    /// HTTP routes: time allowed for the upstream's response head.
+    pub first_byte_timeout: Duration,
+    /// HTTP routes: time allowed for a whole exchange.
+    pub request_timeout: Option<Duration>,
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
@@ -664,6 +680,8 @@ impl Config {
             max_inspect_body: r.max_inspect_body,
             header_timeout: r.header_timeout.0,
             trust_forwarded: r.trust_forwarded,
+            first_byte_timeout: r.first_byte_timeout.0,
+            request_timeout: r.request_timeout.map(|d| d.0),
             upstream_client_tls,
         })
     }

@@ -544,3 +544,30 @@ async fn https_upstreams_are_verified() {
         sessions(gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
     assert!(reasons.iter().any(|r| r.starts_with("upstream request to") && r.contains("failed")), "{reasons:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_ended_by_the_idle_timeout() {
+    let mut s = setup_with("idle_timeout = \"1s\"", "").await;
+    let started = std::time::Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-N",
+                "--max-time",
+                "15",
+                "-H",
+                &format!("Authorization: Bearer {CALLER_KEY}"),
+                &url(&s, "/endless"),
+            ])
+            .output()
+            .unwrap()
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("data: first"));
+    assert!(!out.status.success(), "curl must see the stream broken off");
+    s.gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(s.gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(reasons, ["upstream sent nothing for 1s"]);
+}

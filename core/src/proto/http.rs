@@ -516,9 +516,12 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     }
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
+    let deadline = route.request_timeout.map(|t| started + t);
     let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
     let up = Pump {
         tx,
+        idle: route.idle_timeout,
+        deadline,
         sj: sj.clone(),
         direction: Direction::ClientToUpstream,
         strict,
@@ -534,7 +537,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
 
     // 4. The response, streamed back as it is journaled.
     let resp =
-        match tokio::time::timeout(route.connect_timeout + route.idle_timeout, upstream.client.request(up_req)).await {
+        match tokio::time::timeout(route.connect_timeout + route.first_byte_timeout, upstream.client.request(up_req))
+            .await
+        {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 // If the caller's own body was malformed (an invalid chunk size, say), the failure
@@ -602,6 +607,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let (tx, delivered) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
     let down = Pump {
         tx,
+        idle: route.idle_timeout,
+        deadline,
         sj: sj.clone(),
         direction: Direction::UpstreamToClient,
         strict,
@@ -693,6 +700,10 @@ impl Framer {
 /// forwards it.
 struct Pump {
     tx: Sender<Bytes, BoxError>,
+    /// Longest wait for the next frame.
+    idle: Duration,
+    /// When the whole exchange must be over, if the route sets a limit.
+    deadline: Option<Instant>,
     sj: Arc<SessionJournal>,
     direction: Direction,
     strict: bool,
@@ -749,7 +760,21 @@ impl Pump {
         let (from, to) = self.sides();
         let mut buf = bytes::BytesMut::new();
         loop {
-            match body.frame().await {
+            let next = async {
+                match self.deadline {
+                    Some(d) => tokio::time::timeout_at(d, body.frame()).await.map_err(|_| "the request timeout"),
+                    None => Ok(body.frame().await),
+                }
+            };
+            let frame = match tokio::time::timeout(self.idle, next).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(what)) => return self.fail("timeout", format!("{what} passed mid-body")),
+                Err(_) => {
+                    let idle = self.idle;
+                    return self.fail("idle timeout", format!("{from} sent nothing for {idle:?}"));
+                }
+            };
+            match frame {
                 None => {
                     let rest = match framer.finish(&mut buf) {
                         Ok(rest) => rest,
