@@ -1,7 +1,10 @@
-//! Token validation with a warm JWKS cache, per algorithm: the whole `OidcProvider::verify` path
-//! (size check, header peek, key lookup, signature, claims, principal). The anchor measured in the
-//! same run is the bare signature verification through aws-lc-rs (`*_signature_only`), so the
-//! ratio shows what the gateway adds on top of the cryptography.
+//! Token validation with a warm JWKS cache, per algorithm:
+//! - `*_verify`: full verification (`OidcProvider::verify_fully`: size check, header peek, key
+//!   lookup, signature, claims, principal) — a token the gateway has not seen before;
+//! - `*_repeat`: `OidcProvider::verify`, the path every request takes — the same token again is
+//!   answered from the verified-token cache (hash, lookup, `exp`/`nbf` re-checked);
+//! - `*_signature_only`: the anchor, the bare signature verification through aws-lc-rs in the
+//!   same run, so the ratio shows what the gateway adds on top of the cryptography.
 //!
 //! Run: `cargo bench -p airlock-benches --bench token_validation`. Results in BENCHMARKS.md.
 #![expect(clippy::unwrap_used, reason = "a benchmark whose set-up fails should stop loudly")]
@@ -101,6 +104,9 @@ fn token_validation(c: &mut Criterion) {
         let t = token(key, alg, kid);
         assert!(rt.block_on(provider.verify(&t)).is_ok(), "{name} token must verify");
         group.bench_function(format!("{name}_verify"), |b| {
+            b.iter(|| rt.block_on(provider.verify_fully(std::hint::black_box(&t))).unwrap())
+        });
+        group.bench_function(format!("{name}_repeat"), |b| {
             b.iter(|| rt.block_on(provider.verify(std::hint::black_box(&t))).unwrap())
         });
         let (msg, sig) = split(&t);

@@ -70,6 +70,9 @@ pub struct KeySource {
     settings: KeySourceSettings,
     /// `None` for keys given once (a JWKS file): never fetched, never stale.
     http: Option<HttpClient>,
+    /// Bumped whenever a new key set is put in place, so verified-token caches know their
+    /// entries were checked against keys that may have gone.
+    generation: std::sync::atomic::AtomicU64,
     cache: RwLock<Cache>,
     refreshing: Mutex<()>,
 }
@@ -83,7 +86,13 @@ struct Discovery {
 impl KeySource {
     /// A key source that fetches lazily, on the first token.
     pub fn new(settings: KeySourceSettings, http: HttpClient) -> Self {
-        Self { settings, http: Some(http), cache: RwLock::new(Cache::default()), refreshing: Mutex::new(()) }
+        Self {
+            settings,
+            http: Some(http),
+            cache: RwLock::new(Cache::default()),
+            refreshing: Mutex::new(()),
+            generation: Default::default(),
+        }
     }
 
     /// A key source with a fixed key set (a JWKS document given in the config): it is never
@@ -92,7 +101,13 @@ impl KeySource {
         let keys = parse_jwks(jwks)?;
         settings.max_age = Duration::MAX;
         let cache = Cache { keys, fetched: Some(Instant::now()), ..Cache::default() };
-        Ok(Self { settings, http: None, cache: RwLock::new(cache), refreshing: Mutex::new(()) })
+        Ok(Self {
+            settings,
+            http: None,
+            cache: RwLock::new(cache),
+            refreshing: Mutex::new(()),
+            generation: Default::default(),
+        })
     }
 
     /// The key that verifies a token with this header `kid` and `alg`.
@@ -134,6 +149,7 @@ impl KeySource {
                 Ok(keys) => {
                     info!(issuer = %self.settings.issuer, keys = keys.len(), "Fetched signing keys.");
                     cache.keys = keys;
+                    self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     cache.fetched = Some(Instant::now());
                     cache.last_error = None;
                 }
@@ -158,6 +174,13 @@ impl KeySource {
             (None, Some(kid)) => AuthError::UnknownKey(super::truncate(kid, 64)),
             (None, None) => AuthError::UnknownKey("(none)".into()),
         })
+    }
+
+    /// The key-set generation, if the keys may still be used (fetched, and younger than
+    /// `max_age`): a verification cached under this generation is still backed by those keys.
+    pub async fn usable_generation(&self) -> Option<u64> {
+        let cache = self.cache.read().await;
+        self.is_fresh(&cache).then(|| self.generation.load(std::sync::atomic::Ordering::Acquire))
     }
 
     fn is_fresh(&self, cache: &Cache) -> bool {

@@ -58,11 +58,26 @@ pub struct OidcSettings {
     pub keys: KeySourceSettings,
 }
 
+/// Most verified tokens remembered per provider.
+const VERIFIED_CACHE_ENTRIES: usize = 10_000;
+
+/// A token that passed full verification, remembered so the same token on the next request costs
+/// a hash and a lookup instead of a signature check. An entry is used only while the key set it
+/// was checked against is still in place and fresh, and only within the token's `exp`/`nbf`.
+#[derive(Debug, Clone)]
+struct Verified {
+    principal: Principal,
+    exp: i64,
+    nbf: Option<i64>,
+    generation: u64,
+}
+
 /// A configured OpenID provider.
 #[derive(Debug)]
 pub struct OidcProvider {
     settings: OidcSettings,
     keys: KeySource,
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
 
 /// What [`peek`] reads from a token before its signature is checked. Used only to pick the
@@ -88,6 +103,12 @@ fn segment_json(seg: &str, what: &str) -> Result<Map<String, Value>, AuthError> 
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(AuthError::Malformed(format!("{what} is not a JSON object"))),
     }
+}
+
+/// A numeric claim of a token already verified (used to remember `nbf`).
+fn peek_claim_i64(token: &str, claim: &str) -> Option<i64> {
+    let c = token.split('.').nth(1)?;
+    segment_json(c, "claims").ok()?.get(claim)?.as_f64().map(|v| v as i64)
 }
 
 /// Reads the header's `alg` (refusing `none` and HMAC outright) and the unverified `iss`.
@@ -124,13 +145,13 @@ impl OidcProvider {
     /// A provider whose keys are fetched (and discovered, when no JWKS URL is configured).
     pub fn new(settings: OidcSettings, http: HttpClient) -> Self {
         let keys = KeySource::new(settings.keys.clone(), http);
-        Self { settings, keys }
+        Self { settings, keys, verified: Default::default() }
     }
 
     /// A provider with a fixed key set (a `jwks_file`, or a benchmark): never fetched.
     pub fn with_static_keys(settings: OidcSettings, jwks: &[u8]) -> Result<Self, String> {
         let keys = KeySource::with_static_keys(settings.keys.clone(), jwks)?;
-        Ok(Self { settings, keys })
+        Ok(Self { settings, keys, verified: Default::default() })
     }
 
     /// The issuer, as tokens carry it.
@@ -154,6 +175,44 @@ impl OidcProvider {
         if token.len() > s.max_token_bytes {
             return Err(AuthError::TooLarge { len: token.len(), max: s.max_token_bytes });
         }
+        let digest: [u8; 32] = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        };
+        if let Some(p) = self.cached(&digest).await {
+            return Ok(p);
+        }
+        let generation = self.keys.usable_generation().await;
+        let principal = self.verify_fully(token).await?;
+        if let (Some(generation), Some(exp)) = (generation, principal.expires_at)
+            && let Ok(mut cache) = self.verified.lock()
+        {
+            if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.clear();
+            }
+            let nbf = peek_claim_i64(token, "nbf");
+            cache.insert(digest, Verified { principal: principal.clone(), exp, nbf, generation });
+        }
+        Ok(principal)
+    }
+
+    /// A remembered verification that still holds: same key generation, keys still fresh, and
+    /// the clock inside `nbf`..`exp` (with leeway). Anything else goes through full verification.
+    async fn cached(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let entry = self.verified.lock().ok()?.get(digest).cloned()?;
+        let generation = self.keys.usable_generation().await?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let leeway = self.settings.leeway.as_secs() as i64;
+        let timely = now <= entry.exp + leeway && entry.nbf.is_none_or(|nbf| now + leeway >= nbf);
+        (entry.generation == generation && timely).then_some(entry.principal)
+    }
+
+    /// Full verification — header, key, signature, claims — without the verified-token cache.
+    /// [`OidcProvider::verify`] is what the gateway calls; this is its cold path.
+    pub async fn verify_fully(&self, token: &str) -> Result<Principal, AuthError> {
+        let s = &self.settings;
         // Our own header check first: jsonwebtoken would also refuse these, but only after a key
         // lookup, and with less specific errors.
         peek(token)?;

@@ -309,3 +309,20 @@ proptest::proptest! {
         fuzz_peek(t.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let f = fixture_with(OidcSettings { leeway: Duration::ZERO, ..settings() });
+    let mut c = claims();
+    c["exp"] = json!(now() + 1);
+    let token = sign(&f.ec, Algorithm::ES256, "ec", &c);
+    assert!(verify(&f, &token).await.is_ok());
+    assert!(verify(&f, &token).await.is_ok(), "the second time comes from the cache");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(verify(&f, &token).await, Err(AuthError::Expired), "the cache never outlives exp");
+    // A token that was refused is not remembered as good.
+    let mut bad = token.clone();
+    bad.push('A');
+    assert!(verify(&f, &bad).await.is_err());
+    assert!(verify(&f, &bad).await.is_err());
+}
