@@ -77,3 +77,31 @@ async fn a_provider_that_is_not_running_fails_closed() {
     let r = access.identity.authenticate_bearer(&forged).await;
     assert!(matches!(r, Err(AuthError::KeysUnavailable(_))), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_accepts_the_providers_tokens_on_an_http_route() {
+    let idp = OidcServer::start().unwrap();
+    let upstream = HttpUpstream::start().await;
+    let config = format!(
+        "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\nallow_roles = [\"agent\"]\n\n{}",
+        upstream.addr,
+        identity_config(&idp.issuer, "")
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let url = format!("http://{}/v1/models", gw.addr("api"));
+    let agent = idp.client_credentials_token("agent", "agent-secret").unwrap();
+    let (code, _, body) =
+        tokio::task::block_in_place(|| curl(&["-H", &format!("Authorization: Bearer {agent}"), &url]));
+    assert_eq!(code, 200, "{body}");
+    // `ops` is a clinician, not an agent: the route refuses it.
+    let ops = idp.client_credentials_token("ops", "ops-secret").unwrap();
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &format!("Authorization: Bearer {ops}"), &url]));
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "route:api:allow_roles");
+    assert_eq!(upstream.seen().len(), 1);
+    assert!(upstream.seen()[0].headers.iter().all(|(k, _)| k != "authorization"), "the caller's token is stripped");
+    gw.stop().await;
+    let principals: Vec<String> =
+        sessions(gw.data_dir()).iter().map(|s| s["principal"].as_str().unwrap().to_string()).collect();
+    assert_eq!(principals, ["oidc:corp/agent", "oidc:corp/ops"]);
+}
