@@ -571,3 +571,42 @@ async fn a_stalled_stream_is_ended_by_the_idle_timeout() {
         sessions(s.gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(reasons, ["upstream sent nothing for 1s"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_callers_negotiate_http2_by_alpn() {
+    let pki = TestPki::new();
+    let upstream = HttpUpstream::start().await;
+    let config = format!(
+        "[[route]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\nanonymous = true\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        upstream.addr,
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let port = gw.addr("tls").port();
+    let version = |flag: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "15", flag, "--cacert"])
+            .arg(&pki.ca_pem)
+            .args([
+                "--resolve",
+                &format!("localhost:{port}:127.0.0.1"),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg(format!("https://localhost:{port}/v1/models"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(tokio::task::block_in_place(|| version("--http2")), "2 200");
+    assert_eq!(tokio::task::block_in_place(|| version("--http1.1")), "1.1 200");
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    assert_eq!(list.len(), 2);
+    let frames = replay_json(gw.data_dir(), list[0]["id"].as_str().unwrap());
+    assert_eq!(frames[0]["meta"]["tls"]["alpn"], "h2");
+}
