@@ -128,6 +128,8 @@ pub async fn serve(listener: TcpListener, key: String) {
     let key: Arc<str> = Arc::from(key);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
+        // Small streamed writes must not wait for the peer's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         let key = key.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
