@@ -8,12 +8,13 @@
 //! real peer, a proptest and a fuzz target whose logic lives here.
 //!
 //! Modules: [`sse`] (text/event-stream), [`ndjson`] (JSON Lines), [`grpc`] (length-prefixed
-//! messages, gzip), [`jsonrpc`] (JSON-RPC 2.0 and MCP tool calls). PostgreSQL arrives with its
-//! driver; the raw TCP driver forwards bytes without decoding.
+//! messages, gzip), [`jsonrpc`] (JSON-RPC 2.0 and MCP tool calls), [`postgres`] (the
+//! frontend/backend protocol 3.0). The raw TCP driver forwards bytes without decoding.
 
 pub mod grpc;
 pub mod jsonrpc;
 pub mod ndjson;
+pub mod postgres;
 pub mod sse;
 
 use bytes::{Bytes, BytesMut};
