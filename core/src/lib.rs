@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod deny;
 mod error;
+pub mod filter;
 pub mod gateway;
 pub mod identity;
 pub mod journal;

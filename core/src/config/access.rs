@@ -270,6 +270,8 @@ pub struct Access {
     pub identity: Identity,
     /// Authorization.
     pub policy: Policy,
+    /// The request-phase filter chain (the policy first; plugins later).
+    pub chain: crate::filter::FilterChain,
     /// Break-glass webhook URL.
     pub break_glass_webhook: Option<String>,
     /// Outbound HTTP (JWKS, discovery, webhooks).
@@ -287,6 +289,18 @@ fn check_url(field: &str, s: &str) -> Result<(), ConfigError> {
     match s.parse::<hyper::Uri>() {
         Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
         _ => Err(invalid(field, format!("`{s}` is not an http(s) URL"))),
+    }
+}
+
+impl Access {
+    /// The decision for `req` by `principal` on `route`, from the filter chain.
+    pub fn decide(
+        &self,
+        route: &str,
+        principal: &crate::identity::Principal,
+        req: &crate::policy::Request,
+    ) -> crate::policy::Decision {
+        self.chain.decide(&crate::filter::RequestCx { route, principal }, req, &self.policy.version)
     }
 }
 
@@ -411,6 +425,7 @@ impl Config {
         }
         Ok(Arc::new(Access {
             identity: Identity { oidc, api_keys: ApiKeys::new(keys), certificates: CertificateMapper::new(cert_rules) },
+            chain: crate::filter::FilterChain::new(vec![Box::new(crate::filter::PolicyFilter(policy.clone()))]),
             policy,
             break_glass_webhook: self.break_glass.as_ref().and_then(|b| b.webhook.clone()),
             http,

@@ -319,9 +319,8 @@ fn calls_to_operation(
     route: &str,
     p: Option<&Principal>,
 ) -> Operation {
-    let refused = p.and_then(|p| {
-        calls.iter().position(|op| access.policy.evaluate(route, p, op).effect != crate::policy::Effect::Allow)
-    });
+    let refused =
+        p.and_then(|p| calls.iter().position(|op| access.decide(route, p, op).effect != crate::policy::Effect::Allow));
     let i = refused.unwrap_or(0);
     calls.into_iter().nth(i).unwrap_or(Operation::Bytes)
 }
@@ -414,7 +413,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             reason: why.clone(),
             policy_version: access.policy.version.clone(),
         }),
-        (Ok(p), None) => Ok(access.policy.evaluate(&route.name, p, &operation)),
+        (Ok(p), None) => Ok(access.decide(&route.name, p, &operation)),
     };
 
     // 2. The session (this request) and its decision, durable before anything is forwarded.

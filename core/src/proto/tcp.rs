@@ -120,7 +120,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         },
     };
     let admission = match &identified {
-        Ok(p) => Ok(access.policy.evaluate(&route.name, p, &Request::Bytes)),
+        Ok(p) => Ok(access.decide(&route.name, p, &Request::Bytes)),
         Err(e) => Err(e.clone()),
     };
     let principal = identified.as_ref().ok();
