@@ -361,6 +361,36 @@ async fn mcp_tool_calls_are_decided_by_tool_name() {
     assert_eq!(code, 403);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "inspect:body");
 
+    // Bodies an MCP route cannot inspect are refused: not JSON-RPC, or compressed.
+    let u = url(&s, "/mcp");
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            auth.as_str(),
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "tools/call delete_record",
+            u.as_str(),
+        ])
+    });
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "inspect:body");
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            auth.as_str(),
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            read,
+            u.as_str(),
+        ])
+    });
+    assert_eq!(code, 403);
+
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 3, "initialize, tools/list and the allowed call reached the upstream");
     assert_eq!(seen[2].body, read.as_bytes(), "the inspected body is forwarded unchanged");

@@ -44,7 +44,13 @@ fn body_json(bytes: &[u8], mime: &str, post: bool) -> Value {
         }
     };
     if post {
-        json!({"mimeType": mime, "text": text})
+        // HAR 1.2's postData has no `encoding`: say so in a custom field rather than pass base64
+        // off as the body.
+        let mut v = json!({"mimeType": mime, "params": [], "text": text});
+        if let Some(e) = encoding {
+            v["_encoding"] = json!(e);
+        }
+        v
     } else {
         let mut v = json!({"size": bytes.len(), "mimeType": mime, "text": text});
         if let Some(e) = encoding {
@@ -93,10 +99,21 @@ pub(super) fn har(records: &[SessionRecord]) -> anyhow::Result<Value> {
     let started = records.first().map_or(0, |r| r.record.time_us);
     let scheme = if open.tls.is_some() { "https" } else { "http" };
 
-    // The request: its journaled head, or for a refused request the decision's summary.
+    // The request: its journaled head, or for a refused request the decision's summary
+    // (`GET /path`, `/package.Service/Method` for gRPC, `mcp tools/call NAME` for MCP).
     let (req_first, req_headers) = match heads[0].first() {
         Some((_, h)) => (h.first.clone(), h.headers.clone()),
-        None => (format!("{} HTTP/1.1", summary.unwrap_or_else(|| "GET /".into())), Vec::new()),
+        None => {
+            let summary = summary.unwrap_or_default();
+            let line = match summary.split_once(' ') {
+                Some((m, p)) if p.starts_with('/') && !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => {
+                    format!("{m} {p} HTTP/1.1")
+                }
+                _ if summary.starts_with('/') => format!("POST {summary} HTTP/2"),
+                _ => "POST / HTTP/1.1".to_owned(),
+            };
+            (line, Vec::new())
+        }
     };
     let mut parts = req_first.split(' ');
     let method = parts.next().unwrap_or("GET").to_owned();
@@ -159,7 +176,7 @@ pub(super) fn har(records: &[SessionRecord]) -> anyhow::Result<Value> {
                 "response": response,
                 "cache": {},
                 "timings": timings,
-                "serverIPAddress": open.upstream,
+                "serverIPAddress": open.upstream.rsplit_once(':').map_or(open.upstream.as_str(), |(h, _)| h).trim_matches(['[', ']']),
                 "connection": open.connection.unwrap_or_default(),
                 "_principal": open.principal,
                 "_route": open.route,

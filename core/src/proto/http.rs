@@ -253,7 +253,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     // `te: trailers` is end-to-end in gRPC; anything else in TE is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+    let only_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.to_str().is_ok_and(|v| v.split(',').all(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    if !only_trailers {
         headers.remove(header::TE);
     }
 }
@@ -291,13 +295,6 @@ fn head_text(first_line: &str, headers: &HeaderMap, secret: &[HeaderName]) -> By
 struct Counters {
     from_client: AtomicU64,
     from_upstream: AtomicU64,
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")))
 }
 
 /// The MCP tool calls in a JSON-RPC body (a batch can hold several).
@@ -373,31 +370,45 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Some((service, method)) => Operation::Grpc { service, method },
         None => Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() },
     };
-    // MCP routes read JSON-RPC bodies first, so the decision can see the tool being called.
+    // MCP routes read every POST body first, so the decision can see the tool being called. A
+    // body that is not plain JSON-RPC (another encoding, not JSON-RPC at all, a batch with an
+    // invalid element) is not inspectable there, and so not forwarded. Nothing is read for a
+    // caller that did not authenticate.
     let (parts, body) = req.into_parts();
     let mut uninspectable = None;
-    let body: Body = if route.mcp && parts.method == hyper::Method::POST && is_json(&parts.headers) {
-        match http_body_util::Limited::new(body, route.max_inspect_body).collect().await {
-            Ok(collected) => {
+    let body: Body = if route.mcp && parts.method == hyper::Method::POST && identified.is_ok() {
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let limited = http_body_util::Limited::new(body, route.max_inspect_body).collect();
+        match tokio::time::timeout(route.header_timeout, limited).await {
+            Ok(Ok(collected)) => {
                 let bytes = collected.to_bytes();
-                // A body that is not JSON-RPC is an ordinary JSON request.
-                if let Ok(rpc) = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body) {
-                    match mcp_operations(&rpc) {
+                let parsed = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body);
+                match (encoded, parsed) {
+                    (true, _) => uninspectable = Some("an encoded (compressed) body cannot be inspected".to_owned()),
+                    (false, Err(e)) => uninspectable = Some(format!("the body is not JSON-RPC: {e}")),
+                    (false, Ok(rpc)) => match mcp_operations(&rpc) {
                         Ok(calls) if !calls.is_empty() => {
                             operation = calls_to_operation(calls, &access, &route.name, identified.as_ref().ok())
                         }
                         Ok(_) => {}
                         Err(e) => uninspectable = Some(format!("the JSON-RPC body cannot be inspected: {e}")),
-                    }
+                    },
                 }
                 Full::new(bytes).map_err(|never| match never {}).boxed()
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 uninspectable = Some(if e.is::<http_body_util::LengthLimitError>() {
                     format!("the request body is larger than the {} bytes this route inspects", route.max_inspect_body)
                 } else {
                     format!("the request body could not be read: {e}")
                 });
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+            }
+            Err(_) => {
+                uninspectable = Some(format!("the request body did not arrive within {:?}", route.header_timeout));
                 http_body_util::Empty::new().map_err(|never| match never {}).boxed()
             }
         }
@@ -441,13 +452,14 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
     let request_id = sj.id().to_string();
     let counters = Arc::new(Counters::default());
+    let mut guard = CloseGuard { sj: sj.clone(), counters: counters.clone(), started, armed: true };
     let strict = ctx.journal.durability() == Durability::Strict;
     // The decision's receipt is covered by the request head's (strict), or by the close record's
     // (batched, where nothing waits for the disk before forwarding).
     match journal_admission(ctx, &sj, &access, principal, &admission, &operation, false).await {
         Err(e) => {
             ctx.metrics.error("journal_write");
-            close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+            guard.close(format!("journal write failed: {e}")).await;
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "journal_unavailable",
@@ -459,8 +471,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             let resp = denial_response(&denial, is_grpc);
             let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
             let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
-            close(&sj, &counters, started, format!("refused with {}: {}", resp.status().as_u16(), denial.message))
-                .await;
+            guard.close(format!("refused with {}: {}", resp.status().as_u16(), denial.message)).await;
             return resp;
         }
         Ok(None) => {}
@@ -469,18 +480,22 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         notify_break_glass(ctx, &access, &sj, p, conn.peer);
     }
     let Some(upstream) = ctx.http_upstream.as_ref() else {
-        close(&sj, &counters, started, "route has no HTTP upstream client".into()).await;
+        guard.close("route has no HTTP upstream client".into()).await;
         return error_response(StatusCode::BAD_GATEWAY, "no_upstream", "the route has no upstream", &request_id);
     };
 
     // 3. The forwarded request.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
-        close(&sj, &counters, started, "request target cannot be forwarded".into()).await;
+        guard.close("request target cannot be forwarded".into()).await;
         return error_response(StatusCode::BAD_REQUEST, "bad_request", "the request target is not valid", &request_id);
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    if !route.trust_forwarded {
+        headers.remove(header::FORWARDED);
+        headers.remove(HeaderName::from_static("x-real-ip"));
+    }
     let xff = HeaderName::from_static("x-forwarded-for");
     let peer_ip = conn.peer.ip().to_string();
     let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -505,7 +520,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
     let head = head_text(&request_line, &headers, &secret);
     if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head).await, strict).await {
-        close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+        guard.close(format!("journal write failed: {e}")).await;
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "journal_unavailable",
@@ -551,7 +566,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 if up_reason.starts_with("client broke off the body") {
                     ctx.metrics.error("http_parse");
                     let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
-                    close(&sj, &counters, started, reason).await;
+                    guard.close(reason).await;
                     let mut resp = error_response(
                         StatusCode::BAD_REQUEST,
                         "bad_request",
@@ -564,7 +579,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 ctx.metrics.error("upstream_request");
                 let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
                 warn!(session = %request_id, %reason, "Upstream failed.");
-                close(&sj, &counters, started, reason).await;
+                guard.close(reason).await;
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unavailable",
@@ -574,7 +589,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(_) => {
                 ctx.metrics.error("upstream_request");
-                close(&sj, &counters, started, "upstream gave no response head in time".into()).await;
+                guard.close("upstream gave no response head in time".into()).await;
                 return error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
@@ -584,6 +599,10 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
         };
     let (mut parts, body) = resp.into_parts();
+    // A length that came with a transfer coding describes nothing we forward (RFC 9112 §6.3).
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         parts.headers.insert(HeaderName::from_static("x-request-id"), v);
@@ -595,7 +614,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     )
     .await
     {
-        close(&sj, &counters, started, format!("journal write failed: {e}")).await;
+        guard.close(format!("journal write failed: {e}")).await;
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "journal_unavailable",
@@ -615,8 +634,11 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         metric: metric("upstream_to_client"),
     };
     let framer = Framer::for_content_type(&parts.headers);
+    guard.armed = false;
     tokio::spawn(async move {
         let reason = down.run(body, framer).await;
+        // The request side may still be streaming (bidirectional gRPC): its records come first.
+        let _ = tokio::time::timeout(Duration::from_secs(5), up_task).await;
         close(&sj, &counters, started, reason).await;
     });
     parts.version = Version::HTTP_11;
@@ -655,7 +677,8 @@ impl Framer {
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
                 Self::Ndjson(Default::default())
             }
-            b if b.starts_with("application/grpc") => Self::Grpc(Default::default()),
+            // gRPC proper; gRPC-Web frames trailers in the body and may be base64 — chunks.
+            b if b == "application/grpc" || b.starts_with("application/grpc+") => Self::Grpc(Default::default()),
             _ => Self::Chunks,
         }
     }
@@ -739,8 +762,10 @@ impl Pump {
         };
         count.fetch_add(unit.len() as u64, Ordering::Relaxed);
         let len = unit.len() as u64;
-        if self.tx.send_data(unit).await.is_err() {
-            return Err(format!("{} went away mid-body", self.sides().1));
+        match tokio::time::timeout(self.idle, self.tx.send_data(unit)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(format!("{} went away mid-body", self.sides().1)),
+            Err(_) => return Err(format!("{} stopped reading for {:?}", self.sides().1, self.idle)),
         }
         self.metric.inc_by(len);
         if let Some(r) = pending {
@@ -826,6 +851,34 @@ impl Pump {
                     }
                 },
             }
+        }
+    }
+}
+
+/// Writes the session-close record exactly once: by [`CloseGuard::close`], by the response task
+/// it hands over to, or — if the request future is dropped because the caller reset or left
+/// before the response head — from `Drop`.
+struct CloseGuard {
+    sj: Arc<SessionJournal>,
+    counters: Arc<Counters>,
+    started: Instant,
+    armed: bool,
+}
+
+impl CloseGuard {
+    async fn close(&mut self, reason: String) {
+        self.armed = false;
+        close(&self.sj, &self.counters, self.started, reason).await;
+    }
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (sj, counters, started) = (self.sj.clone(), self.counters.clone(), self.started);
+            tokio::spawn(async move {
+                close(&sj, &counters, started, "the caller went away before the response".into()).await;
+            });
         }
     }
 }
