@@ -640,3 +640,21 @@ async fn tls_callers_negotiate_http2_by_alpn() {
     let frames = replay_json(gw.data_dir(), list[0]["id"].as_str().unwrap());
     assert_eq!(frames[0]["meta"]["tls"]["alpn"], "h2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_callers_get_grpc_statuses_for_gateway_errors_too() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[[route]]\nname = \"g\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{dead}\"\nanonymous = true\nupstream_http2 = true\n"
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let u = format!("http://{}/inference.Svc/Infer", gw.addr("g"));
+    let (code, headers, _) = tokio::task::block_in_place(|| {
+        curl(&["--http2-prior-knowledge", "-H", "content-type: application/grpc", "--data-binary", "@/dev/null", &u])
+    });
+    assert_eq!((code, header(&headers, "grpc-status")), (200, Some("14")), "{headers}");
+    // A plain HTTP caller of the same route gets the JSON 502.
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&[&u]));
+    assert_eq!(code, 502, "{body}");
+    gw.stop().await;
+}

@@ -226,6 +226,31 @@ fn error_response(status: StatusCode, error: &str, message: &str, request_id: &s
     json_response(status, vec![("x-request-id", request_id.to_owned())], Bytes::from(body.to_string()))
 }
 
+/// [`error_response`], or for a gRPC caller the Trailers-Only answer gRPC clients understand:
+/// UNAVAILABLE for an unreachable upstream or journal, DEADLINE_EXCEEDED for a timeout,
+/// INVALID_ARGUMENT for a malformed request.
+fn gateway_error(grpc: bool, status: StatusCode, error: &str, message: &str, request_id: &str) -> Response<Body> {
+    if !grpc {
+        return error_response(status, error, message, request_id);
+    }
+    let code: u32 = match status {
+        StatusCode::GATEWAY_TIMEOUT => 4,
+        StatusCode::BAD_REQUEST => 3,
+        _ => 14,
+    };
+    let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(&format!("{message} (request {request_id})"))) {
+        h.insert(HeaderName::from_static("grpc-message"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    resp
+}
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the caller's own
 /// credentials, which stop at the gateway.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -442,7 +467,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             ctx.metrics.error("journal_write");
             warn!(route = %route.name, error = %e, "Journal refused the request.");
-            return error_response(
+            return gateway_error(
+                is_grpc,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "journal_unavailable",
                 "the audit journal cannot record this request; nothing was forwarded",
@@ -460,7 +486,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             ctx.metrics.error("journal_write");
             guard.close(format!("journal write failed: {e}")).await;
-            return error_response(
+            return gateway_error(
+                is_grpc,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "journal_unavailable",
                 "the audit journal cannot record this request; nothing was forwarded",
@@ -481,14 +508,26 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     }
     let Some(upstream) = ctx.http_upstream.as_ref() else {
         guard.close("route has no HTTP upstream client".into()).await;
-        return error_response(StatusCode::BAD_GATEWAY, "no_upstream", "the route has no upstream", &request_id);
+        return gateway_error(
+            is_grpc,
+            StatusCode::BAD_GATEWAY,
+            "no_upstream",
+            "the route has no upstream",
+            &request_id,
+        );
     };
 
     // 3. The forwarded request.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
         guard.close("request target cannot be forwarded".into()).await;
-        return error_response(StatusCode::BAD_REQUEST, "bad_request", "the request target is not valid", &request_id);
+        return gateway_error(
+            is_grpc,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request target is not valid",
+            &request_id,
+        );
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -521,7 +560,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let head = head_text(&request_line, &headers, &secret);
     if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head).await, strict).await {
         guard.close(format!("journal write failed: {e}")).await;
-        return error_response(
+        return gateway_error(
+            is_grpc,
             StatusCode::SERVICE_UNAVAILABLE,
             "journal_unavailable",
             "the audit journal cannot record this request; nothing was forwarded",
@@ -567,7 +607,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                     ctx.metrics.error("http_parse");
                     let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
                     guard.close(reason).await;
-                    let mut resp = error_response(
+                    let mut resp = gateway_error(
+                        is_grpc,
                         StatusCode::BAD_REQUEST,
                         "bad_request",
                         "the request body is malformed",
@@ -580,7 +621,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
                 warn!(session = %request_id, %reason, "Upstream failed.");
                 guard.close(reason).await;
-                return error_response(
+                return gateway_error(
+                    is_grpc,
                     StatusCode::BAD_GATEWAY,
                     "upstream_unavailable",
                     "the upstream could not be reached or failed",
@@ -590,7 +632,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             Err(_) => {
                 ctx.metrics.error("upstream_request");
                 guard.close("upstream gave no response head in time".into()).await;
-                return error_response(
+                return gateway_error(
+                    is_grpc,
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     "the upstream did not answer in time",
@@ -615,7 +658,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     .await
     {
         guard.close(format!("journal write failed: {e}")).await;
-        return error_response(
+        return gateway_error(
+            is_grpc,
             StatusCode::SERVICE_UNAVAILABLE,
             "journal_unavailable",
             "the audit journal cannot record the response; it was not delivered",
