@@ -881,7 +881,9 @@ impl Pump {
                         }
                     }
                     Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            // Trailers are headers too: no hop-by-hop fields, no credentials.
+                            strip_hop_by_hop(&mut trailers);
                             let text = head_text("(trailers)", &trailers, &[]);
                             if let Err(e) =
                                 journal_record(self.sj.http_head(self.direction, &text).await, self.strict).await
