@@ -396,8 +396,18 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
 }
 
 impl Postgres {
-    /// initdb + pg_ctl start in a temp dir.
+    /// initdb + pg_ctl start in a temp dir, trusting every loopback connection.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_auth(None)
+    }
+
+    /// Like [`Postgres::start`], but user `postgres` must authenticate with SCRAM-SHA-256 and
+    /// `password`.
+    pub fn start_with_password(password: &str) -> anyhow::Result<Self> {
+        Self::start_with_auth(Some(password))
+    }
+
+    fn start_with_auth(password: Option<&str>) -> anyhow::Result<Self> {
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new().prefix("airlock-pg-").tempdir()?;
         if running_as_root() {
@@ -405,10 +415,21 @@ impl Postgres {
             anyhow::ensure!(ok.success(), "chown of the PostgreSQL temp dir failed");
         }
         let data = dir.path().join("data");
-        let out = pg_command(&bin, "initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
-            .arg(&data)
-            .output()?;
+        let mut initdb = pg_command(&bin, "initdb");
+        match password {
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+            Some(pw) => {
+                let pwfile = dir.path().join("pwfile");
+                std::fs::write(&pwfile, pw)?;
+                if running_as_root() {
+                    Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status()?;
+                }
+                initdb.args(["-A", "scram-sha-256", "--pwfile"]).arg(&pwfile);
+            }
+        }
+        let out = initdb.args(["-U", "postgres", "--no-sync", "-E", "UTF8", "-D"]).arg(&data).output()?;
         anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
         let opts = format!(

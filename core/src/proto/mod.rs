@@ -1,6 +1,7 @@
 //! Protocol drivers: each turns an accepted socket into a journaled session with its upstream.
 
 pub mod http;
+pub mod postgres;
 pub mod tcp;
 
 use std::sync::{Arc, RwLock};
