@@ -70,6 +70,22 @@ pub fn take_frame(
     Ok(Some(buf.split_to(len).freeze()))
 }
 
+/// Test helpers shared by the decoder modules.
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// Runs `fuzz` over every file of `fuzz/corpus/<target>` (at least `min` of them): the seed
+    /// corpus the fuzzer starts from is also decoded on every test run.
+    pub(crate) fn seed_corpus(target: &str, min: usize, fuzz: fn(&[u8])) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            fuzz(&std::fs::read(e.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= min, "seed corpus missing from {}", dir.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,17 @@ fn gateway_error(grpc: bool, status: StatusCode, error: &str, message: &str, req
     resp
 }
 
+/// The answer when the journal cannot record: 503 (UNAVAILABLE for gRPC), and nothing forwarded.
+fn journal_unavailable(grpc: bool, request_id: &str) -> Response<Body> {
+    gateway_error(
+        grpc,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        "the audit journal cannot record this request; nothing was forwarded",
+        request_id,
+    )
+}
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the caller's own
 /// credentials, which stop at the gateway.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -486,13 +497,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             ctx.metrics.error("journal_write");
             guard.close(format!("journal write failed: {e}")).await;
-            return gateway_error(
-                is_grpc,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "journal_unavailable",
-                "the audit journal cannot record this request; nothing was forwarded",
-                &request_id,
-            );
+            return journal_unavailable(is_grpc, &request_id);
         }
         Ok(Some(denial)) => {
             let resp = denial_response(&denial, is_grpc);
@@ -560,13 +565,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let head = head_text(&request_line, &headers, &secret);
     if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head).await, strict).await {
         guard.close(format!("journal write failed: {e}")).await;
-        return gateway_error(
-            is_grpc,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "journal_unavailable",
-            "the audit journal cannot record this request; nothing was forwarded",
-            &request_id,
-        );
+        return journal_unavailable(is_grpc, &request_id);
     }
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();

@@ -94,13 +94,7 @@ fn oversized_blocks_are_refused() {
 
 #[test]
 fn fuzz_seed_corpus_never_panics() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sse_stream");
-    let mut n = 0;
-    for e in std::fs::read_dir(&dir).unwrap() {
-        fuzz_stream(&std::fs::read(e.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 3, "seed corpus missing from {}", dir.display());
+    crate::testutil::seed_corpus("sse_stream", 3, fuzz_stream);
 }
 
 fn arb_event() -> impl Strategy<Value = Event> {
