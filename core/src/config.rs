@@ -215,6 +215,10 @@ pub enum Protocol {
     /// HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS): each request is
     /// authenticated, decided, journaled and forwarded with the gateway-held credential.
     Http,
+    /// The PostgreSQL wire protocol: the caller authenticates with a JWT or an API key as its
+    /// password, every statement is classified and decided, the upstream login uses the
+    /// gateway-held credential.
+    Postgres,
 }
 
 impl Protocol {
@@ -223,6 +227,7 @@ impl Protocol {
         match self {
             Self::Tcp => "tcp",
             Self::Http => "http",
+            Self::Postgres => "postgres",
         }
     }
 }
@@ -294,6 +299,22 @@ pub struct RouteConfig {
     /// between frames).
     #[serde(default)]
     pub request_timeout: Option<Dur>,
+    /// PostgreSQL routes: the role the gateway logs in to the upstream as. Default: `"postgres"`.
+    #[serde(default)]
+    pub upstream_user: Option<String>,
+    /// PostgreSQL routes: that role's password (`{ env = "…" }` or `{ file = "…" }`), used with
+    /// SCRAM-SHA-256 or cleartext as the upstream asks. Default: none (trust).
+    #[serde(default)]
+    pub upstream_password: Option<SecretSource>,
+    /// PostgreSQL routes: accept the caller's password (its JWT or API key) without TLS when the
+    /// caller is on loopback. Default: `false` — a password is only accepted over TLS.
+    #[serde(default)]
+    pub plaintext_password_on_loopback: bool,
+    /// PostgreSQL routes: roles that skip the built-in SQL guardrails (no DROP/TRUNCATE/ALTER, no
+    /// UPDATE/DELETE without WHERE, no COPY … PROGRAM, one statement per query, parseable SQL).
+    /// Default: none.
+    #[serde(default)]
+    pub sql_trusted_roles: Vec<String>,
     /// HTTP routes: keep the caller's `X-Forwarded-For` and append the peer to it (set this only
     /// when the callers are trusted proxies). Default: `false` — the header is replaced by the
     /// peer's address, so a caller cannot forge its origin.
@@ -312,8 +333,44 @@ impl RouteConfig {
         match self.protocol {
             Protocol::Tcp => false,
             Protocol::Http => matches!(table, "http" | "grpc") || (table == "mcp" && self.mcp),
+            Protocol::Postgres => table == "sql",
         }
     }
+}
+
+/// A secret named in the config: an environment variable or a file, never the value itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Environment variable that holds it.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File that holds it (surrounding whitespace trimmed).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// A secret's value: printed and logged as `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// PostgreSQL route settings.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Upstream role.
+    pub upstream_user: String,
+    /// Upstream password.
+    pub upstream_password: Option<Secret>,
+    /// Plaintext client passwords on loopback.
+    pub plaintext_password_on_loopback: bool,
+    /// Roles that skip the guardrails.
+    pub trusted_roles: Vec<String>,
 }
 
 /// `[[route.credential]]`: one header set from a secret. The value is never logged, never
@@ -475,6 +532,8 @@ pub struct Route {
     pub first_byte_timeout: Duration,
     /// HTTP routes: time allowed for a whole exchange.
     pub request_timeout: Option<Duration>,
+    /// PostgreSQL routes: their settings.
+    pub pg: Option<PgSettings>,
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
@@ -585,7 +644,7 @@ impl Config {
         // HTTP routes offer HTTP/2 and HTTP/1.1 by ALPN.
         let alpn: &[&[u8]] = match r.protocol {
             Protocol::Http => &[b"h2", b"http/1.1"],
-            Protocol::Tcp => &[],
+            Protocol::Tcp | Protocol::Postgres => &[],
         };
         let tls = match &r.tls {
             None => None,
@@ -649,6 +708,10 @@ impl Config {
                 "credential, anonymous, upstream_http2 and mcp apply to http routes",
             ));
         }
+        let upstream_password = match &r.upstream_password {
+            None => None,
+            Some(src) => Some(self.read_secret(src, &field("upstream_password"))?),
+        };
         let upstream_client_tls = match (&r.upstream_tls, r.protocol) {
             (Some(t), Protocol::Http) => {
                 let client_auth = match (&t.cert, &t.key) {
@@ -681,9 +744,37 @@ impl Config {
             header_timeout: r.header_timeout.0,
             trust_forwarded: r.trust_forwarded,
             first_byte_timeout: r.first_byte_timeout.0,
+            pg: (r.protocol == Protocol::Postgres).then(|| PgSettings {
+                upstream_user: r.upstream_user.clone().unwrap_or_else(|| "postgres".into()),
+                upstream_password: upstream_password.clone().map(Secret),
+                plaintext_password_on_loopback: r.plaintext_password_on_loopback,
+                trusted_roles: r.sql_trusted_roles.clone(),
+            }),
             request_timeout: r.request_timeout.map(|d| d.0),
             upstream_client_tls,
         })
+    }
+}
+
+impl Config {
+    fn read_secret(&self, src: &SecretSource, field: &str) -> Result<String, ConfigError> {
+        let value = match (&src.env, &src.file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| invalid(field, format!("environment variable `{var}` is not set")))?
+            }
+            (None, Some(path)) => {
+                let path = self.resolve(path);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_owned()
+            }
+            _ => return Err(invalid(field, "set exactly one of `env` and `file`")),
+        };
+        if value.is_empty() {
+            return Err(invalid(field, "the secret is empty"));
+        }
+        Ok(value)
     }
 }
 

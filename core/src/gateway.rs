@@ -83,7 +83,7 @@ impl Gateway {
                 crate::config::Protocol::Http => Some(crate::proto::http::Upstream::new(route).map_err(|source| {
                     crate::config::ConfigError::Tls { field: format!("route[{}].upstream_tls", route.name), source }
                 })?),
-                crate::config::Protocol::Tcp => None,
+                crate::config::Protocol::Tcp | crate::config::Protocol::Postgres => None,
             };
             let ctx = Arc::new(SessionCtx {
                 route: route.clone(),
@@ -91,6 +91,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 access: access.clone(),
                 http_upstream,
+                cancel_keys: Default::default(),
                 abort: abort.clone(),
             });
             accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));

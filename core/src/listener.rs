@@ -61,6 +61,9 @@ pub(crate) async fn accept_loop(
                 Protocol::Http => {
                     tracker.spawn(http::serve(ctx.clone(), stream, peer, permit));
                 }
+                Protocol::Postgres => {
+                    tracker.spawn(crate::proto::postgres::serve(ctx.clone(), stream, peer, permit));
+                }
             },
             Err(_) => {
                 ctx.metrics

@@ -11,6 +11,8 @@
 //! Every decision carries a rule id (`route:<name>:allow_roles`, `route:<name>:default`, or the
 //! id of a `[[rule]]`) and the version of the policy that produced it.
 
+pub mod sql;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{Glob, GlobMatcher};

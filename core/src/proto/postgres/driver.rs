@@ -1,0 +1,656 @@
+//! The PostgreSQL driver (`protocol = "postgres"`).
+//!
+//! 1. Startup: an SSLRequest is answered `S` (and TLS accepted) when the route has TLS, else
+//!    `N`; a GSSENCRequest is declined; a CancelRequest carrying a key this gateway minted is
+//!    forwarded to the right upstream backend with the real key.
+//! 2. The caller authenticates with its JWT or API key as the password (cleartext password
+//!    authentication, accepted only over TLS unless the route allows plaintext on loopback).
+//!    Refusals are ErrorResponses 28P01 / 28000 / 42501, journaled.
+//! 3. The gateway logs in to the upstream as its own role with the credential it holds
+//!    (SCRAM-SHA-256, cleartext or trust) and hands the caller a minted BackendKeyData.
+//! 4. Every statement — each Query, each Parse — is classified (sqlparser), checked against the
+//!    built-in guardrails (unless the role is trusted) and decided by the filter chain. A
+//!    refusal is an ErrorResponse 42501 naming the rule; the session stays usable: a refused
+//!    Query is followed by ReadyForQuery, a refused Parse by skipping to the next Sync.
+//! 5. Every message that crosses, both ways, is journaled as its own frame (durable first in
+//!    strict mode).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use airlock_decoders::Decoder as _;
+use airlock_decoders::postgres::backend::{self, Authentication, BackendDecoder, BackendMessage};
+use airlock_decoders::postgres::frontend::{self, FrontendDecoder, FrontendMessage, SaslInitial};
+use airlock_decoders::postgres::startup::{self, StartupPacket};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, timeout};
+use tracing::warn;
+
+use super::scram::ScramClient;
+use crate::admin::metrics::RouteLabels;
+use crate::deny::{self, Denial};
+use crate::identity::{AuthError, Principal};
+use crate::journal::record::CloseMeta;
+use crate::journal::{Direction, Durability, SessionJournal};
+use crate::policy::sql::{classify, guardrail};
+use crate::policy::{Decision, Effect, Request};
+use crate::proto::SessionCtx;
+use crate::proto::tcp::{ActiveSession, Io, journal_admission, open_session};
+
+/// A backend's cancel identity: process id and secret key.
+type CancelKey = (i32, Vec<u8>);
+
+/// Minted cancel keys of live sessions: minted (pid, key) → the upstream's (pid, key).
+#[derive(Debug, Default)]
+pub(crate) struct CancelKeys(Mutex<HashMap<CancelKey, (i32, Bytes)>>);
+
+impl CancelKeys {
+    fn insert(&self, minted: (i32, Vec<u8>), real: (i32, Bytes)) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(minted, real);
+        }
+    }
+
+    fn remove(&self, minted: &(i32, Vec<u8>)) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(minted);
+        }
+    }
+
+    fn get(&self, minted: &(i32, Vec<u8>)) -> Option<(i32, Bytes)> {
+        self.0.lock().ok()?.get(minted).cloned()
+    }
+}
+
+/// Why a session could not go on.
+type Fail = String;
+
+async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut, side: &str) -> Result<(), Fail> {
+    let n = io.read_buf(buf).await.map_err(|e| format!("{side} read error: {e}"))?;
+    if n == 0 {
+        return Err(format!("{side} closed the connection"));
+    }
+    Ok(())
+}
+
+async fn next_backend(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<BackendMessage, Fail> {
+    let mut dec = BackendDecoder::default();
+    loop {
+        if let Some(m) = dec.decode(buf).map_err(|e| format!("upstream sent a malformed message: {e}"))? {
+            return Ok(m);
+        }
+        read_more(io, buf, "upstream").await?;
+    }
+}
+
+async fn next_frontend(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<FrontendMessage, Fail> {
+    let mut dec = FrontendDecoder::default();
+    loop {
+        if let Some(m) = dec.decode(buf).map_err(|e| format!("caller sent a malformed message: {e}"))? {
+            return Ok(m);
+        }
+        read_more(io, buf, "caller").await?;
+    }
+}
+
+fn error_fields(severity: &str, code: &str, message: &str) -> Bytes {
+    backend::encode(&BackendMessage::ErrorResponse(vec![
+        (b'S', Bytes::copy_from_slice(severity.as_bytes())),
+        (b'V', Bytes::copy_from_slice(severity.as_bytes())),
+        (b'C', Bytes::copy_from_slice(code.as_bytes())),
+        (b'M', Bytes::copy_from_slice(message.as_bytes())),
+    ]))
+}
+
+/// Serves one PostgreSQL connection.
+pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let route = ctx.route.clone();
+    let labels = RouteLabels { route: route.name.clone() };
+    ctx.metrics.connections.get_or_create(&labels).inc();
+    let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
+    let _ = stream.set_nodelay(true);
+    let Some(pg) = route.pg.clone() else { return };
+    let started = Instant::now();
+    let mut client: Box<dyn Io> = Box::new(stream);
+    let mut cbuf = BytesMut::new();
+    let mut tls_meta = None;
+
+    // 1. Startup.
+    let params = loop {
+        let packet = loop {
+            match startup::decode(&mut cbuf) {
+                Ok(Some(p)) => break p,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = client
+                        .write_all(&error_fields("FATAL", "08P01", &format!("invalid startup packet: {e}")))
+                        .await;
+                    super::super::tcp::refuse(&ctx, peer, &format!("invalid startup packet: {e}")).await;
+                    return;
+                }
+            }
+            match timeout(route.tls_handshake_timeout, read_more(&mut client, &mut cbuf, "caller")).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest => match &route.tls {
+                Some(acceptor) if tls_meta.is_none() => {
+                    if client.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    match timeout(route.tls_handshake_timeout, acceptor.accept(client)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = tls.get_ref().1;
+                            tls_meta = Some(crate::tls::describe(conn, conn.server_name()));
+                            client = Box::new(tls);
+                        }
+                        Ok(Err(e)) => {
+                            super::super::tcp::refuse(&ctx, peer, &format!("client TLS handshake failed: {e}")).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                _ => {
+                    if client.write_all(b"N").await.is_err() {
+                        return;
+                    }
+                }
+            },
+            StartupPacket::GssEncRequest => {
+                if client.write_all(b"N").await.is_err() {
+                    return;
+                }
+            }
+            StartupPacket::Cancel { process_id, secret_key } => {
+                forward_cancel(&ctx, (process_id, secret_key.to_vec())).await;
+                return;
+            }
+            StartupPacket::Startup { params, .. } => break params,
+        }
+    };
+    let param = |name: &[u8]| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+
+    // 2. Who is calling.
+    let access = ctx.access.current();
+    let identified: Result<Principal, AuthError> = if route.anonymous {
+        Ok(Principal::anonymous())
+    } else if tls_meta.is_none() && !(pg.plaintext_password_on_loopback && peer.ip().is_loopback()) {
+        let msg = "password authentication requires TLS on this route (sslmode=require)";
+        let _ = client.write_all(&error_fields("FATAL", "28000", msg)).await;
+        super::super::tcp::refuse(&ctx, peer, msg).await;
+        return;
+    } else {
+        let ask = backend::encode(&BackendMessage::Authentication(Authentication::CleartextPassword));
+        if client.write_all(&ask).await.is_err() {
+            return;
+        }
+        match timeout(route.tls_handshake_timeout, next_frontend(&mut client, &mut cbuf)).await {
+            Ok(Ok(FrontendMessage::Password(body))) => match FrontendMessage::password_text(&body) {
+                Ok(pw) => match std::str::from_utf8(&pw) {
+                    Ok(pw) => access.identity.authenticate_bearer(pw).await,
+                    Err(_) => Err(AuthError::Malformed("password is not UTF-8".into())),
+                },
+                Err(_) => Err(AuthError::Malformed("password message is malformed".into())),
+            },
+            _ => Err(AuthError::Missing),
+        }
+    };
+    let principal = identified.as_ref().ok();
+    let admission = match &identified {
+        Ok(p) => Ok(access.decide(&route.name, p, &Request::Bytes)),
+        Err(e) => Err(e.clone()),
+    };
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), false, None).await {
+        Ok(sj) => Arc::new(sj),
+        Err(e) => {
+            let _ = client.write_all(&error_fields("FATAL", "57P03", "the audit journal is unavailable")).await;
+            warn!(route = %route.name, error = %e, "Journal refused the session.");
+            return;
+        }
+    };
+    let counters = [AtomicU64::new(0), AtomicU64::new(0)];
+    let close = |reason: String| {
+        let sj = sj.clone();
+        let (a, b) = (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed));
+        async move {
+            let meta = CloseMeta {
+                reason,
+                bytes_from_client: a,
+                bytes_from_upstream: b,
+                duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                break_glass: false,
+            };
+            if let Ok(r) = sj.close(meta).await {
+                let _ = r.await;
+            }
+        }
+    };
+    match journal_admission(&ctx, &sj, &access, principal, &admission, &Request::Bytes, true).await {
+        Err(e) => {
+            let _ = client.write_all(&error_fields("FATAL", "57P03", "the audit journal is unavailable")).await;
+            close(format!("journal write failed: {e}")).await;
+            return;
+        }
+        Ok(Some(denial)) => {
+            let _ = client.write_all(&deny::postgres(&denial, true)).await;
+            close(denial.message).await;
+            return;
+        }
+        Ok(None) => {}
+    }
+    let Ok(principal) = identified else { return };
+
+    // 3. The upstream login, with the gateway's credential.
+    let mut ubuf = BytesMut::new();
+    let mut upstream: Box<dyn Io> = match timeout(route.connect_timeout, TcpStream::connect(&route.upstream)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Box::new(s)
+        }
+        _ => {
+            let _ = client
+                .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
+                .await;
+            close(format!("upstream connect to {} failed", route.upstream)).await;
+            return;
+        }
+    };
+    let mut up_params = vec![(Bytes::from_static(b"user"), Bytes::from(pg.upstream_user.clone()))];
+    for name in [&b"database"[..], b"application_name", b"client_encoding", b"DateStyle", b"options"] {
+        if let Some(v) = param(name) {
+            up_params.push((Bytes::copy_from_slice(name), v));
+        }
+    }
+    let hello = startup::encode(&StartupPacket::Startup { major: 3, minor: 0, params: up_params });
+    let login = async {
+        upstream.write_all(&hello).await.map_err(|e| format!("upstream write error: {e}"))?;
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let m = next_backend(&mut upstream, &mut ubuf).await?;
+            let reply = match m {
+                BackendMessage::Authentication(Authentication::Ok) => return Ok(()),
+                BackendMessage::Authentication(Authentication::CleartextPassword) => {
+                    let pw = pg
+                        .upstream_password
+                        .as_ref()
+                        .ok_or("the upstream asks for a password the route does not hold")?;
+                    let mut body = pw.0.clone().into_bytes();
+                    body.push(0);
+                    FrontendMessage::Password(Bytes::from(body))
+                }
+                BackendMessage::Authentication(Authentication::Sasl(mechs)) => {
+                    if !mechs.iter().any(|m| &m[..] == b"SCRAM-SHA-256") {
+                        return Err("the upstream offers no SASL mechanism the gateway speaks".to_owned());
+                    }
+                    let pw = pg
+                        .upstream_password
+                        .as_ref()
+                        .ok_or("the upstream asks for a password the route does not hold")?;
+                    let (client_scram, first) = ScramClient::new("", pw.0.as_bytes());
+                    scram = Some(client_scram);
+                    let initial =
+                        SaslInitial { mechanism: Bytes::from_static(b"SCRAM-SHA-256"), data: Some(Bytes::from(first)) };
+                    FrontendMessage::Password(FrontendMessage::sasl_initial_body(&initial))
+                }
+                BackendMessage::Authentication(Authentication::SaslContinue(data)) => {
+                    let s = scram.as_mut().ok_or("SASL continue before SASL start")?;
+                    let text = std::str::from_utf8(&data).map_err(|_| "SCRAM message is not UTF-8")?;
+                    FrontendMessage::Password(Bytes::from(s.server_first(text).map_err(|e| e.to_string())?))
+                }
+                BackendMessage::Authentication(Authentication::SaslFinal(data)) => {
+                    let s = scram.as_ref().ok_or("SASL final before SASL start")?;
+                    let text = std::str::from_utf8(&data).map_err(|_| "SCRAM message is not UTF-8")?;
+                    s.server_final(text).map_err(|e| e.to_string())?;
+                    continue;
+                }
+                BackendMessage::ErrorResponse(_) => {
+                    let msg = m.field(b'M').map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
+                    return Err(format!("the upstream refused the gateway's login: {msg}"));
+                }
+                other => return Err(format!("unsupported upstream authentication: {other:?}")),
+            };
+            upstream.write_all(&frontend::encode(&reply)).await.map_err(|e| format!("upstream write error: {e}"))?;
+        }
+    };
+    if let Err(reason) =
+        timeout(route.connect_timeout, login).await.unwrap_or_else(|_| Err("upstream login timed out".into()))
+    {
+        let _ = client.write_all(&error_fields("FATAL", "08006", "the gateway could not log in to the database")).await;
+        close(reason).await;
+        return;
+    }
+    let _ = super::super::tcp::journal_upstream(
+        &sj,
+        crate::journal::record::UpstreamMeta { addr: route.upstream.clone(), tls: None, break_glass: false },
+    )
+    .await;
+
+    // The caller is in: AuthenticationOk, then the server's parameters with a minted cancel key.
+    let strict = ctx.journal.durability() == Durability::Strict;
+    let mut minted_key = None;
+    let ok = backend::encode(&BackendMessage::Authentication(Authentication::Ok));
+    if deliver(&sj, &mut client, &ok, strict, &counters[1]).await.is_err() {
+        close("caller went away during login".into()).await;
+        return;
+    }
+    let mut tx_status = b'I';
+    let outcome = relay(
+        &ctx,
+        &sj,
+        &access,
+        &principal,
+        &pg.trusted_roles,
+        &mut client,
+        &mut cbuf,
+        &mut upstream,
+        &mut ubuf,
+        strict,
+        &counters,
+        &mut minted_key,
+        &mut tx_status,
+    )
+    .await;
+    if let Some(k) = &minted_key {
+        ctx.cancel_keys.remove(k);
+    }
+    close(outcome).await;
+}
+
+/// Journals `bytes` as what the caller received, then sends them.
+async fn deliver(
+    sj: &SessionJournal,
+    client: &mut Box<dyn Io>,
+    bytes: &[u8],
+    strict: bool,
+    count: &AtomicU64,
+) -> Result<(), Fail> {
+    let r = sj
+        .data(Direction::UpstreamToClient, false, &Bytes::copy_from_slice(bytes))
+        .await
+        .map_err(|e| format!("journal write failed: {e}"))?;
+    if strict {
+        r.await.map_err(|e| format!("journal write failed: {e}"))?;
+    }
+    client.write_all(bytes).await.map_err(|e| format!("caller write error: {e}"))?;
+    count.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Messages for one side: each journaled as its own frame when pushed, all written at once when
+/// flushed — after the last record is durable in strict mode (the writer commits in order and
+/// refuses everything after a failure, so the last receipt covers the rest).
+struct Outbox {
+    direction: Direction,
+    bytes: Vec<u8>,
+    last: Option<crate::journal::Receipt>,
+}
+
+impl Outbox {
+    fn new(direction: Direction) -> Self {
+        Self { direction, bytes: Vec::new(), last: None }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    async fn push(&mut self, sj: &SessionJournal, bytes: &[u8]) -> Result<(), Fail> {
+        let r = sj
+            .data(self.direction, false, &Bytes::copy_from_slice(bytes))
+            .await
+            .map_err(|e| format!("journal write failed: {e}"))?;
+        self.last = Some(r);
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    async fn flush(&mut self, io: &mut Box<dyn Io>, strict: bool, count: &AtomicU64) -> Result<(), Fail> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        if let Some(r) = self.last.take()
+            && strict
+        {
+            r.await.map_err(|e| format!("journal write failed: {e}"))?;
+        }
+        let side = match self.direction {
+            Direction::ClientToUpstream => "upstream",
+            Direction::UpstreamToClient => "caller",
+        };
+        io.write_all(&self.bytes).await.map_err(|e| format!("{side} write error: {e}"))?;
+        count.fetch_add(self.bytes.len() as u64, Ordering::Relaxed);
+        self.bytes.clear();
+        Ok(())
+    }
+}
+
+/// The decision for one statement: guardrails first (unless the role is trusted), then the
+/// filter chain, for every statement of the string.
+fn decide_sql(
+    access: &crate::config::Access,
+    route: &str,
+    principal: &Principal,
+    trusted_roles: &[String],
+    sql: &[u8],
+) -> (Decision, String) {
+    let text = String::from_utf8_lossy(sql);
+    let statements = classify(&text);
+    let summary: String = text.chars().take(200).collect();
+    let trusted = trusted_roles.iter().any(|r| principal.has_role(r));
+    if !trusted && let Some((rule, reason)) = guardrail(&statements) {
+        let d =
+            Decision { effect: Effect::Deny, rule: rule.into(), reason, policy_version: access.policy.version.clone() };
+        return (d, summary);
+    }
+    let mut last = None;
+    for s in statements.iter().flatten() {
+        let d = access.decide(route, principal, &s.request());
+        if d.effect != Effect::Allow {
+            return (d, summary);
+        }
+        last = Some(d);
+    }
+    let d = last.unwrap_or_else(|| {
+        access.decide(
+            route,
+            principal,
+            &Request::Sql { kind: crate::policy::SqlKind::Other, tables: vec![], columns: None },
+        )
+    });
+    (d, summary)
+}
+
+/// Relays until either side ends; returns the close reason.
+#[expect(clippy::too_many_arguments, reason = "the session's whole state, passed once")]
+async fn relay(
+    ctx: &SessionCtx,
+    sj: &Arc<SessionJournal>,
+    access: &crate::config::Access,
+    principal: &Principal,
+    trusted_roles: &[String],
+    client: &mut Box<dyn Io>,
+    cbuf: &mut BytesMut,
+    upstream: &mut Box<dyn Io>,
+    ubuf: &mut BytesMut,
+    strict: bool,
+    counters: &[AtomicU64; 2],
+    minted_key: &mut Option<(i32, Vec<u8>)>,
+    tx_status: &mut u8,
+) -> String {
+    let route = &ctx.route;
+    let mut fdec = FrontendDecoder::default();
+    let mut bdec = BackendDecoder::default();
+    let mut skip_until_sync = false;
+    // Queries and Syncs forwarded whose ReadyForQuery has not come back yet. Answers the gateway
+    // makes itself (refusals) wait until they are 0, so the caller sees answers in order.
+    let mut outstanding = 0usize;
+    let mut injected: Vec<u8> = Vec::new();
+    let mut to_client = Outbox::new(Direction::UpstreamToClient);
+    let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
+    loop {
+        // Everything already buffered from the upstream goes first, in one write.
+        loop {
+            let snapshot = ubuf.clone();
+            let m = match bdec.decode(ubuf) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return format!("upstream sent a malformed message: {e}"),
+            };
+            let raw = &snapshot[..snapshot.len() - ubuf.len()];
+            let bytes: Bytes = match &m {
+                BackendMessage::BackendKeyData { process_id, secret_key } => {
+                    let mut key = [0u8; 4];
+                    let _ = aws_lc_rs::rand::fill(&mut key);
+                    let pid = i32::from_be_bytes(key) & 0x7fff_ffff;
+                    let mut secret = [0u8; 4];
+                    let _ = aws_lc_rs::rand::fill(&mut secret);
+                    ctx.cancel_keys.insert((pid, secret.to_vec()), (*process_id, secret_key.clone()));
+                    *minted_key = Some((pid, secret.to_vec()));
+                    backend::encode(&BackendMessage::BackendKeyData {
+                        process_id: pid,
+                        secret_key: Bytes::copy_from_slice(&secret),
+                    })
+                }
+                BackendMessage::ReadyForQuery { status } => {
+                    *tx_status = *status;
+                    outstanding = outstanding.saturating_sub(1);
+                    Bytes::copy_from_slice(raw)
+                }
+                _ => Bytes::copy_from_slice(raw),
+            };
+            if let Err(e) = to_client.push(sj, &bytes).await {
+                return e;
+            }
+            if outstanding == 0
+                && !injected.is_empty()
+                && let Err(e) = to_client.push(sj, &std::mem::take(&mut injected)).await
+            {
+                return e;
+            }
+        }
+        if let Err(e) = to_client.flush(client, strict, &counters[1]).await {
+            return e;
+        }
+        // Then every whole message from the caller, forwarded in one write. While one of the
+        // gateway's own answers waits for earlier answers from the upstream, later messages wait
+        // too: the caller must see the answers in the order it asked.
+        while injected.is_empty() {
+            let snapshot = cbuf.clone();
+            let m = match fdec.decode(cbuf) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = client.write_all(&error_fields("FATAL", "08P01", &format!("malformed message: {e}"))).await;
+                    return format!("caller sent a malformed message: {e}");
+                }
+            };
+            let raw = Bytes::copy_from_slice(&snapshot[..snapshot.len() - cbuf.len()]);
+            let mut answer: Option<Vec<u8>> = None;
+            if skip_until_sync {
+                if matches!(m, FrontendMessage::Sync) {
+                    skip_until_sync = false;
+                    answer = Some(backend::encode(&BackendMessage::ReadyForQuery { status: *tx_status }).to_vec());
+                }
+            } else {
+                let sql = match &m {
+                    FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
+                    FrontendMessage::FunctionCall(_) => Some(Bytes::from_static(b"-- fast-path function call")),
+                    _ => None,
+                };
+                let mut refused = false;
+                if let Some(sql) = sql {
+                    let (d, summary) = decide_sql(access, &route.name, principal, trusted_roles, &sql);
+                    let meta = crate::journal::record::DecisionMeta {
+                        phase: "request".into(),
+                        effect: d.effect.as_str().into(),
+                        rule: d.rule.clone(),
+                        reason: d.reason.clone(),
+                        principal: principal.label(),
+                        request: format!("sql {summary}"),
+                        policy_version: Some(d.policy_version.clone()),
+                        break_glass: false,
+                    };
+                    // Ordered before the statement's own record: the outbox's final receipt
+                    // covers it.
+                    if let Err(e) = sj.decision(meta).await {
+                        return format!("journal write failed: {e}");
+                    }
+                    if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
+                        refused = true;
+                        let mut out = deny::postgres(&denial, false).to_vec();
+                        if matches!(m, FrontendMessage::Query { .. }) {
+                            out.extend_from_slice(&backend::encode(&BackendMessage::ReadyForQuery {
+                                status: *tx_status,
+                            }));
+                        } else {
+                            // Extended protocol: the error, then everything up to Sync is ignored.
+                            skip_until_sync = true;
+                        }
+                        answer = Some(out);
+                    }
+                }
+                if !refused {
+                    if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
+                        outstanding += 1;
+                    }
+                    if let Err(e) = to_upstream.push(sj, &raw).await {
+                        return e;
+                    }
+                    if matches!(m, FrontendMessage::Terminate) {
+                        let _ = to_upstream.flush(upstream, strict, &counters[0]).await;
+                        return "the caller terminated the session".into();
+                    }
+                }
+            }
+            if let Some(out) = answer {
+                if outstanding == 0 && to_upstream.is_empty() {
+                    if let Err(e) = to_client.push(sj, &out).await {
+                        return e;
+                    }
+                } else {
+                    injected.extend_from_slice(&out);
+                }
+            }
+        }
+        if let Err(e) = to_upstream.flush(upstream, strict, &counters[0]).await {
+            return e;
+        }
+        if let Err(e) = to_client.flush(client, strict, &counters[1]).await {
+            return e;
+        }
+        tokio::select! {
+            r = client.read_buf(cbuf) => match r {
+                Ok(0) => return "the caller closed the connection".into(),
+                Ok(_) => {}
+                Err(e) => return format!("caller read error: {e}"),
+            },
+            r = upstream.read_buf(ubuf) => match r {
+                Ok(0) => return "the upstream closed the connection".into(),
+                Ok(_) => {}
+                Err(e) => return format!("upstream read error: {e}"),
+            },
+            () = tokio::time::sleep(route.idle_timeout) => return "idle timeout".into(),
+            () = ctx.abort.cancelled() => return "gateway shutdown: drain deadline passed".into(),
+        }
+    }
+}
+
+/// Forwards a CancelRequest with a key this gateway minted to the upstream backend it stands for.
+async fn forward_cancel(ctx: &SessionCtx, minted: (i32, Vec<u8>)) {
+    let Some((pid, key)) = ctx.cancel_keys.get(&minted) else {
+        warn!(route = %ctx.route.name, "CancelRequest with an unknown key ignored.");
+        return;
+    };
+    if let Ok(Ok(mut s)) = timeout(ctx.route.connect_timeout, TcpStream::connect(&ctx.route.upstream)).await {
+        let _ = s.write_all(&startup::encode(&StartupPacket::Cancel { process_id: pid, secret_key: key })).await;
+        let _ = s.shutdown().await;
+    }
+}

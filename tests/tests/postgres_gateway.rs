@@ -1,0 +1,232 @@
+//! The PostgreSQL driver end to end against a real server that demands SCRAM-SHA-256: psql and
+//! pgbench authenticate with API keys as passwords; the gateway logs in with the credential it
+//! holds; guardrails and rules refuse statements with SQLSTATE 42501 while the session stays
+//! usable; every statement is a journaled decision.
+
+use std::process::{Command, Output};
+
+use airlock_tests::*;
+
+const AGENT_KEY: &str = "ak_pg_agent_1";
+const DBA_KEY: &str = "ak_pg_dba_2";
+const UPSTREAM_PASSWORD: &str = "up-secret-held-by-the-gateway";
+
+fn psql_as(addr: std::net::SocketAddr, key: &str, commands: &[&str]) -> Output {
+    let mut c = Command::new("timeout");
+    c.args(["20", "psql", "-X", "-A", "-t", "-h"]).arg(addr.ip().to_string()).args([
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        "someone",
+        "-d",
+        "postgres",
+    ]);
+    for cmd in commands {
+        c.args(["-c", cmd]);
+    }
+    c.env("PGPASSWORD", key).env("PGSSLMODE", "disable").env("PGCONNECT_TIMEOUT", "10").output().unwrap()
+}
+
+fn pgbench(addr: std::net::SocketAddr, key: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "pgbench", "-h"])
+        .arg(addr.ip().to_string())
+        .args(["-p", &addr.port().to_string(), "-U", "someone"])
+        .args(args)
+        .arg("postgres")
+        .env("PGPASSWORD", key)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_pgbench_through_the_postgres_driver() {
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_user = \"postgres\"\nupstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\
+         sql_trusted_roles = [\"dba\"]\n\n\
+         [[route]]\nname = \"tls-only\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{0}\"\n\n\
+         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
+         [[identity.api_key]]\nname = \"dba\"\nsha256 = \"{}\"\nroles = [\"dba\"]\n\n\
+         [[rule]]\nid = \"no-secrets\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"the secrets table is off limits\"\n\
+         sql = {{ tables = [\"secrets\"] }}\n",
+        pg.addr(),
+        pw.display(),
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+        airlock::identity::apikey::format_hash(DBA_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let addr = gw.addr("pg");
+    let tls_only = gw.addr("tls-only");
+    let outs = tokio::task::spawn_blocking(move || {
+        vec![
+            psql_as(
+                addr,
+                DBA_KEY,
+                &["create table secrets(x int)", "create table t(x int)", "insert into t values (1),(2)"],
+            ),
+            psql_as(
+                addr,
+                AGENT_KEY,
+                &[
+                    "select sum(x) from t",
+                    "delete from t",
+                    "select count(*) from t",
+                    "select * from secrets",
+                    "select 42",
+                ],
+            ),
+            psql_as(addr, "ak_wrong", &["select 1"]),
+            psql_as(tls_only, AGENT_KEY, &["select 1"]),
+            pgbench(addr, DBA_KEY, &["-i", "-s", "1", "-q"]),
+            pgbench(addr, AGENT_KEY, &["-M", "extended", "-t", "5", "-c", "1", "-S"]),
+            pgbench(addr, AGENT_KEY, &["-M", "prepared", "-t", "5", "-c", "1", "-S"]),
+        ]
+    })
+    .await
+    .unwrap();
+    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(outs[0].status.success(), "{}", text(&outs[0]));
+    // The agent: allowed statements run; refused ones name their rule, and the session goes on.
+    let agent = text(&outs[1]);
+    assert!(agent.contains("3\n"), "{agent}");
+    assert!(agent.contains("guard:no_where") && agent.contains("UPDATE and DELETE need a WHERE clause"), "{agent}");
+    assert!(agent.contains("2\n"), "the delete did not run: {agent}");
+    assert!(agent.contains("no-secrets"), "{agent}");
+    assert!(agent.contains("42\n"), "the session is still usable after refusals: {agent}");
+    assert!(!outs[2].status.success());
+    assert!(text(&outs[2]).contains("unknown API key"), "{}", text(&outs[2]));
+    assert!(text(&outs[3]).contains("requires TLS"), "{}", text(&outs[3]));
+    for o in &outs[4..] {
+        assert!(o.status.success(), "pgbench: {}", text(o));
+    }
+    gw.stop().await;
+
+    let list = sessions(gw.data_dir());
+    let agent_session = list.iter().find(|s| s["principal"] == "api-key:agent").unwrap();
+    let frames = replay_json(gw.data_dir(), agent_session["id"].as_str().unwrap());
+    let decisions: Vec<(String, String)> = frames
+        .iter()
+        .filter(|f| f["kind"] == "decision" && f["meta"]["phase"] == "request")
+        .map(|f| (f["meta"]["request"].as_str().unwrap().to_string(), f["meta"]["rule"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(decisions.contains(&("sql delete from t".into(), "guard:no_where".into())), "{decisions:?}");
+    assert!(decisions.contains(&("sql select * from secrets".into(), "no-secrets".into())), "{decisions:?}");
+    // The upstream password is never in the journal.
+    let all = stdout(&airlock(&[
+        "replay",
+        agent_session["id"].as_str().unwrap(),
+        "--data-dir",
+        &gw.data_dir().display().to_string(),
+    ]));
+    assert!(!all.contains(UPSTREAM_PASSWORD) && !all.contains(AGENT_KEY), "no credential in the journal");
+}
+
+/// The extended protocol, pipelined in one write: a refused Parse gets its ErrorResponse after
+/// the answers to what came before it, everything up to its Sync is skipped, and the session
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_in_a_pipeline_answers_in_order() {
+    use airlock_decoders::Decoder as _;
+    use airlock_decoders::postgres::backend::{Authentication, BackendDecoder, BackendMessage};
+    use airlock_decoders::postgres::frontend::{self, FrontendMessage, Target};
+    use airlock_decoders::postgres::startup::{self, StartupPacket};
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
+         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
+        pg.addr(),
+        pw.display(),
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
+    let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
+    let hello = StartupPacket::Startup {
+        major: 3,
+        minor: 0,
+        params: vec![(b("user"), b("x")), (b("database"), b("postgres"))],
+    };
+    s.write_all(&startup::encode(&hello)).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut dec = BackendDecoder::default();
+    let mut next = async |s: &mut tokio::net::TcpStream, buf: &mut BytesMut| loop {
+        if let Some(m) = dec.decode(buf).unwrap() {
+            return m;
+        }
+        assert!(tokio::time::timeout(WAIT, s.read_buf(buf)).await.unwrap().unwrap() > 0, "closed");
+    };
+    assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
+    s.write_all(&frontend::encode(&FrontendMessage::Password(b(&format!("{AGENT_KEY}\0"))))).await.unwrap();
+    loop {
+        if matches!(next(&mut s, &mut buf).await, BackendMessage::ReadyForQuery { .. }) {
+            break;
+        }
+    }
+    let unnamed = || Bytes::new();
+    let ext = |sql: &str| {
+        vec![
+            FrontendMessage::Parse { name: unnamed(), sql: b(sql), param_types: vec![] },
+            FrontendMessage::Bind {
+                portal: unnamed(),
+                statement: unnamed(),
+                param_formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            },
+            FrontendMessage::Describe { target: Target::Portal, name: unnamed() },
+            FrontendMessage::Execute { portal: unnamed(), max_rows: 0 },
+            FrontendMessage::Sync,
+        ]
+    };
+    let mut pipeline: Vec<FrontendMessage> = ext("select 1");
+    pipeline.extend(ext("delete from pg_class"));
+    pipeline.push(FrontendMessage::Query { sql: b("select 2") });
+    let bytes: Vec<u8> = pipeline.iter().flat_map(|m| frontend::encode(m).to_vec()).collect();
+    s.write_all(&bytes).await.unwrap();
+    let mut seen = Vec::new();
+    let mut rfqs = 0;
+    while rfqs < 3 {
+        let m = next(&mut s, &mut buf).await;
+        let name = match &m {
+            BackendMessage::ErrorResponse(_) => format!("Error({})", String::from_utf8_lossy(m.field(b'C').unwrap())),
+            BackendMessage::DataRow(v) => format!("Row({})", String::from_utf8_lossy(v[0].as_ref().unwrap())),
+            other => format!("{other:?}").split([' ', '(', '{']).next().unwrap().to_string(),
+        };
+        if matches!(m, BackendMessage::ReadyForQuery { .. }) {
+            rfqs += 1;
+        }
+        seen.push(name);
+    }
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "RowDescription",
+            "Row(1)",
+            "CommandComplete",
+            "ReadyForQuery",
+            "Error(42501)",
+            "ReadyForQuery",
+            "RowDescription",
+            "Row(2)",
+            "CommandComplete",
+            "ReadyForQuery",
+        ]
+    );
+    drop(s);
+    gw.stop().await;
+}
