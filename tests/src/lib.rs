@@ -398,16 +398,21 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
 impl Postgres {
     /// initdb + pg_ctl start in a temp dir, trusting every loopback connection.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with_auth(None)
+        Self::start_with_auth(None, None)
     }
 
     /// Like [`Postgres::start`], but user `postgres` must authenticate with SCRAM-SHA-256 and
     /// `password`.
     pub fn start_with_password(password: &str) -> anyhow::Result<Self> {
-        Self::start_with_auth(Some(password))
+        Self::start_with_auth(Some(password), None)
     }
 
-    fn start_with_auth(password: Option<&str>) -> anyhow::Result<Self> {
+    /// SCRAM with `password`, and TLS with `pki`'s server certificate (`ssl = on`).
+    pub fn start_with_tls(password: &str, pki: &TestPki) -> anyhow::Result<Self> {
+        Self::start_with_auth(Some(password), Some(pki))
+    }
+
+    fn start_with_auth(password: Option<&str>, tls: Option<&TestPki>) -> anyhow::Result<Self> {
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new().prefix("airlock-pg-").tempdir()?;
         if running_as_root() {
@@ -432,10 +437,23 @@ impl Postgres {
         let out = initdb.args(["-U", "postgres", "--no-sync", "-E", "UTF8", "-D"]).arg(&data).output()?;
         anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=off",
             dir.path().display()
         );
+        if let Some(pki) = tls {
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::copy(&pki.server_cert, &cert)?;
+            std::fs::copy(&pki.server_key, &key)?;
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+            }
+            if running_as_root() {
+                Command::new("chown").args(["postgres:postgres"]).arg(&cert).arg(&key).status()?;
+            }
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+        }
         let out = pg_command(&bin, "pg_ctl")
             .args(["-D"])
             .arg(&data)

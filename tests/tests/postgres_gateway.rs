@@ -230,3 +230,47 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
     drop(s);
     gw.stop().await;
 }
+
+/// The upstream over TLS with verify-full: the gateway's CA and the server name must match, or
+/// the session is refused; the caller never talks to an unverified database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_connection_is_tls_verified() {
+    let pki = TestPki::new();
+    let stranger = TestPki::new();
+    let pg = tokio::task::block_in_place(|| Postgres::start_with_tls(UPSTREAM_PASSWORD, &pki)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let route = |name: &str, ca: &std::path::Path| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+             upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\
+             upstream_tls = {{ ca = \"{}\", server_name = \"localhost\" }}\n\n",
+            pg.addr(),
+            pw.display(),
+            ca.display()
+        )
+    };
+    let config = format!(
+        "{}{}[[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
+        route("good", &pki.ca_pem),
+        route("bad", &stranger.ca_pem),
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let (good, bad) = (gw.addr("good"), gw.addr("bad"));
+    let (ok, refused) = tokio::task::spawn_blocking(move || {
+        (psql_as(good, AGENT_KEY, &["select 'over tls'"]), psql_as(bad, AGENT_KEY, &["select 1"]))
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("over tls"), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(!refused.status.success());
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    let good_session = list.iter().find(|s| s["route"] == "good").unwrap();
+    let frames = replay_json(gw.data_dir(), good_session["id"].as_str().unwrap());
+    assert!(frames.iter().any(|f| f["kind"] == "upstream_connected"));
+    let bad_session = list.iter().find(|s| s["route"] == "bad").unwrap();
+    assert!(bad_session["close_reason"].as_str().unwrap().contains("TLS handshake"), "{bad_session}");
+}

@@ -250,16 +250,20 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
-    let mut upstream: Box<dyn Io> = match timeout(route.connect_timeout, TcpStream::connect(&route.upstream)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Box::new(s)
-        }
-        _ => {
+    let mut upstream: Box<dyn Io> = match timeout(route.connect_timeout, connect_upstream(&route)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(reason)) => {
             let _ = client
                 .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
                 .await;
-            close(format!("upstream connect to {} failed", route.upstream)).await;
+            close(reason).await;
+            return;
+        }
+        Err(_) => {
+            let _ = client
+                .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
+                .await;
+            close(format!("upstream connect to {} timed out", route.upstream)).await;
             return;
         }
     };
@@ -643,13 +647,36 @@ async fn relay(
     }
 }
 
+/// Connects to the upstream; with `upstream_tls`, asks for TLS (SSLRequest) and verifies the
+/// server's certificate and name (verify-full). A server that declines TLS is not used.
+async fn connect_upstream(route: &crate::config::Route) -> Result<Box<dyn Io>, Fail> {
+    let mut tcp = TcpStream::connect(&route.upstream)
+        .await
+        .map_err(|e| format!("upstream connect to {} failed: {e}", route.upstream))?;
+    let _ = tcp.set_nodelay(true);
+    let Some((connector, name)) = &route.upstream_tls else { return Ok(Box::new(tcp)) };
+    tcp.write_all(&startup::encode(&StartupPacket::SslRequest))
+        .await
+        .map_err(|e| format!("upstream write error: {e}"))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(|e| format!("upstream read error: {e}"))?;
+    if answer[0] != b'S' {
+        return Err(format!("upstream {} declined TLS; the route requires it", route.upstream));
+    }
+    let tls = connector
+        .connect(name.clone(), tcp)
+        .await
+        .map_err(|e| format!("upstream TLS handshake with {} failed: {e}", route.upstream))?;
+    Ok(Box::new(tls))
+}
+
 /// Forwards a CancelRequest with a key this gateway minted to the upstream backend it stands for.
 async fn forward_cancel(ctx: &SessionCtx, minted: (i32, Vec<u8>)) {
     let Some((pid, key)) = ctx.cancel_keys.get(&minted) else {
         warn!(route = %ctx.route.name, "CancelRequest with an unknown key ignored.");
         return;
     };
-    if let Ok(Ok(mut s)) = timeout(ctx.route.connect_timeout, TcpStream::connect(&ctx.route.upstream)).await {
+    if let Ok(Ok(mut s)) = timeout(ctx.route.connect_timeout, connect_upstream(&ctx.route)).await {
         let _ = s.write_all(&startup::encode(&StartupPacket::Cancel { process_id: pid, secret_key: key })).await;
         let _ = s.shutdown().await;
     }
