@@ -274,3 +274,47 @@ async fn the_upstream_connection_is_tls_verified() {
     let bad_session = list.iter().find(|s| s["route"] == "bad").unwrap();
     assert!(bad_session["close_reason"].as_str().unwrap().contains("TLS handshake"), "{bad_session}");
 }
+
+/// psycopg 3 (a real driver) through the route: COPY both ways, binary results, a server-side
+/// cursor, prepared statements, pipeline mode, LISTEN/NOTIFY, and `cancel()` — which reaches the
+/// right backend through the gateway's minted cancel key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_features_and_cancel() {
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\nsql_trusted_roles = [\"app\"]\n\n\
+         [[identity.api_key]]\nname = \"app\"\nsha256 = \"{}\"\nroles = [\"app\"]\n",
+        pg.addr(),
+        pw.display(),
+        airlock::identity::apikey::format_hash(DBA_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let addr = gw.addr("pg");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/psycopg_session.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["60", "python3"])
+            .arg(&script)
+            .args([&addr.ip().to_string(), &addr.port().to_string(), DBA_KEY])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "psycopg: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["text"], "note 99");
+    assert_eq!(v["binary"], 4950);
+    assert_eq!(v["server_side_rows"], 100);
+    assert_eq!(v["copy_out"], serde_json::json!(["0", "1", "2"]));
+    assert_eq!(v["prepared"], serde_json::json!(["note 1", "note 2", "note 3"]));
+    assert_eq!(v["pipeline"], serde_json::json!([1, 2]));
+    assert_eq!(v["notify"], serde_json::json!(["hello"]));
+    assert_eq!(v["cancel"], "cancelled", "{v}");
+    assert!(v["cancel_seconds"].as_f64().unwrap() < 10.0, "{v}");
+    gw.stop().await;
+}
