@@ -81,6 +81,11 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
                     "select 42",
                 ],
             ),
+            psql_as(
+                addr,
+                AGENT_KEY,
+                &["\\copy t from program 'printf \"7\\n8\\n\"'", "\\copy (select x from t order by x) to stdout"],
+            ),
             psql_as(addr, "ak_wrong", &["select 1"]),
             psql_as(tls_only, AGENT_KEY, &["select 1"]),
             pgbench(addr, DBA_KEY, &["-i", "-s", "1", "-q"]),
@@ -99,10 +104,18 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
     assert!(agent.contains("2\n"), "the delete did not run: {agent}");
     assert!(agent.contains("no-secrets"), "{agent}");
     assert!(agent.contains("42\n"), "the session is still usable after refusals: {agent}");
-    assert!(!outs[2].status.success());
-    assert!(text(&outs[2]).contains("unknown API key"), "{}", text(&outs[2]));
-    assert!(text(&outs[3]).contains("requires TLS"), "{}", text(&outs[3]));
-    for o in &outs[4..] {
+    // psql's \copy in and out run COPY FROM STDIN / TO STDOUT through the gateway.
+    let copy = text(&outs[2]);
+    assert!(outs[2].status.success(), "{copy}");
+    assert_eq!(
+        String::from_utf8_lossy(&outs[2].stdout).lines().filter(|l| !l.starts_with("COPY")).collect::<Vec<_>>(),
+        ["1", "2", "7", "8"],
+        "{copy}"
+    );
+    assert!(!outs[3].status.success());
+    assert!(text(&outs[3]).contains("unknown API key"), "{}", text(&outs[3]));
+    assert!(text(&outs[4]).contains("requires TLS"), "{}", text(&outs[4]));
+    for o in &outs[5..] {
         assert!(o.status.success(), "pgbench: {}", text(o));
     }
     gw.stop().await;
@@ -316,5 +329,61 @@ async fn psycopg_features_and_cancel() {
     assert_eq!(v["notify"], serde_json::json!(["hello"]));
     assert_eq!(v["cancel"], "cancelled", "{v}");
     assert!(v["cancel_seconds"].as_f64().unwrap() < 10.0, "{v}");
+    gw.stop().await;
+}
+
+/// Hostile frontend bytes get an ErrorResponse (08P01) or a close, never a panic; the gateway
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frontend_input_is_refused_cleanly() {
+    use airlock_decoders::postgres::frontend::{self, FrontendMessage};
+    use airlock_decoders::postgres::startup::{self, StartupPacket};
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
+         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
+        pg.addr(),
+        pw.display(),
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let addr = gw.addr("pg");
+    let exchange = |bytes: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let _ = s.shutdown().await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await.expect("the gateway never closed");
+        got
+    };
+    // A 2 GiB length field in the startup packet.
+    let got = exchange(b"\x7f\xff\xff\xff\x00\x03\x00\x00".to_vec()).await;
+    assert!(got.windows(6).any(|w| w == b"C08P01"), "{got:?}");
+    // A truncated startup packet, then the caller goes away.
+    assert!(exchange(b"\x00\x00\x00\x40\x00\x03".to_vec()).await.is_empty());
+    // Logged in, then an unknown message type and a length below 4.
+    let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
+    let login = || {
+        let mut v =
+            startup::encode(&StartupPacket::Startup { major: 3, minor: 0, params: vec![(b("user"), b("x"))] }).to_vec();
+        v.extend_from_slice(&frontend::encode(&FrontendMessage::Password(b(&format!("{AGENT_KEY}\0")))));
+        v
+    };
+    for garbage in [&b"?\x00\x00\x00\x04"[..], b"Q\x00\x00\x00\x02"] {
+        let mut bytes = login();
+        bytes.extend_from_slice(garbage);
+        let got = exchange(bytes).await;
+        assert!(got.windows(6).any(|w| w == b"C08P01"), "{garbage:?}: {got:?}");
+    }
+    // Still serving.
+    let ok = tokio::task::spawn_blocking(move || psql_as(addr, AGENT_KEY, &["select 'still here'"])).await.unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("still here"));
     gw.stop().await;
 }

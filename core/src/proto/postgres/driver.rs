@@ -71,6 +71,7 @@ impl CancelKeys {
 type Fail = String;
 
 async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut, side: &str) -> Result<(), Fail> {
+    buf.reserve(8 * 1024);
     let n = io.read_buf(buf).await.map_err(|e| format!("{side} read error: {e}"))?;
     if n == 0 {
         return Err(format!("{side} closed the connection"));
@@ -630,6 +631,9 @@ async fn relay(
         if let Err(e) = to_client.flush(client, strict, &counters[1]).await {
             return e;
         }
+        // Read in sizable pieces (an empty BytesMut would otherwise grow 64 bytes at a time).
+        cbuf.reserve(16 * 1024);
+        ubuf.reserve(64 * 1024);
         tokio::select! {
             r = client.read_buf(cbuf) => match r {
                 Ok(0) => return "the caller closed the connection".into(),
