@@ -130,6 +130,17 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
         .collect();
     assert!(decisions.contains(&("sql delete from t".into(), "guard:no_where".into())), "{decisions:?}");
     assert!(decisions.contains(&("sql select * from secrets".into(), "no-secrets".into())), "{decisions:?}");
+    // The text replay reads like a psql session: statements, result tables, tags, errors.
+    let transcript = stdout(&airlock(&[
+        "replay",
+        agent_session["id"].as_str().unwrap(),
+        "--data-dir",
+        &gw.data_dir().display().to_string(),
+    ]));
+    assert!(transcript.contains("=> select sum(x) from t"), "{transcript}");
+    assert!(transcript.contains(" sum ") && transcript.contains(" 3 "), "{transcript}");
+    assert!(transcript.contains("<= (SELECT 1)"), "{transcript}");
+    assert!(transcript.contains("ERROR 42501: denied by rule `guard:no_where`"), "{transcript}");
     // The upstream password is never in the journal.
     let all = stdout(&airlock(&[
         "replay",

@@ -8,6 +8,7 @@ mod demo;
 pub mod demo_llm;
 mod har;
 mod journal_cmd;
+mod pg_transcript;
 mod replay;
 mod run;
 mod sessions;

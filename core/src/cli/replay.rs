@@ -25,6 +25,9 @@ pub(super) fn replay(args: &JournalArgs, id: &str, format: ReplayFormat, pace: b
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let postgres =
+        records.iter().any(|r| matches!(&r.record.kind, RecordKind::SessionOpen(m) if m.protocol == "postgres"));
+    let mut transcript = super::pg_transcript::Transcript::default();
     let mut prev_us = None;
     for r in &records {
         if pace {
@@ -37,6 +40,12 @@ pub(super) fn replay(args: &JournalArgs, id: &str, format: ReplayFormat, pace: b
         }
         match format {
             ReplayFormat::Json => writeln!(out, "{}", serde_json::to_string(&FrameJson::new(r))?)?,
+            // PostgreSQL sessions read as a psql-like transcript; everything else as bytes.
+            ReplayFormat::Text if postgres && matches!(r.record.kind, RecordKind::Data(_)) => {
+                if !transcript.record(&mut out, r)? {
+                    write_text(&mut out, r)?;
+                }
+            }
             ReplayFormat::Text => write_text(&mut out, r)?,
             ReplayFormat::Har => {}
         }
