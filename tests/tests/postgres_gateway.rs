@@ -398,3 +398,77 @@ async fn malformed_frontend_input_is_refused_cleanly() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("still here"));
     gw.stop().await;
 }
+
+/// Automatic logoff: a session authenticated with a short-lived JWT is ended, with a FATAL
+/// ErrorResponse, when the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_session_ends_when_its_token_expires() {
+    use airlock_decoders::Decoder as _;
+    use airlock_decoders::postgres::backend::{Authentication, BackendDecoder, BackendMessage};
+    use airlock_decoders::postgres::frontend::{self, FrontendMessage};
+    use airlock_decoders::postgres::startup::{self, StartupPacket};
+    use bytes::{Bytes, BytesMut};
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const RSA_A: &[u8] = include_bytes!("../fixtures/jwt/rsa-a.der");
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_der(RSA_A), Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("a".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
+         [[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\naudiences = [\"airlock\"]\njwks_file = \"{}\"\nleeway = \"0s\"\n",
+        pg.addr(),
+        pw.display(),
+        jwks.display(),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let claims = serde_json::json!({"iss": "https://idp.example", "aud": "airlock", "sub": "nurse", "exp": now + 3});
+    let token = jsonwebtoken::encode(
+        &Header { kid: Some("a".into()), ..Header::new(Algorithm::RS256) },
+        &claims,
+        &EncodingKey::from_rsa_der(RSA_A),
+    )
+    .unwrap();
+
+    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
+    let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
+    s.write_all(&startup::encode(&StartupPacket::Startup { major: 3, minor: 0, params: vec![(b("user"), b("x"))] }))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let mut dec = BackendDecoder::default();
+    let mut next = async |s: &mut tokio::net::TcpStream, buf: &mut BytesMut| loop {
+        if let Some(m) = dec.decode(buf).unwrap() {
+            return Some(m);
+        }
+        if tokio::time::timeout(WAIT, s.read_buf(buf)).await.unwrap().unwrap() == 0 {
+            return None;
+        }
+    };
+    assert_eq!(next(&mut s, &mut buf).await, Some(BackendMessage::Authentication(Authentication::CleartextPassword)));
+    s.write_all(&frontend::encode(&FrontendMessage::Password(b(&format!("{token}\0"))))).await.unwrap();
+    loop {
+        if matches!(next(&mut s, &mut buf).await, Some(BackendMessage::ReadyForQuery { .. })) {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    let ended = next(&mut s, &mut buf).await.expect("an ErrorResponse before the close");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(ended.field(b'S').map(|v| &v[..]), Some(&b"FATAL"[..]), "{ended:?}");
+    assert_eq!(ended.field(b'M').map(|v| &v[..]), Some(&b"token expired"[..]), "{ended:?}");
+    assert_eq!(next(&mut s, &mut buf).await, None, "then the connection closes");
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    assert!(list[0]["close_reason"].as_str().unwrap().starts_with("automatic logoff"), "{list:?}");
+    assert_eq!(list[0]["principal"], "oidc:corp/nurse");
+}

@@ -494,6 +494,11 @@ async fn relay(
     let mut fdec = FrontendDecoder::default();
     let mut bdec = BackendDecoder::default();
     let mut skip_until_sync = false;
+    // Automatic logoff: the session ends when the caller's credential does.
+    let expires = principal.expires_at.map(|secs| {
+        let left_us = secs.saturating_mul(1_000_000).saturating_sub(crate::time::now_us());
+        Instant::now() + std::time::Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
+    });
     // Queries and Syncs forwarded whose ReadyForQuery has not come back yet. Answers the gateway
     // makes itself (refusals) wait until they are 0, so the caller sees answers in order.
     let mut outstanding = 0usize;
@@ -647,6 +652,13 @@ async fn relay(
             },
             () = tokio::time::sleep(route.idle_timeout) => return "idle timeout".into(),
             () = ctx.abort.cancelled() => return "gateway shutdown: drain deadline passed".into(),
+            () = async { match expires { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                let denial = Denial::expired_during_session(sj.id().to_string());
+                let bytes = deny::postgres(&denial, true);
+                let _ = to_client.push(sj, &bytes).await;
+                let _ = to_client.flush(client, strict, &counters[1]).await;
+                return "automatic logoff: the caller's credential expired during the session".into();
+            }
         }
     }
 }
