@@ -472,3 +472,63 @@ async fn a_postgres_session_ends_when_its_token_expires() {
     assert!(list[0]["close_reason"].as_str().unwrap().starts_with("automatic logoff"), "{list:?}");
     assert_eq!(list[0]["principal"], "oidc:corp/nurse");
 }
+
+/// The caller killed mid-result and the upstream backend killed mid-query: clean ends, the
+/// reasons journaled, and the journal still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_peers_end_sessions_cleanly() {
+    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\nsql_trusted_roles = [\"dba\"]\n\n\
+         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
+         [[identity.api_key]]\nname = \"dba\"\nsha256 = \"{}\"\nroles = [\"dba\"]\n",
+        pg.addr(),
+        pw.display(),
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+        airlock::identity::apikey::format_hash(DBA_KEY),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let addr = gw.addr("pg");
+    let (killed_upstream, _) = tokio::task::spawn_blocking(move || {
+        // The caller dies while a large result streams.
+        let mut big = Command::new("psql")
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "x", "-d", "postgres"])
+            .args(["-c", "select g, repeat('x', 100) from generate_series(1, 3000000) g"])
+            .env("PGPASSWORD", AGENT_KEY)
+            .env("PGSSLMODE", "disable")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let _ = big.kill();
+        let _ = big.wait();
+        // The upstream backend is terminated mid-query.
+        let sleeper = std::thread::spawn(move || psql_as(addr, AGENT_KEY, &["select pg_sleep(20)"]));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let kill = psql_as(
+            addr,
+            DBA_KEY,
+            &["select pg_terminate_backend(pid) from pg_stat_activity where query = 'select pg_sleep(20)'"],
+        );
+        (sleeper.join().unwrap(), kill)
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&killed_upstream.stderr).into_owned();
+    assert!(!killed_upstream.status.success());
+    assert!(text.contains("terminating connection due to administrator command"), "{text}");
+    gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(gw.data_dir()).iter().map(|s| s["close_reason"].as_str().unwrap_or("").to_string()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("caller") && (r.contains("closed") || r.contains("error"))),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r == "the upstream closed the connection"), "{reasons:?}");
+    let verify = airlock(&["journal", "verify", "--data-dir", &gw.data_dir().display().to_string()]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
