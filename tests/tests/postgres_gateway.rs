@@ -294,7 +294,8 @@ async fn the_upstream_connection_is_tls_verified() {
     let list = sessions(gw.data_dir());
     let good_session = list.iter().find(|s| s["route"] == "good").unwrap();
     let frames = replay_json(gw.data_dir(), good_session["id"].as_str().unwrap());
-    assert!(frames.iter().any(|f| f["kind"] == "upstream_connected"));
+    let up = frames.iter().find(|f| f["kind"] == "upstream_connected").unwrap();
+    assert_eq!(up["meta"]["tls"]["server_name"], "localhost", "{up}");
     let bad_session = list.iter().find(|s| s["route"] == "bad").unwrap();
     assert!(bad_session["close_reason"].as_str().unwrap().contains("TLS handshake"), "{bad_session}");
 }

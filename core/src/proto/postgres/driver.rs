@@ -251,23 +251,24 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
-    let mut upstream: Box<dyn Io> = match timeout(route.connect_timeout, connect_upstream(&route)).await {
-        Ok(Ok(io)) => io,
-        Ok(Err(reason)) => {
-            let _ = client
-                .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
-                .await;
-            close(reason).await;
-            return;
-        }
-        Err(_) => {
-            let _ = client
-                .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
-                .await;
-            close(format!("upstream connect to {} timed out", route.upstream)).await;
-            return;
-        }
-    };
+    let (mut upstream, upstream_tls): (Box<dyn Io>, _) =
+        match timeout(route.connect_timeout, connect_upstream(&route)).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(reason)) => {
+                let _ = client
+                    .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
+                    .await;
+                close(reason).await;
+                return;
+            }
+            Err(_) => {
+                let _ = client
+                    .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
+                    .await;
+                close(format!("upstream connect to {} timed out", route.upstream)).await;
+                return;
+            }
+        };
     let mut up_params = vec![(Bytes::from_static(b"user"), Bytes::from(pg.upstream_user.clone()))];
     for name in [&b"database"[..], b"application_name", b"client_encoding", b"DateStyle", b"options"] {
         if let Some(v) = param(name) {
@@ -334,7 +335,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     }
     let _ = super::super::tcp::journal_upstream(
         &sj,
-        crate::journal::record::UpstreamMeta { addr: route.upstream.clone(), tls: None, break_glass: false },
+        crate::journal::record::UpstreamMeta { addr: route.upstream.clone(), tls: upstream_tls, break_glass: false },
     )
     .await;
 
@@ -665,12 +666,14 @@ async fn relay(
 
 /// Connects to the upstream; with `upstream_tls`, asks for TLS (SSLRequest) and verifies the
 /// server's certificate and name (verify-full). A server that declines TLS is not used.
-async fn connect_upstream(route: &crate::config::Route) -> Result<Box<dyn Io>, Fail> {
+async fn connect_upstream(
+    route: &crate::config::Route,
+) -> Result<(Box<dyn Io>, Option<crate::journal::record::TlsMeta>), Fail> {
     let mut tcp = TcpStream::connect(&route.upstream)
         .await
         .map_err(|e| format!("upstream connect to {} failed: {e}", route.upstream))?;
     let _ = tcp.set_nodelay(true);
-    let Some((connector, name)) = &route.upstream_tls else { return Ok(Box::new(tcp)) };
+    let Some((connector, name)) = &route.upstream_tls else { return Ok((Box::new(tcp), None)) };
     tcp.write_all(&startup::encode(&StartupPacket::SslRequest))
         .await
         .map_err(|e| format!("upstream write error: {e}"))?;
@@ -683,7 +686,8 @@ async fn connect_upstream(route: &crate::config::Route) -> Result<Box<dyn Io>, F
         .connect(name.clone(), tcp)
         .await
         .map_err(|e| format!("upstream TLS handshake with {} failed: {e}", route.upstream))?;
-    Ok(Box::new(tls))
+    let meta = crate::tls::describe(tls.get_ref().1, Some(name.to_str().as_ref()));
+    Ok((Box::new(tls), Some(meta)))
 }
 
 /// Forwards a CancelRequest with a key this gateway minted to the upstream backend it stands for.
@@ -692,7 +696,7 @@ async fn forward_cancel(ctx: &SessionCtx, minted: (i32, Vec<u8>)) {
         warn!(route = %ctx.route.name, "CancelRequest with an unknown key ignored.");
         return;
     };
-    if let Ok(Ok(mut s)) = timeout(ctx.route.connect_timeout, connect_upstream(&ctx.route)).await {
+    if let Ok(Ok((mut s, _))) = timeout(ctx.route.connect_timeout, connect_upstream(&ctx.route)).await {
         let _ = s.write_all(&startup::encode(&StartupPacket::Cancel { process_id: pid, secret_key: key })).await;
         let _ = s.shutdown().await;
     }
