@@ -54,7 +54,9 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
          [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
          [[identity.api_key]]\nname = \"dba\"\nsha256 = \"{}\"\nroles = [\"dba\"]\n\n\
          [[rule]]\nid = \"no-secrets\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"the secrets table is off limits\"\n\
-         sql = {{ tables = [\"secrets\"] }}\n",
+         sql = {{ tables = [\"secrets\"] }}\n\n\
+         [[rule]]\nid = \"no-ssn\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"agents never read SSNs\"\n\
+         sql = {{ columns = [\"ssn\"] }}\n",
         pg.addr(),
         pw.display(),
         airlock::identity::apikey::format_hash(AGENT_KEY),
@@ -91,6 +93,7 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
             pgbench(addr, DBA_KEY, &["-i", "-s", "1", "-q"]),
             pgbench(addr, AGENT_KEY, &["-M", "extended", "-t", "5", "-c", "1", "-S"]),
             pgbench(addr, AGENT_KEY, &["-M", "prepared", "-t", "5", "-c", "1", "-S"]),
+            psql_as(addr, AGENT_KEY, &["select ssn from t", "select * from t", "select x from t where x = 1"]),
         ]
     })
     .await
@@ -115,9 +118,14 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
     assert!(!outs[3].status.success());
     assert!(text(&outs[3]).contains("unknown API key"), "{}", text(&outs[3]));
     assert!(text(&outs[4]).contains("requires TLS"), "{}", text(&outs[4]));
-    for o in &outs[5..] {
+    for o in &outs[5..8] {
         assert!(o.status.success(), "pgbench: {}", text(o));
     }
+    // Column rules: a named column is refused; `*` cannot show it is absent, so it is refused too;
+    // a query that names other columns runs.
+    let cols = text(&outs[8]);
+    assert_eq!(cols.matches("denied by rule `no-ssn`").count(), 2, "{cols}");
+    assert!(cols.contains("1\n"), "{cols}");
     gw.stop().await;
 
     let list = sessions(gw.data_dir());

@@ -4,7 +4,10 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{CopySource, CopyTarget, Statement, visit_relations};
+use sqlparser::ast::{
+    AssignmentTarget, CopySource, CopyTarget, Expr, Query, SelectItem, SetExpr, Statement, visit_expressions,
+    visit_relations,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -23,12 +26,15 @@ pub struct SqlStatement {
     pub copy_program: bool,
     /// DROP, TRUNCATE or ALTER.
     pub destructive_ddl: bool,
+    /// Columns it names (projection, predicates, assignments, insert lists), lower-case; `None`
+    /// when they cannot be known (`SELECT *`, an INSERT without a column list).
+    pub columns: Option<Vec<String>>,
 }
 
 impl SqlStatement {
     /// The request the filter chain decides.
     pub fn request(&self) -> Request {
-        Request::Sql { kind: self.kind, tables: self.tables.clone(), columns: None }
+        Request::Sql { kind: self.kind, tables: self.tables.clone(), columns: self.columns.clone() }
     }
 }
 
@@ -59,6 +65,62 @@ fn kind_of(s: &Statement) -> SqlKind {
     }
 }
 
+fn set_has_wildcard(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => {
+            s.projection.iter().any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)))
+        }
+        SetExpr::Query(q) => query_has_wildcard(q),
+        SetExpr::SetOperation { left, right, .. } => set_has_wildcard(left) || set_has_wildcard(right),
+        _ => false,
+    }
+}
+
+fn query_has_wildcard(q: &Query) -> bool {
+    set_has_wildcard(&q.body)
+}
+
+fn last_segment(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).trim_matches('"').to_lowercase()
+}
+
+/// The columns a statement names, or `None` when they cannot be known.
+fn columns_of(s: &Statement) -> Option<Vec<String>> {
+    let mut cols: Vec<String> = Vec::new();
+    let mut push = |c: String| {
+        if !cols.contains(&c) {
+            cols.push(c);
+        }
+    };
+    match s {
+        Statement::Query(q) if query_has_wildcard(q) => return None,
+        Statement::Insert(i) if i.columns.is_empty() => return None,
+        Statement::Insert(i) => i.columns.iter().for_each(|c| push(last_segment(&c.to_string()))),
+        Statement::Update(u) => {
+            for a in &u.assignments {
+                match &a.target {
+                    AssignmentTarget::ColumnName(n) => push(last_segment(&n.to_string())),
+                    AssignmentTarget::Tuple(ns) => ns.iter().for_each(|n| push(last_segment(&n.to_string()))),
+                }
+            }
+        }
+        _ => {}
+    }
+    let _ = visit_expressions(s, |e| {
+        match e {
+            Expr::Identifier(i) => push(i.value.to_lowercase()),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    push(last.value.to_lowercase());
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(cols)
+}
+
 /// Classifies every statement of `sql`; an error says why it does not parse.
 pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
@@ -85,7 +147,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 );
             let destructive_ddl =
                 matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
-            SqlStatement { kind: kind_of(s), tables, has_where, copy_program, destructive_ddl }
+            SqlStatement { kind: kind_of(s), tables, has_where, copy_program, destructive_ddl, columns: columns_of(s) }
         })
         .collect())
 }
@@ -152,5 +214,20 @@ mod tests {
         assert_eq!(classify("GRANT SELECT ON t TO bob").unwrap()[0].kind, SqlKind::Dcl);
         assert_eq!(classify("COPY t FROM STDIN").unwrap()[0].kind, SqlKind::Copy);
         assert_eq!(classify("SET search_path = x").unwrap()[0].kind, SqlKind::Set);
+    }
+
+    #[test]
+    fn columns_where_they_can_be_known() {
+        let cols = |sql: &str| classify(sql).unwrap()[0].columns.clone();
+        assert_eq!(
+            cols("SELECT p.name, dob FROM patients p WHERE p.ssn = '1'"),
+            Some(vec!["name".into(), "dob".into(), "ssn".into()])
+        );
+        assert_eq!(cols("SELECT * FROM patients"), None);
+        assert_eq!(cols("SELECT p.* FROM patients p"), None);
+        assert_eq!(cols("INSERT INTO patients (name, ssn) VALUES ('a', 'b')"), Some(vec!["name".into(), "ssn".into()]));
+        assert_eq!(cols("INSERT INTO patients VALUES ('a', 'b')"), None);
+        assert_eq!(cols("UPDATE patients SET ssn = NULL WHERE id = 7"), Some(vec!["ssn".into(), "id".into()]));
+        assert_eq!(cols("SELECT count(*) FROM patients"), Some(vec![]));
     }
 }
