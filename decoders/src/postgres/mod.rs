@@ -30,13 +30,16 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Bound on startup-phase packets (PostgreSQL's `MAX_STARTUP_PACKET_LENGTH` is 10000).
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
-/// A typed frame: the type byte and the body (length prefix removed).
+/// A typed frame: the type byte, the body (length prefix removed), and the whole frame as it
+/// arrived (for forwarding and the journal without re-encoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The type byte.
     pub tag: u8,
     /// The body.
     pub body: Bytes,
+    /// Type byte, length and body, exactly as received.
+    pub raw: Bytes,
 }
 
 /// Takes one typed frame off `buf` once it is whole, checking the length before buffering.
@@ -49,10 +52,25 @@ pub fn take_typed(buf: &mut BytesMut, max: usize, what: &'static str) -> Result<
         return Err(DecodeError::Malformed { what, reason: "length field below 4" });
     }
     let len = len as usize;
-    let Some(mut frame) = crate::take_frame(buf, 1 + len, 1 + max, what)? else { return Ok(None) };
-    let tag = frame[0];
-    frame.advance(5);
-    Ok(Some(Frame { tag, body: frame }))
+    let Some(raw) = crate::take_frame(buf, 1 + len, 1 + max, what)? else { return Ok(None) };
+    Ok(Some(Frame { tag: raw[0], body: raw.slice(5..), raw }))
+}
+
+/// Fuzz logic shared by the typed decoders: decode arbitrary bytes as a stream; every message
+/// decoded must re-encode to exactly the frame it came from, and the frames must cover the
+/// consumed input in order.
+pub(crate) fn fuzz_round_trip<M: std::fmt::Debug>(
+    data: &[u8],
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<(M, Bytes)>, DecodeError>,
+    encode: impl Fn(&M) -> Bytes,
+) {
+    let mut buf = BytesMut::from(data);
+    let mut at = 0;
+    while let Ok(Some((m, raw))) = decode(&mut buf) {
+        assert_eq!(&encode(&m)[..], &raw[..], "message did not round-trip: {m:?}");
+        assert_eq!(&raw[..], &data[at..at + raw.len()], "frames out of order");
+        at += raw.len();
+    }
 }
 
 /// Writes a typed message: tag, length, body.

@@ -408,13 +408,10 @@ impl Outbox {
         self.bytes.is_empty()
     }
 
-    async fn push(&mut self, sj: &SessionJournal, bytes: &[u8]) -> Result<(), Fail> {
-        let r = sj
-            .data(self.direction, false, &Bytes::copy_from_slice(bytes))
-            .await
-            .map_err(|e| format!("journal write failed: {e}"))?;
+    async fn push(&mut self, sj: &SessionJournal, bytes: Bytes) -> Result<(), Fail> {
+        let r = sj.data(self.direction, false, &bytes).await.map_err(|e| format!("journal write failed: {e}"))?;
         self.last = Some(r);
-        self.bytes.extend_from_slice(bytes);
+        self.bytes.extend_from_slice(&bytes);
         Ok(())
     }
 
@@ -509,13 +506,11 @@ async fn relay(
     loop {
         // Everything already buffered from the upstream goes first, in one write.
         loop {
-            let snapshot = ubuf.clone();
-            let m = match bdec.decode(ubuf) {
-                Ok(Some(m)) => m,
+            let (m, raw) = match bdec.decode_raw(ubuf) {
+                Ok(Some(pair)) => pair,
                 Ok(None) => break,
                 Err(e) => return format!("upstream sent a malformed message: {e}"),
             };
-            let raw = &snapshot[..snapshot.len() - ubuf.len()];
             let bytes: Bytes = match &m {
                 BackendMessage::BackendKeyData { process_id, secret_key } => {
                     let mut key = [0u8; 4];
@@ -533,16 +528,16 @@ async fn relay(
                 BackendMessage::ReadyForQuery { status } => {
                     *tx_status = *status;
                     outstanding = outstanding.saturating_sub(1);
-                    Bytes::copy_from_slice(raw)
+                    raw
                 }
-                _ => Bytes::copy_from_slice(raw),
+                _ => raw,
             };
-            if let Err(e) = to_client.push(sj, &bytes).await {
+            if let Err(e) = to_client.push(sj, bytes).await {
                 return e;
             }
             if outstanding == 0
                 && !injected.is_empty()
-                && let Err(e) = to_client.push(sj, &std::mem::take(&mut injected)).await
+                && let Err(e) = to_client.push(sj, Bytes::from(std::mem::take(&mut injected))).await
             {
                 return e;
             }
@@ -554,16 +549,14 @@ async fn relay(
         // gateway's own answers waits for earlier answers from the upstream, later messages wait
         // too: the caller must see the answers in the order it asked.
         while injected.is_empty() {
-            let snapshot = cbuf.clone();
-            let m = match fdec.decode(cbuf) {
-                Ok(Some(m)) => m,
+            let (m, raw) = match fdec.decode_raw(cbuf) {
+                Ok(Some(pair)) => pair,
                 Ok(None) => break,
                 Err(e) => {
                     let _ = client.write_all(&error_fields("FATAL", "08P01", &format!("malformed message: {e}"))).await;
                     return format!("caller sent a malformed message: {e}");
                 }
             };
-            let raw = Bytes::copy_from_slice(&snapshot[..snapshot.len() - cbuf.len()]);
             let mut answer: Option<Vec<u8>> = None;
             if skip_until_sync {
                 if matches!(m, FrontendMessage::Sync) {
@@ -612,7 +605,7 @@ async fn relay(
                     if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
                         outstanding += 1;
                     }
-                    if let Err(e) = to_upstream.push(sj, &raw).await {
+                    if let Err(e) = to_upstream.push(sj, raw).await {
                         return e;
                     }
                     if matches!(m, FrontendMessage::Terminate) {
@@ -623,7 +616,7 @@ async fn relay(
             }
             if let Some(out) = answer {
                 if outstanding == 0 && to_upstream.is_empty() {
-                    if let Err(e) = to_client.push(sj, &out).await {
+                    if let Err(e) = to_client.push(sj, Bytes::from(out)).await {
                         return e;
                     }
                 } else {
@@ -656,7 +649,7 @@ async fn relay(
             () = async { match expires { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 let denial = Denial::expired_during_session(sj.id().to_string());
                 let bytes = deny::postgres(&denial, true);
-                let _ = to_client.push(sj, &bytes).await;
+                let _ = to_client.push(sj, bytes).await;
                 let _ = to_client.flush(client, strict, &counters[1]).await;
                 return "automatic logoff: the caller's credential expired during the session".into();
             }
