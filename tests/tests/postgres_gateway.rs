@@ -40,29 +40,107 @@ fn pgbench(addr: std::net::SocketAddr, key: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_and_pgbench_through_the_postgres_driver() {
+/// An `[[identity.api_key]]` block.
+fn api_key(name: &str, key: &str, role: &str) -> String {
+    format!(
+        "[[identity.api_key]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n\n",
+        airlock::identity::apikey::format_hash(key)
+    )
+}
+
+/// A real PostgreSQL that demands SCRAM, and a gateway whose `pg` route logs in to it with the
+/// password it holds, accepting caller passwords in plaintext on loopback. `route_extra` adds
+/// lines to that route; `extra` adds configuration after it (identities, rules, more routes),
+/// with `{PG}` standing for the server's address.
+struct Rig {
+    gw: TestGateway,
+    pg: Postgres,
+    dir: tempfile::TempDir,
+}
+
+async fn rig(route_extra: &str, extra: &str) -> Rig {
     let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pg.pw");
     std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
     let config = format!(
         "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_user = \"postgres\"\nupstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\
-         sql_trusted_roles = [\"dba\"]\n\n\
-         [[route]]\nname = \"tls-only\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{0}\"\n\n\
-         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
-         [[identity.api_key]]\nname = \"dba\"\nsha256 = \"{}\"\nroles = [\"dba\"]\n\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n{route_extra}\n\n{}",
+        pg.addr(),
+        pw.display(),
+        extra.replace("{PG}", &pg.addr().to_string()),
+    );
+    let gw = TestGateway::start(&config).await.unwrap();
+    Rig { gw, pg, dir }
+}
+
+/// A session spoken in raw protocol messages, logged in with `password`.
+struct Raw {
+    s: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    dec: airlock_decoders::postgres::backend::BackendDecoder,
+}
+
+impl Raw {
+    async fn login(addr: std::net::SocketAddr, password: &str) -> Self {
+        use airlock_decoders::postgres::backend::{Authentication, BackendMessage};
+        use airlock_decoders::postgres::frontend::FrontendMessage;
+        use airlock_decoders::postgres::startup::{self, StartupPacket};
+        use bytes::Bytes;
+        use tokio::io::AsyncWriteExt;
+        let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let hello = StartupPacket::Startup {
+            major: 3,
+            minor: 0,
+            params: vec![(b("user"), b("x")), (b("database"), b("postgres"))],
+        };
+        s.write_all(&startup::encode(&hello)).await.unwrap();
+        let mut raw = Self { s, buf: bytes::BytesMut::new(), dec: Default::default() };
+        assert_eq!(raw.next().await, Some(BackendMessage::Authentication(Authentication::CleartextPassword)));
+        raw.send(&[FrontendMessage::Password(b(&format!("{password}\0")))]).await;
+        loop {
+            if matches!(raw.next().await, Some(BackendMessage::ReadyForQuery { .. })) {
+                return raw;
+            }
+        }
+    }
+
+    async fn send(&mut self, messages: &[airlock_decoders::postgres::frontend::FrontendMessage]) {
+        use tokio::io::AsyncWriteExt;
+        let bytes: Vec<u8> =
+            messages.iter().flat_map(|m| airlock_decoders::postgres::frontend::encode(m).to_vec()).collect();
+        self.s.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next server message, or `None` once the connection closes.
+    async fn next(&mut self) -> Option<airlock_decoders::postgres::backend::BackendMessage> {
+        use airlock_decoders::Decoder as _;
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = self.dec.decode(&mut self.buf).unwrap() {
+                return Some(m);
+            }
+            if tokio::time::timeout(WAIT, self.s.read_buf(&mut self.buf)).await.unwrap().unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_pgbench_through_the_postgres_driver() {
+    let extra = format!(
+        "{}{}[[route]]\nname = \"tls-only\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{{PG}}\"\n\n\
          [[rule]]\nid = \"no-secrets\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"the secrets table is off limits\"\n\
          sql = {{ tables = [\"secrets\"] }}\n\n\
          [[rule]]\nid = \"no-ssn\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"agents never read SSNs\"\n\
          sql = {{ columns = [\"ssn\"] }}\n",
-        pg.addr(),
-        pw.display(),
-        airlock::identity::apikey::format_hash(AGENT_KEY),
-        airlock::identity::apikey::format_hash(DBA_KEY),
+        api_key("agent", AGENT_KEY, "agent"),
+        api_key("dba", DBA_KEY, "dba"),
     );
-    let mut gw = TestGateway::start(&config).await.unwrap();
+    let Rig { mut gw, pg: _pg, dir: _dir } =
+        rig("upstream_user = \"postgres\"\nsql_trusted_roles = [\"dba\"]", &extra).await;
     let addr = gw.addr("pg");
     let tls_only = gw.addr("tls-only");
     let outs = tokio::task::spawn_blocking(move || {
@@ -164,49 +242,13 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
 /// goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_statement_in_a_pipeline_answers_in_order() {
-    use airlock_decoders::Decoder as _;
-    use airlock_decoders::postgres::backend::{Authentication, BackendDecoder, BackendMessage};
-    use airlock_decoders::postgres::frontend::{self, FrontendMessage, Target};
-    use airlock_decoders::postgres::startup::{self, StartupPacket};
-    use bytes::{Bytes, BytesMut};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::{FrontendMessage, Target};
+    use bytes::Bytes;
 
-    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pg.pw");
-    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
-    let config = format!(
-        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
-         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
-        pg.addr(),
-        pw.display(),
-        airlock::identity::apikey::format_hash(AGENT_KEY),
-    );
-    let mut gw = TestGateway::start(&config).await.unwrap();
-    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
+    let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
     let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
-    let hello = StartupPacket::Startup {
-        major: 3,
-        minor: 0,
-        params: vec![(b("user"), b("x")), (b("database"), b("postgres"))],
-    };
-    s.write_all(&startup::encode(&hello)).await.unwrap();
-    let mut buf = BytesMut::new();
-    let mut dec = BackendDecoder::default();
-    let mut next = async |s: &mut tokio::net::TcpStream, buf: &mut BytesMut| loop {
-        if let Some(m) = dec.decode(buf).unwrap() {
-            return m;
-        }
-        assert!(tokio::time::timeout(WAIT, s.read_buf(buf)).await.unwrap().unwrap() > 0, "closed");
-    };
-    assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
-    s.write_all(&frontend::encode(&FrontendMessage::Password(b(&format!("{AGENT_KEY}\0"))))).await.unwrap();
-    loop {
-        if matches!(next(&mut s, &mut buf).await, BackendMessage::ReadyForQuery { .. }) {
-            break;
-        }
-    }
     let unnamed = || Bytes::new();
     let ext = |sql: &str| {
         vec![
@@ -226,12 +268,11 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
     let mut pipeline: Vec<FrontendMessage> = ext("select 1");
     pipeline.extend(ext("delete from pg_class"));
     pipeline.push(FrontendMessage::Query { sql: b("select 2") });
-    let bytes: Vec<u8> = pipeline.iter().flat_map(|m| frontend::encode(m).to_vec()).collect();
-    s.write_all(&bytes).await.unwrap();
+    s.send(&pipeline).await;
     let mut seen = Vec::new();
     let mut rfqs = 0;
     while rfqs < 3 {
-        let m = next(&mut s, &mut buf).await;
+        let m = s.next().await.expect("the session stays open");
         let name = match &m {
             BackendMessage::ErrorResponse(_) => format!("Error({})", String::from_utf8_lossy(m.field(b'C').unwrap())),
             BackendMessage::DataRow(v) => format!("Row({})", String::from_utf8_lossy(v[0].as_ref().unwrap())),
@@ -313,19 +354,8 @@ async fn the_upstream_connection_is_tls_verified() {
 /// right backend through the gateway's minted cancel key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_features_and_cancel() {
-    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pg.pw");
-    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
-    let config = format!(
-        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\nsql_trusted_roles = [\"app\"]\n\n\
-         [[identity.api_key]]\nname = \"app\"\nsha256 = \"{}\"\nroles = [\"app\"]\n",
-        pg.addr(),
-        pw.display(),
-        airlock::identity::apikey::format_hash(DBA_KEY),
-    );
-    let mut gw = TestGateway::start(&config).await.unwrap();
+    let Rig { mut gw, pg: _pg, dir: _dir } =
+        rig("sql_trusted_roles = [\"app\"]", &api_key("app", DBA_KEY, "app")).await;
     let addr = gw.addr("pg");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/psycopg_session.py");
     let out = tokio::task::spawn_blocking(move || {
@@ -361,19 +391,7 @@ async fn malformed_frontend_input_is_refused_cleanly() {
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pg.pw");
-    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
-    let config = format!(
-        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
-         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
-        pg.addr(),
-        pw.display(),
-        airlock::identity::apikey::format_hash(AGENT_KEY),
-    );
-    let mut gw = TestGateway::start(&config).await.unwrap();
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
     let addr = gw.addr("pg");
     let exchange = |bytes: Vec<u8>| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -412,33 +430,21 @@ async fn malformed_frontend_input_is_refused_cleanly() {
 /// ErrorResponse, when the token expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_session_ends_when_its_token_expires() {
-    use airlock_decoders::Decoder as _;
-    use airlock_decoders::postgres::backend::{Authentication, BackendDecoder, BackendMessage};
-    use airlock_decoders::postgres::frontend::{self, FrontendMessage};
-    use airlock_decoders::postgres::startup::{self, StartupPacket};
-    use bytes::{Bytes, BytesMut};
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const RSA_A: &[u8] = include_bytes!("../fixtures/jwt/rsa-a.der");
-    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pg.pw");
-    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
+    let keys = tempfile::tempdir().unwrap();
     let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_der(RSA_A), Algorithm::RS256).unwrap();
     jwk.common.key_id = Some("a".into());
-    let jwks = dir.path().join("jwks.json");
+    let jwks = keys.path().join("jwks.json");
     std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
-    let config = format!(
-        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
-         [[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\naudiences = [\"airlock\"]\njwks_file = \"{}\"\nleeway = \"0s\"\n",
-        pg.addr(),
-        pw.display(),
-        jwks.display(),
+    let oidc = format!(
+        "[[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\naudiences = [\"airlock\"]\n\
+         jwks_file = \"{}\"\nleeway = \"0s\"\n",
+        jwks.display()
     );
-    let mut gw = TestGateway::start(&config).await.unwrap();
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &oidc).await;
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let claims = serde_json::json!({"iss": "https://idp.example", "aud": "airlock", "sub": "nurse", "exp": now + 3});
     let token = jsonwebtoken::encode(
@@ -448,34 +454,13 @@ async fn a_postgres_session_ends_when_its_token_expires() {
     )
     .unwrap();
 
-    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
-    let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
-    s.write_all(&startup::encode(&StartupPacket::Startup { major: 3, minor: 0, params: vec![(b("user"), b("x"))] }))
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
-    let mut dec = BackendDecoder::default();
-    let mut next = async |s: &mut tokio::net::TcpStream, buf: &mut BytesMut| loop {
-        if let Some(m) = dec.decode(buf).unwrap() {
-            return Some(m);
-        }
-        if tokio::time::timeout(WAIT, s.read_buf(buf)).await.unwrap().unwrap() == 0 {
-            return None;
-        }
-    };
-    assert_eq!(next(&mut s, &mut buf).await, Some(BackendMessage::Authentication(Authentication::CleartextPassword)));
-    s.write_all(&frontend::encode(&FrontendMessage::Password(b(&format!("{token}\0"))))).await.unwrap();
-    loop {
-        if matches!(next(&mut s, &mut buf).await, Some(BackendMessage::ReadyForQuery { .. })) {
-            break;
-        }
-    }
+    let mut s = Raw::login(gw.addr("pg"), &token).await;
     let started = std::time::Instant::now();
-    let ended = next(&mut s, &mut buf).await.expect("an ErrorResponse before the close");
+    let ended = s.next().await.expect("an ErrorResponse before the close");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(ended.field(b'S').map(|v| &v[..]), Some(&b"FATAL"[..]), "{ended:?}");
     assert_eq!(ended.field(b'M').map(|v| &v[..]), Some(&b"token expired"[..]), "{ended:?}");
-    assert_eq!(next(&mut s, &mut buf).await, None, "then the connection closes");
+    assert_eq!(s.next().await, None, "then the connection closes");
     gw.stop().await;
     let list = sessions(gw.data_dir());
     assert!(list[0]["close_reason"].as_str().unwrap().starts_with("automatic logoff"), "{list:?}");
@@ -486,21 +471,8 @@ async fn a_postgres_session_ends_when_its_token_expires() {
 /// reasons journaled, and the journal still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_peers_end_sessions_cleanly() {
-    let pg = tokio::task::spawn_blocking(|| Postgres::start_with_password(UPSTREAM_PASSWORD)).await.unwrap().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pg.pw");
-    std::fs::write(&pw, UPSTREAM_PASSWORD).unwrap();
-    let config = format!(
-        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{}\"\n\
-         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\nsql_trusted_roles = [\"dba\"]\n\n\
-         [[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
-         [[identity.api_key]]\nname = \"dba\"\nsha256 = \"{}\"\nroles = [\"dba\"]\n",
-        pg.addr(),
-        pw.display(),
-        airlock::identity::apikey::format_hash(AGENT_KEY),
-        airlock::identity::apikey::format_hash(DBA_KEY),
-    );
-    let mut gw = TestGateway::start(&config).await.unwrap();
+    let keys = format!("{}{}", api_key("agent", AGENT_KEY, "agent"), api_key("dba", DBA_KEY, "dba"));
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig("sql_trusted_roles = [\"dba\"]", &keys).await;
     let addr = gw.addr("pg");
     let (killed_upstream, _) = tokio::task::spawn_blocking(move || {
         // The caller dies while a large result streams.
