@@ -10,15 +10,10 @@
 # Prints one line per measurement and a Markdown table of medians for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${1:-3}
 SECS=${2:-5}
-TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --profile bench -q -p airlock
-AIRLOCK=$TARGET/release/airlock
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205
 KEY=ak_bench_0123456789
@@ -52,12 +47,7 @@ HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
 printf 'sk-upstream-bench' >"$WORK/upstream.key"
 for mode in batched strict; do
   port=$BATCHED; [ $mode = strict ] && port=$STRICT
-  cat >"$WORK/$mode.toml" <<CFG
-[journal]
-data_dir = "$WORK/data-$mode"
-durability = "$mode"
-[admin]
-enabled = false
+  start_airlock $mode <<CFG
 [[route]]
 name = "bench"
 listen = "127.0.0.1:$port"
@@ -73,11 +63,8 @@ name = "bench"
 sha256 = "$HASH"
 roles = ["agent"]
 CFG
-  "$AIRLOCK" run --config "$WORK/$mode.toml" --log=warn & PIDS+=($!)
 done
-for p in $ORIGIN $NGINX $BATCHED $STRICT; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
+wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$STRICT
 
 # wrk: rps and p50 latency (ms).
 h1() {
@@ -107,8 +94,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s–%s", lo, hi}'; }
 nginx1=$(median <<<"${H1[nginx]}"); nginx2=$(median <<<"${H2[nginx]}"); direct_p50=$(median <<<"${P50[direct]}")
 echo
 echo "| target | HTTP/1.1 req/s (median, range) | × nginx | p50 ms | added p50 vs direct | HTTP/2 req/s (median, range) | × nginx |"

@@ -9,25 +9,18 @@
 # (the server runs as `postgres`) or as a user who may run initdb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${1:-3}
 SECS=${2:-5}
-TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --profile bench -q -p airlock
-AIRLOCK=$TARGET/release/airlock
-WORK=$(mktemp -d)
 chmod 755 "$WORK"
 [ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
-PIDS=()
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+cleanup_extra() {
   pkill -f "pgbouncer -q $WORK" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 PG=17500; BOUNCER=17501; BATCHED=17502; STRICT=17503
 KEY=ak_bench_0123456789
@@ -56,12 +49,7 @@ as_pg pgbouncer -q "$WORK/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
 for mode in batched strict; do
   port=$BATCHED; [ $mode = strict ] && port=$STRICT
-  cat >"$WORK/$mode.toml" <<CFG
-[journal]
-data_dir = "$WORK/data-$mode"
-durability = "$mode"
-[admin]
-enabled = false
+  start_airlock $mode <<CFG
 [[route]]
 name = "pg"
 listen = "127.0.0.1:$port"
@@ -72,12 +60,9 @@ plaintext_password_on_loopback = true
 name = "bench"
 sha256 = "$HASH"
 CFG
-  "$AIRLOCK" run --config "$WORK/$mode.toml" --log=warn & PIDS+=($!)
-  [ $mode = batched ] && BATCHED_PID=$!
+  [ $mode = batched ] && BATCHED_PID=${PIDS[-1]}
 done
-for p in $BOUNCER $BATCHED $STRICT; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
+wait_listening 127.0.0.1:$BOUNCER 127.0.0.1:$BATCHED 127.0.0.1:$STRICT
 export PGPASSWORD=$KEY PGSSLMODE=disable
 pgbench -h 127.0.0.1 -p $PG -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
@@ -94,7 +79,6 @@ for round in $(seq "$ROUNDS"); do
     done
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Peak memory while a 1,000,000-row result streams through the batched gateway.
 before=$(awk '/VmHWM/ {print $2}' /proc/$BATCHED_PID/status)

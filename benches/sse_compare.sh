@@ -7,16 +7,11 @@
 # Prints the median and p90 per target and round, then a Markdown table of the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${1:-3}
 N=${2:-200}
-TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --profile bench -q -p airlock -p airlock-benches --bins
-AIRLOCK=$TARGET/release/airlock
 TTFE=$TARGET/release/sse_ttfe
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 UP=127.0.0.1:17400; BATCHED=127.0.0.1:17401; STRICT=127.0.0.1:17402
 UPKEY=sk-upstream-bench; KEY=ak_bench_0123456789
@@ -25,12 +20,7 @@ HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
 printf '%s' "$UPKEY" >"$WORK/upstream.key"
 for mode in batched strict; do
   addr=$BATCHED; [ $mode = strict ] && addr=$STRICT
-  cat >"$WORK/$mode.toml" <<CFG
-[journal]
-data_dir = "$WORK/data-$mode"
-durability = "$mode"
-[admin]
-enabled = false
+  start_airlock $mode <<CFG
 [[route]]
 name = "llm"
 listen = "$addr"
@@ -44,11 +34,8 @@ file = "$WORK/upstream.key"
 name = "bench"
 sha256 = "$HASH"
 CFG
-  "$AIRLOCK" run --config "$WORK/$mode.toml" --log=warn & PIDS+=($!)
 done
-for a in $UP $BATCHED $STRICT; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/${a%:*}/${a#*:}) 2>/dev/null && break; sleep 0.1; done
-done
+wait_listening $UP $BATCHED $STRICT
 
 declare -A P50 P90
 for round in $(seq "$ROUNDS"); do
@@ -59,7 +46,6 @@ for round in $(seq "$ROUNDS"); do
     P50[$t]="${P50[$t]:-} $p50"; P90[$t]="${P90[$t]:-} $p90"
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 d=$(median <<<"${P50[direct]}")
 echo
 echo "| target | first event p50 ms (median of rounds) | p90 ms | added p50 vs direct |"
