@@ -3,8 +3,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{DEFAULT_MAX_MESSAGE, Reader, put_count16, put_cstr, put_nullable, put_typed, take_typed};
-use crate::{DecodeError, Decoder};
+use super::{Reader, put_count16, put_cstr, put_nullable, put_typed};
+use crate::DecodeError;
 
 /// An `R` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,42 +468,12 @@ pub fn take_encryption_answer(buf: &mut BytesMut) -> Result<Option<bool>, Decode
     Ok(Some(answer))
 }
 
-/// Incremental decoder of server messages.
-#[derive(Debug, Clone)]
-pub struct BackendDecoder {
-    max_message: usize,
-}
-
-impl Default for BackendDecoder {
-    fn default() -> Self {
-        Self::new(DEFAULT_MAX_MESSAGE)
-    }
-}
-
-impl BackendDecoder {
-    /// A decoder that refuses messages longer than `max_message` bytes.
-    pub fn new(max_message: usize) -> Self {
-        Self { max_message }
-    }
-}
-
-impl BackendDecoder {
-    /// [`Decoder::decode`], also handing out the whole frame as it arrived (zero-copy).
-    pub fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<(BackendMessage, Bytes)>, DecodeError> {
-        match take_typed(buf, self.max_message, "backend message")? {
-            Some(f) => Ok(Some((parse(f.tag, f.body)?, f.raw))),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Decoder for BackendDecoder {
-    type Frame = BackendMessage;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BackendMessage>, DecodeError> {
-        Ok(self.decode_raw(buf)?.map(|(m, _)| m))
-    }
-}
+typed_decoder!(
+    /// Incremental decoder of server messages.
+    BackendDecoder,
+    BackendMessage,
+    "backend message"
+);
 
 /// Fuzz entry point: arbitrary bytes as a server stream; every message decoded re-encodes to
 /// the exact bytes it came from.
@@ -518,6 +488,7 @@ mod tests {
 
     use super::super::testutil::every_prefix;
     use super::*;
+    use crate::Decoder;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

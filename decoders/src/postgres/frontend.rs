@@ -3,8 +3,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{DEFAULT_MAX_MESSAGE, Reader, put_count16, put_cstr, put_nullable, put_typed, take_typed};
-use crate::{DecodeError, Decoder};
+use super::{Reader, put_count16, put_cstr, put_nullable, put_typed};
+use crate::DecodeError;
 
 /// `Describe`/`Close` target: a prepared statement or a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,42 +276,12 @@ pub fn encode(m: &FrontendMessage) -> Bytes {
     out.freeze()
 }
 
-/// Incremental decoder of client messages after the startup phase.
-#[derive(Debug, Clone)]
-pub struct FrontendDecoder {
-    max_message: usize,
-}
-
-impl Default for FrontendDecoder {
-    fn default() -> Self {
-        Self::new(DEFAULT_MAX_MESSAGE)
-    }
-}
-
-impl FrontendDecoder {
-    /// A decoder that refuses messages longer than `max_message` bytes.
-    pub fn new(max_message: usize) -> Self {
-        Self { max_message }
-    }
-}
-
-impl FrontendDecoder {
-    /// [`Decoder::decode`], also handing out the whole frame as it arrived (zero-copy).
-    pub fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<(FrontendMessage, Bytes)>, DecodeError> {
-        match take_typed(buf, self.max_message, "frontend message")? {
-            Some(f) => Ok(Some((parse(f.tag, f.body)?, f.raw))),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Decoder for FrontendDecoder {
-    type Frame = FrontendMessage;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<FrontendMessage>, DecodeError> {
-        Ok(self.decode_raw(buf)?.map(|(m, _)| m))
-    }
-}
+typed_decoder!(
+    /// Incremental decoder of client messages after the startup phase.
+    FrontendDecoder,
+    FrontendMessage,
+    "frontend message"
+);
 
 /// Fuzz entry point: arbitrary bytes as a client stream; every message decoded re-encodes to
 /// the exact bytes it came from.
@@ -326,6 +296,7 @@ mod tests {
 
     use super::super::testutil::every_prefix;
     use super::*;
+    use crate::Decoder;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

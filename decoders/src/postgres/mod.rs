@@ -17,6 +17,51 @@
 //! its fields are zero-copy slices of it. Every message has an encoder, and decode(encode(m)) == m.
 //! One module per family: [`startup`] (startup phase), [`frontend`], [`backend`].
 
+/// The incremental decoder of one direction's typed messages: bounded framing by
+/// [`take_typed`], then that module's `parse`.
+macro_rules! typed_decoder {
+    ($(#[$doc:meta])* $name:ident, $message:ty, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            max_message: usize,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new($crate::postgres::DEFAULT_MAX_MESSAGE)
+            }
+        }
+
+        impl $name {
+            /// A decoder that refuses messages longer than `max_message` bytes.
+            pub fn new(max_message: usize) -> Self {
+                Self { max_message }
+            }
+
+            /// [`Decoder::decode`](crate::Decoder::decode), also handing out the whole frame as
+            /// it arrived (zero-copy).
+            pub fn decode_raw(
+                &mut self,
+                buf: &mut ::bytes::BytesMut,
+            ) -> Result<Option<($message, ::bytes::Bytes)>, $crate::DecodeError> {
+                match $crate::postgres::take_typed(buf, self.max_message, $what)? {
+                    Some(f) => Ok(Some((parse(f.tag, f.body)?, f.raw))),
+                    None => Ok(None),
+                }
+            }
+        }
+
+        impl $crate::Decoder for $name {
+            type Frame = $message;
+
+            fn decode(&mut self, buf: &mut ::bytes::BytesMut) -> Result<Option<$message>, $crate::DecodeError> {
+                Ok(self.decode_raw(buf)?.map(|(m, _)| m))
+            }
+        }
+    };
+}
+
 pub mod backend;
 pub mod frontend;
 pub mod startup;
