@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::admin::metrics::RejectLabels;
 use crate::config::Protocol;
-use crate::proto::{SessionCtx, http, tcp};
+use crate::proto::{SessionCtx, http, session, tcp};
 
 /// Most refusals being journaled at once per route.
 const MAX_JOURNALED_REFUSALS: usize = 64;
@@ -76,7 +76,7 @@ pub(crate) async fn accept_loop(
                     Ok(slot) => {
                         let ctx = ctx.clone();
                         tracker.spawn(async move {
-                            tcp::refuse(&ctx, peer, &reason).await;
+                            session::refuse(&ctx, peer, &reason).await;
                             drop(slot);
                         });
                     }

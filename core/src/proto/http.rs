@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::SessionCtx;
-use super::tcp::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
+use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
 use crate::config::Route;
 use crate::deny::{self, Denial};
@@ -132,12 +132,12 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             match e.downcast_ref::<hyper::Error>() {
                 Some(h) if h.is_parse() || h.is_parse_too_large() => {
                     ctx.metrics.error("http_parse");
-                    super::tcp::refuse(&ctx, peer, &format!("malformed HTTP from the caller, answered 400: {h}")).await;
+                    super::session::refuse(&ctx, peer, &format!("malformed HTTP from the caller, answered 400: {h}")).await;
                 }
                 Some(h) if h.is_timeout() => {
                     ctx.metrics.error("http_header_timeout");
                     let reason = format!("the caller did not send a request head within {:?}", ctx.route.header_timeout);
-                    super::tcp::refuse(&ctx, peer, &reason).await;
+                    super::session::refuse(&ctx, peer, &reason).await;
                 }
                 _ => debug!(route = %ctx.route.name, client = %peer, error = %e, "HTTP connection ended with an error."),
             }
@@ -382,7 +382,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     if let Some(why) = framing_abuse(&req) {
         ctx.metrics.error("http_parse");
-        super::tcp::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
+        super::session::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
         let mut resp = error_response(StatusCode::BAD_REQUEST, "bad_request", why, "-");
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;

@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod postgres;
+pub(crate) mod session;
 pub mod tcp;
 
 use std::sync::{Arc, RwLock};

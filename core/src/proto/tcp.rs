@@ -19,23 +19,20 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::SessionCtx;
-use crate::admin::metrics::{BytesLabels, DecisionLabels, RouteLabels};
-use crate::config::Access;
-use crate::deny::Denial;
+use super::session::{
+    ActiveSession, Io, accept_client, journal_admission, journal_upstream, notify_break_glass, open_session,
+};
+use crate::admin::metrics::{BytesLabels, RouteLabels};
 use crate::identity::{AuthError, Principal};
-use crate::journal::record::{CloseMeta, DecisionMeta, OpenMeta, TlsMeta, UpstreamMeta};
-use crate::journal::{Direction, Durability, JournalError, Receipt, SessionJournal};
-use crate::policy::{Effect, Request};
+use crate::journal::record::{CloseMeta, UpstreamMeta};
+use crate::journal::{Direction, Durability, Receipt, SessionJournal};
+use crate::policy::Request;
 use crate::tls;
 
 /// Bytes read per chunk (and so at most per data record).
 const CHUNK: usize = 64 * 1024;
 /// Chunks in flight per direction between reader and writer.
 const PIPELINE_DEPTH: usize = 8;
-
-/// Anything a session can read and write.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Why a session ended, in words for the journal.
 #[derive(Debug)]
@@ -194,228 +191,10 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     );
 }
 
-/// Client-facing TLS (when the route has it), so the session-open record can say what was
-/// negotiated and, with mutual TLS, who the caller is. A failed or slow handshake is refused and
-/// journaled here; `None` means the caller is gone.
-pub(crate) async fn accept_client(
-    ctx: &SessionCtx,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<(Box<dyn Io>, Option<TlsMeta>, Option<Vec<u8>>)> {
-    let route = &ctx.route;
-    let _ = stream.set_nodelay(true);
-    match &route.tls {
-        None => Some((Box::new(stream), None, None)),
-        Some(acceptor) => match timeout(route.tls_handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let conn = tls.get_ref().1;
-                let meta = tls::describe(conn, conn.server_name());
-                let leaf = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-                Some((Box::new(tls), Some(meta), leaf))
-            }
-            Ok(Err(e)) => {
-                ctx.metrics.error("client_tls");
-                let authn = route.client_principal.is_some().then(|| AuthError::Certificate(e.to_string()));
-                refuse_with(ctx, peer, &format!("client TLS handshake failed: {e}"), authn.as_ref()).await;
-                None
-            }
-            Err(_) => {
-                ctx.metrics.error("client_tls");
-                refuse(ctx, peer, "client TLS handshake timed out").await;
-                None
-            }
-        },
-    }
-}
-
-/// Counts a session in `connections_active` for as long as it lives, whichever way it ends.
-pub(crate) struct ActiveSession(prometheus_client::metrics::gauge::Gauge);
-
-impl ActiveSession {
-    pub(crate) fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for ActiveSession {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-pub(crate) async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
-    let receipt = sj.upstream_connected(meta).await.map_err(|e| e.to_string())?;
-    receipt.await.map(|_| ()).map_err(|e| e.to_string())
-}
-
 /// The tokio instant at which a credential that expires at `unix_secs` stops being valid.
 fn deadline_at(unix_secs: i64) -> Instant {
     let left_us = unix_secs.saturating_mul(1_000_000).saturating_sub(crate::time::now_us());
     Instant::now() + std::time::Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
-}
-
-/// Journals the admission decision and, with `wait`, waits until it (and the session-open record
-/// before it) is durable — write-ahead: nothing is opened upstream before both are on record.
-/// Returns the denial if the caller may not proceed (its request id is the session id).
-pub(crate) async fn journal_admission(
-    ctx: &SessionCtx,
-    sj: &SessionJournal,
-    access: &Access,
-    principal: Option<&Principal>,
-    admission: &Result<crate::policy::Decision, AuthError>,
-    request: &Request,
-    wait: bool,
-) -> Result<Option<Denial>, JournalError> {
-    let route = &ctx.route.name;
-    let label = principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label);
-    let (meta, refusal) = match admission {
-        Err(e) => (
-            DecisionMeta {
-                phase: "authenticate".into(),
-                effect: Effect::Deny.as_str().into(),
-                rule: format!("authn:{}", e.code()),
-                reason: e.detail(),
-                principal: label,
-                request: request.summary(),
-                policy_version: Some(access.policy.version.clone()),
-                break_glass: false,
-            },
-            Some(Denial {
-                message: format!("authentication failed: {}", e.detail()),
-                ..Denial::unauthenticated(e, sj.id().to_string())
-            }),
-        ),
-        Ok(d) => {
-            let refusal = Denial::from_decision(d, sj.id().to_string());
-            (
-                DecisionMeta {
-                    phase: if matches!(request, Request::Bytes) { "session" } else { "request" }.into(),
-                    effect: d.effect.as_str().into(),
-                    rule: d.rule.clone(),
-                    reason: d.reason.clone(),
-                    principal: label,
-                    request: request.summary(),
-                    policy_version: Some(d.policy_version.clone()),
-                    break_glass: false,
-                },
-                refusal,
-            )
-        }
-    };
-    let (phase, effect) = match admission {
-        Err(_) => ("authenticate", Effect::Deny),
-        Ok(d) if matches!(request, Request::Bytes) => ("session", d.effect),
-        Ok(d) => ("request", d.effect),
-    };
-    ctx.metrics.decisions.get_or_create(&DecisionLabels { route: route.clone(), phase, effect: effect.as_str() }).inc();
-    let receipt = sj.decision(meta).await?;
-    // Without `wait`, the caller's next awaited record covers this one (the writer commits in
-    // order and refuses everything after a failure).
-    if wait {
-        receipt.await.map_err(|e| JournalError::Index(e.to_string()))?;
-    }
-    Ok(refusal)
-}
-
-/// Fires the break-glass notification without holding up the session; its outcome is logged
-/// and counted.
-pub(crate) fn notify_break_glass(
-    ctx: &SessionCtx,
-    access: &Access,
-    sj: &SessionJournal,
-    p: &Principal,
-    peer: SocketAddr,
-) {
-    ctx.metrics.break_glass_sessions.inc();
-    let session = sj.id();
-    warn!(%session, route = %ctx.route.name, principal = %p.label(), "Break-glass session started.");
-    let Some(url) = access.break_glass_webhook.clone() else { return };
-    let body = serde_json::json!({
-        "event": "break_glass_session_started",
-        "session": session.to_string(),
-        "route": ctx.route.name,
-        "principal": p.label(),
-        "subject": p.subject,
-        "roles": p.roles,
-        "client_addr": peer.to_string(),
-        "time": crate::time::format_us(crate::time::now_us()),
-    });
-    let http = access.http.clone();
-    let metrics = ctx.metrics.clone();
-    tokio::spawn(async move {
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        match http.post_json(&url, json, 64 * 1024).await {
-            Ok(_) => info!(%session, "Break-glass notification delivered."),
-            Err(e) => {
-                metrics.error("break_glass_webhook");
-                warn!(%session, error = %e, "Break-glass notification failed.");
-            }
-        }
-    });
-}
-
-/// Queues the session-open record. Its receipt is not awaited here: every caller writes a next
-/// record (the admission decision, or the close of a refusal) and awaits that one, which covers
-/// both — the writer commits in order and refuses everything after a failure. One group commit
-/// per admission instead of two.
-pub(crate) async fn open_session(
-    ctx: &SessionCtx,
-    peer: SocketAddr,
-    tls: Option<TlsMeta>,
-    principal: Option<&Principal>,
-    access: Option<&Access>,
-    break_glass: bool,
-    connection: Option<String>,
-) -> Result<SessionJournal, JournalError> {
-    let route = &ctx.route;
-    let meta = OpenMeta {
-        route: route.name.clone(),
-        protocol: route.protocol.as_str().into(),
-        client_addr: peer.to_string(),
-        listen_addr: route.listen.to_string(),
-        upstream: route.upstream.clone(),
-        principal: principal.map_or_else(|| "unauthenticated".to_owned(), Principal::label),
-        identity: principal.map(|p| Box::new(p.to_meta())),
-        policy_version: access.map(|a| a.policy.version.clone()),
-        tls,
-        sealed: false,
-        connection,
-        break_glass,
-    };
-    let (sj, _covered_by_the_next_receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
-    Ok(sj)
-}
-
-/// Journals a caller that was refused before a session could start (connection cap, failed TLS).
-pub(crate) async fn refuse(ctx: &SessionCtx, peer: SocketAddr, reason: &str) {
-    refuse_with(ctx, peer, reason, None).await;
-}
-
-/// [`refuse`], with the authentication failure journaled as a decision when there is one (a
-/// client certificate rustls rejected on a mutual-TLS route).
-async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Option<&AuthError>) {
-    warn!(route = %ctx.route.name, client = %peer, %reason, "Connection refused.");
-    let result = async {
-        let access = ctx.access.current();
-        let sj = open_session(ctx, peer, None, None, Some(&access), false, None).await?;
-        if let Some(e) = authn {
-            journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes, true).await?;
-        }
-        let meta = CloseMeta {
-            reason: reason.into(),
-            bytes_from_client: 0,
-            bytes_from_upstream: 0,
-            duration_us: 0,
-            break_glass: false,
-        };
-        sj.close(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
-        Ok::<_, JournalError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        warn!(route = %ctx.route.name, client = %peer, error = %e, "Refusal not journaled.");
-    }
 }
 
 async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta), String> {

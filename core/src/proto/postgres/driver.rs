@@ -40,7 +40,7 @@ use crate::journal::{Direction, Durability, SessionJournal};
 use crate::policy::sql::{classify, guardrail};
 use crate::policy::{Decision, Effect, Request};
 use crate::proto::SessionCtx;
-use crate::proto::tcp::{ActiveSession, Io, journal_admission, open_session};
+use crate::proto::session::{ActiveSession, Io, journal_admission, open_session};
 
 /// A backend's cancel identity: process id and secret key.
 type CancelKey = (i32, Vec<u8>);
@@ -131,7 +131,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     let _ = client
                         .write_all(&error_fields("FATAL", "08P01", &format!("invalid startup packet: {e}")))
                         .await;
-                    super::super::tcp::refuse(&ctx, peer, &format!("invalid startup packet: {e}")).await;
+                    super::super::session::refuse(&ctx, peer, &format!("invalid startup packet: {e}")).await;
                     return;
                 }
             }
@@ -153,7 +153,8 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                             client = Box::new(tls);
                         }
                         Ok(Err(e)) => {
-                            super::super::tcp::refuse(&ctx, peer, &format!("client TLS handshake failed: {e}")).await;
+                            super::super::session::refuse(&ctx, peer, &format!("client TLS handshake failed: {e}"))
+                                .await;
                             return;
                         }
                         Err(_) => return,
@@ -186,7 +187,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     } else if tls_meta.is_none() && !(pg.plaintext_password_on_loopback && peer.ip().is_loopback()) {
         let msg = "password authentication requires TLS on this route (sslmode=require)";
         let _ = client.write_all(&error_fields("FATAL", "28000", msg)).await;
-        super::super::tcp::refuse(&ctx, peer, msg).await;
+        super::super::session::refuse(&ctx, peer, msg).await;
         return;
     } else {
         let ask = backend::encode(&BackendMessage::Authentication(Authentication::CleartextPassword));
@@ -333,7 +334,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         close(reason).await;
         return;
     }
-    let _ = super::super::tcp::journal_upstream(
+    let _ = super::super::session::journal_upstream(
         &sj,
         crate::journal::record::UpstreamMeta { addr: route.upstream.clone(), tls: upstream_tls, break_glass: false },
     )
