@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod identity;
 pub mod journal;
 pub mod listener;
+pub mod mask;
 pub mod outbound;
 pub mod policy;
 pub mod proto;

@@ -1,0 +1,538 @@
+//! The detectors: one multi-pattern regex over every entity, then a validator per match.
+//!
+//! Every built-in pattern matches ASCII only, so a finding never starts or ends inside a UTF-8
+//! character. The search is leftmost-first over all patterns at once (regex-automata's meta
+//! engine picks a literal prefilter where the patterns allow one and a lazy DFA otherwise); a
+//! match that its validator refuses (a Luhn failure, an SSN area of 666, a ZIP with no state or
+//! keyword before it) is retried against the other patterns anchored at the same start, then the
+//! search moves on one byte. Validators may look *behind* a match (keywords, the byte before) but
+//! never ahead — what may follow a match is written into the pattern — so that the streaming
+//! masker, which asks a lazy DFA whether a position could still start a match, judges a value the
+//! same however the text was cut.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, MatchKind};
+
+use super::validate as v;
+
+/// How far back a validator may look, in bytes. The streaming masker keeps this much of the text
+/// it has already emitted.
+pub(crate) const LOOKBEHIND: usize = 64;
+
+/// An entity type, as an index into [`Detector::entities`].
+pub type EntityId = usize;
+
+/// One detected value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finding {
+    /// What it is.
+    pub entity: EntityId,
+    /// Byte span of the value itself (a keyword before it is not part of it).
+    pub start: usize,
+    /// End of the value (exclusive).
+    pub end: usize,
+    /// End of the whole pattern match (the search resumes here).
+    pub match_end: usize,
+    /// 0–1: how sure the detector is.
+    pub confidence: f32,
+}
+
+/// What a match must also satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    Ssn,
+    Card,
+    Npi,
+    Dea,
+    Iban,
+    Vin,
+    Imei,
+    Ipv4,
+    Ipv6,
+    NumericDate,
+    WrittenDate,
+    Phone,
+    Zip,
+    /// The value holds a digit (context-keyword identifiers).
+    HasDigit,
+    /// Title or cue + name: the name is not a common capitalized word.
+    Name,
+    /// Two capitalized words: a known first name and a known surname.
+    NamePair,
+    /// A URL: trailing punctuation is not part of it.
+    Url,
+}
+
+/// One pattern of the set.
+#[derive(Debug, Clone)]
+struct Pattern {
+    entity: EntityId,
+    regex: String,
+    check: Check,
+    confidence: f32,
+}
+
+/// A custom entity from the configuration.
+#[derive(Debug, Clone)]
+pub struct CustomEntity {
+    /// Entity name (`EMPLOYEE_ID`).
+    pub name: String,
+    /// A regex (regex-automata syntax, byte-oriented: ASCII classes unless `(?u)` is set). A
+    /// group named `v` marks the value inside a larger match.
+    pub pattern: String,
+    /// Confidence of a finding.
+    pub confidence: f32,
+}
+
+/// Deny-list entity from the configuration: exact terms, matched as whole words.
+#[derive(Debug, Clone)]
+pub struct DenyList {
+    /// Entity name.
+    pub name: String,
+    /// The terms.
+    pub terms: Vec<String>,
+    /// Match case exactly (default: any case).
+    pub case_sensitive: bool,
+}
+
+/// Why a detector could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("masking pattern for {entity} does not compile: {source}")]
+pub struct BuildError {
+    entity: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The built-in entities, in the order of their ids.
+pub const BUILTIN: &[&str] = &[
+    "SSN",
+    "PHONE",
+    "EMAIL",
+    "URL",
+    "IP_ADDRESS",
+    "DATE",
+    "ZIP",
+    "MRN",
+    "HEALTH_PLAN",
+    "ACCOUNT",
+    "CERTIFICATE",
+    "LICENSE",
+    "CREDIT_CARD",
+    "NPI",
+    "DEA",
+    "IBAN",
+    "VIN",
+    "IMEI",
+    "MAC_ADDRESS",
+    "STREET_ADDRESS",
+    "PERSON",
+];
+
+fn id(name: &str) -> EntityId {
+    BUILTIN.iter().position(|e| *e == name).unwrap_or(0)
+}
+
+static FIRST_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("names/first.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+static LAST_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("names/last.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+
+/// Capitalized words that follow a cue or a title but are not names.
+const NOT_NAMES: &[&str] = &[
+    "The", "This", "That", "These", "He", "She", "They", "We", "It", "His", "Her", "Their", "Patient", "Doctor",
+    "Hospital", "Clinic", "Unknown", "None", "Not", "No", "Yes", "Today", "Name", "Is", "Was", "And", "Or",
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Admitted", "Discharged",
+    "Date", "Phone", "Email", "Address", "Age", "Sex", "Male", "Female", "Record", "Medical", "Room", "Bed",
+    "Status", "Stable", "Pending", "Note", "Notes", "History", "Plan", "Assessment", "Follow", "Here",
+    "There", "An", "A", "In", "On", "At", "For", "With", "To", "From", "By", "Please", "Thanks", "Thank",
+    "Hello", "Hi", "Dear", "Good", "Regards", "Sincerely", "Mr", "Mrs", "Ms", "Dr", "Of", "As", "Also",
+];
+
+/// Separators after a context keyword: `MRN: `, `Member ID #`, `Acct. No. `.
+const SEP: &str = r#"(?:\s*(?:number|num|no\.?|id|#)?\s*[:#=.\-]?\s*)"#;
+
+fn builtin_patterns() -> Vec<Pattern> {
+    let p = |entity: &str, regex: String, check: Check, confidence: f32| Pattern {
+        entity: id(entity),
+        regex,
+        check,
+        confidence,
+    };
+    let months = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
+    let name = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?";
+    vec![
+        // Context-keyword identifiers first: their match starts at the keyword, left of the value.
+        p(
+            "MRN",
+            format!(r"(?i)\b(?:mrn|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?|chart){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{3,19}})\b"),
+            Check::HasDigit,
+            0.9,
+        ),
+        p(
+            "HEALTH_PLAN",
+            format!(r"(?i)\b(?:member|subscriber|beneficiary|insurance|health\s+plan|plan\s+id|policy|group\s+(?:number|no\.?|\#)|medicaid|medicare)(?:\s+(?:id|number|no\.?|#))?{SEP}(?P<v>[a-z0-9][a-z0-9\-]{{4,19}})\b"),
+            Check::HasDigit,
+            0.85,
+        ),
+        p(
+            "ACCOUNT",
+            format!(r"(?i)\b(?:account|acct\.?|a/c|bank\s+account){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{5,19}})\b"),
+            Check::HasDigit,
+            0.85,
+        ),
+        p(
+            "CERTIFICATE",
+            format!(r"(?i)\b(?:certificate|cert\.?|birth\s+certificate|death\s+certificate){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{4,19}})\b"),
+            Check::HasDigit,
+            0.85,
+        ),
+        p(
+            "LICENSE",
+            format!(r"(?i)\b(?:driver'?s\s+license|drivers\s+license|license|licence|dl|lic\.?){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{4,19}})\b"),
+            Check::HasDigit,
+            0.85,
+        ),
+        p("SSN", format!(r"(?i)\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?|ss\#){SEP}(?P<v>\d{{9}})\b"), Check::Ssn, 0.95),
+        p("NPI", format!(r"(?i)\bnpi{SEP}(?P<v>\d{{10}})\b"), Check::Npi, 0.95),
+        p("IMEI", format!(r"(?i)\bimei{SEP}(?P<v>\d{{15}})\b"), Check::Imei, 0.95),
+        // Self-evident shapes.
+        p("EMAIL", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b".into(), Check::None, 0.95),
+        p(
+            "URL",
+            r#"(?i)\b(?:https?://|www\.)[a-z0-9.\-]+(?::\d{1,5})?(?:[/?#][^\s<>"'`{}|\\^\[\]]*)?"#.into(),
+            Check::Url,
+            0.9,
+        ),
+        p("IBAN", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b".into(), Check::Iban, 0.95),
+        p("CREDIT_CARD", r"\b\d(?:[ \-]?\d){12,18}\b".into(), Check::Card, 0.95),
+        p("IMEI", r"\b\d{2}[ \-]?\d{6}[ \-]?\d{6}[ \-]?\d\b".into(), Check::Imei, 0.8),
+        p("NPI", r"\b[12]\d{9}\b".into(), Check::Npi, 0.7),
+        p("DEA", r"\b[A-Z][A-Z9]\d{7}\b".into(), Check::Dea, 0.9),
+        p("VIN", r"\b[A-HJ-NPR-Z0-9]{17}\b".into(), Check::Vin, 0.9),
+        p("SSN", r"\b\d{3}[\- ]\d{2}[\- ]\d{4}\b".into(), Check::Ssn, 0.9),
+        p(
+            "DATE",
+            r"\b(?:19|20)\d{2}-[01]\d-[0-3]\d(?:[T ][0-2]\d:[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+\-]\d{2}:?\d{2})?)?\b"
+                .into(),
+            Check::NumericDate,
+            0.9,
+        ),
+        p("DATE", r"\b[01]?\d/[0-3]?\d/(?:\d{4}|\d{2})\b".into(), Check::NumericDate, 0.85),
+        p(
+            "DATE",
+            format!(r"(?i)\b{months}\.?\s+[0-3]?\d(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b"),
+            Check::WrittenDate,
+            0.9,
+        ),
+        p(
+            "DATE",
+            format!(r"(?i)\b[0-3]?\d(?:st|nd|rd|th)?\s+(?:of\s+)?{months}\.?,?\s+(?:19|20)\d{{2}}\b"),
+            Check::WrittenDate,
+            0.9,
+        ),
+        p(
+            "PHONE",
+            r"(?:\+1[ .\-]?|\b1[ .\-])?(?:\([2-9]\d{2}\)|\b[2-9]\d{2})[ .\-]?[2-9]\d{2}[ .\-]\d{4}\b".into(),
+            Check::Phone,
+            0.85,
+        ),
+        p("PHONE", r"\+[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,4}\)?){2,5}\b".into(), Check::Phone, 0.8),
+        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}\b".into(), Check::None, 0.9),
+        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b".into(), Check::None, 0.9),
+        p("IP_ADDRESS", r"\b\d{1,3}(?:\.\d{1,3}){3,}\b".into(), Check::Ipv4, 0.9),
+        p("IP_ADDRESS", r"(?i)(?:\b[0-9a-f]{1,4})?(?::[0-9a-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}".into(), Check::Ipv6, 0.9),
+        p("ZIP", r"\b\d{5}(?:-\d{4})?\b".into(), Check::Zip, 0.8),
+        p(
+            "STREET_ADDRESS",
+            r"\b\d{1,6}\s(?:[NSEW]\.?\s|(?:North|South|East|West)\s)?(?:[A-Z][a-z]+\s|\d{1,3}(?:st|nd|rd|th)\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Square|Sq|Trail|Trl)\b\.?(?:,?\s(?:Apt|Apartment|Suite|Ste|Unit|Rm|Room|\#)\.?\s?\#?[A-Za-z0-9\-]{1,6}\b)?"
+                .into(),
+            Check::None,
+            0.85,
+        ),
+        p(
+            "PERSON",
+            format!(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name})?)\b"),
+            Check::Name,
+            0.85,
+        ),
+        p(
+            "PERSON",
+            format!(
+                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:full|first|last|legal|preferred|nick)?[ _]?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name}){{0,2}})\b"#
+            ),
+            Check::Name,
+            0.8,
+        ),
+        p("PERSON", format!(r"\b(?P<v>{name}(?:\s[A-Z]\.)?\s{name})\b"), Check::NamePair, 0.75),
+    ]
+}
+
+/// The compiled detector set. Built once per configuration; shared by every session.
+#[derive(Debug)]
+pub struct Detector {
+    entities: Vec<String>,
+    patterns: Vec<Pattern>,
+    all: Regex,
+    /// Every pattern at once, anchored, keeping every thread alive (`MatchKind::All`): whether a
+    /// position could still start a match once more text comes.
+    live: DFA,
+}
+
+impl Detector {
+    /// The built-in detectors plus `custom` and `deny` entities (those take priority).
+    pub fn new(custom: &[CustomEntity], deny: &[DenyList]) -> Result<Self, BuildError> {
+        let mut entities: Vec<String> = BUILTIN.iter().map(|s| (*s).to_owned()).collect();
+        let mut patterns = Vec::new();
+        let mut entity = |name: &str| match entities.iter().position(|e| e == name) {
+            Some(i) => i,
+            None => {
+                entities.push(name.to_owned());
+                entities.len() - 1
+            }
+        };
+        for c in custom {
+            let e = entity(&c.name);
+            patterns.push(Pattern { entity: e, regex: c.pattern.clone(), check: Check::None, confidence: c.confidence });
+        }
+        for d in deny {
+            let e = entity(&d.name);
+            let alts: Vec<String> = d.terms.iter().map(|t| regex_syntax_escape(t)).collect();
+            let flags = if d.case_sensitive { "" } else { "(?i)" };
+            let regex = format!(r"{flags}\b(?:{})\b", alts.join("|"));
+            patterns.push(Pattern { entity: e, regex, check: Check::None, confidence: 1.0 });
+        }
+        patterns.extend(builtin_patterns());
+        for p in &patterns {
+            // Compile one at a time first, so an error names its entity.
+            Regex::builder().syntax(syntax_config()).build(&p.regex).map_err(|e| BuildError {
+                entity: entities[p.entity].clone(),
+                source: Box::new(e),
+            })?;
+        }
+        let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError { entity: "the combined set".into(), source: e };
+        let all = Regex::builder()
+            .syntax(syntax_config())
+            .configure(Regex::config().match_kind(MatchKind::LeftmostFirst).utf8_empty(false))
+            .build_many(&regexes)
+            .map_err(|e| err(Box::new(e)))?;
+        let live = DFA::builder()
+            .syntax(syntax_config())
+            .configure(DFA::config().match_kind(MatchKind::All).cache_capacity(4 << 20))
+            .thompson(regex_automata::nfa::thompson::Config::new().which_captures(
+                regex_automata::nfa::thompson::WhichCaptures::None,
+            ))
+            .build_many(&regexes)
+            .map_err(|e| err(Box::new(e)))?;
+        Ok(Self { entities, patterns, all, live })
+    }
+
+    /// Entity names by id.
+    pub fn entities(&self) -> &[String] {
+        &self.entities
+    }
+
+    /// The id of an entity name.
+    pub fn entity(&self, name: &str) -> Option<EntityId> {
+        self.entities.iter().position(|e| e.eq_ignore_ascii_case(name))
+    }
+
+    /// A cache for [`Detector::live_from`]; one per stream.
+    pub(crate) fn live_cache(&self) -> Cache {
+        self.live.create_cache()
+    }
+
+    /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is
+    /// context (look-behind) only; the end of `hay` is the end of the text.
+    pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
+        let mut caps = self.all.create_captures();
+        let mut at = from;
+        while at < until {
+            let Some(m) = self.all.search(&Input::new(hay).range(at..)) else { break };
+            if m.start() >= until {
+                break;
+            }
+            let first = m.pattern().as_usize();
+            let mut found = self.accept(hay, first, m.start(), m.end(), &mut caps);
+            if found.is_none() {
+                // Another pattern may match here where the first one's validator refused.
+                for pid in (0..self.patterns.len()).filter(|&p| p != first) {
+                    let input = Input::new(hay).range(m.start()..).anchored(Anchored::Pattern(pattern_id(pid)));
+                    if let Some(m2) = self.all.search(&input)
+                        && let Some(f) = self.accept(hay, pid, m2.start(), m2.end(), &mut caps)
+                    {
+                        found = Some(f);
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some(f) => {
+                    at = f.match_end.max(m.start() + 1);
+                    out.push(f);
+                }
+                None => at = m.start() + 1,
+            }
+        }
+    }
+
+    /// All findings in `text`.
+    pub fn find_all(&self, text: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan(text, 0, text.len(), &mut out);
+        out
+    }
+
+    fn accept(
+        &self,
+        hay: &[u8],
+        pid: usize,
+        start: usize,
+        end: usize,
+        caps: &mut regex_automata::util::captures::Captures,
+    ) -> Option<Finding> {
+        let p = &self.patterns[pid];
+        let (mut vs, mut ve) = (start, end);
+        if p.regex.contains("(?P<v>") {
+            let input = Input::new(hay).range(start..).anchored(Anchored::Pattern(pattern_id(pid)));
+            self.all.search_captures(&input, caps);
+            if let Some(span) = caps.get_group_by_name("v") {
+                (vs, ve) = (span.start, span.end);
+            }
+        }
+        let value = &hay[vs..ve];
+        let before = &hay[vs.saturating_sub(LOOKBEHIND)..vs];
+        let mut confidence = p.confidence;
+        let ok = match p.check {
+            Check::None => true,
+            Check::Ssn => v::ssn(value),
+            Check::Card => v::card(value),
+            Check::Npi => v::npi(value),
+            Check::Dea => v::dea(value),
+            Check::Iban => v::iban(value),
+            Check::Vin => v::vin(value),
+            Check::Imei => v::imei(value),
+            Check::Ipv4 => v::ipv4(value) && !ends_with_digit_dot(before),
+            Check::Ipv6 => v::ipv6(value) && !before.last().is_some_and(|b| b.is_ascii_hexdigit() || *b == b':'),
+            Check::NumericDate => v::numeric_date(value),
+            Check::WrittenDate => v::written_date(value),
+            Check::Phone => {
+                v::phone(value) && !before.last().is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+'))
+            }
+            Check::Zip => value.contains(&b'-') || zip_context(before),
+            Check::HasDigit => value.iter().any(u8::is_ascii_digit),
+            Check::Name => {
+                let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
+                let known = words.first().is_some_and(|w| FIRST_NAMES.contains(w))
+                    || words.last().is_some_and(|w| LAST_NAMES.contains(w));
+                if known {
+                    confidence = confidence.max(0.9);
+                }
+                !words.is_empty() && !words.iter().any(|w| NOT_NAMES.contains(w))
+            }
+            Check::NamePair => {
+                let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
+                words.len() >= 2
+                    && words.first().is_some_and(|w| FIRST_NAMES.contains(w))
+                    && words.last().is_some_and(|w| LAST_NAMES.contains(w))
+            }
+            Check::Url => {
+                while ve > vs + 1 && matches!(hay[ve - 1], b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'\'') {
+                    ve -= 1;
+                }
+                true
+            }
+        };
+        ok.then_some(Finding { entity: p.entity, start: vs, end: ve, match_end: end, confidence })
+    }
+
+    /// The first position in `from..hay.len()` (checking no further back than `hay.len() -
+    /// horizon`) where a match could start and still need bytes after the end of `hay`; the end
+    /// of `hay` if there is none. Text before that position is settled: more input cannot change
+    /// what is found there.
+    pub(crate) fn live_from(&self, cache: &mut Cache, hay: &[u8], from: usize, horizon: usize) -> usize {
+        let n = hay.len();
+        let mut p = from.max(n.saturating_sub(horizon));
+        while p < n {
+            if self.is_live(cache, hay, p) {
+                return p;
+            }
+            p += 1;
+        }
+        n
+    }
+
+    fn is_live(&self, cache: &mut Cache, hay: &[u8], p: usize) -> bool {
+        let input = Input::new(hay).range(p..).anchored(Anchored::Yes);
+        // A cache failure counts as live: holding back is always safe.
+        let Ok(mut sid) = self.live.start_state_forward(cache, &input) else { return true };
+        for &b in &hay[p..] {
+            match self.live.next_state(cache, sid, b) {
+                Ok(next) => sid = next,
+                Err(_) => return true,
+            }
+            if sid.is_dead() {
+                return false;
+            }
+            if sid.is_quit() {
+                return true;
+            }
+        }
+        !sid.is_dead()
+    }
+}
+
+fn pattern_id(pid: usize) -> regex_automata::PatternID {
+    regex_automata::PatternID::new(pid).unwrap_or(regex_automata::PatternID::ZERO)
+}
+
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+fn regex_syntax_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if r"\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ends_with_digit_dot(before: &[u8]) -> bool {
+    matches!(before, [.., d, b'.'] if d.is_ascii_digit())
+}
+
+/// A five-digit number is a ZIP code after a state code (`MA 02115`, `Boston, MA, 02115`) or a
+/// ZIP keyword (`zip: 02115`, `postal code 02115`).
+fn zip_context(before: &[u8]) -> bool {
+    let lower = before.to_ascii_lowercase();
+    let tail = &lower[lower.len().saturating_sub(24)..];
+    if [b"zip".as_slice(), b"postal", b"zipcode"].iter().any(|k| tail.windows(k.len()).any(|w| w == *k)) {
+        return true;
+    }
+    let trimmed: &[u8] = {
+        let mut t = before;
+        while let [rest @ .., b' ' | b',' | b'\t'] = t {
+            t = rest;
+        }
+        t
+    };
+    match trimmed {
+        [.., b0, s0, s1] if !b0.is_ascii_alphanumeric() => v::us_state(&[*s0, *s1]),
+        [s0, s1] => v::us_state(&[*s0, *s1]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

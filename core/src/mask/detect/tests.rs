@@ -1,0 +1,94 @@
+use super::*;
+
+fn found(text: &str) -> Vec<(String, String)> {
+    let d = Detector::new(&[], &[]).unwrap();
+    d.find_all(text.as_bytes())
+        .into_iter()
+        .map(|f| (d.entities()[f.entity].clone(), text[f.start..f.end].to_owned()))
+        .collect()
+}
+
+fn one(text: &str, entity: &str, value: &str) {
+    let got = found(text);
+    assert!(
+        got.iter().any(|(e, v)| e == entity && v == value),
+        "{text:?}: expected {entity} {value:?}, got {got:?}"
+    );
+}
+
+fn none(text: &str) {
+    let got = found(text);
+    assert!(got.is_empty(), "{text:?}: expected nothing, got {got:?}");
+}
+
+#[test]
+fn every_builtin_entity_is_found_in_context() {
+    one("SSN 123-45-6789 on file", "SSN", "123-45-6789");
+    one("ssn: 123456789.", "SSN", "123456789");
+    one("call (617) 555-0123 now", "PHONE", "(617) 555-0123");
+    one("Fax: +1 617 555 0199", "PHONE", "+1 617 555 0199");
+    one("uk +447911123456", "PHONE", "+447911123456");
+    one("mail jane.doe+x@mail.example.org.", "EMAIL", "jane.doe+x@mail.example.org");
+    one("see https://portal.example.com/p/123?x=1).", "URL", "https://portal.example.com/p/123?x=1");
+    one("from 192.168.10.7 and", "IP_ADDRESS", "192.168.10.7");
+    one("v6 2001:db8::8a2e:370:7334 ok", "IP_ADDRESS", "2001:db8::8a2e:370:7334");
+    one("born 1980-02-29", "DATE", "1980-02-29");
+    one("seen 4/17/23", "DATE", "4/17/23");
+    one("on April 17, 2023 at", "DATE", "April 17, 2023");
+    one("on 17 Apr 2023", "DATE", "17 Apr 2023");
+    one("Boston, MA 02115", "ZIP", "02115");
+    one("zip 02115-1234", "ZIP", "02115-1234");
+    one("MRN: 00123456", "MRN", "00123456");
+    one("Medical record number MRN-0099887", "MRN", "MRN-0099887");
+    one("Member ID: W123456789", "HEALTH_PLAN", "W123456789");
+    one("Account number: 123456789012", "ACCOUNT", "123456789012");
+    one("driver's license S12345678", "LICENSE", "S12345678");
+    one("card 4111-1111-1111-1111 exp", "CREDIT_CARD", "4111-1111-1111-1111");
+    one("NPI 1234567893", "NPI", "1234567893");
+    one("dea AB1234563", "DEA", "AB1234563");
+    one("IBAN GB82 WEST 1234 5698 7654 32", "IBAN", "GB82 WEST 1234 5698 7654 32");
+    one("VIN 1M8GDM9AXKP042788", "VIN", "1M8GDM9AXKP042788");
+    one("IMEI 490154203237518", "IMEI", "490154203237518");
+    one("mac 00:1A:2B:3C:4D:5E", "MAC_ADDRESS", "00:1A:2B:3C:4D:5E");
+    one("lives at 77 Beacon St, Apt 4B near", "STREET_ADDRESS", "77 Beacon St, Apt 4B");
+    one("seen by Dr. Emily Chen today", "PERSON", "Emily Chen");
+    one("Patient: Zorblat Quux was", "PERSON", "Zorblat Quux");
+    one("then Maria Garcia called", "PERSON", "Maria Garcia");
+    one(r#"{"patient_name": "Xu Li"}"#, "PERSON", "Xu Li");
+}
+
+#[test]
+fn look_alikes_are_left_alone() {
+    none("card 4111 1111 1111 1112 declined");
+    none("SSN 666-12-3456 is invalid, so is 000-12-3456");
+    none("version 1.2.3.4.5 and v2.3.1");
+    none("at 10:30 and 14:05:22");
+    none("CPT 99213 billed, 500 mg, BP 120/80, HbA1c 7.2%");
+    none("take 1/2 tablet in 2019");
+    none("The Patient is Stable");
+    none("order 12345 shipped");
+}
+
+#[test]
+fn custom_and_deny_list_entities_come_first() {
+    let custom = [CustomEntity { name: "EMPLOYEE_ID".into(), pattern: r"\bE\d{6}\b".into(), confidence: 0.9 }];
+    let deny = [DenyList { name: "PROJECT".into(), terms: vec!["Bluebird".into()], case_sensitive: false }];
+    let d = Detector::new(&custom, &deny).unwrap();
+    let text = b"E123456 works on BLUEBIRD";
+    let got: Vec<&str> = d.find_all(text).iter().map(|f| d.entities()[f.entity].as_str()).collect();
+    assert_eq!(got, ["EMPLOYEE_ID", "PROJECT"]);
+    let bad = [CustomEntity { name: "BAD".into(), pattern: "(".into(), confidence: 1.0 }];
+    let err = Detector::new(&bad, &[]).unwrap_err().to_string();
+    assert!(err.contains("BAD"), "{err}");
+}
+
+#[test]
+fn a_position_is_live_only_while_a_match_could_still_grow() {
+    let d = Detector::new(&[], &[]).unwrap();
+    let mut cache = d.live_cache();
+    let text = b"ok. SSN 123-45-67";
+    let p = d.live_from(&mut cache, text, 0, 1024);
+    assert!(p <= 8, "the SSN (and its keyword) must be held, got {p}");
+    let done = b"ok. nothing here. ";
+    assert_eq!(d.live_from(&mut cache, done, 0, 1024), done.len());
+}

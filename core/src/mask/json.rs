@@ -1,0 +1,435 @@
+//! JSON: whole documents, and the event streams of LLM runtimes.
+//!
+//! A document is walked once: a value whose key or path has a field rule gets that rule's action
+//! whatever it holds; every other string is scanned by the detectors. Object keys are kept.
+//!
+//! An event stream (SSE `data:` JSON, NDJSON lines) carries text in pieces: OpenAI chat and
+//! completion deltas (`choices[].delta.content`, `…reasoning_content`, tool-call `arguments`,
+//! `choices[].text`), the Responses API (`response.output_text.delta`), Anthropic
+//! (`content_block_delta` → `delta.text` / `partial_json` / `thinking`) and Ollama (`response`,
+//! `message.content`, `thinking`). Each such field is one [`TextStream`] per choice or block, so
+//! a value split across events is still found; everything else in an event is masked whole.
+//! Held-back text is released into the event that ends its piece (`finish_reason`, Ollama's
+//! `done`), into an extra delta event before Anthropic's `content_block_stop` or the Responses
+//! API's `…done`, or — at `[DONE]` or the end of the stream — into extra events shaped like the
+//! last one that carried that field.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Action, PathSeg, Profile, Tally, TextStream};
+
+/// Masks a JSON document in place.
+pub fn mask_value(profile: &Profile, v: &mut Value, tally: &Tally) {
+    let mut path = Vec::new();
+    walk(profile, v, &mut path, &[], tally);
+}
+
+/// Masks a JSON body: parsed, masked, re-serialized. A body that is not JSON is masked as text.
+pub fn mask_document(profile: &Profile, body: &[u8], tally: &Tally) -> Result<Vec<u8>, super::MaskError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) => {
+            mask_value(profile, &mut v, tally);
+            let mut out = serde_json::to_vec(&v).map_err(super::MaskError::Json)?;
+            if body.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            Ok(out)
+        }
+        Err(_) => Ok(profile.mask_text(body, tally)),
+    }
+}
+
+/// What a field rule does to a value: `None` means remove it.
+fn field_value(profile: &Profile, rule: &super::FieldRule, v: &Value, tally: &Tally) -> Option<Value> {
+    match rule.action {
+        Action::Keep => Some(v.clone()),
+        Action::Drop => {
+            tally.add(&rule.label, 1);
+            None
+        }
+        Action::Null => {
+            tally.add(&rule.label, 1);
+            Some(Value::Null)
+        }
+        _ => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => return Some(Value::Null),
+                other => other.to_string(),
+            };
+            let out = profile.field_text(rule, text.as_bytes(), tally);
+            Some(Value::String(String::from_utf8_lossy(&out).into_owned()))
+        }
+    }
+}
+
+fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<PathSeg>], tally: &Tally) {
+    if skip.iter().any(|s| s == path) {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            let masked = profile.mask_str(s, tally);
+            if masked != *s {
+                *s = masked;
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(PathSeg::Index(Some(i)));
+                if let Some(rule) = profile.json_rule(path) {
+                    *item = field_value(profile, rule, item, tally).unwrap_or(Value::Null);
+                } else {
+                    walk(profile, item, path, skip, tally);
+                }
+                path.pop();
+            }
+        }
+        Value::Object(map) => {
+            let mut dropped = Vec::new();
+            for (k, item) in map.iter_mut() {
+                path.push(PathSeg::Key(k.clone()));
+                if let Some(rule) = profile.json_rule(path) {
+                    match field_value(profile, rule, item, tally) {
+                        Some(new) => *item = new,
+                        None => dropped.push(k.clone()),
+                    }
+                } else {
+                    walk(profile, item, path, skip, tally);
+                }
+                path.pop();
+            }
+            for k in dropped {
+                map.remove(&k);
+            }
+        }
+        Value::Number(_) | Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn get_path<'v>(v: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, seg| match seg {
+        PathSeg::Key(k) => v.get(k),
+        PathSeg::Index(Some(i)) => v.get(i),
+        PathSeg::Index(None) => None,
+    })
+}
+
+/// Sets `path` in `v` to `s`, creating objects on the way where a key is missing.
+fn set_path(v: &mut Value, path: &[PathSeg], s: String) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = v;
+    for seg in parents {
+        cur = match seg {
+            PathSeg::Key(k) => {
+                let Value::Object(m) = cur else { return };
+                m.entry(k.clone()).or_insert_with(|| Value::Object(Default::default()))
+            }
+            PathSeg::Index(Some(i)) => match cur.get_mut(i) {
+                Some(c) => c,
+                None => return,
+            },
+            PathSeg::Index(None) => return,
+        };
+    }
+    if let (PathSeg::Key(k), Value::Object(m)) = (last, cur) {
+        m.insert(k.clone(), Value::String(s));
+    }
+}
+
+fn key(k: &str) -> PathSeg {
+    PathSeg::Key(k.to_owned())
+}
+
+/// One streamed text field.
+#[derive(Debug)]
+struct Delta {
+    stream: TextStream,
+    /// An event shaped like the last one that carried the field, every streamed field emptied.
+    template: Value,
+    path: Vec<PathSeg>,
+}
+
+/// Masks the JSON events of one streamed response.
+#[derive(Debug)]
+pub struct EventMasker {
+    profile: Arc<Profile>,
+    tally: Arc<Tally>,
+    deltas: BTreeMap<String, Delta>,
+}
+
+/// A streamed text field found in an event: its stream key and path.
+type Site = (String, Vec<PathSeg>);
+
+impl EventMasker {
+    /// A masker for one response.
+    pub fn new(profile: Arc<Profile>, tally: Arc<Tally>) -> Self {
+        Self { profile, tally, deltas: BTreeMap::new() }
+    }
+
+    /// Masks one event. Returns the events to send in its place, in order (extra delta events
+    /// carrying released text may come first).
+    pub fn event(&mut self, mut v: Value) -> Vec<Value> {
+        let (sites, ends, ends_before) = shape(&v);
+        let mut out = Vec::new();
+        for prefix in &ends_before {
+            out.extend(self.flush_prefix(prefix));
+        }
+        let mut streamed = Vec::new();
+        for (k, path) in &sites {
+            if self.profile.json_rule(path).is_some() {
+                continue; // a field rule on a streamed field applies per event
+            }
+            let Some(Value::String(text)) = get_path(&v, path) else { continue };
+            let text = text.clone();
+            let delta = self.deltas.entry(k.clone()).or_insert_with(|| Delta {
+                stream: self.profile.stream(self.tally.clone()),
+                template: Value::Null,
+                path: path.clone(),
+            });
+            delta.path = path.clone();
+            let masked = delta.stream.push(text.as_bytes());
+            set_path(&mut v, path, String::from_utf8_lossy(&masked).into_owned());
+            streamed.push(path.clone());
+        }
+        walk(&self.profile, &mut v, &mut Vec::new(), &streamed, &self.tally);
+        // Templates: this event with every streamed field emptied.
+        let mut template = v.clone();
+        for p in &streamed {
+            set_path(&mut template, p, String::new());
+        }
+        for (k, path) in &sites {
+            if let Some(d) = self.deltas.get_mut(k)
+                && streamed.contains(path)
+            {
+                d.template = template.clone();
+            }
+        }
+        // Pieces that end with this event release what they held into it.
+        for prefix in &ends {
+            let keys: Vec<String> = self.deltas.keys().filter(|k| k.starts_with(prefix.as_str())).cloned().collect();
+            for k in keys {
+                let Some(mut d) = self.deltas.remove(&k) else { continue };
+                let rest = d.stream.finish();
+                if rest.is_empty() {
+                    continue;
+                }
+                let current = match get_path(&v, &d.path) {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                set_path(&mut v, &d.path, current + &String::from_utf8_lossy(&rest));
+            }
+        }
+        out.push(v);
+        out
+    }
+
+    /// End of the stream (`[DONE]` or the body's end): extra events carrying what is held back.
+    pub fn finish(&mut self) -> Vec<Value> {
+        self.flush_prefix("")
+    }
+
+    fn flush_prefix(&mut self, prefix: &str) -> Vec<Value> {
+        let keys: Vec<String> = self.deltas.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let mut out = Vec::new();
+        for k in keys {
+            let Some(mut d) = self.deltas.remove(&k) else { continue };
+            let rest = d.stream.finish();
+            if rest.is_empty() || d.template.is_null() {
+                continue;
+            }
+            let mut ev = d.template;
+            set_path(&mut ev, &d.path, String::from_utf8_lossy(&rest).into_owned());
+            out.push(ev);
+        }
+        out
+    }
+}
+
+/// The streamed fields of an event, the stream-key prefixes whose pieces end with it, and the
+/// prefixes whose pieces end just before it.
+fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
+    let mut sites = Vec::new();
+    let mut ends = Vec::new();
+    let mut ends_before = Vec::new();
+    // OpenAI chat completions and completions.
+    if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+        for (i, c) in choices.iter().enumerate() {
+            let n = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+            let base = vec![key("choices"), PathSeg::Index(Some(i))];
+            for field in [&["delta", "content"][..], &["delta", "reasoning_content"], &["delta", "reasoning"], &["text"]] {
+                let mut p = base.clone();
+                p.extend(field.iter().map(|f| key(f)));
+                if get_path(v, &p).is_some_and(Value::is_string) {
+                    sites.push((format!("choices/{n}/{}", field.join(".")), p));
+                }
+            }
+            if let Some(calls) = c.get("delta").and_then(|d| d.get("tool_calls")).and_then(Value::as_array) {
+                for (j, call) in calls.iter().enumerate() {
+                    let t = call.get("index").and_then(Value::as_u64).unwrap_or(j as u64);
+                    let mut p = base.clone();
+                    p.extend([key("delta"), key("tool_calls"), PathSeg::Index(Some(j)), key("function"), key("arguments")]);
+                    if get_path(v, &p).is_some_and(Value::is_string) {
+                        sites.push((format!("choices/{n}/tool/{t}"), p));
+                    }
+                }
+            }
+            if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                ends.push(format!("choices/{n}/"));
+            }
+        }
+    }
+    match v.get("type").and_then(Value::as_str) {
+        // Anthropic messages.
+        Some("content_block_delta") => {
+            let n = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            for f in ["text", "partial_json", "thinking"] {
+                let p = vec![key("delta"), key(f)];
+                if get_path(v, &p).is_some_and(Value::is_string) {
+                    sites.push((format!("block/{n}/{f}"), p));
+                }
+            }
+        }
+        Some("content_block_stop") => {
+            let n = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            ends_before.push(format!("block/{n}/"));
+        }
+        // OpenAI Responses API.
+        Some(t) if t.starts_with("response.") && t.ends_with(".delta") && v.get("delta").is_some_and(Value::is_string) => {
+            sites.push((responses_key(v), vec![key("delta")]));
+        }
+        Some(t) if t.starts_with("response.") && t.ends_with(".done") => ends_before.push(responses_key(v)),
+        _ => {}
+    }
+    // Ollama generate and chat.
+    for field in [&["response"][..], &["thinking"], &["message", "content"], &["message", "thinking"]] {
+        let p: Vec<PathSeg> = field.iter().map(|f| key(f)).collect();
+        if get_path(v, &p).is_some_and(Value::is_string) {
+            sites.push((format!("ollama/{}", field.join(".")), p));
+        }
+    }
+    if v.get("done").and_then(Value::as_bool) == Some(true) {
+        ends.push("ollama/".into());
+    }
+    (sites, ends, ends_before)
+}
+
+fn responses_key(v: &Value) -> String {
+    let item = v.get("item_id").and_then(Value::as_str).unwrap_or("");
+    let part = v.get("content_index").and_then(Value::as_u64).unwrap_or(0);
+    format!("resp/{item}/{part}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{Detector, FieldRule, FieldSelector, ProfileSpec};
+    use serde_json::json;
+
+    fn profile(fields: Vec<FieldRule>) -> Arc<Profile> {
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let spec = ProfileSpec {
+            name: "t".into(),
+            default_action: Action::Redact,
+            actions: vec![],
+            min_confidence: 0.0,
+            fields,
+            keep_year: false,
+        };
+        Arc::new(Profile::new(det, spec, None).unwrap())
+    }
+
+    #[test]
+    fn field_rules_mask_whole_values_and_drop_fields() {
+        let p = profile(vec![
+            FieldRule { selector: FieldSelector::Key("patient_name".into()), action: Action::Redact, label: "patient_name".into() },
+            FieldRule { selector: FieldSelector::path("$.patient.dob").unwrap(), action: Action::Drop, label: "dob".into() },
+            FieldRule { selector: FieldSelector::path("$.rows[*].mrn").unwrap(), action: Action::Null, label: "mrn".into() },
+        ]);
+        let tally = Tally::default();
+        let mut v = json!({
+            "patient": {"patient_name": "Zed Q", "dob": "1980-01-02", "note": "call 617-555-0123"},
+            "rows": [{"mrn": 12345}, {"mrn": "A-1"}],
+            "ok": 3
+        });
+        mask_value(&p, &mut v, &tally);
+        assert_eq!(v["patient"]["patient_name"], "[PHI:patient_name]");
+        assert!(v["patient"].get("dob").is_none());
+        assert_eq!(v["patient"]["note"], "call [PHI:PHONE]");
+        assert_eq!(v["rows"][0]["mrn"], Value::Null);
+        assert_eq!(v["rows"][1]["mrn"], Value::Null);
+        assert_eq!(v["ok"], 3);
+        let counts = tally.snapshot();
+        assert_eq!(counts["mrn"], 2);
+        assert_eq!(counts["PHONE"], 1);
+    }
+
+    fn chunk(content: Option<&str>, finish: Option<&str>) -> Value {
+        let mut delta = json!({});
+        if let Some(c) = content {
+            delta["content"] = json!(c);
+        }
+        json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    }
+
+    fn concat_content(events: &[Value]) -> String {
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect()
+    }
+
+    #[test]
+    fn an_ssn_split_across_openai_deltas_is_masked_and_nothing_is_lost() {
+        let p = profile(vec![]);
+        let tally = Arc::new(Tally::default());
+        let mut m = EventMasker::new(p, tally.clone());
+        let mut out = Vec::new();
+        for piece in ["My SSN is 123-4", "5-67", "89 and mail jo", "e@exa", "mple.com ok"] {
+            out.extend(m.event(chunk(Some(piece), None)));
+        }
+        out.extend(m.event(chunk(None, Some("stop"))));
+        out.extend(m.finish());
+        assert_eq!(concat_content(&out), "My SSN is [PHI:SSN] and mail [PHI:EMAIL] ok");
+        assert!(out.iter().all(|e| !e.to_string().contains("6789") && !e.to_string().contains("mple.com")));
+        assert_eq!(tally.snapshot()["SSN"], 1);
+    }
+
+    #[test]
+    fn text_held_at_the_end_of_the_stream_comes_out_in_an_event_shaped_like_the_last() {
+        let p = profile(vec![]);
+        let mut m = EventMasker::new(p, Arc::new(Tally::default()));
+        let mut out = m.event(chunk(Some("reach me at 617-555-01"), None));
+        out.extend(m.event(chunk(Some("23"), None)));
+        let tail = m.finish();
+        assert_eq!(tail.len(), 1, "{tail:?}");
+        assert_eq!(tail[0]["id"], "c1");
+        out.extend(tail);
+        assert_eq!(concat_content(&out), "reach me at [PHI:PHONE]");
+    }
+
+    #[test]
+    fn anthropic_blocks_release_held_text_before_their_stop_event() {
+        let p = profile(vec![]);
+        let mut m = EventMasker::new(p, Arc::new(Tally::default()));
+        let d = |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+        let mut out = m.event(d("SSN 123-45-"));
+        out.extend(m.event(d("6789 Bob")));
+        out.extend(m.event(json!({"type": "content_block_stop", "index": 0})));
+        let text: String = out.iter().filter_map(|e| e["delta"]["text"].as_str()).collect();
+        assert_eq!(text, "SSN [PHI:SSN] Bob");
+        assert_eq!(out.last().unwrap()["type"], "content_block_stop");
+    }
+
+    #[test]
+    fn ollama_done_line_carries_the_rest() {
+        let p = profile(vec![]);
+        let mut m = EventMasker::new(p, Arc::new(Tally::default()));
+        let mut out = m.event(json!({"model": "m", "response": "email: a.b@exam", "done": false}));
+        out.extend(m.event(json!({"model": "m", "response": "ple.org", "done": false})));
+        out.extend(m.event(json!({"model": "m", "response": "", "done": true})));
+        let text: String = out.iter().filter_map(|e| e["response"].as_str()).collect();
+        assert_eq!(text, "email: [PHI:EMAIL]");
+    }
+}

@@ -1,0 +1,445 @@
+//! The PHI masking engine: detectors, actions, and the maskers the drivers run on responses.
+//!
+//! - [`detect`]: the HIPAA Safe Harbor identifiers that can be found in text, each validated
+//!   where a validation exists, plus custom regex and deny-list entities.
+//! - [`Profile`]: what happens to each entity and to named fields (JSON key or path, PostgreSQL
+//!   column, protobuf field) — redact, keep the last N, pseudonymize with HMAC-SHA-256, drop the
+//!   field, NULL the value — chosen per route and per role.
+//! - [`TextStream`]: text that arrives in pieces. It holds back only the shortest suffix that
+//!   could still become a match and emits the rest at once, so the output of any split equals
+//!   masking the whole text (up to [`MAX_HOLD`] bytes of one candidate).
+//! - [`json`]: JSON documents and the streamed event shapes of LLM runtimes (OpenAI and
+//!   Anthropic SSE deltas, Ollama NDJSON), re-serialized so the output stays valid.
+//!
+//! The engine never passes what it could not inspect: every error is a [`MaskError`], and the
+//! drivers turn it into a refusal (fail closed). Counts of masked values per entity go into the
+//! session's journal; the values never do.
+
+pub mod detect;
+pub mod json;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+pub use detect::{CustomEntity, DenyList, Detector, EntityId, Finding};
+
+/// Most text a stream holds back while one candidate grows. A longer candidate (a URL of several
+/// kilobytes arriving in pieces) is judged on what has arrived.
+pub const MAX_HOLD: usize = 2048;
+
+/// What is done to a detected value or a named field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Left as it is.
+    Keep,
+    /// Replaced by `[PHI:ENTITY]`.
+    Redact,
+    /// Every letter and digit but the last N replaced by `*` (separators kept).
+    Partial(usize),
+    /// Replaced by `ENTITY_` and a stable token: HMAC-SHA-256 of the normalized value under the
+    /// configured key, so the same value always gives the same token and analysts can join.
+    Pseudonymize,
+    /// The JSON field is removed (elsewhere: redacted).
+    Drop,
+    /// The PostgreSQL value becomes NULL, the JSON value `null` (elsewhere: redacted).
+    Null,
+}
+
+impl Action {
+    /// Parses `keep`, `redact`, `partial`, `partial:N`, `pseudonymize`, `drop`, `null`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "keep" | "none" => Self::Keep,
+            "redact" => Self::Redact,
+            "partial" => Self::Partial(4),
+            "pseudonymize" | "pseudonymise" | "hash" => Self::Pseudonymize,
+            "drop" => Self::Drop,
+            "null" => Self::Null,
+            other => Self::Partial(other.strip_prefix("partial:")?.parse().ok()?),
+        })
+    }
+}
+
+/// Why masking could not run. The response it concerned is not delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaskError {
+    /// The body is larger than the route inspects.
+    #[error("the response body exceeds the inspection limit of {limit} bytes on a masked route")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is compressed or encoded in a way the gateway does not decode.
+    #[error("the response is encoded ({0}) and cannot be inspected on a masked route")]
+    Encoded(String),
+    /// The content cannot be masked (no schema for a binary format, say).
+    #[error("the response cannot be masked: {0}")]
+    Uninspectable(&'static str),
+    /// A JSON document that must be re-serialized could not be.
+    #[error("the masked JSON could not be re-serialized: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// Which field a field rule names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldSelector {
+    /// A JSON object key, anywhere in the document (case-insensitive).
+    Key(String),
+    /// A JSON path from the root: `$.patient.dob`, `$.entries[*].ssn`.
+    Path(Vec<PathSeg>),
+    /// A PostgreSQL result column, by name and, optionally, the table it comes from.
+    Column {
+        /// Table (optionally `schema.table`); `None` matches the column name in any result.
+        table: Option<String>,
+        /// Column name.
+        column: String,
+    },
+    /// A protobuf field by full name (`pkg.Message.field`) or bare name.
+    Proto(String),
+}
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    /// An object key.
+    Key(String),
+    /// Any array element (`[*]`) or a specific index.
+    Index(Option<usize>),
+}
+
+impl FieldSelector {
+    /// Parses a JSON path: `$.a.b`, `$.a[*].b`, `$.a[0]`.
+    pub fn path(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix('$')?;
+        let mut segs = Vec::new();
+        let mut chars = rest;
+        while !chars.is_empty() {
+            if let Some(r) = chars.strip_prefix('.') {
+                let end = r.find(['.', '[']).unwrap_or(r.len());
+                if end == 0 {
+                    return None;
+                }
+                segs.push(PathSeg::Key(r[..end].to_owned()));
+                chars = &r[end..];
+            } else if let Some(r) = chars.strip_prefix('[') {
+                let end = r.find(']')?;
+                let inner = &r[..end];
+                segs.push(PathSeg::Index(if inner == "*" { None } else { Some(inner.parse().ok()?) }));
+                chars = &r[end + 1..];
+            } else {
+                return None;
+            }
+        }
+        Some(Self::Path(segs))
+    }
+}
+
+/// A field rule: the whole value of the field gets `action`, whatever it contains.
+#[derive(Debug, Clone)]
+pub struct FieldRule {
+    /// Which field.
+    pub selector: FieldSelector,
+    /// What to do.
+    pub action: Action,
+    /// The label in replacements and counts (`[PHI:patient_name]`).
+    pub label: String,
+}
+
+/// A masking profile: the actions for one audience.
+#[derive(Debug)]
+pub struct Profile {
+    /// Profile name.
+    pub name: String,
+    detector: Arc<Detector>,
+    actions: Vec<Action>,
+    min_confidence: f32,
+    /// Field rules, first match wins.
+    pub fields: Vec<FieldRule>,
+    key: Option<aws_lc_rs::hmac::Key>,
+    keep_year: bool,
+    date: Option<EntityId>,
+}
+
+/// Per-session counts of masked values, by entity or field label. Never the values.
+#[derive(Debug, Default)]
+pub struct Tally(Mutex<BTreeMap<String, u64>>);
+
+impl Tally {
+    /// Counts one masked value.
+    pub fn add(&self, label: &str, n: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(label.to_owned()).or_default() += n;
+        }
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// How a [`Profile`] is made.
+#[derive(Debug, Clone)]
+pub struct ProfileSpec {
+    /// Name.
+    pub name: String,
+    /// The action for an entity with no entry in `actions`.
+    pub default_action: Action,
+    /// Per-entity actions, by entity name.
+    pub actions: Vec<(String, Action)>,
+    /// Findings below this confidence are left alone.
+    pub min_confidence: f32,
+    /// Field rules.
+    pub fields: Vec<FieldRule>,
+    /// Dates keep their year (`[PHI:DATE:2023]`).
+    pub keep_year: bool,
+}
+
+/// Why a profile could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// An action names an entity no detector produces.
+    #[error("masking profile {profile}: unknown entity {entity}")]
+    UnknownEntity {
+        /// Profile.
+        profile: String,
+        /// The name.
+        entity: String,
+    },
+    /// Pseudonymization is asked for without a key.
+    #[error("masking profile {0} pseudonymizes but [masking] has no pseudonym_key")]
+    NoKey(String),
+}
+
+impl Profile {
+    /// Builds a profile over `detector`. `key` is the pseudonymization key, if configured.
+    pub fn new(detector: Arc<Detector>, spec: ProfileSpec, key: Option<&[u8]>) -> Result<Self, ProfileError> {
+        let mut actions = vec![spec.default_action; detector.entities().len()];
+        for (name, action) in &spec.actions {
+            let id = detector
+                .entity(name)
+                .ok_or_else(|| ProfileError::UnknownEntity { profile: spec.name.clone(), entity: name.clone() })?;
+            actions[id] = *action;
+        }
+        let pseudo = actions.contains(&Action::Pseudonymize) || spec.fields.iter().any(|f| f.action == Action::Pseudonymize);
+        if pseudo && key.is_none() {
+            return Err(ProfileError::NoKey(spec.name));
+        }
+        let date = detector.entity("DATE");
+        Ok(Self {
+            name: spec.name,
+            detector,
+            actions,
+            min_confidence: spec.min_confidence,
+            fields: spec.fields,
+            key: key.map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k)),
+            keep_year: spec.keep_year,
+            date,
+        })
+    }
+
+    /// The detector set.
+    pub fn detector(&self) -> &Arc<Detector> {
+        &self.detector
+    }
+
+    /// Masks a whole text.
+    pub fn mask_text(&self, text: &[u8], tally: &Tally) -> Vec<u8> {
+        let findings = self.detector.find_all(text);
+        let mut out = Vec::with_capacity(text.len());
+        self.apply(text, 0, text.len(), &findings, &mut out, tally);
+        out
+    }
+
+    /// Masks a whole string (the result is valid UTF-8: findings are widened to character
+    /// boundaries).
+    pub fn mask_str(&self, text: &str, tally: &Tally) -> String {
+        String::from_utf8_lossy(&self.mask_text(text.as_bytes(), tally)).into_owned()
+    }
+
+    /// Writes `hay[from..to]` to `out` with each finding in it replaced.
+    fn apply(&self, hay: &[u8], from: usize, to: usize, findings: &[Finding], out: &mut Vec<u8>, tally: &Tally) {
+        let mut at = from;
+        for f in findings {
+            let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
+            if f.confidence < self.min_confidence || action == Action::Keep || f.start < at || f.end > to {
+                continue;
+            }
+            let (s, e) = char_bounds(hay, f.start, f.end);
+            out.extend_from_slice(&hay[at..s]);
+            let label = &self.detector.entities()[f.entity];
+            self.replace(label, Some(f.entity), &hay[s..e], action, out);
+            tally.add(label, 1);
+            at = e;
+        }
+        out.extend_from_slice(&hay[at..to]);
+    }
+
+    /// The replacement for `value`.
+    fn replace(&self, label: &str, entity: Option<EntityId>, value: &[u8], action: Action, out: &mut Vec<u8>) {
+        match action {
+            Action::Keep => out.extend_from_slice(value),
+            Action::Partial(n) => {
+                let total = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+                let mut seen = 0;
+                for &b in value {
+                    if b.is_ascii_alphanumeric() {
+                        seen += 1;
+                        out.push(if seen + n > total { b } else { b'*' });
+                    } else {
+                        out.push(b);
+                    }
+                }
+            }
+            Action::Pseudonymize => {
+                out.extend_from_slice(label.as_bytes());
+                out.push(b'_');
+                out.extend_from_slice(self.token(label, value).as_bytes());
+            }
+            Action::Redact | Action::Drop | Action::Null => {
+                out.extend_from_slice(b"[PHI:");
+                out.extend_from_slice(label.as_bytes());
+                if self.keep_year
+                    && entity.is_some()
+                    && entity == self.date
+                    && let Some(y) = year(value)
+                {
+                    out.push(b':');
+                    out.extend_from_slice(y.as_bytes());
+                }
+                out.push(b']');
+            }
+        }
+    }
+
+    /// A stable token: 12 lowercase letters of HMAC-SHA-256(key, label ‖ 0 ‖ normalized value).
+    /// Letters only, so a token never looks like a number another detector would find.
+    fn token(&self, label: &str, value: &[u8]) -> String {
+        let Some(key) = &self.key else { return "unkeyed".into() };
+        let normal: Vec<u8> = value.iter().filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80).map(u8::to_ascii_lowercase).collect();
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(key);
+        ctx.update(label.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&normal);
+        let tag = ctx.sign();
+        tag.as_ref().iter().take(12).map(|b| char::from(b'a' + b % 26)).collect()
+    }
+
+    /// The replacement for a whole field value under `rule`.
+    pub fn field_text(&self, rule: &FieldRule, value: &[u8], tally: &Tally) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.replace(&rule.label, None, value, rule.action, &mut out);
+        if rule.action != Action::Keep {
+            tally.add(&rule.label, 1);
+        }
+        out
+    }
+
+    /// A new stream over this profile.
+    pub fn stream(self: &Arc<Self>, tally: Arc<Tally>) -> TextStream {
+        TextStream { cache: self.detector.live_cache(), profile: self.clone(), buf: Vec::new(), base: 0, tally }
+    }
+
+    /// The first field rule for a JSON key at `path`.
+    pub fn json_rule(&self, path: &[PathSeg]) -> Option<&FieldRule> {
+        let key = match path.last() {
+            Some(PathSeg::Key(k)) => Some(k.as_str()),
+            _ => None,
+        };
+        self.fields.iter().find(|r| match &r.selector {
+            FieldSelector::Key(k) => key.is_some_and(|key| key.eq_ignore_ascii_case(k)),
+            FieldSelector::Path(p) => {
+                p.len() == path.len()
+                    && p.iter().zip(path).all(|(want, got)| match (want, got) {
+                        (PathSeg::Key(a), PathSeg::Key(b)) => a == b,
+                        (PathSeg::Index(None), PathSeg::Index(_)) => true,
+                        (PathSeg::Index(Some(a)), PathSeg::Index(Some(b))) => a == b,
+                        _ => false,
+                    })
+            }
+            _ => false,
+        })
+    }
+}
+
+/// The four digits of a year in a date value, if it has one.
+fn year(value: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(value).ok()?;
+    s.split(|c: char| !c.is_ascii_digit()).find(|p| p.len() == 4 && (p.starts_with("19") || p.starts_with("20")))
+}
+
+/// `start..end` widened to UTF-8 character boundaries.
+fn char_bounds(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    let cont = |b: u8| (0x80..0xc0).contains(&b);
+    while start > 0 && hay.get(start).is_some_and(|&b| cont(b)) {
+        start -= 1;
+    }
+    while end < hay.len() && cont(hay[end]) {
+        end += 1;
+    }
+    (start, end)
+}
+
+/// Text arriving in pieces, masked as it comes.
+#[derive(Debug)]
+pub struct TextStream {
+    profile: Arc<Profile>,
+    cache: regex_automata::hybrid::dfa::Cache,
+    /// Look-behind context, then text not yet emitted (from `base`).
+    buf: Vec<u8>,
+    base: usize,
+    tally: Arc<Tally>,
+}
+
+impl TextStream {
+    /// Takes the next piece; returns the masked text that is settled.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.buf.extend_from_slice(chunk);
+        let det = self.profile.detector.clone();
+        let mut p = det.live_from(&mut self.cache, &self.buf, self.base, MAX_HOLD);
+        while p > self.base && p < self.buf.len() && (0x80..0xc0).contains(&self.buf[p]) {
+            p -= 1;
+        }
+        self.emit(p)
+    }
+
+    /// The end of the text: everything held back, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let n = self.buf.len();
+        self.emit_final(n)
+    }
+
+    /// Bytes held back.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.base
+    }
+
+    fn emit(&mut self, until: usize) -> Vec<u8> {
+        if until <= self.base {
+            return Vec::new();
+        }
+        self.emit_final(until)
+    }
+
+    fn emit_final(&mut self, until: usize) -> Vec<u8> {
+        let mut findings = Vec::new();
+        self.profile.detector.scan(&self.buf, self.base, until, &mut findings);
+        // A match that started before `until` is settled even where it runs past it.
+        let to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(self.buf.len());
+        let mut out = Vec::with_capacity(to - self.base);
+        self.profile.apply(&self.buf, self.base, to, &findings, &mut out, &self.tally);
+        self.base = to;
+        if self.base > 4 * detect::LOOKBEHIND {
+            let cut = self.base - detect::LOOKBEHIND;
+            self.buf.drain(..cut);
+            self.base -= cut;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

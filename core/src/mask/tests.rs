@@ -1,0 +1,124 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Texts with every built-in entity, look-alikes, and non-ASCII around them.
+const CORPUS: &[&str] = &[
+    "Patient: John Smith, DOB 04/17/1962, SSN 123-45-6789, MRN: 00123456.",
+    "Call (617) 555-0123 or mail john.smith@example.org; portal https://ehr.example.com/p/991?x=1.",
+    "Card 4111 1111 1111 1111, NPI 1234567893, DEA AB1234563, IMEI 490154203237518.",
+    "IBAN GB82 WEST 1234 5698 7654 32 and VIN 1M8GDM9AXKP042788 from 10.0.0.12 / 2001:db8::1.",
+    "Lives at 77 Beacon St, Apt 4B, Boston, MA 02115; seen by Dr. Emily Chen on April 17, 2023.",
+    "Décès évité — Ms. María ok; ünïcode 12-34 around café 123-45-6789 ✓ 日本 617-555-0123",
+    "CPT 99213, 500 mg, BP 120/80, v1.2.3.4.5 at 10:30, card 4111 1111 1111 1112 declined.",
+    "Member ID: W123456789; Account number: 123456789012; driver's license S12345678.",
+    "{\"patient_name\": \"Maria Garcia\", \"ssn\": \"219-09-9999\", \"email\": \"m.g@clinic.example\"}",
+    "mac 00:1A:2B:3C:4D:5E and 001a.2b3c.4d5e, zip 02115-1234, +447911123456 end",
+];
+
+fn profile() -> Arc<Profile> {
+    let det = Arc::new(Detector::new(&[], &[]).unwrap());
+    let spec = ProfileSpec {
+        name: "all".into(),
+        default_action: Action::Redact,
+        actions: vec![],
+        min_confidence: 0.0,
+        fields: vec![],
+        keep_year: false,
+    };
+    Arc::new(Profile::new(det, spec, None).unwrap())
+}
+
+fn streamed(p: &Arc<Profile>, text: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut s = p.stream(Arc::new(Tally::default()));
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &c in cuts {
+        out.extend(s.push(&text[at..c]));
+        at = c;
+    }
+    out.extend(s.push(&text[at..]));
+    out.extend(s.finish());
+    out
+}
+
+#[test]
+fn every_single_cut_and_byte_by_byte_give_the_whole_text_answer() {
+    let p = profile();
+    for text in CORPUS {
+        let t = text.as_bytes();
+        let whole = p.mask_text(t, &Tally::default());
+        for cut in 0..=t.len() {
+            assert_eq!(streamed(&p, t, &[cut]), whole, "cut at {cut} of {text:?}");
+        }
+        let every: Vec<usize> = (1..t.len()).collect();
+        assert_eq!(streamed(&p, t, &every), whole, "byte by byte: {text:?}");
+    }
+}
+
+#[test]
+fn nothing_detected_survives_masking() {
+    let p = profile();
+    for text in CORPUS {
+        let t = text.as_bytes();
+        let out = p.mask_text(t, &Tally::default());
+        for f in p.detector().find_all(t) {
+            let value = &t[f.start..f.end];
+            assert!(!out.windows(value.len()).any(|w| w == value), "{:?} survived in {:?}", String::from_utf8_lossy(value), String::from_utf8_lossy(&out));
+        }
+        assert!(p.detector().find_all(&out).is_empty(), "masked output still has findings: {}", String::from_utf8_lossy(&out));
+        assert!(std::str::from_utf8(&out).is_ok());
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_split_of_corpus_text_masks_like_the_whole(idx in 0..CORPUS.len(), mut cuts in proptest::collection::vec(0usize..400, 0..12)) {
+        let p = profile();
+        let t = CORPUS[idx].as_bytes();
+        cuts.iter_mut().for_each(|c| *c %= t.len() + 1);
+        cuts.sort_unstable();
+        let whole = p.mask_text(t, &Tally::default());
+        prop_assert_eq!(streamed(&p, t, &cuts), whole);
+    }
+
+    #[test]
+    fn arbitrary_text_and_splits_never_panic_and_agree(text in "[ -~\\n]{0,120}|[0-9 ().:@+-]{0,80}", mut cuts in proptest::collection::vec(0usize..200, 0..8)) {
+        let p = profile();
+        let t = text.as_bytes();
+        cuts.iter_mut().for_each(|c| *c %= t.len() + 1);
+        cuts.sort_unstable();
+        prop_assert_eq!(streamed(&p, t, &cuts), p.mask_text(t, &Tally::default()));
+    }
+}
+
+#[test]
+fn actions_redact_keep_the_tail_pseudonymize_and_keep_the_year() {
+    let det = Arc::new(Detector::new(&[], &[]).unwrap());
+    let spec = ProfileSpec {
+        name: "mixed".into(),
+        default_action: Action::Redact,
+        actions: vec![
+            ("SSN".into(), Action::Partial(4)),
+            ("EMAIL".into(), Action::Pseudonymize),
+            ("PHONE".into(), Action::Keep),
+        ],
+        min_confidence: 0.0,
+        fields: vec![],
+        keep_year: true,
+    };
+    let p = Profile::new(det.clone(), spec.clone(), Some(b"k1")).unwrap();
+    let t = Tally::default();
+    let out = p.mask_str("SSN 123-45-6789, a@b.org, A@B.org, 617-555-0123, born 1980-01-02", &t);
+    let token = out.split("EMAIL_").nth(1).unwrap()[..12].to_owned();
+    assert_eq!(out, format!("SSN ***-**-6789, EMAIL_{token}, EMAIL_{token}, 617-555-0123, born [PHI:DATE:1980]"));
+    assert!(token.bytes().all(|b| b.is_ascii_lowercase()));
+    let other = Profile::new(det.clone(), spec.clone(), Some(b"k2")).unwrap();
+    assert!(!other.mask_str("a@b.org", &t).contains(&token), "another key, another token");
+    assert_eq!(t.snapshot()["EMAIL"], 3);
+    assert!(!t.snapshot().contains_key("PHONE"), "kept values are not counted");
+    let no_key = Profile::new(det, spec, None).unwrap_err();
+    assert!(no_key.to_string().contains("pseudonym_key"));
+}
