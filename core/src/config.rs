@@ -27,6 +27,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 mod access;
+mod masking;
+pub use masking::{
+    CustomConfig, DenyListConfig, FieldConfig, Masking, MaskingConfig, ProfileConfig, RoleMaskConfig, RouteMask,
+};
 pub use access::{
     Access, ApiKeyConfig, BreakGlassConfig, CertificateRuleConfig, GrpcMatchConfig, HttpMatchConfig, IdentityConfig,
     McpMatchConfig, OidcConfig, RuleConfig, SqlMatchConfig,
@@ -119,6 +123,9 @@ pub struct Config {
     /// Operation rules, written `[[rule]]`. Default: none.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// PHI masking: detectors, custom entities and profiles. Default: none (no route masks).
+    #[serde(default)]
+    pub masking: MaskingConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -324,6 +331,14 @@ pub struct RouteConfig {
     /// (slowloris). Default: `"30s"`.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
+    /// HTTP and PostgreSQL routes: the `[[masking.profile]]` that masks responses (`"none"`: not
+    /// masked). Default: none — responses pass unmasked.
+    #[serde(default)]
+    pub mask: Option<String>,
+    /// Per-role profiles, first match wins: `[{ role = "clinician", profile = "clinical" }]`.
+    /// Callers without any of these roles get `mask`. Default: none.
+    #[serde(default)]
+    pub mask_roles: Vec<RoleMaskConfig>,
 }
 
 impl RouteConfig {
@@ -537,6 +552,8 @@ pub struct Route {
     /// HTTP routes: the upstream's TLS client configuration (with the name to verify), kept for
     /// building the pooled HTTP client.
     pub upstream_client_tls: Option<(rustls::ClientConfig, String)>,
+    /// Response masking, if the route masks.
+    pub mask: Option<Arc<RouteMask>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -610,8 +627,9 @@ impl Config {
         let mut names = HashSet::new();
         let mut listens = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
+        let masking = self.build_masking()?;
         for r in &self.routes {
-            let route = self.build_route(r)?;
+            let route = self.build_route(r, &masking)?;
             if !names.insert(route.name.clone()) {
                 return Err(invalid(format!("route[{}].name", r.name), "two routes have this name"));
             }
@@ -625,7 +643,7 @@ impl Config {
         Ok(Settings { journal, admin, drain_timeout: self.gateway.drain_timeout.0, routes, access })
     }
 
-    fn build_route(&self, r: &RouteConfig) -> Result<Route, ConfigError> {
+    fn build_route(&self, r: &RouteConfig, masking: &Masking) -> Result<Route, ConfigError> {
         let field = |f: &str| format!("route[{}].{f}", r.name);
         if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(invalid(field("name"), "use letters, digits, `-`, `_` and `.` only"));
@@ -708,6 +726,10 @@ impl Config {
                 "credential, anonymous, upstream_http2 and mcp apply to http routes",
             ));
         }
+        let mask = masking.route(&r.name, r.mask.as_deref(), &r.mask_roles)?;
+        if mask.is_some() && r.protocol == Protocol::Tcp {
+            return Err(invalid(field("mask"), "masking applies to http and postgres routes (raw TCP has no fields)"));
+        }
         let upstream_password = match &r.upstream_password {
             None => None,
             Some(src) => Some(self.read_secret(src, &field("upstream_password"))?),
@@ -752,6 +774,7 @@ impl Config {
             }),
             request_timeout: r.request_timeout.map(|d| d.0),
             upstream_client_tls,
+            mask,
         })
     }
 }

@@ -265,7 +265,7 @@ fn builtin_patterns() -> Vec<Pattern> {
         p(
             "PERSON",
             format!(
-                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:full|first|last|legal|preferred|nick)?[ _]?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name}){{0,2}})\b"#
+                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:(?:full|first|last|legal|preferred|nick)[ _]?)?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name}){{0,2}})\b"#
             ),
             Check::Name,
             0.8,

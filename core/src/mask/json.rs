@@ -228,6 +228,16 @@ impl EventMasker {
         out
     }
 
+    /// The profile it masks with.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Where its counts go.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
     /// End of the stream (`[DONE]` or the body's end): extra events carrying what is held back.
     pub fn finish(&mut self) -> Vec<Value> {
         self.flush_prefix("")

@@ -15,6 +15,7 @@
 //! drivers turn it into a refusal (fail closed). Counts of masked values per entity go into the
 //! session's journal; the values never do.
 
+pub mod body;
 pub mod detect;
 pub mod json;
 mod validate;

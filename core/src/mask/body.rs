@@ -1,0 +1,300 @@
+//! A streamed HTTP response body on a masked route, unit by unit (sans-IO).
+//!
+//! The HTTP driver cuts a body into units — an SSE block, an NDJSON line, a chunk — and hands
+//! each one here before it is journaled and delivered; what comes back is what the caller gets.
+//! JSON in SSE `data:` and NDJSON lines goes through [`EventMasker`]; other SSE data and text
+//! bodies through a [`TextStream`] per event type. A unit the masker leaves unchanged is passed
+//! on byte for byte. Whole JSON documents are masked by the driver before the response head is
+//! sent (see [`super::json::mask_document`]), so that a failure can still be a 502.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use airlock_decoders::sse::{self, Event, SseDecoder};
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::json::EventMasker;
+use super::{MaskError, Profile, Tally, TextStream};
+
+/// How a response body of one content type is masked.
+#[derive(Debug)]
+pub enum BodyMasker {
+    /// `text/event-stream`.
+    Sse(Box<SseMasker>),
+    /// NDJSON / JSON Lines.
+    Ndjson(EventMasker),
+    /// Any other text: one stream over the bytes.
+    Text(TextStream),
+}
+
+/// The state of a masked event stream.
+#[derive(Debug)]
+pub struct SseMasker {
+    events: EventMasker,
+    /// Non-JSON data, one stream per event type.
+    text: BTreeMap<Option<String>, TextStream>,
+    /// The JSON events carried SSE event names (Anthropic's style: the name repeats `type`).
+    named: bool,
+    profile: Arc<Profile>,
+    tally: Arc<Tally>,
+}
+
+/// What kind of body a content type is, for masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// A JSON document, masked whole.
+    Json,
+    /// SSE.
+    Sse,
+    /// NDJSON.
+    Ndjson,
+    /// gRPC messages.
+    Grpc,
+    /// Text of some kind.
+    Text,
+    /// Binary content that cannot be inspected (images, archives, PDF, octet streams).
+    Opaque,
+}
+
+impl BodyKind {
+    /// The kind of a `Content-Type` value (`None`: no body type given, treated as text).
+    pub fn of(content_type: Option<&str>) -> Self {
+        let ct = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match ct.as_str() {
+            "text/event-stream" => Self::Sse,
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+                Self::Ndjson
+            }
+            "application/json" => Self::Json,
+            c if c.ends_with("+json") => Self::Json,
+            c if c == "application/grpc" || c.starts_with("application/grpc+") => Self::Grpc,
+            c if c.starts_with("image/")
+                || c.starts_with("audio/")
+                || c.starts_with("video/")
+                || c.starts_with("font/")
+                || matches!(
+                    c,
+                    "application/octet-stream"
+                        | "application/pdf"
+                        | "application/zip"
+                        | "application/gzip"
+                        | "application/x-protobuf"
+                        | "application/grpc-web"
+                        | "application/grpc-web+proto"
+                ) =>
+            {
+                Self::Opaque
+            }
+            _ => Self::Text,
+        }
+    }
+}
+
+impl BodyMasker {
+    /// The unit masker for a body of `kind` (JSON, gRPC and opaque bodies are not streamed).
+    pub fn new(kind: BodyKind, profile: Arc<Profile>, tally: Arc<Tally>) -> Result<Self, MaskError> {
+        Ok(match kind {
+            BodyKind::Sse => Self::Sse(Box::new(SseMasker {
+                events: EventMasker::new(profile.clone(), tally.clone()),
+                text: BTreeMap::new(),
+                named: false,
+                profile,
+                tally,
+            })),
+            BodyKind::Ndjson => Self::Ndjson(EventMasker::new(profile, tally)),
+            BodyKind::Text => Self::Text(profile.stream(tally)),
+            BodyKind::Json => return Err(MaskError::Uninspectable("a JSON document must be masked whole")),
+            BodyKind::Grpc => return Err(MaskError::Uninspectable("gRPC messages are masked by the gRPC masker")),
+            BodyKind::Opaque => {
+                return Err(MaskError::Uninspectable("binary content (images, archives, PDF, octet streams)"));
+            }
+        })
+    }
+
+    /// Masks one unit; returns the units to send in its place (none while text is held back).
+    pub fn unit(&mut self, unit: Bytes) -> Result<Vec<Bytes>, MaskError> {
+        match self {
+            Self::Text(s) => Ok(nonempty(s.push(&unit))),
+            Self::Ndjson(m) => {
+                let trimmed = unit.trim_ascii();
+                if trimmed.is_empty() {
+                    return Ok(vec![unit]);
+                }
+                match serde_json::from_slice::<Value>(trimmed) {
+                    Ok(v) => {
+                        let original = v.clone();
+                        let out = m.event(v);
+                        if out.len() == 1 && out[0] == original {
+                            return Ok(vec![unit]);
+                        }
+                        out.iter().map(ndjson_line).collect()
+                    }
+                    // A line that is not JSON is masked as text (it is whole).
+                    Err(_) => Ok(vec![Bytes::from(m.profile().mask_text(&unit, m.tally()))]),
+                }
+            }
+            Self::Sse(s) => s.block(unit),
+        }
+    }
+
+    /// The end of the body: whatever was held back.
+    pub fn finish(&mut self) -> Result<Vec<Bytes>, MaskError> {
+        match self {
+            Self::Text(s) => Ok(nonempty(s.finish())),
+            Self::Ndjson(m) => m.finish().iter().map(ndjson_line).collect(),
+            Self::Sse(s) => s.flush_all(),
+        }
+    }
+}
+
+fn nonempty(b: Vec<u8>) -> Vec<Bytes> {
+    if b.is_empty() { Vec::new() } else { vec![Bytes::from(b)] }
+}
+
+fn ndjson_line(v: &Value) -> Result<Bytes, MaskError> {
+    let mut out = serde_json::to_vec(v).map_err(MaskError::Json)?;
+    out.push(b'\n');
+    Ok(Bytes::from(out))
+}
+
+impl SseMasker {
+    fn json_event(&self, v: &Value, like: Option<&Event>) -> Result<Bytes, MaskError> {
+        let data = serde_json::to_string(v).map_err(MaskError::Json)?;
+        let event = match like {
+            Some(e) => Event { data, ..e.clone() },
+            None => Event {
+                event: if self.named { v.get("type").and_then(Value::as_str).map(str::to_owned) } else { None },
+                data,
+                id: None,
+                retry: None,
+            },
+        };
+        Ok(sse::encode(&event))
+    }
+
+    fn block(&mut self, unit: Bytes) -> Result<Vec<Bytes>, MaskError> {
+        let mut buf = BytesMut::from(&unit[..]);
+        let block = SseDecoder::new(unit.len().max(1)).decode_eof(&mut buf).ok().flatten();
+        let Some(event) = block.and_then(|b| b.event) else {
+            // Comments, keep-alives, `retry`/`id`-only blocks: nothing to mask but the comment
+            // text, which is masked as a whole.
+            let masked = self.profile.mask_text(&unit, &self.tally);
+            return Ok(vec![if masked == unit[..] { unit } else { Bytes::from(masked) }]);
+        };
+        if event.data == "[DONE]" {
+            let mut out = self.flush_all()?;
+            out.push(unit);
+            return Ok(out);
+        }
+        match serde_json::from_str::<Value>(&event.data) {
+            Ok(v) if v.is_object() => {
+                self.named |= event.event.is_some();
+                let original = v.clone();
+                let mut values = self.events.event(v);
+                let Some(last) = values.pop() else { return Ok(Vec::new()) };
+                let mut out = Vec::with_capacity(values.len() + 1);
+                for extra in &values {
+                    out.push(self.json_event(extra, None)?);
+                }
+                out.push(if last == original { unit } else { self.json_event(&last, Some(&event))? });
+                Ok(out)
+            }
+            _ => {
+                let stream = self
+                    .text
+                    .entry(event.event.clone())
+                    .or_insert_with(|| self.profile.stream(self.tally.clone()));
+                let masked = stream.push(event.data.as_bytes());
+                if masked.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let data = String::from_utf8_lossy(&masked).into_owned();
+                Ok(vec![if data == event.data { unit } else { sse::encode(&Event { data, ..event }) }])
+            }
+        }
+    }
+
+    fn flush_all(&mut self) -> Result<Vec<Bytes>, MaskError> {
+        let mut out = Vec::new();
+        for v in self.events.finish() {
+            out.push(self.json_event(&v, None)?);
+        }
+        for (name, mut stream) in std::mem::take(&mut self.text) {
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                let data = String::from_utf8_lossy(&rest).into_owned();
+                out.push(sse::encode(&Event { event: name, data, id: None, retry: None }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{Action, Detector, ProfileSpec};
+
+    fn masker(kind: BodyKind) -> BodyMasker {
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let spec = ProfileSpec {
+            name: "t".into(),
+            default_action: Action::Redact,
+            actions: vec![],
+            min_confidence: 0.0,
+            fields: vec![],
+            keep_year: false,
+        };
+        let p = Arc::new(Profile::new(det, spec, None).unwrap());
+        BodyMasker::new(kind, p, Arc::new(Tally::default())).unwrap()
+    }
+
+    fn run(m: &mut BodyMasker, units: &[&str]) -> String {
+        let mut out = Vec::new();
+        for u in units {
+            out.extend(m.unit(Bytes::copy_from_slice(u.as_bytes())).unwrap());
+        }
+        out.extend(m.finish().unwrap());
+        out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+
+    #[test]
+    fn sse_json_deltas_are_rewritten_and_untouched_blocks_pass_byte_for_byte() {
+        let mut m = masker(BodyKind::Sse);
+        let ev = |c: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}}}}]}}\n\n");
+        let out = run(&mut m, &[": keep-alive\n\n", &ev("hello "), &ev("SSN 123-45"), &ev("-6789."), "data: [DONE]\n\n"]);
+        assert!(out.starts_with(": keep-alive\n\n") && out.contains(&ev("hello ")), "{out}");
+        assert!(out.contains("[PHI:SSN]") && !out.contains("6789"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        let blocks = sse::decode_all(out.as_bytes(), 7).unwrap();
+        assert!(blocks.iter().filter_map(|b| b.event.as_ref()).all(|e| e.data == "[DONE]" || serde_json::from_str::<Value>(&e.data).is_ok()));
+    }
+
+    #[test]
+    fn plain_text_sse_and_text_bodies_hold_a_split_value() {
+        let mut m = masker(BodyKind::Sse);
+        let out = run(&mut m, &["data: mail jo\n\n", "data: e@example.com now\n\n"]);
+        assert!(out.contains("[PHI:EMAIL]") && !out.contains("example.com"), "{out}");
+        let mut t = masker(BodyKind::Text);
+        assert_eq!(run(&mut t, &["tel 617-55", "5-0123 end"]), "tel [PHI:PHONE] end");
+    }
+
+    #[test]
+    fn opaque_and_grpc_bodies_are_refused() {
+        assert_eq!(BodyKind::of(Some("image/png")), BodyKind::Opaque);
+        assert_eq!(BodyKind::of(Some("application/fhir+json; charset=utf-8")), BodyKind::Json);
+        assert_eq!(BodyKind::of(None), BodyKind::Text);
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let spec = ProfileSpec {
+            name: "t".into(),
+            default_action: Action::Redact,
+            actions: vec![],
+            min_confidence: 0.0,
+            fields: vec![],
+            keep_year: false,
+        };
+        let p = Arc::new(Profile::new(det, spec, None).unwrap());
+        assert!(BodyMasker::new(BodyKind::Opaque, p, Arc::new(Tally::default())).is_err());
+    }
+}
