@@ -28,12 +28,12 @@ use serde::{Deserialize, Deserializer};
 
 mod access;
 mod masking;
-pub use masking::{
-    CustomConfig, DenyListConfig, FieldConfig, Masking, MaskingConfig, ProfileConfig, RoleMaskConfig, RouteMask,
-};
 pub use access::{
     Access, ApiKeyConfig, BreakGlassConfig, CertificateRuleConfig, GrpcMatchConfig, HttpMatchConfig, IdentityConfig,
     McpMatchConfig, OidcConfig, RuleConfig, SqlMatchConfig,
+};
+pub use masking::{
+    CustomConfig, DenyListConfig, FieldConfig, Masking, MaskingConfig, ProfileConfig, RoleMaskConfig, RouteMask,
 };
 
 use crate::identity::mtls::PrincipalFrom;

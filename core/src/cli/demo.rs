@@ -50,6 +50,9 @@ name = "llm"
 listen = "{LLM_LISTEN}"
 protocol = "http"
 upstream = "{LLM_UPSTREAM}"
+# Responses are masked in flight: identifiers in the model's answer reach the caller redacted,
+# even when they arrive split across streamed events.
+mask = "agent"
 
 [[route.credential]]
 header = "authorization"
@@ -60,6 +63,10 @@ file = "{key_file}"
 name = "demo-agent"
 sha256 = "{hash}"
 roles = ["agent"]
+
+[[masking.profile]]
+name = "agent"
+default_action = "redact"
 "#,
         data_dir = escape(data_dir),
         key_file = escape(upstream_key_file),

@@ -33,19 +33,28 @@ fn error(status: StatusCode, message: &str, kind: &str) -> Response<Body> {
 }
 
 /// The demo's answer to the last user message: a made-up clinical note that mentions the
-/// identifiers a masking layer would look for.
-fn answer(prompt: &str) -> String {
+/// identifiers a masking layer would look for (none of them real).
+pub fn answer(prompt: &str) -> String {
     format!(
-        "Summary for the synthetic patient Jane Demo (MRN-100007, DOB 1980-01-07, phone 555-0100): \
-         stable, follow up in two weeks. You asked: {}",
+        "Summary for the synthetic patient Jane Demo (MRN-100007, DOB 1980-01-07, SSN 219-09-9999, \
+         phone (617) 555-0142, email jane.demo@example.org): stable, follow up in two weeks. You asked: {}",
         prompt.chars().take(200).collect::<String>()
     )
 }
 
-fn words(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
-    if out.is_empty() {
-        out.push(String::new());
+/// The streamed pieces: a few characters each, cut without regard to words — as a tokenizer
+/// does — so identifiers arrive split across events.
+fn pieces(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        cur.push(c);
+        if cur.len() >= 5 {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() || out.is_empty() {
+        out.push(cur);
     }
     out
 }
@@ -97,7 +106,7 @@ async fn handle(req: Request<Incoming>, key: Arc<str>) -> Response<Body> {
     }
 }
 
-/// One SSE event per word, then the final chunk and `[DONE]`, as OpenAI streams.
+/// One SSE event per piece, then the final chunk and `[DONE]`, as OpenAI streams.
 fn stream_response(id: String, model: String, created: i64, text: String) -> Response<Body> {
     let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(8);
     tokio::spawn(async move {
@@ -109,7 +118,7 @@ fn stream_response(id: String, model: String, created: i64, text: String) -> Res
         if tx.send_data(chunk(json!({"role": "assistant", "content": ""}), Value::Null)).await.is_err() {
             return;
         }
-        for w in words(&text) {
+        for w in pieces(&text) {
             if tx.send_data(chunk(json!({"content": w}), Value::Null)).await.is_err() {
                 return;
             }

@@ -85,15 +85,23 @@ fn write_text(out: &mut impl std::io::Write, r: &SessionRecord) -> std::io::Resu
             let tls = m.tls.as_ref().map(|t| format!(" tls={} {}", t.version, t.cipher_suite)).unwrap_or_default();
             writeln!(out, "{t} #{} == upstream connected {}{tls}", r.seq, m.addr)
         }
-        RecordKind::SessionClose(m) => writeln!(
-            out,
-            "{t} #{} == close: {} ({} bytes in, {} bytes out, {:.3}s)",
-            r.seq,
-            m.reason,
-            m.bytes_from_client,
-            m.bytes_from_upstream,
-            m.duration_us as f64 / 1e6
-        ),
+        RecordKind::SessionClose(m) => {
+            let masked = if m.masked.is_empty() {
+                String::new()
+            } else {
+                let counts: Vec<String> = m.masked.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                format!(" masked: {}", counts.join(", "))
+            };
+            writeln!(
+                out,
+                "{t} #{} == close: {} ({} bytes in, {} bytes out, {:.3}s){masked}",
+                r.seq,
+                m.reason,
+                m.bytes_from_client,
+                m.bytes_from_upstream,
+                m.duration_us as f64 / 1e6
+            )
+        }
         RecordKind::Data(f) => match &r.content {
             Some(Content::Bytes(b)) if b.is_empty() && f.fin => {
                 writeln!(out, "{t} #{} {} (half-close)", r.seq, f.direction.arrow())

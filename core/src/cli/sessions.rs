@@ -123,6 +123,10 @@ pub(super) fn show(args: &JournalArgs, id: &str, json: bool) -> anyhow::Result<E
     }
     println!("bytes      {} from client, {} from upstream", summary.bytes_from_client, summary.bytes_from_upstream);
     println!("frames     {} from client, {} from upstream", frames[0], frames[1]);
+    if let Some(m) = close.as_ref().filter(|m| !m.masked.is_empty()) {
+        let counts: Vec<String> = m.masked.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("masked     {}", counts.join(", "));
+    }
     if let (Some(a), Some(b)) = (seqs.first(), seqs.last()) {
         println!("records    {} (seq {a}..={b})", seqs.len());
     }

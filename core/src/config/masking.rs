@@ -203,8 +203,9 @@ impl Config {
                 let (selector, name) = match (&fc.key, &fc.path, &fc.column, &fc.proto) {
                     (Some(k), None, None, None) => (FieldSelector::Key(k.clone()), k.clone()),
                     (None, Some(path), None, None) => (
-                        FieldSelector::path(path)
-                            .ok_or_else(|| invalid(&ff, format!("`{path}` is not a JSON path like $.a.b or $.a[*].b")))?,
+                        FieldSelector::path(path).ok_or_else(|| {
+                            invalid(&ff, format!("`{path}` is not a JSON path like $.a.b or $.a[*].b"))
+                        })?,
                         path.rsplit(['.', '[']).next().unwrap_or(path).trim_end_matches(']').to_owned(),
                     ),
                     (None, None, Some(c), None) => {

@@ -228,6 +228,10 @@ pub struct CloseMeta {
     /// The session is under break-glass.
     #[serde(default, skip_serializing_if = "is_false")]
     pub break_glass: bool,
+    /// Values masked in what the caller received, counted by entity or field label (never the
+    /// values themselves).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub masked: std::collections::BTreeMap<String, u64>,
 }
 
 /// A data payload as stored: plaintext, or sealed with the session's data key.

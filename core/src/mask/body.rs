@@ -201,10 +201,8 @@ impl SseMasker {
                 Ok(out)
             }
             _ => {
-                let stream = self
-                    .text
-                    .entry(event.event.clone())
-                    .or_insert_with(|| self.profile.stream(self.tally.clone()));
+                let stream =
+                    self.text.entry(event.event.clone()).or_insert_with(|| self.profile.stream(self.tally.clone()));
                 let masked = stream.push(event.data.as_bytes());
                 if masked.is_empty() {
                     return Ok(Vec::new());
@@ -263,12 +261,18 @@ mod tests {
     fn sse_json_deltas_are_rewritten_and_untouched_blocks_pass_byte_for_byte() {
         let mut m = masker(BodyKind::Sse);
         let ev = |c: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}}}}]}}\n\n");
-        let out = run(&mut m, &[": keep-alive\n\n", &ev("hello "), &ev("SSN 123-45"), &ev("-6789."), "data: [DONE]\n\n"]);
+        let out =
+            run(&mut m, &[": keep-alive\n\n", &ev("hello "), &ev("SSN 123-45"), &ev("-6789."), "data: [DONE]\n\n"]);
         assert!(out.starts_with(": keep-alive\n\n") && out.contains(&ev("hello ")), "{out}");
         assert!(out.contains("[PHI:SSN]") && !out.contains("6789"), "{out}");
         assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
         let blocks = sse::decode_all(out.as_bytes(), 7).unwrap();
-        assert!(blocks.iter().filter_map(|b| b.event.as_ref()).all(|e| e.data == "[DONE]" || serde_json::from_str::<Value>(&e.data).is_ok()));
+        assert!(
+            blocks
+                .iter()
+                .filter_map(|b| b.event.as_ref())
+                .all(|e| e.data == "[DONE]" || serde_json::from_str::<Value>(&e.data).is_ok())
+        );
     }
 
     #[test]

@@ -146,13 +146,91 @@ static LAST_NAMES: LazyLock<HashSet<&'static str>> =
 
 /// Capitalized words that follow a cue or a title but are not names.
 const NOT_NAMES: &[&str] = &[
-    "The", "This", "That", "These", "He", "She", "They", "We", "It", "His", "Her", "Their", "Patient", "Doctor",
-    "Hospital", "Clinic", "Unknown", "None", "Not", "No", "Yes", "Today", "Name", "Is", "Was", "And", "Or",
-    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Admitted", "Discharged",
-    "Date", "Phone", "Email", "Address", "Age", "Sex", "Male", "Female", "Record", "Medical", "Room", "Bed",
-    "Status", "Stable", "Pending", "Note", "Notes", "History", "Plan", "Assessment", "Follow", "Here",
-    "There", "An", "A", "In", "On", "At", "For", "With", "To", "From", "By", "Please", "Thanks", "Thank",
-    "Hello", "Hi", "Dear", "Good", "Regards", "Sincerely", "Mr", "Mrs", "Ms", "Dr", "Of", "As", "Also",
+    "The",
+    "This",
+    "That",
+    "These",
+    "He",
+    "She",
+    "They",
+    "We",
+    "It",
+    "His",
+    "Her",
+    "Their",
+    "Patient",
+    "Doctor",
+    "Hospital",
+    "Clinic",
+    "Unknown",
+    "None",
+    "Not",
+    "No",
+    "Yes",
+    "Today",
+    "Name",
+    "Is",
+    "Was",
+    "And",
+    "Or",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "Admitted",
+    "Discharged",
+    "Date",
+    "Phone",
+    "Email",
+    "Address",
+    "Age",
+    "Sex",
+    "Male",
+    "Female",
+    "Record",
+    "Medical",
+    "Room",
+    "Bed",
+    "Status",
+    "Stable",
+    "Pending",
+    "Note",
+    "Notes",
+    "History",
+    "Plan",
+    "Assessment",
+    "Follow",
+    "Here",
+    "There",
+    "An",
+    "A",
+    "In",
+    "On",
+    "At",
+    "For",
+    "With",
+    "To",
+    "From",
+    "By",
+    "Please",
+    "Thanks",
+    "Thank",
+    "Hello",
+    "Hi",
+    "Dear",
+    "Good",
+    "Regards",
+    "Sincerely",
+    "Mr",
+    "Mrs",
+    "Ms",
+    "Dr",
+    "Of",
+    "As",
+    "Also",
 ];
 
 /// Separators after a context keyword: `MRN: `, `Member ID #`, `Acct. No. `.
@@ -299,7 +377,12 @@ impl Detector {
         };
         for c in custom {
             let e = entity(&c.name);
-            patterns.push(Pattern { entity: e, regex: c.pattern.clone(), check: Check::None, confidence: c.confidence });
+            patterns.push(Pattern {
+                entity: e,
+                regex: c.pattern.clone(),
+                check: Check::None,
+                confidence: c.confidence,
+            });
         }
         for d in deny {
             let e = entity(&d.name);
@@ -311,13 +394,14 @@ impl Detector {
         patterns.extend(builtin_patterns());
         for p in &patterns {
             // Compile one at a time first, so an error names its entity.
-            Regex::builder().syntax(syntax_config()).build(&p.regex).map_err(|e| BuildError {
-                entity: entities[p.entity].clone(),
-                source: Box::new(e),
-            })?;
+            Regex::builder()
+                .syntax(syntax_config())
+                .build(&p.regex)
+                .map_err(|e| BuildError { entity: entities[p.entity].clone(), source: Box::new(e) })?;
         }
         let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError { entity: "the combined set".into(), source: e };
+        let err =
+            |e: Box<dyn std::error::Error + Send + Sync>| BuildError { entity: "the combined set".into(), source: e };
         let all = Regex::builder()
             .syntax(syntax_config())
             .configure(Regex::config().match_kind(MatchKind::LeftmostFirst).utf8_empty(false))
@@ -326,9 +410,10 @@ impl Detector {
         let live = DFA::builder()
             .syntax(syntax_config())
             .configure(DFA::config().match_kind(MatchKind::All).cache_capacity(4 << 20))
-            .thompson(regex_automata::nfa::thompson::Config::new().which_captures(
-                regex_automata::nfa::thompson::WhichCaptures::None,
-            ))
+            .thompson(
+                regex_automata::nfa::thompson::Config::new()
+                    .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+            )
             .build_many(&regexes)
             .map_err(|e| err(Box::new(e)))?;
         Ok(Self { entities, patterns, all, live })
@@ -424,7 +509,8 @@ impl Detector {
             Check::NumericDate => v::numeric_date(value),
             Check::WrittenDate => v::written_date(value),
             Check::Phone => {
-                v::phone(value) && !before.last().is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+'))
+                v::phone(value)
+                    && !before.last().is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+'))
             }
             Check::Zip => value.contains(&b'-') || zip_context(before),
             Check::HasDigit => value.iter().any(u8::is_ascii_digit),

@@ -271,7 +271,9 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
         for (i, c) in choices.iter().enumerate() {
             let n = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
             let base = vec![key("choices"), PathSeg::Index(Some(i))];
-            for field in [&["delta", "content"][..], &["delta", "reasoning_content"], &["delta", "reasoning"], &["text"]] {
+            for field in
+                [&["delta", "content"][..], &["delta", "reasoning_content"], &["delta", "reasoning"], &["text"]]
+            {
                 let mut p = base.clone();
                 p.extend(field.iter().map(|f| key(f)));
                 if get_path(v, &p).is_some_and(Value::is_string) {
@@ -282,7 +284,13 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
                 for (j, call) in calls.iter().enumerate() {
                     let t = call.get("index").and_then(Value::as_u64).unwrap_or(j as u64);
                     let mut p = base.clone();
-                    p.extend([key("delta"), key("tool_calls"), PathSeg::Index(Some(j)), key("function"), key("arguments")]);
+                    p.extend([
+                        key("delta"),
+                        key("tool_calls"),
+                        PathSeg::Index(Some(j)),
+                        key("function"),
+                        key("arguments"),
+                    ]);
                     if get_path(v, &p).is_some_and(Value::is_string) {
                         sites.push((format!("choices/{n}/tool/{t}"), p));
                     }
@@ -309,7 +317,9 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
             ends_before.push(format!("block/{n}/"));
         }
         // OpenAI Responses API.
-        Some(t) if t.starts_with("response.") && t.ends_with(".delta") && v.get("delta").is_some_and(Value::is_string) => {
+        Some(t)
+            if t.starts_with("response.") && t.ends_with(".delta") && v.get("delta").is_some_and(Value::is_string) =>
+        {
             sites.push((responses_key(v), vec![key("delta")]));
         }
         Some(t) if t.starts_with("response.") && t.ends_with(".done") => ends_before.push(responses_key(v)),
@@ -356,9 +366,21 @@ mod tests {
     #[test]
     fn field_rules_mask_whole_values_and_drop_fields() {
         let p = profile(vec![
-            FieldRule { selector: FieldSelector::Key("patient_name".into()), action: Action::Redact, label: "patient_name".into() },
-            FieldRule { selector: FieldSelector::path("$.patient.dob").unwrap(), action: Action::Drop, label: "dob".into() },
-            FieldRule { selector: FieldSelector::path("$.rows[*].mrn").unwrap(), action: Action::Null, label: "mrn".into() },
+            FieldRule {
+                selector: FieldSelector::Key("patient_name".into()),
+                action: Action::Redact,
+                label: "patient_name".into(),
+            },
+            FieldRule {
+                selector: FieldSelector::path("$.patient.dob").unwrap(),
+                action: Action::Drop,
+                label: "dob".into(),
+            },
+            FieldRule {
+                selector: FieldSelector::path("$.rows[*].mrn").unwrap(),
+                action: Action::Null,
+                label: "mrn".into(),
+            },
         ]);
         let tally = Tally::default();
         let mut v = json!({
@@ -423,7 +445,8 @@ mod tests {
     fn anthropic_blocks_release_held_text_before_their_stop_event() {
         let p = profile(vec![]);
         let mut m = EventMasker::new(p, Arc::new(Tally::default()));
-        let d = |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+        let d =
+            |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
         let mut out = m.event(d("SSN 123-45-"));
         out.extend(m.event(d("6789 Bob")));
         out.extend(m.event(json!({"type": "content_block_stop", "index": 0})));

@@ -225,7 +225,8 @@ impl Profile {
                 .ok_or_else(|| ProfileError::UnknownEntity { profile: spec.name.clone(), entity: name.clone() })?;
             actions[id] = *action;
         }
-        let pseudo = actions.contains(&Action::Pseudonymize) || spec.fields.iter().any(|f| f.action == Action::Pseudonymize);
+        let pseudo =
+            actions.contains(&Action::Pseudonymize) || spec.fields.iter().any(|f| f.action == Action::Pseudonymize);
         if pseudo && key.is_none() {
             return Err(ProfileError::NoKey(spec.name));
         }
@@ -320,7 +321,8 @@ impl Profile {
     /// Letters only, so a token never looks like a number another detector would find.
     fn token(&self, label: &str, value: &[u8]) -> String {
         let Some(key) = &self.key else { return "unkeyed".into() };
-        let normal: Vec<u8> = value.iter().filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80).map(u8::to_ascii_lowercase).collect();
+        let normal: Vec<u8> =
+            value.iter().filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80).map(u8::to_ascii_lowercase).collect();
         let mut ctx = aws_lc_rs::hmac::Context::with_key(key);
         ctx.update(label.as_bytes());
         ctx.update(&[0]);

@@ -66,9 +66,18 @@ fn nothing_detected_survives_masking() {
         let out = p.mask_text(t, &Tally::default());
         for f in p.detector().find_all(t) {
             let value = &t[f.start..f.end];
-            assert!(!out.windows(value.len()).any(|w| w == value), "{:?} survived in {:?}", String::from_utf8_lossy(value), String::from_utf8_lossy(&out));
+            assert!(
+                !out.windows(value.len()).any(|w| w == value),
+                "{:?} survived in {:?}",
+                String::from_utf8_lossy(value),
+                String::from_utf8_lossy(&out)
+            );
         }
-        assert!(p.detector().find_all(&out).is_empty(), "masked output still has findings: {}", String::from_utf8_lossy(&out));
+        assert!(
+            p.detector().find_all(&out).is_empty(),
+            "masked output still has findings: {}",
+            String::from_utf8_lossy(&out)
+        );
         assert!(std::str::from_utf8(&out).is_ok());
     }
 }

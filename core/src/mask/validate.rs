@@ -54,7 +54,11 @@ pub(crate) fn card(s: &[u8]) -> bool {
         4 => matches!(len, 13 | 16 | 19),
         5 => (51..=55).contains(&p(2)) && len == 16 || matches!(p(2), 50 | 56..=58) && len >= 12,
         2 => (2221..=2720).contains(&p(4)) && len == 16,
-        3 => (matches!(p(2), 34 | 37) && len == 15) || ((3528..=3589).contains(&p(4)) && len >= 16) || (matches!(p(2), 36 | 38 | 39) || (300..=305).contains(&p(3))) && len >= 14,
+        3 => {
+            (matches!(p(2), 34 | 37) && len == 15)
+                || ((3528..=3589).contains(&p(4)) && len >= 16)
+                || (matches!(p(2), 36 | 38 | 39) || (300..=305).contains(&p(3))) && len >= 14
+        }
         6 => (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3)) || p(2) == 62 || p(2) == 67) && len >= 16,
         _ => false,
     }
@@ -223,10 +227,10 @@ const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "au
 /// US state and territory postal codes (USPS Publication 28 appendix B).
 pub(crate) fn us_state(s: &[u8]) -> bool {
     const STATES: &[&[u8; 2]] = &[
-        b"AL", b"AK", b"AZ", b"AR", b"CA", b"CO", b"CT", b"DE", b"DC", b"FL", b"GA", b"HI", b"ID", b"IL", b"IN",
-        b"IA", b"KS", b"KY", b"LA", b"ME", b"MD", b"MA", b"MI", b"MN", b"MS", b"MO", b"MT", b"NE", b"NV", b"NH",
-        b"NJ", b"NM", b"NY", b"NC", b"ND", b"OH", b"OK", b"OR", b"PA", b"RI", b"SC", b"SD", b"TN", b"TX", b"UT",
-        b"VT", b"VA", b"WA", b"WV", b"WI", b"WY", b"PR", b"GU", b"VI", b"AS", b"MP",
+        b"AL", b"AK", b"AZ", b"AR", b"CA", b"CO", b"CT", b"DE", b"DC", b"FL", b"GA", b"HI", b"ID", b"IL", b"IN", b"IA",
+        b"KS", b"KY", b"LA", b"ME", b"MD", b"MA", b"MI", b"MN", b"MS", b"MO", b"MT", b"NE", b"NV", b"NH", b"NJ", b"NM",
+        b"NY", b"NC", b"ND", b"OH", b"OK", b"OR", b"PA", b"RI", b"SC", b"SD", b"TN", b"TX", b"UT", b"VT", b"VA", b"WA",
+        b"WV", b"WI", b"WY", b"PR", b"GU", b"VI", b"AS", b"MP",
     ];
     STATES.iter().any(|st| st.as_slice() == s)
 }

@@ -48,6 +48,8 @@ use crate::deny::{self, Denial};
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::{CloseMeta, TlsMeta};
 use crate::journal::{Direction, Durability, SessionJournal};
+use crate::mask::Tally;
+use crate::mask::body::{BodyKind, BodyMasker};
 use crate::policy::Request as Operation;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -489,7 +491,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     };
     let request_id = sj.id().to_string();
     let counters = Arc::new(Counters::default());
-    let mut guard = CloseGuard { sj: sj.clone(), counters: counters.clone(), started, armed: true };
+    let tally = Arc::new(Tally::default());
+    let mut guard =
+        CloseGuard { sj: sj.clone(), counters: counters.clone(), tally: tally.clone(), started, armed: true };
     let strict = ctx.journal.durability() == Durability::Strict;
     // The decision's receipt is covered by the request head's (strict), or by the close record's
     // (batched, where nothing waits for the disk before forwarding).
@@ -511,6 +515,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     if break_glass && let Some(p) = principal {
         notify_break_glass(ctx, &access, &sj, p, conn.peer);
     }
+    // The masking profile for this caller, if the route masks.
+    let mask = route.mask.as_ref().and_then(|m| principal.and_then(|p| m.for_principal(p)));
+    let principal_label = principal.map(Principal::label).unwrap_or_default();
     let Some(upstream) = ctx.http_upstream.as_ref() else {
         guard.close("route has no HTTP upstream client".into()).await;
         return gateway_error(
@@ -560,6 +567,11 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     for (name, value) in &route.credentials {
         headers.insert(name.clone(), value.clone());
     }
+    if mask.is_some() {
+        // A masked response must arrive in a form the gateway can read.
+        headers.remove(header::ACCEPT_ENCODING);
+        headers.remove(HeaderName::from_static("grpc-accept-encoding"));
+    }
     let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
     let head = head_text(&request_line, &headers, &secret);
@@ -580,6 +592,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         strict,
         counters: counters.clone(),
         metric: metric("client_to_upstream"),
+        masker: None,
+        principal: String::new(),
     };
     let up_task = tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
     let mut up_req = Request::new(forwarded.boxed());
@@ -649,6 +663,35 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         parts.headers.insert(HeaderName::from_static("x-request-id"), v);
     }
+    // On a masked route the body is inspected before the head leaves: a JSON document is masked
+    // whole (so a failure is still a clean 502), a stream gets a unit masker, and what cannot be
+    // inspected is not delivered.
+    let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let mut masker = None;
+    if let Some(profile) = &mask {
+        match mask_response(route, profile, &tally, &mut parts.headers, body, is_grpc).await {
+            Ok((b, m)) => {
+                body = b;
+                masker = m;
+            }
+            Err(why) => {
+                ctx.metrics.error("mask");
+                let _ = sj.decision(mask_refusal(&principal_label, &why)).await;
+                let resp = gateway_error(
+                    is_grpc,
+                    StatusCode::BAD_GATEWAY,
+                    "response_not_inspectable",
+                    &format!("the response was not delivered: {why}"),
+                    &request_id,
+                );
+                let head =
+                    head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
+                let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
+                guard.close(format!("response withheld, masking could not run: {why}")).await;
+                return resp;
+            }
+        }
+    }
     let status_line = format!("{} {}", version_text(parts.version), parts.status);
     if let Err(e) = journal_record(
         sj.http_head(Direction::UpstreamToClient, &head_text(&status_line, &parts.headers, &[])).await,
@@ -675,6 +718,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         strict,
         counters: counters.clone(),
         metric: metric("upstream_to_client"),
+        masker,
+        principal: principal_label,
     };
     let framer = Framer::for_content_type(&parts.headers);
     guard.armed = false;
@@ -682,7 +727,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         let reason = down.run(body, framer).await;
         // The request side may still be streaming (bidirectional gRPC): its records come first.
         let _ = tokio::time::timeout(Duration::from_secs(5), up_task).await;
-        close(&sj, &counters, started, reason).await;
+        close(&sj, &counters, &tally, started, reason).await;
     });
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, delivered.boxed())
@@ -774,6 +819,10 @@ struct Pump {
     strict: bool,
     counters: Arc<Counters>,
     metric: prometheus_client::metrics::counter::Counter,
+    /// Masks each unit before it is journaled and delivered (responses on masked routes).
+    masker: Option<BodyMasker>,
+    /// The caller, for the decision record of a masking failure.
+    principal: String,
 }
 
 impl Pump {
@@ -788,6 +837,40 @@ impl Pump {
     fn fail(self, why: &'static str, reason: String) -> String {
         self.tx.abort(why.into());
         reason
+    }
+
+    /// Masks a unit, if this direction masks, and emits what comes out.
+    async fn pass(&mut self, unit: Bytes) -> Result<(), String> {
+        let units = match &mut self.masker {
+            None => return self.emit(unit).await,
+            Some(m) => m.unit(unit),
+        };
+        self.emit_masked(units).await
+    }
+
+    /// At the end of the body: what the masker held back.
+    async fn pass_end(&mut self) -> Result<(), String> {
+        let units = match &mut self.masker {
+            None => return Ok(()),
+            Some(m) => m.finish(),
+        };
+        self.emit_masked(units).await
+    }
+
+    async fn emit_masked(&mut self, units: Result<Vec<Bytes>, crate::mask::MaskError>) -> Result<(), String> {
+        match units {
+            Ok(units) => {
+                for u in units {
+                    self.emit(u).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let _ = self.sj.decision(mask_refusal(&self.principal, &why)).await;
+                Err(format!("masking failed, the rest of the response was withheld: {why}"))
+            }
+        }
     }
 
     async fn emit(&mut self, unit: Bytes) -> Result<(), String> {
@@ -848,9 +931,12 @@ impl Pump {
                         Err(e) => return self.fail("malformed stream", format!("{from} sent a malformed stream: {e}")),
                     };
                     for unit in rest {
-                        if let Err(reason) = self.emit(unit).await {
+                        if let Err(reason) = self.pass(unit).await {
                             return self.fail("journal or peer failure", reason);
                         }
+                    }
+                    if let Err(reason) = self.pass_end().await {
+                        return self.fail("journal or peer failure", reason);
                     }
                     if let Err(e) =
                         journal_record(self.sj.data(self.direction, true, &Bytes::new()).await, self.strict).await
@@ -866,7 +952,7 @@ impl Pump {
                         loop {
                             match framer.next(&mut buf) {
                                 Ok(Some(unit)) => {
-                                    if let Err(reason) = self.emit(unit).await {
+                                    if let Err(reason) = self.pass(unit).await {
                                         return self.fail("journal or peer failure", reason);
                                     }
                                 }
@@ -906,6 +992,7 @@ impl Pump {
 struct CloseGuard {
     sj: Arc<SessionJournal>,
     counters: Arc<Counters>,
+    tally: Arc<Tally>,
     started: Instant,
     armed: bool,
 }
@@ -913,23 +1000,25 @@ struct CloseGuard {
 impl CloseGuard {
     async fn close(&mut self, reason: String) {
         self.armed = false;
-        close(&self.sj, &self.counters, self.started, reason).await;
+        close(&self.sj, &self.counters, &self.tally, self.started, reason).await;
     }
 }
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         if self.armed {
-            let (sj, counters, started) = (self.sj.clone(), self.counters.clone(), self.started);
+            let (sj, counters, tally, started) =
+                (self.sj.clone(), self.counters.clone(), self.tally.clone(), self.started);
             tokio::spawn(async move {
-                close(&sj, &counters, started, "the caller went away before the response".into()).await;
+                close(&sj, &counters, &tally, started, "the caller went away before the response".into()).await;
             });
         }
     }
 }
 
-async fn close(sj: &SessionJournal, counters: &Counters, started: Instant, reason: String) {
+async fn close(sj: &SessionJournal, counters: &Counters, tally: &Tally, started: Instant, reason: String) {
     let meta = CloseMeta {
+        masked: tally.snapshot(),
         reason,
         bytes_from_client: counters.from_client.load(Ordering::Relaxed),
         bytes_from_upstream: counters.from_upstream.load(Ordering::Relaxed),
@@ -943,5 +1032,84 @@ async fn close(sj: &SessionJournal, counters: &Counters, started: Instant, reaso
             }
         }
         Err(e) => warn!(session = %sj.id(), error = %e, "Session-close record not written."),
+    }
+}
+
+/// The decision record of a response withheld because masking could not run.
+fn mask_refusal(principal: &str, why: &str) -> crate::journal::record::DecisionMeta {
+    crate::journal::record::DecisionMeta {
+        phase: "response".into(),
+        effect: "deny".into(),
+        rule: "mask:fail-closed".into(),
+        reason: why.to_owned(),
+        principal: principal.to_owned(),
+        request: "response body".into(),
+        policy_version: None,
+        break_glass: false,
+    }
+}
+
+/// Prepares a response body on a masked route: a JSON document is read (up to the route's
+/// inspection limit) and masked whole; a stream gets its unit masker; an encoded, binary or
+/// schema-less body is refused. Headers that describe the upstream's bytes go.
+async fn mask_response(
+    route: &Route,
+    profile: &Arc<crate::mask::Profile>,
+    tally: &Arc<Tally>,
+    headers: &mut HeaderMap,
+    body: Body,
+    is_grpc: bool,
+) -> Result<(Body, Option<BodyMasker>), String> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok((body, None));
+    }
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(crate::mask::MaskError::Encoded(enc.to_owned()).to_string());
+    }
+    for h in ["content-md5", "digest", "repr-digest", "content-digest", "etag"] {
+        headers.remove(h);
+    }
+    let kind = if is_grpc {
+        BodyKind::Grpc
+    } else {
+        BodyKind::of(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+    };
+    match kind {
+        BodyKind::Json => {
+            let mut body = body;
+            let mut bytes = bytes::BytesMut::new();
+            loop {
+                match tokio::time::timeout(route.idle_timeout, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            if bytes.len() + data.len() > route.max_inspect_body {
+                                return Err(
+                                    crate::mask::MaskError::TooLarge { limit: route.max_inspect_body }.to_string()
+                                );
+                            }
+                            bytes.extend_from_slice(&data);
+                        }
+                    }
+                    Ok(Some(Err(e))) => return Err(format!("the upstream broke off the body: {e}")),
+                    Ok(None) => break,
+                    Err(_) => return Err(format!("the upstream sent nothing for {:?}", route.idle_timeout)),
+                }
+            }
+            let masked = crate::mask::json::mask_document(profile, &bytes, tally).map_err(|e| e.to_string())?;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
+            headers.remove(header::TRANSFER_ENCODING);
+            Ok((Full::new(Bytes::from(masked)).map_err(|never| match never {}).boxed(), None))
+        }
+        kind => {
+            let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+            headers.remove(header::CONTENT_LENGTH);
+            Ok((body, Some(masker)))
+        }
     }
 }

@@ -226,6 +226,7 @@ async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Op
             journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes, true).await?;
         }
         let meta = CloseMeta {
+            masked: Default::default(),
             reason: reason.into(),
             bytes_from_client: 0,
             bytes_from_upstream: 0,

@@ -166,6 +166,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     };
 
     let meta = CloseMeta {
+        masked: Default::default(),
         reason: end.clone(),
         bytes_from_client: counters[0].load(Ordering::Relaxed),
         bytes_from_upstream: counters[1].load(Ordering::Relaxed),

@@ -65,6 +65,7 @@ fn samples() -> Vec<Record> {
             session: sid(),
             time_us: -5,
             kind: RecordKind::SessionClose(CloseMeta {
+                masked: Default::default(),
                 reason: "both sides closed".into(),
                 bytes_from_client: 8,
                 bytes_from_upstream: 4,

@@ -10,10 +10,7 @@ fn found(text: &str) -> Vec<(String, String)> {
 
 fn one(text: &str, entity: &str, value: &str) {
     let got = found(text);
-    assert!(
-        got.iter().any(|(e, v)| e == entity && v == value),
-        "{text:?}: expected {entity} {value:?}, got {got:?}"
-    );
+    assert!(got.iter().any(|(e, v)| e == entity && v == value), "{text:?}: expected {entity} {value:?}, got {got:?}");
 }
 
 fn none(text: &str) {

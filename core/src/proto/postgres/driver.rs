@@ -224,6 +224,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         let (a, b) = (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed));
         async move {
             let meta = CloseMeta {
+                masked: Default::default(),
                 reason,
                 bytes_from_client: a,
                 bytes_from_upstream: b,

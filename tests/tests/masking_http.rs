@@ -1,0 +1,234 @@
+//! PHI masking on HTTP routes, with real clients: the openai Python SDK streams a completion
+//! whose SSN, e-mail address and phone number arrive split across SSE events (the demo upstream
+//! cuts its text every five characters, as a tokenizer does) and receives them masked — per role
+//! — while the journal holds exactly what the caller received; a JSON document gets its field
+//! rules; and what cannot be inspected (too large, compressed, binary) is not delivered.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use airlock_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const AGENT_KEY: &str = "ak_mask_agent_1";
+const CLINICIAN_KEY: &str = "ak_mask_clinician_1";
+const UPSTREAM_KEY: &str = "sk-upstream-mask-test";
+const SSN: &str = "219-09-9999";
+const EMAIL: &str = "jane.demo@example.org";
+const PHONE: &str = "(617) 555-0142";
+
+fn keys() -> String {
+    format!(
+        "[[identity.api_key]]\nname = \"agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
+         [[identity.api_key]]\nname = \"clinician\"\nsha256 = \"{}\"\nroles = [\"clinician\"]\n\n",
+        airlock::identity::apikey::format_hash(AGENT_KEY),
+        airlock::identity::apikey::format_hash(CLINICIAN_KEY),
+    )
+}
+
+fn run_sdk(base: &str, key: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([base, key, airlock::cli::demo_llm::MODEL])
+        .output()
+        .expect("run python3 (pip install openai)");
+    assert!(out.status.success(), "openai client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_gets_split_identifiers_masked_per_role() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(airlock::cli::demo_llm::serve(listener, UPSTREAM_KEY.into()));
+
+    // The upstream really does split the identifiers: no single event carries one whole.
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = format!("authorization: Bearer {UPSTREAM_KEY}");
+    let url = format!("http://{upstream}/v1/chat/completions");
+    let (code, _, raw) = tokio::task::block_in_place(|| {
+        curl(&["-N", "-H", &auth, "-H", "content-type: application/json", "-d", body, &url])
+    });
+    assert_eq!(code, 200);
+    let contents: Vec<String> = raw
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    let whole: String = contents.concat();
+    for value in [SSN, EMAIL, PHONE] {
+        assert!(whole.contains(value), "the answer mentions {value}");
+        assert!(!contents.iter().any(|c| c.contains(value)), "{value} must arrive split: {contents:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("upstream.key");
+    std::fs::write(&key_file, UPSTREAM_KEY).unwrap();
+    let config = format!(
+        "[[route]]\nname = \"llm\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{upstream}\"\n\
+         mask = \"agent\"\nmask_roles = [{{ role = \"clinician\", profile = \"clinical\" }}]\n\
+         [[route.credential]]\nheader = \"authorization\"\nprefix = \"Bearer \"\nfile = \"{}\"\n\n{}\
+         [[masking.profile]]\nname = \"agent\"\ndefault_action = \"redact\"\n\n\
+         [[masking.profile]]\nname = \"clinical\"\ndefault_action = \"keep\"\nactions = {{ SSN = \"partial:4\" }}\n",
+        key_file.display(),
+        keys(),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let base = format!("http://{}/v1", gw.addr("llm"));
+
+    let agent = tokio::task::block_in_place(|| run_sdk(&base, AGENT_KEY));
+    let plain = agent["plain"].as_str().unwrap();
+    let streamed = agent["streamed"].as_str().unwrap();
+    assert_eq!(streamed, plain, "the stream, masked piece by piece, equals the masked whole answer");
+    for (value, tag) in [(SSN, "[PHI:SSN]"), (EMAIL, "[PHI:EMAIL]"), (PHONE, "[PHI:PHONE]")] {
+        assert!(streamed.contains(tag), "{tag} missing: {streamed}");
+        assert!(!streamed.contains(value), "{value} leaked: {streamed}");
+    }
+    assert!(!streamed.contains("9999") && !streamed.contains("example.org"), "no fragment leaks: {streamed}");
+    assert!(streamed.contains("follow up in two weeks"), "clean text passes: {streamed}");
+
+    let clinician = tokio::task::block_in_place(|| run_sdk(&base, CLINICIAN_KEY));
+    let seen = clinician["streamed"].as_str().unwrap();
+    assert_eq!(seen, clinician["plain"].as_str().unwrap());
+    assert!(seen.contains("***-**-9999") && seen.contains(EMAIL) && seen.contains(PHONE), "{seen}");
+    gw.stop().await;
+
+    // The journal holds what each caller received: nothing unmasked in the agent's sessions,
+    // and the per-entity counts in its streaming session's close record.
+    let data_dir = gw.data_dir().display().to_string();
+    let list = sessions(gw.data_dir());
+    let agent_sessions: Vec<&serde_json::Value> =
+        list.iter().filter(|s| s["principal"].as_str().unwrap_or("").contains("agent")).collect();
+    assert!(agent_sessions.len() >= 3, "{list:?}");
+    let mut counted = false;
+    for s in &agent_sessions {
+        let id = s["id"].as_str().unwrap();
+        let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
+        for value in [SSN, EMAIL, PHONE, "9999", "example.org"] {
+            assert!(!text.contains(value), "{value} in the journal of {id}: {text}");
+        }
+        let show: serde_json::Value =
+            serde_json::from_str(&stdout(&airlock(&["sessions", "show", id, "--json", "--data-dir", &data_dir])))
+                .unwrap();
+        let masked = &show["close"]["masked"];
+        if text.contains("text/event-stream") {
+            assert!(masked["SSN"].as_u64() == Some(1) && masked["EMAIL"].as_u64() == Some(1), "{show}");
+            assert!(masked["PHONE"].as_u64() == Some(1), "{show}");
+            counted = true;
+        }
+    }
+    assert!(counted, "a streaming session of the agent was journaled");
+}
+
+/// An upstream that answers every request on `path` with the raw response `routes` gives for it.
+async fn raw_upstream(routes: Vec<(&'static str, Vec<u8>)>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let routes = std::sync::Arc::new(routes);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let resp = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone()).unwrap_or_default();
+                let _ = s.write_all(&resp).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn response(content_type: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
+    let record =
+        br#"{"patient_name":"Quentin Zed","dob":"1971-03-04","notes":"reach at 617-555-0199","mrn":{"v":123}}"#;
+    let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(5000));
+    let upstream = raw_upstream(vec![
+        ("/record", response("application/json", "", record)),
+        ("/big", response("application/json", "", big.as_bytes())),
+        ("/gz", response("application/json", "content-encoding: gzip\r\n", b"\x1f\x8b\x08\x00")),
+        ("/img", response("image/png", "", b"\x89PNG\r\n\x1a\n")),
+        ("/text", response("text/plain", "", b"SSN 219-09-9999 ok")),
+    ])
+    .await;
+    let config = format!(
+        "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{upstream}\"\n\
+         mask = \"agent\"\nmax_inspect_body = 1024\n\n{}\
+         [[masking.profile]]\nname = \"agent\"\n\
+         [[masking.profile.field]]\nkey = \"patient_name\"\n\
+         [[masking.profile.field]]\npath = \"$.dob\"\naction = \"drop\"\n\
+         [[masking.profile.field]]\nkey = \"mrn\"\naction = \"null\"\n",
+        keys()
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let base = format!("http://{}", gw.addr("api"));
+    let auth = format!("authorization: Bearer {AGENT_KEY}");
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        let auth = auth.clone();
+        tokio::task::block_in_place(move || curl(&["-H", &auth, &url]))
+    };
+
+    let (code, headers, body) = get("/record");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"patient_name": "[PHI:patient_name]", "notes": "reach at [PHI:PHONE]", "mrn": null})
+    );
+    assert!(headers.to_ascii_lowercase().contains(&format!("content-length: {}", body.len())), "{headers}");
+
+    let (code, _, body) = get("/text");
+    assert_eq!((code, body.as_str()), (200, "SSN [PHI:SSN] ok"));
+
+    for (path, why) in [("/big", "inspection limit"), ("/gz", "encoded (gzip)"), ("/img", "binary content")] {
+        let (code, _, body) = get(path);
+        assert_eq!(code, 502, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "response_not_inspectable", "{path}: {body}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{path}: {body}");
+        assert!(!body.contains("xxxx") && !body.contains("PNG"), "nothing of the body leaks: {body}");
+    }
+    gw.stop().await;
+
+    // Each withheld response is a journaled decision, and its body is not in the journal.
+    let data_dir = gw.data_dir().display().to_string();
+    let mut withheld = 0;
+    for s in sessions(gw.data_dir()) {
+        let id = s["id"].as_str().unwrap();
+        let show: serde_json::Value =
+            serde_json::from_str(&stdout(&airlock(&["sessions", "show", id, "--json", "--data-dir", &data_dir])))
+                .unwrap();
+        if show["decisions"].as_array().unwrap().iter().any(|d| d["rule"] == "mask:fail-closed") {
+            withheld += 1;
+            let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
+            assert!(!text.contains("xxxxxxxx") && text.contains("502"), "{text}");
+        }
+        let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
+        assert!(!text.contains("Quentin") && !text.contains("617-555-0199") && !text.contains("219-09-9999"), "{text}");
+    }
+    assert_eq!(withheld, 3);
+}
