@@ -513,3 +513,91 @@ async fn killed_peers_end_sessions_cleanly() {
     let verify = airlock(&["journal", "verify", "--data-dir", &gw.data_dir().display().to_string()]);
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
+
+fn patients(addr: std::net::SocketAddr, key: &str, mode: &str) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/psycopg_patients.py");
+    let out = Command::new("timeout")
+        .args(["60", "python3"])
+        .arg(&script)
+        .args([&addr.ip().to_string(), &addr.port().to_string(), key, mode])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psycopg ({mode}): {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// psycopg reads a `patients` table through a masked route: column rules follow the columns
+/// (aliases, prepared statements, text and binary results), the detectors mask free text and
+/// JSON, per role; COPY TO, which column rules cannot follow, is refused and the session goes
+/// on; the journal holds the masked rows and the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_patients_masked_per_role() {
+    const CLINICIAN_KEY: &str = "ak_pg_clinician_3";
+    let profiles = "[[masking.profile]]\nname = \"agent\"\n\
+        [[masking.profile.field]]\ncolumn = \"ssn\"\ntable = \"patients\"\naction = \"partial:4\"\n\
+        [[masking.profile.field]]\ncolumn = \"name\"\ntable = \"public.patients\"\n\
+        [[masking.profile.field]]\ncolumn = \"dob\"\ntable = \"patients\"\naction = \"null\"\n\n\
+        [[masking.profile]]\nname = \"clinical\"\ndefault_action = \"keep\"\n\
+        [[masking.profile.field]]\ncolumn = \"ssn\"\naction = \"partial:4\"\n";
+    let extra = format!(
+        "{}{}{}{profiles}",
+        api_key("dba", DBA_KEY, "dba"),
+        api_key("agent", AGENT_KEY, "agent"),
+        api_key("clinician", CLINICIAN_KEY, "clinician")
+    );
+    let route = "sql_trusted_roles = [\"dba\"]\nmask = \"agent\"\n\
+        mask_roles = [{ role = \"dba\", profile = \"none\" }, { role = \"clinician\", profile = \"clinical\" }]";
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig(route, &extra).await;
+    let addr = gw.addr("pg");
+    let (agent, clinician) = tokio::task::spawn_blocking(move || {
+        patients(addr, DBA_KEY, "setup");
+        (patients(addr, AGENT_KEY, "read"), patients(addr, CLINICIAN_KEY, "read"))
+    })
+    .await
+    .unwrap();
+
+    let want_agent = serde_json::json!([
+        [1, "[PHI:name]", "***-**-9999", null, "reach at [PHI:EMAIL]", {"phone": "[PHI:PHONE]", "ward": 4}],
+        [2, "[PHI:name]", "***-**-1120", null, "no contact on file", {"ward": 2}]
+    ]);
+    assert_eq!(agent["text"], want_agent, "{agent}");
+    assert_eq!(agent["binary"], want_agent, "binary results are masked alike: {agent}");
+    assert_eq!(agent["alias"], serde_json::json!(["***-**-9999", "***-**-1120"]), "an alias does not evade a rule");
+    assert_eq!(
+        agent["prepared"],
+        serde_json::json!([
+            [["[PHI:name]", "***-**-9999"]],
+            [["[PHI:name]", "***-**-1120"]],
+            [["[PHI:name]", "***-**-9999"]]
+        ])
+    );
+    assert_eq!(agent["copy_error"]["sqlstate"], "42501", "{agent}");
+    assert_eq!(agent["after_copy"], 1, "the session goes on after the refused COPY");
+
+    assert_eq!(clinician["text"][0][1], "Quentin Zed");
+    assert_eq!(clinician["text"][0][2], "***-**-9999");
+    assert_eq!(clinician["text"][0][3], "1971-03-04");
+    assert_eq!(clinician["text"][0][4], "reach at q.zed@example.org");
+    gw.stop().await;
+
+    let data_dir = gw.data_dir().display().to_string();
+    let mut agent_counts = serde_json::Value::Null;
+    for s in sessions(gw.data_dir()) {
+        let id = s["id"].as_str().unwrap();
+        if !s["principal"].as_str().unwrap_or("").contains("agent") {
+            continue;
+        }
+        let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
+        for value in ["Quentin", "219-09-9999", "q.zed@example.org", "617-555-0101", "1971-03-04"] {
+            assert!(!text.contains(value), "{value} in the agent's journal: {text}");
+        }
+        let show: serde_json::Value =
+            serde_json::from_str(&stdout(&airlock(&["sessions", "show", id, "--json", "--data-dir", &data_dir])))
+                .unwrap();
+        agent_counts = show["close"]["masked"].clone();
+    }
+    assert!(
+        agent_counts["ssn"].as_u64().unwrap() >= 6 && agent_counts["EMAIL"].as_u64().unwrap() >= 2,
+        "{agent_counts}"
+    );
+}

@@ -31,12 +31,14 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout};
 use tracing::warn;
 
+use super::mask::PgMasker;
 use super::scram::ScramClient;
 use crate::admin::metrics::RouteLabels;
 use crate::deny::{self, Denial};
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::CloseMeta;
 use crate::journal::{Direction, Durability, SessionJournal};
+use crate::mask::Tally;
 use crate::policy::sql::{classify, guardrail};
 use crate::policy::{Decision, Effect, Request};
 use crate::proto::SessionCtx;
@@ -68,7 +70,7 @@ impl CancelKeys {
 }
 
 /// Why a session could not go on.
-type Fail = String;
+pub(super) type Fail = String;
 
 async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut, side: &str) -> Result<(), Fail> {
     buf.reserve(8 * 1024);
@@ -89,6 +91,20 @@ async fn next_backend(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<Backen
     }
 }
 
+/// The next whole upstream message and its bytes as received.
+pub(super) async fn read_backend_raw(
+    io: &mut Box<dyn Io>,
+    buf: &mut BytesMut,
+) -> Result<(BackendMessage, Bytes), Fail> {
+    let mut dec = BackendDecoder::default();
+    loop {
+        if let Some(pair) = dec.decode_raw(buf).map_err(|e| format!("upstream sent a malformed message: {e}"))? {
+            return Ok(pair);
+        }
+        read_more(io, buf, "upstream").await?;
+    }
+}
+
 async fn next_frontend(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<FrontendMessage, Fail> {
     let mut dec = FrontendDecoder::default();
     loop {
@@ -99,7 +115,7 @@ async fn next_frontend(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<Front
     }
 }
 
-fn error_fields(severity: &str, code: &str, message: &str) -> Bytes {
+pub(super) fn error_fields(severity: &str, code: &str, message: &str) -> Bytes {
     backend::encode(&BackendMessage::ErrorResponse(vec![
         (b'S', Bytes::copy_from_slice(severity.as_bytes())),
         (b'V', Bytes::copy_from_slice(severity.as_bytes())),
@@ -219,12 +235,14 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         }
     };
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
+    let tally = Arc::new(Tally::default());
     let close = |reason: String| {
         let sj = sj.clone();
         let (a, b) = (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed));
+        let masked = tally.snapshot();
         async move {
             let meta = CloseMeta {
-                masked: Default::default(),
+                masked,
                 reason,
                 bytes_from_client: a,
                 bytes_from_upstream: b,
@@ -341,6 +359,27 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     )
     .await;
 
+    // Masking, when the route masks for this caller (column rules resolved against the catalog).
+    let mut masker = None;
+    if let Some(profile) = route.mask.as_ref().and_then(|m| m.for_principal(&principal)) {
+        let started = timeout(route.connect_timeout, PgMasker::start(profile, tally.clone(), &mut upstream, &mut ubuf));
+        let reason = match started.await {
+            Ok(Ok(m)) => {
+                masker = Some(m);
+                None
+            }
+            Ok(Err(reason)) => Some(reason),
+            Err(_) => Some("the catalog lookup for column rules timed out".to_owned()),
+        };
+        if let Some(reason) = reason {
+            let _ = client
+                .write_all(&error_fields("FATAL", "XX000", "the gateway could not prepare masking for this session"))
+                .await;
+            close(format!("masking could not be prepared, session refused: {reason}")).await;
+            return;
+        }
+    }
+
     // The caller is in: AuthenticationOk, then the server's parameters with a minted cancel key.
     let strict = ctx.journal.durability() == Durability::Strict;
     let mut minted_key = None;
@@ -364,6 +403,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         &counters,
         &mut minted_key,
         &mut tx_status,
+        &mut masker,
     )
     .await;
     if let Some(k) = &minted_key {
@@ -489,6 +529,7 @@ async fn relay(
     counters: &[AtomicU64; 2],
     minted_key: &mut Option<(i32, Vec<u8>)>,
     tx_status: &mut u8,
+    masker: &mut Option<PgMasker>,
 ) -> String {
     let route = &ctx.route;
     let mut fdec = FrontendDecoder::default();
@@ -533,6 +574,31 @@ async fn relay(
                     raw
                 }
                 _ => raw,
+            };
+            // Masking: what the caller receives (and the journal holds) is the masked message.
+            let bytes = match masker.as_mut().map(|mk| mk.backend(&m, bytes.clone())) {
+                None => bytes,
+                Some(Ok(Some(b))) => b,
+                Some(Ok(None)) => continue,
+                Some(Err(why)) => {
+                    let _ = sj
+                        .decision(crate::journal::record::DecisionMeta {
+                            phase: "response".into(),
+                            effect: "deny".into(),
+                            rule: "mask:fail-closed".into(),
+                            reason: why.clone(),
+                            principal: principal.label(),
+                            request: "result rows".into(),
+                            policy_version: None,
+                            break_glass: false,
+                        })
+                        .await;
+                    let _ = to_client.flush(client, strict, &counters[1]).await;
+                    let _ = client
+                        .write_all(&error_fields("FATAL", "XX000", "a result could not be masked; the session ends"))
+                        .await;
+                    return format!("masking failed, the rest of the result was withheld: {why}");
+                }
             };
             if let Err(e) = to_client.push(sj, bytes).await {
                 return e;

@@ -3,6 +3,7 @@
 //! (SCRAM-SHA-256) the gateway performs with the credential it holds.
 
 mod driver;
+mod mask;
 pub mod scram;
 
 pub(crate) use driver::{CancelKeys, serve};

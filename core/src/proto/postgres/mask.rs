@@ -1,0 +1,316 @@
+//! Masking of what a PostgreSQL session returns: DataRow values by column rule or detector,
+//! and COPY OUT rows.
+//!
+//! - Column rules name a column, optionally of one table. At session start the gateway asks the
+//!   upstream's catalog which `(table oid, column number)` pairs they mean, so a rule follows the
+//!   column through aliases (`SELECT ssn AS x FROM patients`): RowDescription carries the source
+//!   table and column of every plain column reference. A rule without a table also matches a
+//!   result column by name.
+//! - Every other value of a text type (text, varchar, char, name, json, jsonb, xml, and, in text
+//!   format, any type the gateway does not know to be structured) goes through the detectors;
+//!   JSON values through the JSON masker. A structured value (a number, a date) in which a
+//!   detector finds something becomes NULL rather than an unparseable string; binary values of
+//!   structured types are masked by column rules only.
+//! - A DataRow with no RowDescription before it in its result cannot be masked: the session ends
+//!   (fail closed). libpq and the drivers built on it always describe what they execute.
+//! - COPY OUT rows go through the detectors. Column rules cannot follow COPY's columns, so with a
+//!   profile that has column rules a COPY OUT is refused with 42501 and its data dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use airlock_decoders::postgres::backend::{self, BackendMessage, FieldDescription};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::driver::{Fail, read_backend_raw};
+use crate::mask::{Action, FieldRule, FieldSelector, Profile, Tally};
+use crate::proto::session::Io;
+
+/// Type OIDs whose values are text in both formats.
+const TEXT_TYPES: &[i32] = &[25, 1043, 1042, 19, 18, 705, 142];
+/// `json` and `jsonb`.
+const JSON: i32 = 114;
+const JSONB: i32 = 3802;
+/// Built-in types whose text form is structured: masking one to a string would break the
+/// caller's parser, so a finding there makes the value NULL.
+const STRUCTURED: &[i32] = &[
+    16, 17, 20, 21, 23, 26, 700, 701, 1700, 790, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 869, 650, 829, 774, 1560,
+    1562, 3614, 3615, 28, 29, 27,
+];
+
+/// How one result column is masked.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    /// Passed as it is.
+    Pass,
+    /// The detectors over a text value (or JSON, or the version byte then JSON for jsonb binary).
+    Text { json: bool, jsonb_binary: bool },
+    /// The detectors over a structured value in text form: a finding makes it NULL.
+    Structured,
+    /// A column rule.
+    Rule { rule: usize, text: bool, json: bool, jsonb_binary: bool },
+}
+
+/// The masker of one session.
+#[derive(Debug)]
+pub(super) struct PgMasker {
+    profile: Arc<Profile>,
+    tally: Arc<Tally>,
+    /// `(table oid, column number)` → column rule.
+    resolved: HashMap<(i32, i16), usize>,
+    /// The current result's columns.
+    plan: Option<Vec<Column>>,
+    copy_out: bool,
+    /// A refused COPY OUT: its data is dropped until its CommandComplete.
+    swallow: bool,
+}
+
+fn column_rules(profile: &Profile) -> Vec<(usize, Option<&str>, &str)> {
+    profile
+        .fields
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.selector {
+            FieldSelector::Column { table, column } => Some((i, table.as_deref(), column.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl PgMasker {
+    /// The masker for a session masked with `profile`. With column rules, first asks the
+    /// upstream's catalog where those columns live; the messages the upstream had sent after
+    /// login are kept in `ubuf`, in order, for the caller.
+    pub(super) async fn start(
+        profile: Arc<Profile>,
+        tally: Arc<Tally>,
+        upstream: &mut Box<dyn Io>,
+        ubuf: &mut BytesMut,
+    ) -> Result<Self, Fail> {
+        let rules = column_rules(&profile);
+        let mut resolved = HashMap::new();
+        if !rules.is_empty() {
+            // The login's own messages, up to its ReadyForQuery, wait while the catalog answers.
+            let mut held = BytesMut::new();
+            loop {
+                let (m, raw) = read_backend_raw(upstream, ubuf).await?;
+                held.extend_from_slice(&raw);
+                match m {
+                    BackendMessage::ReadyForQuery { .. } => break,
+                    BackendMessage::ErrorResponse(_) => return Err("the upstream failed the session start".into()),
+                    _ => {}
+                }
+            }
+            let names: Vec<String> = rules.iter().map(|(_, _, c)| quote(c)).collect();
+            let sql = format!(
+                "SELECT c.oid::int4, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text \
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attname IN ({})",
+                names.join(", ")
+            );
+            let mut q = Vec::from(&b"Q\0\0\0\0"[..]);
+            q.extend_from_slice(sql.as_bytes());
+            q.push(0);
+            let len = u32::try_from(q.len() - 1).map_err(|_| "catalog query too long".to_owned())?;
+            q[1..5].copy_from_slice(&len.to_be_bytes());
+            upstream.write_all(&q).await.map_err(|e| format!("upstream write error: {e}"))?;
+            loop {
+                let (m, _) = read_backend_raw(upstream, ubuf).await?;
+                match m {
+                    BackendMessage::DataRow(values) => {
+                        let text = |i: usize| {
+                            values.get(i).cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned())
+                        };
+                        let (Some(oid), Some(attnum), Some(schema), Some(table), Some(column)) =
+                            (text(0), text(1), text(2), text(3), text(4))
+                        else {
+                            continue;
+                        };
+                        let (Ok(oid), Ok(attnum)) = (oid.parse::<i32>(), attnum.parse::<i16>()) else { continue };
+                        for (i, want_table, want_col) in &rules {
+                            let table_ok = want_table.is_none_or(|t| {
+                                t.eq_ignore_ascii_case(&table) || t.eq_ignore_ascii_case(&format!("{schema}.{table}"))
+                            });
+                            if table_ok && want_col.eq_ignore_ascii_case(&column) {
+                                resolved.entry((oid, attnum)).or_insert(*i);
+                            }
+                        }
+                    }
+                    BackendMessage::ErrorResponse(_) => {
+                        return Err("the upstream refused the catalog lookup for column rules".into());
+                    }
+                    BackendMessage::ReadyForQuery { .. } => break,
+                    _ => {}
+                }
+            }
+            let rest = ubuf.split();
+            ubuf.extend_from_slice(&held);
+            ubuf.extend_from_slice(&rest);
+        }
+        Ok(Self { profile, tally, resolved, plan: None, copy_out: false, swallow: false })
+    }
+
+    fn plan(&self, f: &FieldDescription) -> Column {
+        let binary = f.format == 1;
+        let name = String::from_utf8_lossy(&f.name);
+        let rule = self.resolved.get(&(f.table_oid, f.column)).copied().or_else(|| {
+            self.profile.fields.iter().position(|r| {
+                matches!(&r.selector, FieldSelector::Column { table: None, column } if column.eq_ignore_ascii_case(&name))
+            })
+        });
+        let text = TEXT_TYPES.contains(&f.type_oid);
+        let json = f.type_oid == JSON || f.type_oid == JSONB;
+        let jsonb_binary = f.type_oid == JSONB && binary;
+        if let Some(rule) = rule {
+            return Column::Rule {
+                rule,
+                text: text || json || (!binary && !STRUCTURED.contains(&f.type_oid)),
+                json,
+                jsonb_binary,
+            };
+        }
+        if text || json {
+            Column::Text { json, jsonb_binary }
+        } else if binary {
+            Column::Pass
+        } else if STRUCTURED.contains(&f.type_oid) {
+            Column::Structured
+        } else {
+            // A type the gateway does not know (citext, an enum, an array, a composite) in text
+            // form: text as far as masking goes.
+            Column::Text { json: false, jsonb_binary: false }
+        }
+    }
+
+    fn value(&self, col: Column, v: Option<Bytes>) -> Option<Bytes> {
+        let v = v?;
+        match col {
+            Column::Pass => Some(v),
+            Column::Text { json, jsonb_binary } => Some(self.text(&v, json, jsonb_binary)),
+            Column::Structured => {
+                let masked = self.profile.mask_text(&v, &self.tally);
+                if masked == v[..] { Some(v) } else { None }
+            }
+            Column::Rule { rule, text, json, jsonb_binary } => {
+                let r: &FieldRule = &self.profile.fields[rule];
+                match r.action {
+                    Action::Keep => Some(v),
+                    Action::Null | Action::Drop => {
+                        self.tally.add(&r.label, 1);
+                        None
+                    }
+                    _ if !text => {
+                        self.tally.add(&r.label, 1);
+                        None
+                    }
+                    _ => {
+                        let body = if jsonb_binary { v.get(1..).unwrap_or_default() } else { &v[..] };
+                        let masked = self.profile.field_text(r, body, &self.tally);
+                        let masked = if json {
+                            serde_json::to_vec(&String::from_utf8_lossy(&masked)).unwrap_or_else(|_| b"null".to_vec())
+                        } else {
+                            masked
+                        };
+                        Some(with_version(jsonb_binary, masked))
+                    }
+                }
+            }
+        }
+    }
+
+    fn text(&self, v: &Bytes, json: bool, jsonb_binary: bool) -> Bytes {
+        let body = if jsonb_binary { v.get(1..).unwrap_or_default() } else { &v[..] };
+        let masked = if json {
+            crate::mask::json::mask_document(&self.profile, body, &self.tally).unwrap_or_else(|_| b"null".to_vec())
+        } else {
+            self.profile.mask_text(body, &self.tally)
+        };
+        if masked == body { v.clone() } else { with_version(jsonb_binary, masked) }
+    }
+
+    /// What the caller gets in place of one upstream message: the same bytes, a masked copy, or
+    /// nothing. An error ends the session.
+    pub(super) fn backend(&mut self, m: &BackendMessage, raw: Bytes) -> Result<Option<Bytes>, Fail> {
+        if self.swallow {
+            return Ok(match m {
+                BackendMessage::CommandComplete { .. } | BackendMessage::ErrorResponse(_) => {
+                    self.swallow = false;
+                    None
+                }
+                BackendMessage::ReadyForQuery { .. } => {
+                    self.swallow = false;
+                    Some(raw)
+                }
+                _ => None,
+            });
+        }
+        match m {
+            BackendMessage::RowDescription(fields) => {
+                self.plan = Some(fields.iter().map(|f| self.plan(f)).collect());
+                Ok(Some(raw))
+            }
+            BackendMessage::DataRow(values) => {
+                let Some(plan) = &self.plan else {
+                    return Err("a result row arrived without a row description; it cannot be masked".into());
+                };
+                let mut changed = false;
+                let mut out = Vec::with_capacity(values.len());
+                for (i, v) in values.iter().enumerate() {
+                    let col = plan.get(i).copied().unwrap_or(Column::Text { json: false, jsonb_binary: false });
+                    let new = self.value(col, v.clone());
+                    changed |= new != *v;
+                    out.push(new);
+                }
+                Ok(Some(if changed { backend::encode(&BackendMessage::DataRow(out)) } else { raw }))
+            }
+            BackendMessage::CommandComplete { .. }
+            | BackendMessage::EmptyQueryResponse
+            | BackendMessage::ErrorResponse(_)
+            | BackendMessage::ReadyForQuery { .. } => {
+                self.plan = None;
+                self.copy_out = false;
+                Ok(Some(raw))
+            }
+            BackendMessage::CopyOutResponse { .. } | BackendMessage::CopyBothResponse { .. } => {
+                if column_rules(&self.profile).is_empty() {
+                    self.copy_out = true;
+                    Ok(Some(raw))
+                } else {
+                    self.swallow = true;
+                    Ok(Some(super::driver::error_fields(
+                        "ERROR",
+                        "42501",
+                        "COPY TO is not available on this masked route: its column rules cannot follow COPY data; \
+                         use SELECT",
+                    )))
+                }
+            }
+            BackendMessage::CopyData(data) if self.copy_out => {
+                let masked = self.profile.mask_text(data, &self.tally);
+                Ok(Some(if masked == data[..] {
+                    raw
+                } else {
+                    backend::encode(&BackendMessage::CopyData(Bytes::from(masked)))
+                }))
+            }
+            _ => Ok(Some(raw)),
+        }
+    }
+}
+
+fn with_version(jsonb_binary: bool, body: Vec<u8>) -> Bytes {
+    if jsonb_binary {
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(1);
+        out.extend_from_slice(&body);
+        Bytes::from(out)
+    } else {
+        Bytes::from(body)
+    }
+}
