@@ -233,8 +233,144 @@ const NOT_NAMES: &[&str] = &[
     "Also",
 ];
 
-/// Separators after a context keyword: `MRN: `, `Member ID #`, `Acct. No. `.
-const SEP: &str = r#"(?:\s*(?:number|num|no\.?|id|#)?\s*[:#=.\-]?\s*)"#;
+/// Capitalized words that pair with a first name or a surname in organization and place names.
+const NOT_NAME_WORDS: &[&str] = &[
+    "Hospital",
+    "Clinic",
+    "Center",
+    "Centre",
+    "Health",
+    "Healthcare",
+    "Medical",
+    "Medicine",
+    "Street",
+    "Avenue",
+    "Road",
+    "Care",
+    "Plan",
+    "Insurance",
+    "University",
+    "College",
+    "School",
+    "Pharmacy",
+    "Group",
+    "Blue",
+    "Cross",
+    "Shield",
+    "Team",
+    "Department",
+    "Unit",
+    "Ward",
+    "Lab",
+    "Labs",
+    "Services",
+    "Service",
+    "Foundation",
+    "Memorial",
+    "General",
+    "County",
+    "City",
+    "State",
+    "Valley",
+    "Park",
+    "Lake",
+    "River",
+    "North",
+    "South",
+    "East",
+    "West",
+    "Street",
+    "Drive",
+    "Lane",
+    "Court",
+    "Place",
+    "Boulevard",
+    "Way",
+    "Heights",
+    "Hills",
+    "Village",
+    "Regional",
+    "Community",
+    "Family",
+    "Children",
+    "Kaiser",
+    "Permanente",
+    "Aetna",
+    "Cigna",
+    "Humana",
+    "Anthem",
+    "Medicare",
+    "Medicaid",
+    "Pilgrim",
+    "Harvard",
+    "Tufts",
+    "United",
+    "Healthcare",
+    "Partners",
+    "Associates",
+    "Inc",
+    "Corp",
+    "Company",
+    "Bank",
+    "Trust",
+    "Fund",
+    "Office",
+    "Building",
+    "Tower",
+    "Hall",
+    "Room",
+    "Floor",
+    "Suite",
+    "Campus",
+    "Institute",
+    "Research",
+    "Program",
+    "Project",
+    "Report",
+    "Summary",
+    "Discharge",
+    "Admission",
+    "Emergency",
+    "Surgery",
+    "Cardiology",
+    "Oncology",
+    "Pediatrics",
+    "Radiology",
+    "Neurology",
+    "Pulmonology",
+    "Orthopedics",
+    "Dermatology",
+    "Psychiatry",
+    "Urology",
+    "Nephrology",
+    "Endocrinology",
+    "Gastroenterology",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+    "Type",
+    "Diabetes",
+    "Disease",
+    "Syndrome",
+    "Test",
+    "Result",
+    "Results",
+    "Order",
+    "Orders",
+];
+
+/// Separators after a context keyword: `MRN: `, `Member ID #`, `Acct. No. `, `"acct_no": "`,
+/// `my account number is `, `the subscriber ID on my card is `.
+const SEP: &str = r#"(?:[\s_]*(?:number|num|nbr|no\.?|id|\#))?["']?\s*(?:[:#=.\-]|(?:on\s+(?:my|the|your)\s+card\s+)?is)?\s*["']?\s*"#;
 
 fn builtin_patterns() -> Vec<Pattern> {
     let p = |entity: &str, regex: String, check: Check, confidence: f32| Pattern {
@@ -244,12 +380,12 @@ fn builtin_patterns() -> Vec<Pattern> {
         confidence,
     };
     let months = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
-    let name = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?";
+    let name = r"(?:Mc|Mac|O')?[A-Z][a-z]+(?:-(?:Mc|Mac|O')?[A-Z][a-z]+)?";
     vec![
         // Context-keyword identifiers first: their match starts at the keyword, left of the value.
         p(
             "MRN",
-            format!(r"(?i)\b(?:mrn|medical\s+record(?:\s+(?:number|no\.?|#))?|med\.?\s*rec\.?|chart){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{3,19}})\b"),
+            format!(r"(?i)\b(?:mrn|medical[\s_]+record(?:[\s_]+(?:number|no\.?|#))?|med\.?\s*rec\.?|chart){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{3,19}})\b"),
             Check::HasDigit,
             0.9,
         ),
@@ -273,7 +409,7 @@ fn builtin_patterns() -> Vec<Pattern> {
         ),
         p(
             "LICENSE",
-            format!(r"(?i)\b(?:driver'?s\s+license|drivers\s+license|license|licence|dl|lic\.?){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{4,19}})\b"),
+            format!(r"(?i)\b(?:driver'?s[\s_]+license|drivers?[\s_]*license|license|licence|dl|lic\.?){SEP}(?P<v>[a-z0-9][a-z0-9\-]{{4,19}})\b"),
             Check::HasDigit,
             0.85,
         ),
@@ -336,19 +472,19 @@ fn builtin_patterns() -> Vec<Pattern> {
         ),
         p(
             "PERSON",
-            format!(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name})?)\b"),
+            format!(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s(?P<v>{name}(?: [A-Z]\.)?(?: {name})?)\b"),
             Check::Name,
             0.85,
         ),
         p(
             "PERSON",
             format!(
-                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:(?:full|first|last|legal|preferred|nick)[ _]?)?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?:\s[A-Z]\.)?(?:\s{name}){{0,2}})\b"#
+                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:(?:full|first|last|legal|preferred|nick)[ _]?)?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact|it'?s|it\s+is|this\s+is|i'?m|i\s+am|call\s+me|thanks,?|thank\s+you,?|hi,?|hello,?|dear))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?: [A-Z]\.)?(?: {name}){{0,2}})\b"#
             ),
             Check::Name,
             0.8,
         ),
-        p("PERSON", format!(r"\b(?P<v>{name}(?:\s[A-Z]\.)?\s{name})\b"), Check::NamePair, 0.75),
+        p("PERSON", format!(r"\b(?P<v>{name}(?: [A-Z]\.)? {name})\b"), Check::NamePair, 0.75),
     ]
 }
 
@@ -495,6 +631,7 @@ impl Detector {
         let value = &hay[vs..ve];
         let before = &hay[vs.saturating_sub(LOOKBEHIND)..vs];
         let mut confidence = p.confidence;
+        let mut entity = p.entity;
         let ok = match p.check {
             Check::None => true,
             Check::Ssn => v::ssn(value),
@@ -513,7 +650,15 @@ impl Detector {
                     && !before.last().is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+'))
             }
             Check::Zip => value.contains(&b'-') || zip_context(before),
-            Check::HasDigit => value.iter().any(u8::is_ascii_digit),
+            Check::HasDigit => {
+                // A value that is itself a checksum-valid IBAN or card is labeled as such.
+                if v::iban(value) {
+                    entity = id("IBAN");
+                } else if v::card(value) {
+                    entity = id("CREDIT_CARD");
+                }
+                value.iter().any(u8::is_ascii_digit)
+            }
             Check::Name => {
                 let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
                 let known = words.first().is_some_and(|w| FIRST_NAMES.contains(w))
@@ -521,13 +666,18 @@ impl Detector {
                 if known {
                     confidence = confidence.max(0.9);
                 }
-                !words.is_empty() && !words.iter().any(|w| NOT_NAMES.contains(w))
+                !words.is_empty() && !words.iter().any(|w| NOT_NAMES.contains(w) || NOT_NAME_WORDS.contains(w))
             }
             Check::NamePair => {
                 let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
-                words.len() >= 2
-                    && words.first().is_some_and(|w| FIRST_NAMES.contains(w))
-                    && words.last().is_some_and(|w| LAST_NAMES.contains(w))
+                let (Some(first), Some(last)) = (words.first(), words.last()) else { return None };
+                let (known_first, known_last) = (FIRST_NAMES.contains(first), LAST_NAMES.contains(last));
+                let plain = |w: &str| !NOT_NAMES.contains(&w) && !NOT_NAME_WORDS.contains(&w);
+                if !(known_first && known_last) {
+                    // One half known, the other a capitalized word that is not a common one.
+                    confidence = 0.6;
+                }
+                words.len() >= 2 && (known_first || known_last) && words.iter().all(|w| plain(w))
             }
             Check::Url => {
                 while ve > vs + 1 && matches!(hay[ve - 1], b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'\'') {
@@ -536,7 +686,7 @@ impl Detector {
                 true
             }
         };
-        ok.then_some(Finding { entity: p.entity, start: vs, end: ve, match_end: end, confidence })
+        ok.then_some(Finding { entity, start: vs, end: ve, match_end: end, confidence })
     }
 
     /// The first position in `from..hay.len()` (checking no further back than `hay.len() -

@@ -72,9 +72,24 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
     }
     match v {
         Value::String(s) => {
-            let masked = profile.mask_str(s, tally);
+            let masked = match path.last() {
+                Some(PathSeg::Key(k)) => {
+                    String::from_utf8_lossy(&profile.mask_keyed(k, s.as_bytes(), tally)).into_owned()
+                }
+                _ => profile.mask_str(s, tally),
+            };
             if masked != *s {
                 *s = masked;
+            }
+        }
+        // A number under a telling key (`"ssn": 219099999`) is masked as its text.
+        Value::Number(n) => {
+            if let Some(PathSeg::Key(k)) = path.last() {
+                let text = n.to_string();
+                let masked = profile.mask_keyed(k, text.as_bytes(), tally);
+                if masked != text.as_bytes() {
+                    *v = Value::String(String::from_utf8_lossy(&masked).into_owned());
+                }
             }
         }
         Value::Array(items) => {
@@ -106,7 +121,7 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
                 map.remove(&k);
             }
         }
-        Value::Number(_) | Value::Bool(_) | Value::Null => {}
+        Value::Bool(_) | Value::Null => {}
     }
 }
 

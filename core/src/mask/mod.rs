@@ -262,6 +262,21 @@ impl Profile {
         String::from_utf8_lossy(&self.mask_text(text.as_bytes(), tally)).into_owned()
     }
 
+    /// Masks the value of a named field (a JSON key, a result column): the name is context for
+    /// the keyword detectors, as if the text read `name: value` — so `"mrn": "028939"` and a
+    /// `member_id` column are found although the value alone says nothing.
+    pub fn mask_keyed(&self, key: &str, value: &[u8], tally: &Tally) -> Vec<u8> {
+        let mut hay = Vec::with_capacity(key.len() + 2 + value.len());
+        hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
+        hay.extend_from_slice(b": ");
+        let start = hay.len();
+        hay.extend_from_slice(value);
+        let findings: Vec<Finding> = self.detector.find_all(&hay).into_iter().filter(|f| f.start >= start).collect();
+        let mut out = Vec::with_capacity(value.len());
+        self.apply(&hay, start, hay.len(), &findings, &mut out, tally);
+        out
+    }
+
     /// Writes `hay[from..to]` to `out` with each finding in it replaced.
     fn apply(&self, hay: &[u8], from: usize, to: usize, findings: &[Finding], out: &mut Vec<u8>, tally: &Tally) {
         let mut at = from;
