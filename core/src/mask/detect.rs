@@ -540,7 +540,9 @@ impl Detector {
             |e: Box<dyn std::error::Error + Send + Sync>| BuildError { entity: "the combined set".into(), source: e };
         let all = Regex::builder()
             .syntax(syntax_config())
-            .configure(Regex::config().match_kind(MatchKind::LeftmostFirst).utf8_empty(false))
+            .configure(
+                Regex::config().match_kind(MatchKind::LeftmostFirst).utf8_empty(false).hybrid_cache_capacity(64 << 20),
+            )
             .build_many(&regexes)
             .map_err(|e| err(Box::new(e)))?;
         let live = DFA::builder()

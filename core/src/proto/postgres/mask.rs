@@ -59,8 +59,8 @@ pub(super) struct PgMasker {
     tally: Arc<Tally>,
     /// `(table oid, column number)` → column rule.
     resolved: HashMap<(i32, i16), usize>,
-    /// The current result's columns.
-    plan: Option<Vec<Column>>,
+    /// The current result's columns, with their names (context for the detectors).
+    plan: Option<Vec<(Column, String)>>,
     copy_out: bool,
     /// A refused COPY OUT: its data is dropped until its CommandComplete.
     swallow: bool,
@@ -188,13 +188,13 @@ impl PgMasker {
         }
     }
 
-    fn value(&self, col: Column, v: Option<Bytes>) -> Option<Bytes> {
+    fn value(&self, col: Column, name: &str, v: Option<Bytes>) -> Option<Bytes> {
         let v = v?;
         match col {
             Column::Pass => Some(v),
-            Column::Text { json, jsonb_binary } => Some(self.text(&v, json, jsonb_binary)),
+            Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary)),
             Column::Structured => {
-                let masked = self.profile.mask_text(&v, &self.tally);
+                let masked = self.profile.mask_keyed(name, &v, &self.tally);
                 if masked == v[..] { Some(v) } else { None }
             }
             Column::Rule { rule, text, json, jsonb_binary } => {
@@ -224,12 +224,12 @@ impl PgMasker {
         }
     }
 
-    fn text(&self, v: &Bytes, json: bool, jsonb_binary: bool) -> Bytes {
+    fn text(&self, name: &str, v: &Bytes, json: bool, jsonb_binary: bool) -> Bytes {
         let body = if jsonb_binary { v.get(1..).unwrap_or_default() } else { &v[..] };
         let masked = if json {
             crate::mask::json::mask_document(&self.profile, body, &self.tally).unwrap_or_else(|_| b"null".to_vec())
         } else {
-            self.profile.mask_text(body, &self.tally)
+            self.profile.mask_keyed(name, body, &self.tally)
         };
         if masked == body { v.clone() } else { with_version(jsonb_binary, masked) }
     }
@@ -252,7 +252,9 @@ impl PgMasker {
         }
         match m {
             BackendMessage::RowDescription(fields) => {
-                self.plan = Some(fields.iter().map(|f| self.plan(f)).collect());
+                self.plan = Some(
+                    fields.iter().map(|f| (self.plan(f), String::from_utf8_lossy(&f.name).into_owned())).collect(),
+                );
                 Ok(Some(raw))
             }
             BackendMessage::DataRow(values) => {
@@ -262,8 +264,10 @@ impl PgMasker {
                 let mut changed = false;
                 let mut out = Vec::with_capacity(values.len());
                 for (i, v) in values.iter().enumerate() {
-                    let col = plan.get(i).copied().unwrap_or(Column::Text { json: false, jsonb_binary: false });
-                    let new = self.value(col, v.clone());
+                    let (col, name) = plan
+                        .get(i)
+                        .map_or((Column::Text { json: false, jsonb_binary: false }, ""), |(c, n)| (*c, n.as_str()));
+                    let new = self.value(col, name, v.clone());
                     changed |= new != *v;
                     out.push(new);
                 }

@@ -1,0 +1,158 @@
+//! Masking throughput: PHI-dense JSON records and clean clinical prose, masked with a profile
+//! that redacts every entity. The anchor, measured in the same run over the same bytes, is a
+//! `memchr::memmem` search for a string that is not there — one pass at memory speed, the
+//! floor any scanner is measured against. BENCHMARKS.md reports MB/s and the ratio.
+
+use std::sync::Arc;
+
+use airlock::mask::{Action, Detector, Profile, ProfileSpec, Tally};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// A small deterministic generator (xorshift), so every run masks the same bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+
+    fn digits(&mut self, n: usize) -> String {
+        (0..n).map(|_| char::from(b'0' + (self.next() % 10) as u8)).collect()
+    }
+}
+
+const FIRST: &[&str] = &["Maria", "James", "Linda", "Robert", "Aisha", "Chen", "Olivia", "Mohammed"];
+const LAST: &[&str] = &["Garcia", "Smith", "Johnson", "Nguyen", "Patel", "Brown", "Lopez", "Miller"];
+const WORDS: &[&str] = &[
+    "patient",
+    "reports",
+    "mild",
+    "pain",
+    "after",
+    "the",
+    "procedure",
+    "and",
+    "was",
+    "advised",
+    "to",
+    "continue",
+    "current",
+    "medication",
+    "follow",
+    "up",
+    "in",
+    "two",
+    "weeks",
+    "vitals",
+    "stable",
+    "no",
+    "acute",
+    "distress",
+    "review",
+    "of",
+    "systems",
+    "negative",
+    "plan",
+    "discussed",
+    "with",
+    "family",
+    "tolerating",
+    "diet",
+    "well",
+];
+
+/// About `size` bytes of JSON records, each with a name, an SSN, a phone number, an e-mail
+/// address, a date of birth, an MRN and a note that mentions a card number.
+fn phi_json(size: usize) -> Vec<u8> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut out = String::from("[");
+    let mut id = 0;
+    while out.len() < size {
+        id += 1;
+        let (f, l) = (r.pick(FIRST), r.pick(LAST));
+        out.push_str(&format!(
+            r#"{{"id":{id},"patient_name":"{f} {l}","ssn":"{}-{}-{}","phone":"(617) 555-{}","email":"{}.{}@example.org","dob":"19{}-0{}-1{}","mrn":"MRN-{}","note":"Seen by Dr. {l}; card 4111 1111 1111 1111 on file, call back at 617-555-{}."}},"#,
+            100 + r.next() % 600, 10 + r.next() % 89, 1000 + r.next() % 8999, r.digits(4),
+            f.to_lowercase(), l.to_lowercase(), 50 + r.next() % 49, 1 + r.next() % 9, r.next() % 10,
+            r.digits(8), r.digits(4)
+        ));
+    }
+    out.pop();
+    out.push(']');
+    out.into_bytes()
+}
+
+/// About `size` bytes of clinical prose with no identifier in it.
+fn clean_text(size: usize) -> Vec<u8> {
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut out = String::new();
+    while out.len() < size {
+        let n = 8 + r.next() % 12;
+        for i in 0..n {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(r.pick(WORDS));
+        }
+        out.push_str(". ");
+    }
+    out.into_bytes()
+}
+
+fn profile() -> Arc<Profile> {
+    let det = Arc::new(Detector::new(&[], &[]).unwrap());
+    let spec = ProfileSpec {
+        name: "bench".into(),
+        default_action: Action::Redact,
+        actions: vec![],
+        min_confidence: 0.5,
+        fields: vec![],
+        keep_year: false,
+    };
+    Arc::new(Profile::new(det, spec, None).unwrap())
+}
+
+fn bench(c: &mut Criterion) {
+    let p = profile();
+    let json = phi_json(256 * 1024);
+    let text = clean_text(256 * 1024);
+    for (name, input) in [("phi_json", &json), ("clean_text", &text)] {
+        let mut g = c.benchmark_group(format!("mask/{name}"));
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        g.bench_function("anchor_memmem_scan", |b| {
+            let finder = memchr::memmem::Finder::new(b"\x00never-there\x00");
+            b.iter(|| finder.find(std::hint::black_box(input)))
+        });
+        g.bench_function("mask_text", |b| b.iter(|| p.mask_text(std::hint::black_box(input), &Tally::default())));
+        if name == "phi_json" {
+            g.bench_function("mask_json_document", |b| {
+                b.iter(|| airlock::mask::json::mask_document(&p, std::hint::black_box(input), &Tally::default()))
+            });
+        }
+        g.bench_function("stream_4k_chunks", |b| {
+            b.iter(|| {
+                let mut s = p.stream(Arc::new(Tally::default()));
+                let mut n = 0;
+                for chunk in input.chunks(4096) {
+                    n += s.push(chunk).len();
+                }
+                n + s.finish().len()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
