@@ -459,5 +459,53 @@ impl TextStream {
     }
 }
 
+/// Fuzz entry point: the first byte picks how the rest is cut (a chunk size) and the second
+/// which masker runs — the text stream, or the SSE body masker over the same bytes. Nothing may
+/// panic, and the text stream's output for any cut must equal masking the whole input at once.
+pub fn fuzz_stream(data: &[u8]) {
+    let [size, which, rest @ ..] = data else { return };
+    static PROFILE: std::sync::OnceLock<Option<Arc<Profile>>> = std::sync::OnceLock::new();
+    let Some(profile) = PROFILE
+        .get_or_init(|| {
+            let det = Arc::new(Detector::new(&[], &[]).ok()?);
+            let spec = ProfileSpec {
+                name: "fuzz".into(),
+                default_action: Action::Redact,
+                actions: vec![],
+                min_confidence: 0.0,
+                fields: vec![],
+                keep_year: false,
+            };
+            Profile::new(det, spec, None).ok().map(Arc::new)
+        })
+        .clone()
+    else {
+        return;
+    };
+    let step = usize::from(*size).max(1);
+    let tally = Arc::new(Tally::default());
+    if which % 2 == 0 {
+        let mut s = profile.stream(tally.clone());
+        let mut out = Vec::new();
+        for chunk in rest.chunks(step) {
+            out.extend(s.push(chunk));
+        }
+        out.extend(s.finish());
+        if rest.len() <= MAX_HOLD {
+            assert_eq!(out, profile.mask_text(rest, &tally), "a cut changed the masked text");
+        }
+    } else if let Ok(mut m) = body::BodyMasker::new(body::BodyKind::Sse, profile, tally) {
+        let mut dec = airlock_decoders::sse::SseDecoder::default();
+        let mut buf = bytes::BytesMut::new();
+        for chunk in rest.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Ok(Some(block)) = airlock_decoders::Decoder::decode(&mut dec, &mut buf) {
+                let _ = m.unit(block.raw);
+            }
+        }
+        let _ = m.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests;
