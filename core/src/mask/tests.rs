@@ -142,3 +142,14 @@ fn the_fuzz_seed_corpus_runs_clean() {
     }
     assert!(n >= 4, "seeds in {}", dir.display());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The fuzz target's property under proptest's generator (cargo-fuzz is not installed here):
+    /// arbitrary bytes, arbitrary cut size, both maskers.
+    #[test]
+    fn the_fuzz_property_holds_for_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fuzz_stream(&data);
+    }
+}
