@@ -585,7 +585,7 @@ impl Config {
         toml::from_str(text).map_err(Box::new)
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
     }
 

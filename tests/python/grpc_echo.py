@@ -2,6 +2,7 @@
 
   grpc_echo.py server PORT          serve airlock.test.Echo; prints READY once listening
   grpc_echo.py client TARGET KEY    call every shape through TARGET; prints one JSON object
+  grpc_echo.py masked TARGET KEY    Unary with identifiers in it, and Tokens; prints one JSON object
 
 The protobuf code is generated at start-up from echo.proto with grpcio-tools."""
 import hashlib
@@ -40,6 +41,14 @@ class Echo(echo_pb2_grpc.EchoServicer):
         for note in request_iterator:
             yield echo_pb2.Note(text=note.text.upper(), n=note.n * 2)
 
+    def Tokens(self, request, context):
+        text = NOTE
+        for i in range(0, len(text), 5):
+            yield echo_pb2.Note(text=text[i:i + 5], n=i)
+
+
+NOTE = "Patient SSN 219-09-9999, phone (617) 555-0142, mail jane.demo@example.org; stable."
+
 
 def serve(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -73,8 +82,19 @@ def client(target, key):
     print(json.dumps(out))
 
 
+def masked(target, key):
+    with grpc.insecure_channel(target) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        md = [("authorization", f"Bearer {key}")]
+        r = stub.Unary(echo_pb2.Note(text="SSN 219-09-9999 on file", n=1), metadata=md, timeout=10)
+        pieces = [n.text for n in stub.Tokens(echo_pb2.Note(), metadata=md, timeout=10)]
+    print(json.dumps({"unary": r.text.split("|")[0], "pieces": pieces, "tokens": "".join(pieces), "note": NOTE}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "masked":
+        masked(sys.argv[2], sys.argv[3])
     else:
         client(sys.argv[2], sys.argv[3])

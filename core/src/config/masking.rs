@@ -26,6 +26,16 @@ pub struct MaskingConfig {
     /// Profiles, written `[[masking.profile]]`. Default: none.
     #[serde(default)]
     pub profile: Vec<ProfileConfig>,
+    /// An encoded `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out=FILE`) with
+    /// the services of the gRPC routes: their responses are decoded and masked field by field.
+    /// Default: none — a gRPC response on a masked route is then refused, never passed unmasked.
+    #[serde(default)]
+    pub descriptor_set: Option<std::path::PathBuf>,
+    /// Singular string fields (`pkg.Message.field`) that carry text in pieces across the
+    /// messages of a gRPC stream (token streaming); a value split between messages is still
+    /// found. Default: none (each message is masked on its own).
+    #[serde(default)]
+    pub grpc_delta_fields: Vec<String>,
 }
 
 /// `[[masking.custom]]`.
@@ -135,6 +145,8 @@ pub struct RouteMask {
     pub default: Option<Arc<Profile>>,
     /// Role → profile, first match wins.
     pub by_role: Vec<(String, Option<Arc<Profile>>)>,
+    /// The gRPC schema, when `[masking] descriptor_set` is set.
+    pub grpc: Option<Arc<crate::mask::grpc::Schema>>,
 }
 
 impl RouteMask {
@@ -154,6 +166,7 @@ impl RouteMask {
 #[derive(Debug, Default)]
 pub struct Masking {
     profiles: HashMap<String, Arc<Profile>>,
+    grpc: Option<Arc<crate::mask::grpc::Schema>>,
 }
 
 fn action(field: &str, s: &str) -> Result<Action, ConfigError> {
@@ -239,7 +252,19 @@ impl Config {
                 return Err(invalid(f("name"), "two profiles have this name"));
             }
         }
-        Ok(Masking { profiles })
+        let grpc = match &m.descriptor_set {
+            None => None,
+            Some(p) => {
+                let path = self.resolve(p);
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| invalid("masking.descriptor_set", format!("cannot read {}: {e}", path.display())))?;
+                Some(Arc::new(
+                    crate::mask::grpc::Schema::new(&bytes, m.grpc_delta_fields.clone())
+                        .map_err(|e| invalid("masking.descriptor_set", e))?,
+                ))
+            }
+        };
+        Ok(Masking { profiles, grpc })
     }
 }
 
@@ -274,6 +299,6 @@ impl Masking {
         for r in roles {
             by_role.push((r.role.clone(), self.profile(&field("mask_roles"), &r.profile)?));
         }
-        Ok(Some(Arc::new(RouteMask { default, by_role })))
+        Ok(Some(Arc::new(RouteMask { default, by_role, grpc: self.grpc.clone() })))
     }
 }

@@ -26,6 +26,8 @@ pub enum BodyMasker {
     Ndjson(EventMasker),
     /// Any other text: one stream over the bytes.
     Text(TextStream),
+    /// gRPC messages, decoded with the route's descriptors.
+    Grpc(Box<super::grpc::GrpcMasker>),
 }
 
 /// The state of a masked event stream.
@@ -135,6 +137,7 @@ impl BodyMasker {
                 }
             }
             Self::Sse(s) => s.block(unit),
+            Self::Grpc(g) => g.unit(unit),
         }
     }
 
@@ -144,6 +147,7 @@ impl BodyMasker {
             Self::Text(s) => Ok(nonempty(s.finish())),
             Self::Ndjson(m) => m.finish().iter().map(ndjson_line).collect(),
             Self::Sse(s) => s.flush_all(),
+            Self::Grpc(g) => g.finish(),
         }
     }
 }

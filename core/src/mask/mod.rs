@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod detect;
+pub mod grpc;
 pub mod json;
 mod validate;
 

@@ -531,6 +531,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
 
     // 3. The forwarded request.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let grpc_path = parts.uri.path().to_owned();
     let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
         guard.close("request target cannot be forwarded".into()).await;
         return gateway_error(
@@ -669,7 +670,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let mut masker = None;
     if let Some(profile) = &mask {
-        match mask_response(route, profile, &tally, &mut parts.headers, body, is_grpc).await {
+        match mask_response(route, profile, &tally, &mut parts.headers, body, is_grpc.then_some(grpc_path.as_str()))
+            .await
+        {
             Ok((b, m)) => {
                 body = b;
                 masker = m;
@@ -967,6 +970,10 @@ impl Pump {
                     }
                     Err(frame) => {
                         if let Ok(mut trailers) = frame.into_trailers() {
+                            // What the masker holds back goes before the trailers end the stream.
+                            if let Err(reason) = self.pass_end().await {
+                                return self.fail("journal or peer failure", reason);
+                            }
                             // Trailers are headers too: no hop-by-hop fields, no credentials.
                             strip_hop_by_hop(&mut trailers);
                             let text = head_text("(trailers)", &trailers, &[]);
@@ -1058,7 +1065,7 @@ async fn mask_response(
     tally: &Arc<Tally>,
     headers: &mut HeaderMap,
     body: Body,
-    is_grpc: bool,
+    grpc_path: Option<&str>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
     use hyper::body::Body as _;
     if body.is_end_stream() {
@@ -1075,12 +1082,25 @@ async fn mask_response(
     for h in ["content-md5", "digest", "repr-digest", "content-digest", "etag"] {
         headers.remove(h);
     }
-    let kind = if is_grpc {
-        BodyKind::Grpc
-    } else {
-        BodyKind::of(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
-    };
-    match kind {
+    if let Some(path) = grpc_path {
+        let schema =
+            route.mask.as_ref().and_then(|m| m.grpc.clone()).ok_or_else(|| {
+                "gRPC responses on a masked route need [masking] descriptor_set to be decoded".to_owned()
+            })?;
+        let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let g = crate::mask::grpc::GrpcMasker::new(
+            profile.clone(),
+            tally.clone(),
+            schema,
+            path,
+            encoding,
+            route.max_inspect_body,
+        )
+        .map_err(|e| e.to_string())?;
+        headers.remove("grpc-encoding");
+        return Ok((body, Some(BodyMasker::Grpc(Box::new(g)))));
+    }
+    match BodyKind::of(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
