@@ -2,6 +2,7 @@
 //! that redacts every entity. The anchor, measured in the same run over the same bytes, is a
 //! `memchr::memmem` search for a string that is not there — one pass at memory speed, the
 //! floor any scanner is measured against. BENCHMARKS.md reports MB/s and the ratio.
+#![expect(clippy::unwrap_used, reason = "a benchmark whose set-up fails should stop loudly")]
 
 use std::sync::Arc;
 

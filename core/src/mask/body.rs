@@ -23,9 +23,9 @@ pub enum BodyMasker {
     /// `text/event-stream`.
     Sse(Box<SseMasker>),
     /// NDJSON / JSON Lines.
-    Ndjson(EventMasker),
+    Ndjson(Box<EventMasker>),
     /// Any other text: one stream over the bytes.
-    Text(TextStream),
+    Text(Box<TextStream>),
     /// gRPC messages, decoded with the route's descriptors.
     Grpc(Box<super::grpc::GrpcMasker>),
 }
@@ -104,8 +104,8 @@ impl BodyMasker {
                 profile,
                 tally,
             })),
-            BodyKind::Ndjson => Self::Ndjson(EventMasker::new(profile, tally)),
-            BodyKind::Text => Self::Text(profile.stream(tally)),
+            BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::new(profile, tally))),
+            BodyKind::Text => Self::Text(Box::new(profile.stream(tally))),
             BodyKind::Json => return Err(MaskError::Uninspectable("a JSON document must be masked whole")),
             BodyKind::Grpc => return Err(MaskError::Uninspectable("gRPC messages are masked by the gRPC masker")),
             BodyKind::Opaque => {
