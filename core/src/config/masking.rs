@@ -302,3 +302,73 @@ impl Masking {
         Ok(Some(Arc::new(RouteMask { default, by_role, grpc: self.grpc.clone() })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::identity::Principal;
+
+    const BASE: &str = r#"
+[[route]]
+name = "llm"
+listen = "127.0.0.1:0"
+protocol = "http"
+upstream = "127.0.0.1:9"
+mask = "agent"
+mask_roles = [{ role = "clinician", profile = "clinical" }, { role = "auditor", profile = "none" }]
+
+[[masking.custom]]
+name = "EMPLOYEE_ID"
+pattern = '\bE\d{6}\b'
+
+[[masking.deny_list]]
+name = "PROJECT"
+terms = ["Bluebird"]
+
+[[masking.profile]]
+name = "agent"
+actions = { EMPLOYEE_ID = "partial:2" }
+[[masking.profile.field]]
+key = "patient_name"
+[[masking.profile.field]]
+column = "ssn"
+table = "patients"
+action = "null"
+
+[[masking.profile]]
+name = "clinical"
+default_action = "keep"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap().build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn profiles_resolve_per_role_and_custom_entities_work() {
+        let s = Config::parse(BASE).unwrap().build().unwrap();
+        let mask = s.routes[0].mask.as_ref().unwrap();
+        let role = |r: &str| Principal { roles: [r.to_owned()].into(), ..Principal::anonymous() };
+        let agent = mask.for_principal(&role("agent")).unwrap();
+        assert_eq!(agent.name, "agent");
+        assert_eq!(mask.for_principal(&role("clinician")).unwrap().name, "clinical");
+        assert!(mask.for_principal(&role("auditor")).is_none(), "`none` is unmasked");
+        let tally = crate::mask::Tally::default();
+        assert_eq!(agent.mask_str("E123456 on Bluebird, SSN 219-09-9999", &tally), "*****56 on [PHI:PROJECT], SSN [PHI:SSN]");
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_field_named() {
+        assert!(err(&BASE.replace(r"'\bE\d{6}\b'", "'(unclosed'")).contains("EMPLOYEE_ID"));
+        assert!(err(&BASE.replace("mask = \"agent\"", "mask = \"nobody\"")).contains("route[llm].mask"));
+        assert!(err(&BASE.replace("partial:2", "sometimes")).contains("actions.EMPLOYEE_ID"));
+        assert!(err(&BASE.replace("partial:2", "pseudonymize")).contains("pseudonym_key"));
+        assert!(err(&BASE.replace("EMPLOYEE_ID = ", "NOT_AN_ENTITY = ")).contains("unknown entity NOT_AN_ENTITY"));
+        assert!(err(&BASE.replace("protocol = \"http\"", "protocol = \"tcp\"")).contains("raw TCP"));
+        assert!(err(&BASE.replace("key = \"patient_name\"", "key = \"a\"\npath = \"$.b\"")).contains("exactly one"));
+        let no_default = BASE.replace("mask = \"agent\"\n", "");
+        assert!(err(&no_default).contains("needs a default"));
+        let missing = BASE.replace("[[masking.custom]]", "[masking]\ndescriptor_set = \"/nonexistent.pb\"\n\n[[masking.custom]]");
+        assert!(err(&missing).contains("masking.descriptor_set"));
+    }
+}
