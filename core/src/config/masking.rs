@@ -354,7 +354,10 @@ default_action = "keep"
         assert_eq!(mask.for_principal(&role("clinician")).unwrap().name, "clinical");
         assert!(mask.for_principal(&role("auditor")).is_none(), "`none` is unmasked");
         let tally = crate::mask::Tally::default();
-        assert_eq!(agent.mask_str("E123456 on Bluebird, SSN 219-09-9999", &tally), "*****56 on [PHI:PROJECT], SSN [PHI:SSN]");
+        assert_eq!(
+            agent.mask_str("E123456 on Bluebird, SSN 219-09-9999", &tally),
+            "*****56 on [PHI:PROJECT], SSN [PHI:SSN]"
+        );
     }
 
     #[test]
@@ -368,7 +371,8 @@ default_action = "keep"
         assert!(err(&BASE.replace("key = \"patient_name\"", "key = \"a\"\npath = \"$.b\"")).contains("exactly one"));
         let no_default = BASE.replace("mask = \"agent\"\n", "");
         assert!(err(&no_default).contains("needs a default"));
-        let missing = BASE.replace("[[masking.custom]]", "[masking]\ndescriptor_set = \"/nonexistent.pb\"\n\n[[masking.custom]]");
+        let missing =
+            BASE.replace("[[masking.custom]]", "[masking]\ndescriptor_set = \"/nonexistent.pb\"\n\n[[masking.custom]]");
         assert!(err(&missing).contains("masking.descriptor_set"));
     }
 }
