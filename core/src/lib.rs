@@ -25,3 +25,12 @@ pub mod tls;
 
 pub use error::Error;
 pub use gateway::Gateway;
+
+/// The seed corpus of a fuzz target, for the tests that run it: found from the directory cargo
+/// runs the test in (a test binary reused from a build in another checkout would otherwise look
+/// in that checkout).
+#[cfg(test)]
+pub(crate) fn fuzz_corpus(target: &str) -> std::path::PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&manifest).join("../fuzz/corpus").join(target)
+}

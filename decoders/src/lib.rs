@@ -76,7 +76,10 @@ pub(crate) mod testutil {
     /// Runs `fuzz` over every file of `fuzz/corpus/<target>` (at least `min` of them): the seed
     /// corpus the fuzzer starts from is also decoded on every test run.
     pub(crate) fn seed_corpus(target: &str, min: usize, fuzz: fn(&[u8])) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        // The directory cargo runs the test from (a test binary reused from a build in another
+        // checkout would otherwise look in that checkout).
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let dir = std::path::Path::new(&manifest).join("../fuzz/corpus").join(target);
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             fuzz(&std::fs::read(e.unwrap().path()).unwrap());

@@ -134,7 +134,7 @@ fn actions_redact_keep_the_tail_pseudonymize_and_keep_the_year() {
 
 #[test]
 fn the_fuzz_seed_corpus_runs_clean() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mask_stream");
+    let dir = crate::fuzz_corpus("mask_stream");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         fuzz_stream(&std::fs::read(entry.unwrap().path()).unwrap());

@@ -288,7 +288,7 @@ fn jwt_shape_detection() {
 
 #[test]
 fn fuzz_seed_corpus_never_panics() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/bearer_token");
+    let dir = crate::fuzz_corpus("bearer_token");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         fuzz_peek(&std::fs::read(e.unwrap().path()).unwrap());

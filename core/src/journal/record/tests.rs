@@ -197,7 +197,7 @@ fn unknown_versions_kinds_and_flags_are_named() {
 
 #[test]
 fn fuzz_seed_corpus_decodes_without_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_record");
+    let dir = crate::fuzz_corpus("journal_record");
     let entries = std::fs::read_dir(&dir).unwrap();
     let mut n = 0;
     for e in entries {
@@ -211,7 +211,7 @@ fn fuzz_seed_corpus_decodes_without_panic() {
 /// `AIRLOCK_WRITE_CORPUS=1` to rewrite it after a deliberate format change.
 #[test]
 fn seed_corpus_is_current() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_record");
+    let dir = crate::fuzz_corpus("journal_record");
     for (i, r) in samples().iter().enumerate() {
         let value = encode_envelope(&[i as u8; HASH_LEN], &encode_body(r).unwrap());
         let path = dir.join(format!("seed-{i}"));
