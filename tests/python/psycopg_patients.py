@@ -2,7 +2,8 @@
 received as one JSON object. Usage: psycopg_patients.py HOST PORT PASSWORD setup|read
 `setup` (run as a role the route does not mask) creates and fills the table; `read` selects it
 in text and binary format, through an alias, as a prepared statement, reads a jsonb column, and
-tries COPY TO (which a route with column rules refuses)."""
+tries COPY TO (which a route with column rules refuses) and a duplicate insert whose error
+quotes the value."""
 import json
 import sys
 
@@ -19,7 +20,7 @@ def plain(rows):
 
 with psycopg.connect(**dsn, autocommit=True) as conn:
     if mode == "setup":
-        conn.execute("create table if not exists patients (id int primary key, name text, ssn varchar(11), "
+        conn.execute("create table if not exists patients (id int primary key, name text, ssn varchar(11) unique, "
                      "dob date, notes text, info jsonb)")
         conn.execute("delete from patients where id >= 0")
         conn.execute(
@@ -44,4 +45,8 @@ with psycopg.connect(**dsn, autocommit=True) as conn:
     except psycopg.Error as e:
         out["copy_error"] = {"sqlstate": e.sqlstate, "message": str(e)}
     out["after_copy"] = conn.execute("select 1").fetchone()[0]
+    try:  # the server's error quotes the duplicate value
+        conn.execute("insert into patients (id, ssn) select 99, ssn from patients where id = 1")
+    except psycopg.Error as e:
+        out["duplicate"] = {"sqlstate": e.sqlstate, "detail": e.diag.message_detail}
     print(json.dumps(out))

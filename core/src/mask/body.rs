@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::json::EventMasker;
-use super::{MaskError, Profile, Tally, TextStream};
+use super::{MAX_STREAMS, MaskError, Profile, Tally, TextStream};
 
 /// How a response body of one content type is masked.
 #[derive(Debug)]
@@ -62,7 +62,15 @@ pub enum BodyKind {
 impl BodyKind {
     /// The kind of a `Content-Type` value (`None`: no body type given, treated as text).
     pub fn of(content_type: Option<&str>) -> Self {
-        let ct = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let full = content_type.unwrap_or("").to_ascii_lowercase();
+        // Only UTF-8 (or its ASCII subset) is scanned: the detectors read bytes.
+        if let Some(charset) = full.split(';').skip(1).find_map(|p| p.trim().strip_prefix("charset=")) {
+            let charset = charset.trim_matches('"');
+            if !matches!(charset, "utf-8" | "utf8" | "us-ascii" | "ascii") {
+                return Self::Opaque;
+            }
+        }
+        let ct = full.split(';').next().unwrap_or("").trim().to_owned();
         match ct.as_str() {
             "text/event-stream" => Self::Sse,
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
@@ -71,6 +79,18 @@ impl BodyKind {
             "application/json" => Self::Json,
             c if c.ends_with("+json") => Self::Json,
             c if c == "application/grpc" || c.starts_with("application/grpc+") => Self::Grpc,
+            // Text that the detectors can read; anything else (archives, office documents,
+            // DICOM, msgpack, form-encoded, gRPC-Web) is refused on a masked route.
+            "" => Self::Text,
+            c if c.starts_with("text/")
+                || c.ends_with("+xml")
+                || matches!(
+                    c,
+                    "application/xml" | "application/javascript" | "application/yaml" | "application/x-yaml"
+                ) =>
+            {
+                Self::Text
+            }
             c if c.starts_with("image/")
                 || c.starts_with("audio/")
                 || c.starts_with("video/")
@@ -88,7 +108,7 @@ impl BodyKind {
             {
                 Self::Opaque
             }
-            _ => Self::Text,
+            _ => Self::Opaque,
         }
     }
 }
@@ -123,15 +143,10 @@ impl BodyMasker {
                 if trimmed.is_empty() {
                     return Ok(vec![unit]);
                 }
+                // Always re-serialized: a line equal after parsing may still differ in bytes (a
+                // duplicate key the client would read first).
                 match serde_json::from_slice::<Value>(trimmed) {
-                    Ok(v) => {
-                        let original = v.clone();
-                        let out = m.event(v);
-                        if out.len() == 1 && out[0] == original {
-                            return Ok(vec![unit]);
-                        }
-                        out.iter().map(ndjson_line).collect()
-                    }
+                    Ok(v) => m.event(v).iter().map(ndjson_line).collect(),
                     // A line that is not JSON is masked as text (it is whole).
                     Err(_) => Ok(vec![Bytes::from(m.profile().mask_text(&unit, m.tally()))]),
                 }
@@ -191,28 +206,39 @@ impl SseMasker {
             out.push(unit);
             return Ok(out);
         }
+        // The event is always re-encoded from what was masked: comment lines inside it go, and
+        // its `id` is masked like any text.
+        let event = Event { id: event.id.as_deref().map(|id| self.profile.mask_str(id, &self.tally)), ..event };
         match serde_json::from_str::<Value>(&event.data) {
             Ok(v) if v.is_object() => {
                 self.named |= event.event.is_some();
-                let original = v.clone();
                 let mut values = self.events.event(v);
                 let Some(last) = values.pop() else { return Ok(Vec::new()) };
                 let mut out = Vec::with_capacity(values.len() + 1);
                 for extra in &values {
                     out.push(self.json_event(extra, None)?);
                 }
-                out.push(if last == original { unit } else { self.json_event(&last, Some(&event))? });
+                out.push(self.json_event(&last, Some(&event))?);
                 Ok(out)
             }
             _ => {
-                let stream =
-                    self.text.entry(event.event.clone()).or_insert_with(|| self.profile.stream(self.tally.clone()));
-                let masked = stream.push(event.data.as_bytes());
+                let room = self.text.len() < MAX_STREAMS;
+                let masked = match self.text.get_mut(&event.event) {
+                    Some(stream) => stream.push(event.data.as_bytes()),
+                    None if room => {
+                        let mut stream = self.profile.stream(self.tally.clone());
+                        let out = stream.push(event.data.as_bytes());
+                        self.text.insert(event.event.clone(), stream);
+                        out
+                    }
+                    // Past the cap, each event is masked on its own.
+                    None => self.profile.mask_text(event.data.as_bytes(), &self.tally),
+                };
                 if masked.is_empty() {
                     return Ok(Vec::new());
                 }
                 let data = String::from_utf8_lossy(&masked).into_owned();
-                Ok(vec![if data == event.data { unit } else { sse::encode(&Event { data, ..event }) }])
+                Ok(vec![sse::encode(&Event { data, ..event })])
             }
         }
     }
@@ -262,11 +288,11 @@ mod tests {
     }
 
     #[test]
-    fn sse_json_deltas_are_rewritten_and_untouched_blocks_pass_byte_for_byte() {
+    fn sse_json_deltas_are_rewritten_and_comments_and_done_pass() {
         let mut m = masker(BodyKind::Sse);
         let ev = |c: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}}}}]}}\n\n");
         let out = run(&mut m, &[": keep-alive\n\n", &ev("ok, "), &ev("SSN 123-45"), &ev("-6789."), "data: [DONE]\n\n"]);
-        assert!(out.starts_with(": keep-alive\n\n") && out.contains(&ev("ok, ")), "{out}");
+        assert!(out.starts_with(": keep-alive\n\n") && out.contains(r#"{"content":"ok, "}"#), "{out}");
         assert!(out.contains("[PHI:SSN]") && !out.contains("6789"), "{out}");
         assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
         let blocks = sse::decode_all(out.as_bytes(), 7).unwrap();

@@ -82,14 +82,20 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
                 *s = masked;
             }
         }
-        // A number under a telling key (`"ssn": 219099999`) is masked as its text.
+        // A number under a telling key (`"ssn": 219099999`, or `"phones": [6175550123]`) is
+        // masked as its text.
         Value::Number(n) => {
-            if let Some(PathSeg::Key(k)) = path.last() {
-                let text = n.to_string();
-                let masked = profile.mask_keyed(k, text.as_bytes(), tally);
-                if masked != text.as_bytes() {
-                    *v = Value::String(String::from_utf8_lossy(&masked).into_owned());
-                }
+            let key = path.iter().rev().find_map(|s| match s {
+                PathSeg::Key(k) => Some(k.as_str()),
+                PathSeg::Index(_) => None,
+            });
+            let text = n.to_string();
+            let masked = match key {
+                Some(k) => profile.mask_keyed(k, text.as_bytes(), tally),
+                None => profile.mask_text(text.as_bytes(), tally),
+            };
+            if masked != text.as_bytes() {
+                *v = Value::String(String::from_utf8_lossy(&masked).into_owned());
             }
         }
         Value::Array(items) => {
@@ -106,6 +112,13 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
         Value::Object(map) => {
             let mut dropped = Vec::new();
             for (k, item) in map.iter_mut() {
+                // Fields that repeat the text token by token (OpenAI `logprobs`) or encode the
+                // whole conversation (Ollama `context`): a split value could not be found there.
+                if side_channel(k, item) {
+                    tally.add("side_channel", 1);
+                    *item = Value::Null;
+                    continue;
+                }
                 path.push(PathSeg::Key(k.clone()));
                 if let Some(rule) = profile.json_rule(path) {
                     match field_value(profile, rule, item, tally) {
@@ -120,8 +133,23 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
             for k in dropped {
                 map.remove(&k);
             }
+            // Keys are text too (`{"jane@example.org": …}`).
+            if map.keys().any(|k| profile.mask_str(k, &Tally::default()) != *k) {
+                let old = std::mem::take(map);
+                for (k, item) in old {
+                    map.insert(profile.mask_str(&k, tally), item);
+                }
+            }
         }
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn side_channel(key: &str, v: &Value) -> bool {
+    match key {
+        "logprobs" | "top_logprobs" => !v.is_null(),
+        "context" => v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_number)),
+        _ => false,
     }
 }
 
@@ -200,6 +228,9 @@ impl EventMasker {
             }
             let Some(Value::String(text)) = get_path(&v, path) else { continue };
             let text = text.clone();
+            if !self.deltas.contains_key(k) && self.deltas.len() >= super::MAX_STREAMS {
+                continue; // past the cap: masked whole by the walk below
+            }
             let delta = self.deltas.entry(k.clone()).or_insert_with(|| Delta {
                 stream: self.profile.stream(self.tally.clone()),
                 template: Value::Null,
@@ -413,6 +444,19 @@ mod tests {
         let counts = tally.snapshot();
         assert_eq!(counts["mrn"], 2);
         assert_eq!(counts["PHONE"], 1);
+    }
+
+    #[test]
+    fn keys_numbers_in_arrays_and_token_side_channels_are_masked() {
+        let p = profile(vec![]);
+        let tally = Tally::default();
+        let mut v = json!({"jane@example.org": 1, "phones": ["x", 2_190_999_999_u64], "logprobs": {"content": [{"token": "219"}]},
+            "context": [1, 2, 3], "ssn": 219_099_999});
+        mask_value(&p, &mut v, &tally);
+        assert!(v.get("jane@example.org").is_none() && v.get("[PHI:EMAIL]").is_some(), "{v}");
+        assert_eq!(v["logprobs"], Value::Null);
+        assert_eq!(v["context"], Value::Null);
+        assert_eq!(v["ssn"], "[PHI:SSN]", "{v}");
     }
 
     fn chunk(content: Option<&str>, finish: Option<&str>) -> Value {

@@ -30,6 +30,10 @@ pub use detect::{CustomEntity, DenyList, Detector, EntityId, Finding};
 /// kilobytes arriving in pieces) is judged on what has arrived.
 pub const MAX_HOLD: usize = 2048;
 
+/// Most streams (choices, blocks, event types) one response keeps; past it, a new field is
+/// masked event by event (an upstream cannot make the gateway keep unbounded state).
+pub const MAX_STREAMS: usize = 64;
+
 /// What is done to a detected value or a named field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -287,13 +291,19 @@ impl Profile {
                 continue;
             }
             let (s, e) = char_bounds(hay, f.start, f.end);
+            let (s, e) = (s.max(at), e.min(to));
+            if s >= e {
+                continue;
+            }
             out.extend_from_slice(&hay[at..s]);
             let label = &self.detector.entities()[f.entity];
             self.replace(label, Some(f.entity), &hay[s..e], action, out);
             tally.add(label, 1);
             at = e;
         }
-        out.extend_from_slice(&hay[at..to]);
+        if at < to {
+            out.extend_from_slice(&hay[at..to]);
+        }
     }
 
     /// The replacement for `value`.
@@ -390,6 +400,25 @@ fn year(value: &[u8]) -> Option<&str> {
     s.split(|c: char| !c.is_ascii_digit()).find(|p| p.len() == 4 && (p.starts_with("19") || p.starts_with("20")))
 }
 
+/// How many bytes at the end of `b` are the start of a UTF-8 character whose other bytes have
+/// not arrived yet.
+fn incomplete_utf8_tail(b: &[u8]) -> usize {
+    for back in 1..=3.min(b.len()) {
+        let byte = b[b.len() - back];
+        if (0x80..0xc0).contains(&byte) {
+            continue;
+        }
+        let need = match byte {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return 0,
+        };
+        return if back < need { back } else { 0 };
+    }
+    0
+}
+
 /// `start..end` widened to UTF-8 character boundaries.
 fn char_bounds(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
     let cont = |b: u8| (0x80..0xc0).contains(&b);
@@ -417,39 +446,40 @@ impl TextStream {
     /// Takes the next piece; returns the masked text that is settled.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         self.buf.extend_from_slice(chunk);
+        // A character cut by the chunking waits for its last bytes: the text is judged only as
+        // far as it is whole.
+        let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
         let det = self.profile.detector.clone();
-        let mut p = det.live_from(&mut self.cache, &self.buf, self.base, MAX_HOLD);
-        while p > self.base && p < self.buf.len() && (0x80..0xc0).contains(&self.buf[p]) {
+        let mut p = det.live_from(&mut self.cache, &self.buf[..whole], self.base, MAX_HOLD);
+        while p > self.base && p < whole && (0x80..0xc0).contains(&self.buf[p]) {
             p -= 1;
         }
-        self.emit(p)
+        if p <= self.base {
+            return Vec::new();
+        }
+        self.emit_final(p, whole)
     }
 
     /// The end of the text: everything held back, masked.
     pub fn finish(&mut self) -> Vec<u8> {
         let n = self.buf.len();
-        self.emit_final(n)
+        self.emit_final(n, n)
     }
 
-    /// Bytes held back.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.base
-    }
-
-    fn emit(&mut self, until: usize) -> Vec<u8> {
-        if until <= self.base {
-            return Vec::new();
-        }
-        self.emit_final(until)
-    }
-
-    fn emit_final(&mut self, until: usize) -> Vec<u8> {
+    /// Emits `base..until` (and past it, a match that started before it), judging the text as
+    /// ending at `whole`.
+    fn emit_final(&mut self, until: usize, whole: usize) -> Vec<u8> {
         let mut findings = Vec::new();
-        self.profile.detector.scan(&self.buf, self.base, until, &mut findings);
-        // A match that started before `until` is settled even where it runs past it.
-        let to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(self.buf.len());
+        let hay = &self.buf[..whole];
+        self.profile.detector.scan(hay, self.base, until, &mut findings);
+        // A match that started before `until` is settled even where it runs past it, to the end
+        // of the character it ends in.
+        let mut to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(whole);
+        while to < whole && (0x80..0xc0).contains(&hay[to]) {
+            to += 1;
+        }
         let mut out = Vec::with_capacity(to - self.base);
-        self.profile.apply(&self.buf, self.base, to, &findings, &mut out, &self.tally);
+        self.profile.apply(hay, self.base, to, &findings, &mut out, &self.tally);
         self.base = to;
         if self.base > 4 * detect::LOOKBEHIND {
             let cut = self.base - detect::LOOKBEHIND;

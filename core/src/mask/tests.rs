@@ -153,3 +153,23 @@ proptest! {
         fuzz_stream(&data);
     }
 }
+
+#[test]
+fn a_byte_pattern_ending_inside_a_character_does_not_panic_a_stream() {
+    let custom = [CustomEntity { name: "ID".into(), pattern: r"ID-.{4}".into(), confidence: 1.0 }];
+    let det = Arc::new(Detector::new(&custom, &[]).unwrap());
+    let spec = ProfileSpec {
+        name: "c".into(),
+        default_action: Action::Redact,
+        actions: vec![],
+        min_confidence: 0.0,
+        fields: vec![],
+        keep_year: false,
+    };
+    let p = Arc::new(Profile::new(det, spec, None).unwrap());
+    let t = "ID-ID-é and more".as_bytes();
+    for cut in 0..=t.len() {
+        let out = streamed(&p, t, &[cut]);
+        assert!(std::str::from_utf8(&out).is_ok(), "cut {cut}: {out:?}");
+    }
+}

@@ -569,9 +569,12 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         headers.insert(name.clone(), value.clone());
     }
     if mask.is_some() {
-        // A masked response must arrive in a form the gateway can read.
+        // A masked response must arrive in a form the gateway can read, and whole: a range could
+        // cut a value in two and each part would pass.
         headers.remove(header::ACCEPT_ENCODING);
         headers.remove(HeaderName::from_static("grpc-accept-encoding"));
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
     }
     let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
@@ -594,6 +597,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         counters: counters.clone(),
         metric: metric("client_to_upstream"),
         masker: None,
+        mask: None,
         principal: String::new(),
     };
     let up_task = tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
@@ -722,6 +726,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         counters: counters.clone(),
         metric: metric("upstream_to_client"),
         masker,
+        mask: mask.clone().map(|p| (p, tally.clone())),
         principal: principal_label,
     };
     let framer = Framer::for_content_type(&parts.headers);
@@ -824,6 +829,8 @@ struct Pump {
     metric: prometheus_client::metrics::counter::Counter,
     /// Masks each unit before it is journaled and delivered (responses on masked routes).
     masker: Option<BodyMasker>,
+    /// The profile that masks, for the trailers (`grpc-message` can quote what failed).
+    mask: Option<(Arc<crate::mask::Profile>, Arc<Tally>)>,
     /// The caller, for the decision record of a masking failure.
     principal: String,
 }
@@ -976,6 +983,10 @@ impl Pump {
                             }
                             // Trailers are headers too: no hop-by-hop fields, no credentials.
                             strip_hop_by_hop(&mut trailers);
+                            if let Some((profile, tally)) = &self.mask {
+                                mask_grpc_message(profile, tally, &mut trailers);
+                                strip_binary_headers(&mut trailers);
+                            }
                             let text = head_text("(trailers)", &trailers, &[]);
                             if let Err(e) =
                                 journal_record(self.sj.http_head(self.direction, &text).await, self.strict).await
@@ -1068,16 +1079,24 @@ async fn mask_response(
     grpc_path: Option<&str>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
     use hyper::body::Body as _;
+    // Headers that can quote values: the gRPC status message (a Trailers-Only answer carries it
+    // here), a redirect target, a file name. Binary headers cannot be read, so they go.
+    mask_grpc_message(profile, tally, headers);
+    for name in [header::LOCATION, header::CONTENT_LOCATION, header::CONTENT_DISPOSITION] {
+        mask_header(profile, tally, headers, name);
+    }
+    strip_binary_headers(headers);
+    if headers.get(header::CONTENT_RANGE).is_some() {
+        return Err("a partial (range) response cannot be inspected whole".into());
+    }
     if body.is_end_stream() {
         return Ok((body, None));
     }
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
-    {
-        return Err(crate::mask::MaskError::Encoded(enc.to_owned()).to_string());
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        let enc = v.to_str().unwrap_or("?");
+        if enc.split(',').map(str::trim).any(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity")) {
+            return Err(crate::mask::MaskError::Encoded(enc.to_owned()).to_string());
+        }
     }
     for h in ["content-md5", "digest", "repr-digest", "content-digest", "etag"] {
         headers.remove(h);
@@ -1098,6 +1117,7 @@ async fn mask_response(
         )
         .map_err(|e| e.to_string())?;
         headers.remove("grpc-encoding");
+        headers.remove(header::CONTENT_LENGTH);
         return Ok((body, Some(BodyMasker::Grpc(Box::new(g)))));
     }
     match BodyKind::of(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
@@ -1131,5 +1151,33 @@ async fn mask_response(
             headers.remove(header::CONTENT_LENGTH);
             Ok((body, Some(masker)))
         }
+    }
+}
+
+/// Masks `grpc-message` (percent-encoded text that may quote what failed); a value that is no
+/// longer a valid header after masking is dropped.
+fn mask_grpc_message(profile: &crate::mask::Profile, tally: &Tally, headers: &mut HeaderMap) {
+    // The value is percent-encoded already; the replacements are printable ASCII.
+    mask_header(profile, tally, headers, HeaderName::from_static("grpc-message"));
+}
+
+/// Masks one header's value as text; a value no longer valid as a header is dropped.
+fn mask_header(profile: &crate::mask::Profile, tally: &Tally, headers: &mut HeaderMap, name: HeaderName) {
+    let Some(v) = headers.get(&name) else { return };
+    let masked = profile.mask_text(v.as_bytes(), tally);
+    if masked != v.as_bytes() {
+        match HeaderValue::from_bytes(&masked) {
+            Ok(v) => headers.insert(name, v),
+            Err(_) => headers.remove(name),
+        };
+    }
+}
+
+/// Removes `*-bin` headers (gRPC binary metadata such as `grpc-status-details-bin`): the gateway
+/// cannot read them, so on a masked route they do not pass.
+fn strip_binary_headers(headers: &mut HeaderMap) {
+    let binary: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().ends_with("-bin")).cloned().collect();
+    for name in binary {
+        headers.remove(name);
     }
 }

@@ -106,12 +106,12 @@ impl PgMasker {
                     _ => {}
                 }
             }
-            let names: Vec<String> = rules.iter().map(|(_, _, c)| quote(c)).collect();
+            let names: Vec<String> = rules.iter().map(|(_, _, c)| quote(&c.to_lowercase())).collect();
             let sql = format!(
                 "SELECT c.oid::int4, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text \
                  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attname IN ({})",
+                 WHERE a.attnum > 0 AND NOT a.attisdropped AND lower(a.attname) IN ({})",
                 names.join(", ")
             );
             let mut q = Vec::from(&b"Q\0\0\0\0"[..]);
@@ -273,16 +273,62 @@ impl PgMasker {
                 }
                 Ok(Some(if changed { backend::encode(&BackendMessage::DataRow(out)) } else { raw }))
             }
+            // Errors and notices quote values (`Key (ssn)=(219-09-9999) already exists.`), and a
+            // notification carries a payload: their text is masked too.
+            BackendMessage::ErrorResponse(fields) | BackendMessage::NoticeResponse(fields) => {
+                let is_error = matches!(m, BackendMessage::ErrorResponse(_));
+                if is_error {
+                    self.plan = None;
+                    self.copy_out = false;
+                }
+                let mut changed = false;
+                let masked: Vec<(u8, Bytes)> = fields
+                    .iter()
+                    .map(|(code, value)| {
+                        if matches!(code, b'M' | b'D' | b'H' | b'W' | b'q') {
+                            let out = self.profile.mask_text(value, &self.tally);
+                            if out != value[..] {
+                                changed = true;
+                                return (*code, Bytes::from(out));
+                            }
+                        }
+                        (*code, value.clone())
+                    })
+                    .collect();
+                if !changed {
+                    return Ok(Some(raw));
+                }
+                let msg = if is_error {
+                    BackendMessage::ErrorResponse(masked)
+                } else {
+                    BackendMessage::NoticeResponse(masked)
+                };
+                Ok(Some(backend::encode(&msg)))
+            }
+            BackendMessage::NotificationResponse { process_id, channel, payload } => {
+                let out = self.profile.mask_text(payload, &self.tally);
+                Ok(Some(if out == payload[..] {
+                    raw
+                } else {
+                    backend::encode(&BackendMessage::NotificationResponse {
+                        process_id: *process_id,
+                        channel: channel.clone(),
+                        payload: Bytes::from(out),
+                    })
+                }))
+            }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
-            | BackendMessage::ErrorResponse(_)
             | BackendMessage::ReadyForQuery { .. } => {
                 self.plan = None;
                 self.copy_out = false;
                 Ok(Some(raw))
             }
-            BackendMessage::CopyOutResponse { .. } | BackendMessage::CopyBothResponse { .. } => {
-                if column_rules(&self.profile).is_empty() {
+            BackendMessage::CopyOutResponse { format, .. } | BackendMessage::CopyBothResponse { format, .. } => {
+                // Binary COPY cannot be read as text, CopyBoth is replication: refused like COPY
+                // under column rules.
+                let readable = *format == 0 && matches!(m, BackendMessage::CopyOutResponse { .. });
+                if readable && column_rules(&self.profile).is_empty() {
                     self.copy_out = true;
                     Ok(Some(raw))
                 } else {
@@ -290,8 +336,8 @@ impl PgMasker {
                     Ok(Some(super::driver::error_fields(
                         "ERROR",
                         "42501",
-                        "COPY TO is not available on this masked route: its column rules cannot follow COPY data; \
-                         use SELECT",
+                        "COPY TO is not available on this masked route (binary COPY, replication, or column \
+                         rules, which cannot follow COPY data); use SELECT",
                     )))
                 }
             }
