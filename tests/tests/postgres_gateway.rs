@@ -581,6 +581,8 @@ async fn psycopg_reads_patients_masked_per_role() {
     assert_eq!(clinician["text"][0][2], "***-**-9999");
     assert_eq!(clinician["text"][0][3], "1971-03-04");
     assert_eq!(clinician["text"][0][4], "reach at q.zed@example.org");
+    assert_eq!(clinician["binary"][0][3], "1971-03-04", "a profile that keeps dates keeps binary dates");
+    assert_eq!(clinician["binary"][0][0], 1, "binary integers with nothing in them pass");
     gw.stop().await;
 
     let data_dir = gw.data_dir().display().to_string();

@@ -248,6 +248,11 @@ impl Profile {
         })
     }
 
+    /// Whether this profile leaves an entity's values as they are.
+    pub fn keeps(&self, entity: &str) -> bool {
+        self.detector.entity(entity).is_some_and(|e| self.actions.get(e) == Some(&Action::Keep))
+    }
+
     /// The detector set.
     pub fn detector(&self) -> &Arc<Detector> {
         &self.detector

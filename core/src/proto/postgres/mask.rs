@@ -6,6 +6,9 @@
 //!   column through aliases (`SELECT ssn AS x FROM patients`): RowDescription carries the source
 //!   table and column of every plain column reference. A rule without a table also matches a
 //!   result column by name.
+//! - Binary values the gateway cannot read as text: an integer is checked as its decimal text
+//!   (NULL on a finding), a date or timestamp is NULL unless the profile keeps dates, and any
+//!   other type that could hold text (arrays, records, citext, enums, bytea) is NULL — fail closed.
 //! - Every other value of a text type (text, varchar, char, name, json, jsonb, xml, and, in text
 //!   format, any type the gateway does not know to be structured) goes through the detectors;
 //!   JSON values through the JSON masker. A structured value (a number, a date) in which a
@@ -50,7 +53,19 @@ enum Column {
     Structured,
     /// A column rule.
     Rule { rule: usize, text: bool, json: bool, jsonb_binary: bool },
+    /// A binary integer (`int2`, `int4`, `int8`): read as its decimal text by the detectors; a
+    /// finding makes it NULL.
+    BinaryInt,
+    /// A binary date or timestamp: NULL unless the profile keeps dates.
+    BinaryDate,
+    /// A binary value the gateway cannot read (arrays, records, citext, enums, bytea …): NULL.
+    Unreadable,
 }
+
+/// Binary types that cannot carry an identifier the detectors would find.
+const BINARY_SAFE: &[i32] = &[16, 700, 701, 1700, 26, 2950, 1186];
+/// `date`, `timestamp`, `timestamptz`, `time`, `timetz`.
+const DATE_TYPES: &[i32] = &[1082, 1114, 1184, 1083, 1266];
 
 /// The masker of one session.
 #[derive(Debug)]
@@ -178,7 +193,12 @@ impl PgMasker {
         if text || json {
             Column::Text { json, jsonb_binary }
         } else if binary {
-            Column::Pass
+            match f.type_oid {
+                20 | 21 | 23 => Column::BinaryInt,
+                t if DATE_TYPES.contains(&t) => Column::BinaryDate,
+                t if BINARY_SAFE.contains(&t) => Column::Pass,
+                _ => Column::Unreadable,
+            }
         } else if STRUCTURED.contains(&f.type_oid) {
             Column::Structured
         } else {
@@ -192,6 +212,29 @@ impl PgMasker {
         let v = v?;
         match col {
             Column::Pass => Some(v),
+            Column::BinaryInt => {
+                let n: i64 = match v.len() {
+                    2 => i64::from(i16::from_be_bytes([v[0], v[1]])),
+                    4 => i64::from(i32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                    8 => i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+                    _ => return None,
+                };
+                let text = n.to_string();
+                let masked = self.profile.mask_keyed(name, text.as_bytes(), &self.tally);
+                if masked == text.as_bytes() { Some(v) } else { None }
+            }
+            Column::BinaryDate => {
+                if self.profile.keeps("DATE") {
+                    Some(v)
+                } else {
+                    self.tally.add("DATE", 1);
+                    None
+                }
+            }
+            Column::Unreadable => {
+                self.tally.add("UNREADABLE", 1);
+                None
+            }
             Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary)),
             Column::Structured => {
                 let masked = self.profile.mask_keyed(name, &v, &self.tally);
