@@ -262,18 +262,11 @@ impl SseMasker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::{Action, Detector, ProfileSpec};
+    use crate::mask::{Detector, ProfileSpec};
 
     fn masker(kind: BodyKind) -> BodyMasker {
         let det = Arc::new(Detector::new(&[], &[]).unwrap());
-        let spec = ProfileSpec {
-            name: "t".into(),
-            default_action: Action::Redact,
-            actions: vec![],
-            min_confidence: 0.0,
-            fields: vec![],
-            keep_year: false,
-        };
+        let spec = ProfileSpec::redact_all("t");
         let p = Arc::new(Profile::new(det, spec, None).unwrap());
         BodyMasker::new(kind, p, Arc::new(Tally::default())).unwrap()
     }
@@ -319,14 +312,7 @@ mod tests {
         assert_eq!(BodyKind::of(Some("application/fhir+json; charset=utf-8")), BodyKind::Json);
         assert_eq!(BodyKind::of(None), BodyKind::Text);
         let det = Arc::new(Detector::new(&[], &[]).unwrap());
-        let spec = ProfileSpec {
-            name: "t".into(),
-            default_action: Action::Redact,
-            actions: vec![],
-            min_confidence: 0.0,
-            fields: vec![],
-            keep_year: false,
-        };
+        let spec = ProfileSpec::redact_all("t");
         let p = Arc::new(Profile::new(det, spec, None).unwrap());
         assert!(BodyMasker::new(BodyKind::Opaque, p, Arc::new(Tally::default())).is_err());
     }

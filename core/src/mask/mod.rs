@@ -203,6 +203,20 @@ pub struct ProfileSpec {
     pub keep_year: bool,
 }
 
+impl ProfileSpec {
+    /// A profile that redacts every entity it detects, whatever its confidence.
+    pub fn redact_all(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            default_action: Action::Redact,
+            actions: Vec::new(),
+            min_confidence: 0.0,
+            fields: Vec::new(),
+            keep_year: false,
+        }
+    }
+}
+
 /// Why a profile could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -504,14 +518,7 @@ pub fn fuzz_stream(data: &[u8]) {
     let Some(profile) = PROFILE
         .get_or_init(|| {
             let det = Arc::new(Detector::new(&[], &[]).ok()?);
-            let spec = ProfileSpec {
-                name: "fuzz".into(),
-                default_action: Action::Redact,
-                actions: vec![],
-                min_confidence: 0.0,
-                fields: vec![],
-                keep_year: false,
-            };
+            let spec = ProfileSpec::redact_all("fuzz");
             Profile::new(det, spec, None).ok().map(Arc::new)
         })
         .clone()

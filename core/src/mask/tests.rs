@@ -20,14 +20,7 @@ const CORPUS: &[&str] = &[
 
 fn profile() -> Arc<Profile> {
     let det = Arc::new(Detector::new(&[], &[]).unwrap());
-    let spec = ProfileSpec {
-        name: "all".into(),
-        default_action: Action::Redact,
-        actions: vec![],
-        min_confidence: 0.0,
-        fields: vec![],
-        keep_year: false,
-    };
+    let spec = ProfileSpec::redact_all("all");
     Arc::new(Profile::new(det, spec, None).unwrap())
 }
 
@@ -158,14 +151,7 @@ proptest! {
 fn a_byte_pattern_ending_inside_a_character_does_not_panic_a_stream() {
     let custom = [CustomEntity { name: "ID".into(), pattern: r"ID-.{4}".into(), confidence: 1.0 }];
     let det = Arc::new(Detector::new(&custom, &[]).unwrap());
-    let spec = ProfileSpec {
-        name: "c".into(),
-        default_action: Action::Redact,
-        actions: vec![],
-        min_confidence: 0.0,
-        fields: vec![],
-        keep_year: false,
-    };
+    let spec = ProfileSpec::redact_all("c");
     let p = Arc::new(Profile::new(det, spec, None).unwrap());
     let t = "ID-ID-é and more".as_bytes();
     for cut in 0..=t.len() {
