@@ -109,14 +109,7 @@ fn clean_text(size: usize) -> Vec<u8> {
 
 fn profile() -> Arc<Profile> {
     let det = Arc::new(Detector::new(&[], &[]).unwrap());
-    let spec = ProfileSpec {
-        name: "bench".into(),
-        default_action: Action::Redact,
-        actions: vec![],
-        min_confidence: 0.5,
-        fields: vec![],
-        keep_year: false,
-    };
+    let spec = ProfileSpec { min_confidence: 0.5, ..ProfileSpec::redact_all("bench") };
     Arc::new(Profile::new(det, spec, None).unwrap())
 }
 

@@ -28,14 +28,7 @@ fn main() -> anyhow::Result<()> {
         docs.push(v["text"].as_str().context("a line without text")?.to_owned());
     }
     let det = Arc::new(Detector::new(&[], &[])?);
-    let spec = ProfileSpec {
-        name: "all".into(),
-        default_action: Action::Redact,
-        actions: vec![],
-        min_confidence: 0.5,
-        fields: vec![],
-        keep_year: false,
-    };
+    let spec = ProfileSpec { min_confidence: 0.5, ..ProfileSpec::redact_all("all") };
     let profile = Profile::new(det, spec, None)?;
     let tally = Tally::default();
     // One warm-up pass (lazy DFA states, name sets).

@@ -76,6 +76,15 @@ struct Pattern {
     regex: String,
     check: Check,
     confidence: f32,
+    /// The pattern marks its value with a group `v` (a keyword or title before it).
+    has_value: bool,
+}
+
+impl Pattern {
+    fn new(entity: EntityId, regex: String, check: Check, confidence: f32) -> Self {
+        let has_value = regex.contains("(?P<v>");
+        Self { entity, regex, check, confidence, has_value }
+    }
 }
 
 /// A custom entity from the configuration.
@@ -373,12 +382,8 @@ const NOT_NAME_WORDS: &[&str] = &[
 const SEP: &str = r#"(?:[\s_]*(?:number|num|nbr|no\.?|id|\#))?["']?\s*(?:[:#=.\-]|(?:on\s+(?:my|the|your)\s+card\s+)?is)?\s*["']?\s*"#;
 
 fn builtin_patterns() -> Vec<Pattern> {
-    let p = |entity: &str, regex: String, check: Check, confidence: f32| Pattern {
-        entity: id(entity),
-        regex,
-        check,
-        confidence,
-    };
+    let p =
+        |entity: &str, regex: String, check: Check, confidence: f32| Pattern::new(id(entity), regex, check, confidence);
     let months = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
     let name = r"(?:Mc|Mac|O')?[A-Z][a-z]+(?:-(?:Mc|Mac|O')?[A-Z][a-z]+)?";
     vec![
@@ -513,19 +518,14 @@ impl Detector {
         };
         for c in custom {
             let e = entity(&c.name);
-            patterns.push(Pattern {
-                entity: e,
-                regex: c.pattern.clone(),
-                check: Check::None,
-                confidence: c.confidence,
-            });
+            patterns.push(Pattern::new(e, c.pattern.clone(), Check::None, c.confidence));
         }
         for d in deny {
             let e = entity(&d.name);
             let alts: Vec<String> = d.terms.iter().map(|t| regex_syntax_escape(t)).collect();
             let flags = if d.case_sensitive { "" } else { "(?i)" };
             let regex = format!(r"{flags}\b(?:{})\b", alts.join("|"));
-            patterns.push(Pattern { entity: e, regex, check: Check::None, confidence: 1.0 });
+            patterns.push(Pattern::new(e, regex, Check::None, 1.0));
         }
         patterns.extend(builtin_patterns());
         for p in &patterns {
@@ -623,7 +623,7 @@ impl Detector {
     ) -> Option<Finding> {
         let p = &self.patterns[pid];
         let (mut vs, mut ve) = (start, end);
-        if p.regex.contains("(?P<v>") {
+        if p.has_value {
             let input = Input::new(hay).range(start..).anchored(Anchored::Pattern(pattern_id(pid)));
             self.all.search_captures(&input, caps);
             if let Some(span) = caps.get_group_by_name("v") {

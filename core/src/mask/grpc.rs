@@ -258,14 +258,7 @@ mod tests {
     fn masker(deltas: Vec<String>, fields: Vec<FieldRule>) -> (GrpcMasker, MessageDescriptor) {
         let schema = Arc::new(Schema::new(&descriptor_set(), deltas).unwrap());
         let det = Arc::new(Detector::new(&[], &[]).unwrap());
-        let spec = ProfileSpec {
-            name: "t".into(),
-            default_action: Action::Redact,
-            actions: vec![],
-            min_confidence: 0.0,
-            fields,
-            keep_year: false,
-        };
+        let spec = ProfileSpec { fields, ..ProfileSpec::redact_all("t") };
         let p = Arc::new(Profile::new(det, spec, None).unwrap());
         let desc = schema.pool.get_message_by_name("t.Note").unwrap();
         (GrpcMasker::new(p, Arc::new(Tally::default()), schema, "/t.Svc/Get", None, 1 << 20).unwrap(), desc)

@@ -398,14 +398,7 @@ mod tests {
 
     fn profile(fields: Vec<FieldRule>) -> Arc<Profile> {
         let det = Arc::new(Detector::new(&[], &[]).unwrap());
-        let spec = ProfileSpec {
-            name: "t".into(),
-            default_action: Action::Redact,
-            actions: vec![],
-            min_confidence: 0.0,
-            fields,
-            keep_year: false,
-        };
+        let spec = ProfileSpec { fields, ..ProfileSpec::redact_all("t") };
         Arc::new(Profile::new(det, spec, None).unwrap())
     }
 
