@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use airlock::mask::{Action, Detector, Profile, ProfileSpec, Tally};
+use airlock::mask::{Detector, Profile, ProfileSpec, Tally};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// A small deterministic generator (xorshift), so every run masks the same bytes.

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock::mask::{Action, Detector, Profile, ProfileSpec, Tally};
+use airlock::mask::{Detector, Profile, ProfileSpec, Tally};
 use anyhow::Context as _;
 use clap::Parser;
 
