@@ -15,8 +15,9 @@ use std::sync::LazyLock;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::meta::Regex;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input, MatchKind};
+use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 
 use super::validate as v;
 
@@ -78,12 +79,15 @@ struct Pattern {
     confidence: f32,
     /// The pattern marks its value with a group `v` (a keyword or title before it).
     has_value: bool,
+    /// When the `v` group ends the pattern at its top level: what comes before it and the value
+    /// (with what follows), compiled apart. Two anchored lazy-DFA searches then find the value
+    /// where a capturing search would need a backtracker.
+    split: Option<(Regex, Regex)>,
 }
 
 impl Pattern {
     fn new(entity: EntityId, regex: String, check: Check, confidence: f32) -> Self {
-        let has_value = regex.contains("(?P<v>");
-        Self { entity, regex, check, confidence, has_value }
+        Self { entity, regex, check, confidence, has_value: false, split: None }
     }
 }
 
@@ -152,6 +156,9 @@ static FIRST_NAMES: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| include_str!("names/first.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
 static LAST_NAMES: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| include_str!("names/last.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
+/// [`NOT_NAMES`] and [`NOT_NAME_WORDS`] together, for lookups per word.
+static NOT_NAME: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| NOT_NAMES.iter().chain(NOT_NAME_WORDS).copied().collect());
 
 /// Capitalized words that follow a cue or a title but are not names.
 const NOT_NAMES: &[&str] = &[
@@ -499,10 +506,18 @@ pub struct Detector {
     entities: Vec<String>,
     patterns: Vec<Pattern>,
     all: Regex,
+    /// Each pattern on its own, for anchored searches at a known start and for captures: the
+    /// small regex runs its own lazy DFA and backtracker, where the combined one would fall back
+    /// to a backtracker over every pattern's NFA.
+    alone: Vec<Regex>,
     /// Every pattern at once, anchored, keeping every thread alive (`MatchKind::All`): whether a
     /// position could still start a match once more text comes.
     live: DFA,
+    /// Caches for `live` when [`Detector::scan`] asks which patterns match at a position.
+    live_caches: Pool<Cache, CacheFn>,
 }
+
+type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 impl Detector {
     /// The built-in detectors plus `custom` and `deny` entities (those take priority).
@@ -528,12 +543,22 @@ impl Detector {
             patterns.push(Pattern::new(e, regex, Check::None, 1.0));
         }
         patterns.extend(builtin_patterns());
-        for p in &patterns {
+        let mut alone = Vec::with_capacity(patterns.len());
+        for p in &mut patterns {
             // Compile one at a time first, so an error names its entity.
-            Regex::builder()
+            let one = Regex::builder()
                 .syntax(syntax_config())
+                .configure(Regex::config().utf8_empty(false))
                 .build(&p.regex)
                 .map_err(|e| BuildError { entity: entities[p.entity].clone(), source: Box::new(e) })?;
+            p.has_value = one.group_info().to_index(regex_automata::PatternID::ZERO, "v").is_some();
+            if p.has_value {
+                p.split = split_at_value(&p.regex).and_then(|(before, value)| {
+                    let build = |r: &str| Regex::builder().syntax(syntax_config()).build(r).ok();
+                    Some((build(&before)?, build(&value)?))
+                });
+            }
+            alone.push(one);
         }
         let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
         let err =
@@ -554,7 +579,9 @@ impl Detector {
             )
             .build_many(&regexes)
             .map_err(|e| err(Box::new(e)))?;
-        Ok(Self { entities, patterns, all, live })
+        let for_pool = live.clone();
+        let live_caches: Pool<Cache, CacheFn> = Pool::new(Box::new(move || for_pool.create_cache()));
+        Ok(Self { entities, patterns, all, alone, live, live_caches })
     }
 
     /// Entity names by id.
@@ -575,7 +602,8 @@ impl Detector {
     /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is
     /// context (look-behind) only; the end of `hay` is the end of the text.
     pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
-        let mut caps = self.all.create_captures();
+        let mut cache = self.live_caches.get();
+        let mut here = PatternSet::new(self.patterns.len());
         let mut at = from;
         while at < until {
             let Some(m) = self.all.search(&Input::new(hay).range(at..)) else { break };
@@ -583,13 +611,19 @@ impl Detector {
                 break;
             }
             let first = m.pattern().as_usize();
-            let mut found = self.accept(hay, first, m.start(), m.end(), &mut caps);
+            let mut found = self.accept(hay, first, m.start(), m.end());
             if found.is_none() {
-                // Another pattern may match here where the first one's validator refused.
+                // Another pattern may match here where the first one's validator refused: try
+                // those that match at this start, in priority order (all of them if the set
+                // could not be worked out).
+                let known = self.patterns_at(&mut cache, hay, m.start(), &mut here);
                 for pid in (0..self.patterns.len()).filter(|&p| p != first) {
-                    let input = Input::new(hay).range(m.start()..).anchored(Anchored::Pattern(pattern_id(pid)));
-                    if let Some(m2) = self.all.search(&input)
-                        && let Some(f) = self.accept(hay, pid, m2.start(), m2.end(), &mut caps)
+                    if known && !here.contains(pattern_id(pid)) {
+                        continue;
+                    }
+                    let input = Input::new(hay).range(m.start()..).anchored(Anchored::Yes);
+                    if let Some(m2) = self.alone[pid].search(&input)
+                        && let Some(f) = self.accept(hay, pid, m2.start(), m2.end())
                     {
                         found = Some(f);
                         break;
@@ -606,6 +640,39 @@ impl Detector {
         }
     }
 
+    /// Every pattern with a match that starts at `start`, into `set`. False if the lazy DFA gave
+    /// up (then `set` means nothing).
+    fn patterns_at(&self, cache: &mut Cache, hay: &[u8], start: usize, set: &mut PatternSet) -> bool {
+        set.clear();
+        let input = Input::new(hay).range(start..).anchored(Anchored::Yes);
+        let Ok(mut sid) = self.live.start_state_forward(cache, &input) else { return false };
+        let mut note = |cache: &Cache, sid: regex_automata::hybrid::LazyStateID| {
+            if sid.is_match() {
+                for i in 0..self.live.match_len(cache, sid) {
+                    set.insert(self.live.match_pattern(cache, sid, i));
+                }
+            }
+        };
+        for &b in &hay[start..] {
+            match self.live.next_state(cache, sid, b) {
+                Ok(next) => sid = next,
+                Err(_) => return false,
+            }
+            note(cache, sid);
+            if sid.is_dead() {
+                return true;
+            }
+            if sid.is_quit() {
+                return false;
+            }
+        }
+        match self.live.next_eoi_state(cache, sid) {
+            Ok(eoi) => note(cache, eoi),
+            Err(_) => return false,
+        }
+        true
+    }
+
     /// All findings in `text`.
     pub fn find_all(&self, text: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
@@ -613,22 +680,11 @@ impl Detector {
         out
     }
 
-    fn accept(
-        &self,
-        hay: &[u8],
-        pid: usize,
-        start: usize,
-        end: usize,
-        caps: &mut regex_automata::util::captures::Captures,
-    ) -> Option<Finding> {
+    fn accept(&self, hay: &[u8], pid: usize, start: usize, end: usize) -> Option<Finding> {
         let p = &self.patterns[pid];
         let (mut vs, mut ve) = (start, end);
         if p.has_value {
-            let input = Input::new(hay).range(start..).anchored(Anchored::Pattern(pattern_id(pid)));
-            self.all.search_captures(&input, caps);
-            if let Some(span) = caps.get_group_by_name("v") {
-                (vs, ve) = (span.start, span.end);
-            }
+            (vs, ve) = self.value_span(pid, hay, start, end);
         }
         let value = &hay[vs..ve];
         let before = &hay[vs.saturating_sub(LOOKBEHIND)..vs];
@@ -662,24 +718,25 @@ impl Detector {
                 value.iter().any(u8::is_ascii_digit)
             }
             Check::Name => {
-                let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
-                let known = words.first().is_some_and(|w| FIRST_NAMES.contains(w))
-                    || words.last().is_some_and(|w| LAST_NAMES.contains(w));
-                if known {
+                let text = std::str::from_utf8(value).unwrap_or("");
+                let mut words = text.split_whitespace();
+                let first = words.next()?;
+                let last = words.next_back().unwrap_or(first);
+                if FIRST_NAMES.contains(first) || LAST_NAMES.contains(last) {
                     confidence = confidence.max(0.9);
                 }
-                !words.is_empty() && !words.iter().any(|w| NOT_NAMES.contains(w) || NOT_NAME_WORDS.contains(w))
+                !text.split_whitespace().any(|w| NOT_NAME.contains(w))
             }
             Check::NamePair => {
-                let words: Vec<&str> = std::str::from_utf8(value).unwrap_or("").split_whitespace().collect();
-                let (Some(first), Some(last)) = (words.first(), words.last()) else { return None };
+                let text = std::str::from_utf8(value).unwrap_or("");
+                let mut words = text.split_whitespace();
+                let (Some(first), Some(last)) = (words.next(), words.next_back()) else { return None };
                 let (known_first, known_last) = (FIRST_NAMES.contains(first), LAST_NAMES.contains(last));
-                let plain = |w: &str| !NOT_NAMES.contains(&w) && !NOT_NAME_WORDS.contains(&w);
                 if !(known_first && known_last) {
                     // One half known, the other a capitalized word that is not a common one.
                     confidence = 0.6;
                 }
-                words.len() >= 2 && (known_first || known_last) && words.iter().all(|w| plain(w))
+                (known_first || known_last) && !text.split_whitespace().any(|w| NOT_NAME.contains(w))
             }
             Check::Url => {
                 while ve > vs + 1 && matches!(hay[ve - 1], b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'\'') {
@@ -689,6 +746,30 @@ impl Detector {
             }
         };
         ok.then_some(Finding { entity, start: vs, end: ve, match_end: end, confidence })
+    }
+
+    /// The span of group `v` in the match `start..end` of pattern `pid`.
+    ///
+    /// The match takes the highest-priority path through the pattern. When the part before the
+    /// value, on its own, takes its highest-priority path to some `split` and the value on its
+    /// own then runs from `split` exactly to `end`, that pair is the whole match's path, so the
+    /// value starts at `split`. Otherwise (a custom pattern whose value is nested, or a
+    /// prefix whose first path leaves no value) a capturing search decides.
+    fn value_span(&self, pid: usize, hay: &[u8], start: usize, end: usize) -> (usize, usize) {
+        if let Some((before, value)) = &self.patterns[pid].split
+            && let Some(b) = before.search(&Input::new(hay).range(start..end).anchored(Anchored::Yes))
+            && value
+                .search(&Input::new(hay).range(b.end()..end).anchored(Anchored::Yes))
+                .is_some_and(|v| v.end() == end)
+        {
+            return (b.end(), end);
+        }
+        // Bounded to the match, so the backtracker's visited set is the match's size, not the
+        // rest of the haystack's (look-around still sees the bytes either side).
+        let alone = &self.alone[pid];
+        let mut caps = alone.create_captures();
+        alone.search_captures(&Input::new(hay).range(start..end).anchored(Anchored::Yes), &mut caps);
+        caps.get_group_by_name("v").map_or((start, end), |span| (span.start, span.end))
     }
 
     /// The first position in `from..hay.len()` (checking no further back than `hay.len() -
@@ -744,6 +825,40 @@ fn regex_syntax_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `regex` cut around its group `v` into what comes before the group and the group's contents
+/// with what follows it, when the group sits at the top level and the pattern has no top-level
+/// alternation (so the pattern is exactly the one followed by the other). A leading `(?flags)`
+/// applies to both halves.
+fn split_at_value(regex: &str) -> Option<(String, String)> {
+    let open = regex.find("(?P<v>")?;
+    let bytes = regex.as_bytes();
+    let (mut depth, mut class, mut close, mut i) = (0_i32, false, None, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' if !class => class = true,
+            b']' if class => class = false,
+            _ if class => {}
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 && i > open && close.is_none() {
+                    close = Some(i);
+                }
+            }
+            b'|' if depth == 0 => return None,
+            _ => {}
+        }
+        if i == open && depth != 1 {
+            return None;
+        }
+        i += 1;
+    }
+    let close = close?;
+    let flags = if regex.starts_with("(?i)") { "(?i)" } else { "" };
+    Some((regex[..open].to_owned(), format!("{flags}{}{}", &regex[open + 6..close], &regex[close + 1..])))
 }
 
 fn ends_with_digit_dot(before: &[u8]) -> bool {

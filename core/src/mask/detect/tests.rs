@@ -89,3 +89,175 @@ fn a_position_is_live_only_while_a_match_could_still_grow() {
     let done = b"ok. nothing here. ";
     assert_eq!(d.live_from(&mut cache, done, 0, 1024), done.len());
 }
+
+/// The scan as first written: one leftmost-first search from where the last finding ended, and
+/// on a refused match every other pattern retried anchored at its start. The optimized scan must
+/// give exactly this answer.
+fn scan_reference(d: &Detector, hay: &[u8]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < hay.len() {
+        let Some(m) = d.all.search(&Input::new(hay).range(at..)) else { break };
+        let first = m.pattern().as_usize();
+        let mut found = d.accept(hay, first, m.start(), m.end());
+        for pid in (0..d.patterns.len()).filter(|&p| p != first) {
+            if found.is_some() {
+                break;
+            }
+            let input = Input::new(hay).range(m.start()..).anchored(Anchored::Pattern(pattern_id(pid)));
+            if let Some(m2) = d.all.search(&input) {
+                found = d.accept(hay, pid, m2.start(), m2.end());
+            }
+        }
+        match found {
+            Some(f) => {
+                at = f.match_end.max(m.start() + 1);
+                out.push(f);
+            }
+            None => at = m.start() + 1,
+        }
+    }
+    out
+}
+
+/// Pieces of text that start, end, nearly make or break matches.
+const PIECES: &[&str] = &[
+    "123-45-6789",
+    "666-12-3456",
+    "4111 1111 1111 1111",
+    "4111111111111112",
+    "1234567893",
+    "AB1234563",
+    "490154203237518",
+    "GB82 WEST 1234 5698 7654 32",
+    "1M8GDM9AXKP042788",
+    "10.0.0.12",
+    "2001:db8::1",
+    "::",
+    "fe80::1%",
+    "00:1A:2B:3C:4D:5E",
+    "001a.2b3c.4d5e",
+    "aa-bb-cc-dd-ee-ff",
+    "02115",
+    "MA",
+    "02115-1234",
+    "(617) 555-0123",
+    "+1 617 555 0123",
+    "+447911123456",
+    "john.smith",
+    "@",
+    "example.org",
+    "https://",
+    "www.",
+    "ehr.example.com/p?x=1",
+    "04/17/1962",
+    "1985-03-12T10:30:00Z",
+    "April 17, 2023",
+    "17th of March 1999",
+    "Dr.",
+    "Ms",
+    "Mr. ",
+    "John",
+    "Smith",
+    "Maria Garcia",
+    "Emily",
+    "Chen",
+    "O'Brien",
+    "McDonald",
+    "The",
+    "Hospital",
+    "patient",
+    "Patient:",
+    "name",
+    "my name is",
+    "i'm",
+    "it's",
+    "this is",
+    "hi",
+    "thanks,",
+    "seen by",
+    "MRN",
+    "mrn:",
+    "Member ID",
+    "account number",
+    "acct #",
+    "driver's license",
+    "ssn",
+    "SSN:",
+    "npi",
+    "imei",
+    "cert.",
+    "policy",
+    "77 Beacon St",
+    "Apt 4B",
+    "Street",
+    "café",
+    "日本",
+    "✓",
+    "v1.2.3.4.5",
+    "10:30",
+    "500 mg",
+    "x",
+    "-",
+    ".",
+    ",",
+    ":",
+    "\"",
+    "'",
+    "=",
+    "#",
+    "(",
+    ")",
+    "\n",
+    "\t",
+    " ",
+    "  ",
+    "0",
+    "9",
+    "12",
+    "123",
+    "1234",
+    "12345",
+    "A",
+    "Z9",
+];
+
+proptest::proptest! {
+    #[test]
+    fn the_scan_equals_the_reference_scan(picks in proptest::collection::vec((0..PIECES.len(), 0usize..4), 1..40)) {
+        static D: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(|| Detector::new(&[], &[]).unwrap());
+        let mut text = String::new();
+        for (i, sep) in picks {
+            text.push_str(PIECES[i]);
+            text.push_str([" ", "", ", ", "\n"][sep]);
+        }
+        let hay = text.as_bytes();
+        proptest::prop_assert_eq!(D.find_all(hay), scan_reference(&D, hay), "{:?}", text);
+        // The value found without captures is the one the capture group reports.
+        for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
+            let alone = &D.alone[pid];
+            for caps in alone.captures_iter(hay) {
+                let (Some(m), Some(v)) = (caps.get_match(), caps.get_group_by_name("v")) else { continue };
+                proptest::prop_assert_eq!(
+                    D.value_span(pid, hay, m.start(), m.end()),
+                    (v.start, v.end),
+                    "pattern {} in {:?}", pid, text
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_builtin_value_pattern_splits_without_captures() {
+    let d = Detector::new(&[], &[]).unwrap();
+    for p in d.patterns.iter().filter(|p| p.has_value) {
+        assert!(p.split.is_some(), "{} does not split", p.regex);
+    }
+    assert_eq!(split_at_value(r"a|b(?P<v>c)"), None);
+    assert_eq!(split_at_value(r"(?:a(?P<v>c))"), None);
+    assert_eq!(
+        split_at_value(r"(?i)k[(]:\s*(?P<v>[a-z)]+)\b"),
+        Some((r"(?i)k[(]:\s*".into(), r"(?i)[a-z)]+\b".into()))
+    );
+}
