@@ -25,6 +25,13 @@ use super::validate as v;
 /// it has already emitted.
 pub(crate) const LOOKBEHIND: usize = 64;
 
+/// A scout window that skipped fewer bytes than this counts as short.
+const DENSE_SKIP: usize = 24;
+/// After this many short windows in a row the text is dense…
+const DENSE_RUNS: u32 = 3;
+/// …and the next this many bytes are searched without the scout.
+const DENSE_SPAN: usize = 1024;
+
 /// An entity type, as an index into [`Detector::entities`].
 pub type EntityId = usize;
 
@@ -68,6 +75,9 @@ enum Check {
     NamePair,
     /// A URL: trailing punctuation is not part of it.
     Url,
+    /// A MAC address holds a digit (an all-letter one such as `aa-bb-cc-dd-ee-ff` reads as a
+    /// word far more often than as an address, and the trigger scan relies on it).
+    Mac,
 }
 
 /// One pattern of the set.
@@ -470,8 +480,8 @@ fn builtin_patterns() -> Vec<Pattern> {
             0.85,
         ),
         p("PHONE", r"\+[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,4}\)?){2,5}\b".into(), Check::Phone, 0.8),
-        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}\b".into(), Check::None, 0.9),
-        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b".into(), Check::None, 0.9),
+        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{2}(?:[:\-][0-9a-f]{2}){5}\b".into(), Check::Mac, 0.9),
+        p("MAC_ADDRESS", r"(?i)\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b".into(), Check::Mac, 0.9),
         p("IP_ADDRESS", r"\b\d{1,3}(?:\.\d{1,3}){3,}\b".into(), Check::Ipv4, 0.9),
         p("IP_ADDRESS", r"(?i)(?:\b[0-9a-f]{1,4})?(?::[0-9a-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}".into(), Check::Ipv6, 0.9),
         p("ZIP", r"\b\d{5}(?:-\d{4})?\b".into(), Check::Zip, 0.8),
@@ -515,6 +525,9 @@ pub struct Detector {
     live: DFA,
     /// Caches for `live` when [`Detector::scan`] asks which patterns match at a position.
     live_caches: Pool<Cache, CacheFn>,
+    /// The unanchored DFA the scout drives over text between triggers (see `scout.rs`), with
+    /// its caches; none when custom or deny-list entities are configured.
+    scout: Option<(DFA, Pool<Cache, CacheFn>)>,
 }
 
 type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
@@ -581,7 +594,14 @@ impl Detector {
             .map_err(|e| err(Box::new(e)))?;
         let for_pool = live.clone();
         let live_caches: Pool<Cache, CacheFn> = Pool::new(Box::new(move || for_pool.create_cache()));
-        Ok(Self { entities, patterns, all, alone, live, live_caches })
+        let scout = if custom.is_empty() && deny.is_empty() {
+            let dfa = super::scout::build_dfa(&regexes, syntax_config()).map_err(|e| err(e))?;
+            let for_pool = dfa.clone();
+            Some((dfa, Pool::new(Box::new(move || for_pool.create_cache()) as CacheFn)))
+        } else {
+            None
+        };
+        Ok(Self { entities, patterns, all, alone, live, live_caches, scout })
     }
 
     /// Entity names by id.
@@ -604,8 +624,26 @@ impl Detector {
     pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
         let mut cache = self.live_caches.get();
         let mut here = PatternSet::new(self.patterns.len());
+        let mut scout_cache = self.scout.as_ref().map(|(_, pool)| pool.get());
+        // Where findings are dense the scout's windows skip little and its DFA run is paid
+        // twice; after a few such windows the search goes on without it for a while.
+        let (mut dense_until, mut short_skips) = (from, 0_u32);
         let mut at = from;
         while at < until {
+            if at >= dense_until
+                && let (Some((dfa, _)), Some(cache)) = (&self.scout, scout_cache.as_mut())
+            {
+                match super::scout::scout(dfa, cache, hay, at, until) {
+                    super::scout::Scouted::From(w) => {
+                        short_skips = if w - at < DENSE_SKIP { short_skips + 1 } else { 0 };
+                        if short_skips >= DENSE_RUNS {
+                            (dense_until, short_skips) = (w + DENSE_SPAN, 0);
+                        }
+                        at = w;
+                    }
+                    super::scout::Scouted::Nothing => break,
+                }
+            }
             let Some(m) = self.all.search(&Input::new(hay).range(at..)) else { break };
             if m.start() >= until {
                 break;
@@ -738,6 +776,7 @@ impl Detector {
                 }
                 (known_first || known_last) && !text.split_whitespace().any(|w| NOT_NAME.contains(w))
             }
+            Check::Mac => value.iter().any(u8::is_ascii_digit),
             Check::Url => {
                 while ve > vs + 1 && matches!(hay[ve - 1], b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'\'') {
                     ve -= 1;

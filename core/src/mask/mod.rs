@@ -19,6 +19,7 @@ pub mod body;
 pub mod detect;
 pub mod grpc;
 pub mod json;
+mod scout;
 mod validate;
 
 use std::collections::BTreeMap;
