@@ -604,6 +604,11 @@ impl Detector {
         Ok(Self { entities, patterns, all, alone, live, live_caches, scout })
     }
 
+    #[cfg(test)]
+    pub(crate) fn scout_parts(&self) -> &(DFA, Pool<Cache, CacheFn>) {
+        self.scout.as_ref().unwrap()
+    }
+
     /// Entity names by id.
     pub fn entities(&self) -> &[String] {
         &self.entities
