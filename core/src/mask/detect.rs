@@ -25,6 +25,9 @@ use super::validate as v;
 /// it has already emitted.
 pub(crate) const LOOKBEHIND: usize = 64;
 
+/// Text shorter than this is searched without the scout: its set-up costs more than a lazy
+/// DFA pass over so few bytes.
+const SCOUT_MIN: usize = 512;
 /// A scout window that skipped fewer bytes than this counts as short.
 const DENSE_SKIP: usize = 24;
 /// After this many short windows in a row the text is dense…
@@ -627,21 +630,30 @@ impl Detector {
     /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is
     /// context (look-behind) only; the end of `hay` is the end of the text.
     pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
-        let mut cache = self.live_caches.get();
-        let mut here = PatternSet::new(self.patterns.len());
-        let mut scout_cache = self.scout.as_ref().map(|(_, pool)| pool.get());
+        self.scan_with(hay, from, until, out, (SCOUT_MIN, DENSE_RUNS));
+    }
+
+    /// [`Detector::scan`], scouting while at least `scout.0` bytes are left and until `scout.1`
+    /// short windows in a row.
+    fn scan_with(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>, scout: (usize, u32)) {
+        let (scout_min, dense_runs) = scout;
+        // Taken when first needed: most calls need neither.
+        let mut retry = None;
+        let mut scout_cache = None;
         // Where findings are dense the scout's windows skip little and its DFA run is paid
         // twice; after a few such windows the search goes on without it for a while.
         let (mut dense_until, mut short_skips) = (from, 0_u32);
         let mut at = from;
         while at < until {
             if at >= dense_until
-                && let (Some((dfa, _)), Some(cache)) = (&self.scout, scout_cache.as_mut())
+                && until - at >= scout_min
+                && let Some((dfa, pool)) = &self.scout
             {
+                let cache = scout_cache.get_or_insert_with(|| pool.get());
                 match super::scout::scout(dfa, cache, hay, at, until) {
                     super::scout::Scouted::From(w) => {
                         short_skips = if w - at < DENSE_SKIP { short_skips + 1 } else { 0 };
-                        if short_skips >= DENSE_RUNS {
+                        if short_skips >= dense_runs {
                             (dense_until, short_skips) = (w + DENSE_SPAN, 0);
                         }
                         at = w;
@@ -659,7 +671,9 @@ impl Detector {
                 // Another pattern may match here where the first one's validator refused: try
                 // those that match at this start, in priority order (all of them if the set
                 // could not be worked out).
-                let known = self.patterns_at(&mut cache, hay, m.start(), &mut here);
+                let (cache, here) =
+                    retry.get_or_insert_with(|| (self.live_caches.get(), PatternSet::new(self.patterns.len())));
+                let known = self.patterns_at(cache, hay, m.start(), here);
                 for pid in (0..self.patterns.len()).filter(|&p| p != first) {
                     if known && !here.contains(pattern_id(pid)) {
                         continue;

@@ -253,7 +253,11 @@ proptest::proptest! {
             text.push_str([" ", "", ", ", "\n"][sep]);
         }
         let hay = text.as_bytes();
-        proptest::prop_assert_eq!(D.find_all(hay), scan_reference(&D, hay), "{:?}", text);
+        let reference = scan_reference(&D, hay);
+        proptest::prop_assert_eq!(&D.find_all(hay), &reference, "{:?}", text);
+        let mut scouted = Vec::new();
+        D.scan_with(hay, 0, hay.len(), &mut scouted, (0, u32::MAX));
+        proptest::prop_assert_eq!(&scouted, &reference, "scouted: {:?}", text);
         // The value found without captures is the one the capture group reports.
         for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
             let alone = &D.alone[pid];
