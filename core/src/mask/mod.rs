@@ -177,7 +177,13 @@ impl Tally {
     /// Counts one masked value.
     pub fn add(&self, label: &str, n: u64) {
         if let Ok(mut m) = self.0.lock() {
-            *m.entry(label.to_owned()).or_default() += n;
+            // The label is allocated only the first time it is counted.
+            match m.get_mut(label) {
+                Some(count) => *count += n,
+                None => {
+                    m.insert(label.to_owned(), n);
+                }
+            }
         }
     }
 
