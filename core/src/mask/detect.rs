@@ -28,6 +28,8 @@ pub(crate) const LOOKBEHIND: usize = 64;
 /// Text shorter than this is searched without the scout: its set-up costs more than a lazy
 /// DFA pass over so few bytes.
 const SCOUT_MIN: usize = 512;
+/// With more trigger windows than this in the streaming masker's horizon, every position is asked.
+const DENSE_WINDOWS: usize = 48;
 /// A scout window that skipped fewer bytes than this counts as short.
 const DENSE_SKIP: usize = 24;
 /// After this many short windows in a row the text is dense…
@@ -834,14 +836,49 @@ impl Detector {
     /// horizon`) where a match could start and still need bytes after the end of `hay`; the end
     /// of `hay` if there is none. Text before that position is settled: more input cannot change
     /// what is found there.
+    ///
+    /// Only positions where an accepted finding could start are asked: with the scout's rule,
+    /// those in the window of a trigger already here, and those the walk-back from the end
+    /// reaches (a trigger still to come). Elsewhere a match may start, but it will be refused,
+    /// and a refused match changes nothing after it.
     pub(crate) fn live_from(&self, cache: &mut Cache, hay: &[u8], from: usize, horizon: usize) -> usize {
         let n = hay.len();
-        let mut p = from.max(n.saturating_sub(horizon));
-        while p < n {
-            if self.is_live(cache, hay, p) {
-                return p;
+        let lo = from.max(n.saturating_sub(horizon));
+        let mut windows = Vec::new();
+        if self.scout.is_some() {
+            let mut at = lo;
+            while let Some(t) = super::scout::next_trigger(hay, at) {
+                // Every trigger in the same run of word bytes walks back to the same place: one
+                // window to the end of the run.
+                let mut end = t + 1;
+                while end < n && super::scout::is_run(hay[end]) {
+                    end += 1;
+                }
+                windows.push((super::scout::walk_back(hay, t, lo), end));
+                at = end;
+                if windows.len() > DENSE_WINDOWS {
+                    // Dense text: the windows cover most of it, and cost more than they skip.
+                    windows.clear();
+                    break;
+                }
             }
-            p += 1;
+            if windows.is_empty() && at > lo {
+                windows.push((lo, n));
+            } else {
+                windows.push((super::scout::walk_back(hay, n, lo), n));
+                windows.sort_unstable();
+            }
+        } else {
+            windows.push((lo, n));
+        }
+        let mut done = lo;
+        for (start, end) in windows {
+            for p in start.max(done)..end {
+                if self.is_live(cache, hay, p) {
+                    return p;
+                }
+            }
+            done = done.max(end);
         }
         n
     }

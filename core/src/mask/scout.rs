@@ -244,7 +244,7 @@ fn is_phrase(word: &[u8]) -> bool {
 }
 
 /// Bytes of an e-mail local part (and so of anything the detectors glue together).
-fn is_run(b: u8) -> bool {
+pub(crate) fn is_run(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
 }
 
@@ -294,7 +294,7 @@ fn candidates(x: u64) -> u64 {
 }
 
 /// The next trigger at or after `from`.
-fn next_trigger(hay: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_trigger(hay: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while let Some(word) = hay.get(at..at + 8) {
         let mut mask = candidates(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
@@ -311,7 +311,7 @@ fn next_trigger(hay: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The earliest byte (not before `floor`) where a finding whose first trigger is `t` could start.
-fn walk_back(hay: &[u8], t: usize, floor: usize) -> usize {
+pub(crate) fn walk_back(hay: &[u8], t: usize, floor: usize) -> usize {
     let mut p = t;
     while p > floor && is_run(hay[p - 1]) {
         p -= 1;
