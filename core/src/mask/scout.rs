@@ -29,8 +29,10 @@ use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::util::start;
 use regex_automata::{Anchored, Input};
 
-/// Words that keyword and name-cue phrases are made of, lower case.
-const PHRASE_WORDS: &[&str] = &[
+/// Words that keyword and name-cue phrases are made of, lower case. A test in `detect/tests.rs`
+/// checks that every literal in the keyword, cue and title patterns and in the written-date
+/// patterns is part of one of them, so a keyword added to a pattern cannot be forgotten here.
+pub(crate) const PHRASE_WORDS: &[&str] = &[
     // Identifier keywords and what may follow them.
     "mrn",
     "medical",
@@ -132,7 +134,14 @@ const PHRASE_WORDS: &[&str] = &[
     "you",
     "hi",
     "hello",
-    "dear", // Months, before a day and year.
+    "dear", // Titles.
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mx",
+    "dr",
+    "prof", // Months, before a day and year.
     "jan",
     "january",
     "feb",

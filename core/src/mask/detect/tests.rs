@@ -286,3 +286,59 @@ fn every_builtin_value_pattern_splits_without_captures() {
         Some((r"(?i)k[(]:\s*".into(), r"(?i)[a-z)]+\b".into()))
     );
 }
+
+/// The letters of `regex` that match literally (outside classes, escapes and group syntax), in
+/// runs, lower case.
+fn literal_fragments(regex: &str) -> Vec<String> {
+    let b = regex.as_bytes();
+    let (mut out, mut word, mut class, mut i) = (Vec::new(), String::new(), false, 0);
+    while i < b.len() {
+        let c = b[i];
+        let mut flush = !c.is_ascii_alphabetic() || class;
+        match c {
+            b'\\' => i += 1,
+            b'[' if !class => class = true,
+            b']' if class => class = false,
+            b'(' if b.get(i + 1) == Some(&b'?') => {
+                while i < b.len() && !matches!(b[i], b':' | b')' | b'>') {
+                    i += 1;
+                }
+            }
+            _ if class => {}
+            _ if c.is_ascii_alphabetic() => {
+                word.push(char::from(c.to_ascii_lowercase()));
+                flush = false;
+            }
+            _ => {}
+        }
+        if flush && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        i += 1;
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+#[test]
+fn phrase_words_cover_every_keyword_cue_and_month_literal() {
+    assert_eq!(literal_fragments(r"(?i)\b(?:mrn|med\.?\s*rec)[a-z]{2}(?P<v>\d)"), ["mrn", "med", "rec"]);
+    let words = crate::mask::scout::PHRASE_WORDS;
+    for p in builtin_patterns() {
+        // What comes before the value of a keyword, cue or title pattern, and written dates.
+        let text = match p.regex.find("(?P<v>") {
+            Some(at) => &p.regex[..at],
+            None if p.regex.contains("jan(?:uary)?") => p.regex.as_str(),
+            None => continue,
+        };
+        for fragment in literal_fragments(text) {
+            assert!(
+                words.iter().any(|w| w.contains(fragment.as_str())),
+                "{fragment:?} (in {}) is in no phrase word: the scout's walk-back would stop at it",
+                p.regex
+            );
+        }
+    }
+}
