@@ -176,15 +176,18 @@ pub(crate) const PHRASE_WORDS: &[&str] = &[
 struct Phrases {
     by_len: [Vec<u128>; 17],
     starts: [u32; 26],
+    /// Which two-letter ends they have.
+    ends: [u32; 26],
 }
 
 static PHRASE: LazyLock<Phrases> = LazyLock::new(|| {
-    let mut p = Phrases { by_len: Default::default(), starts: [0; 26] };
+    let mut p = Phrases { by_len: Default::default(), starts: [0; 26], ends: [0; 26] };
     for w in PHRASE_WORDS {
         let w = w.as_bytes();
         p.by_len[w.len()].push(pack(w));
-        if let [a, b, ..] = w {
+        if let ([a, b, ..], [.., y, z]) = (w, w) {
             p.starts[usize::from(a - b'a')] |= 1 << (b - b'a');
+            p.ends[usize::from(y - b'a')] |= 1 << (z - b'a');
         }
     }
     for list in &mut p.by_len {
@@ -230,6 +233,14 @@ fn is_phrase(word: &[u8]) -> bool {
     }
     if n <= 16 && PHRASE.by_len[n].binary_search(&word.iter().fold(0, |k, &b| k << 8 | u128::from(b | 0x20))).is_ok() {
         return true;
+    }
+    // Glued phrase words also end like one.
+    let (y, z) = (word[n - 2] | 0x20, word[n - 1] | 0x20);
+    if !(y.is_ascii_lowercase()
+        && z.is_ascii_lowercase()
+        && PHRASE.ends[usize::from(y - b'a')] & (1 << (z - b'a')) != 0)
+    {
+        return false;
     }
     let mut lower = [0_u8; LONGEST_GLUED];
     lower[..n].copy_from_slice(word);
