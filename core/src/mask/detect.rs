@@ -651,8 +651,8 @@ impl Detector {
                 && until - at >= scout_min
                 && let Some((dfa, pool)) = &self.scout
             {
-                let cache = scout_cache.get_or_insert_with(|| pool.get());
-                match super::scout::scout(dfa, cache, hay, at, until) {
+                let (cache, idle) = scout_cache.get_or_insert_with(|| (pool.get(), None));
+                match super::scout::scout(dfa, cache, idle, hay, at, until) {
                     super::scout::Scouted::From(w) => {
                         short_skips = if w - at < DENSE_SKIP { short_skips + 1 } else { 0 };
                         if short_skips >= dense_runs {
@@ -844,35 +844,37 @@ impl Detector {
     pub(crate) fn live_from(&self, cache: &mut Cache, hay: &[u8], from: usize, horizon: usize) -> usize {
         let n = hay.len();
         let lo = from.max(n.saturating_sub(horizon));
-        let mut windows = Vec::new();
-        if self.scout.is_some() {
-            let mut at = lo;
-            while let Some(t) = super::scout::next_trigger(hay, at) {
-                // Every trigger in the same run of word bytes walks back to the same place: one
-                // window to the end of the run.
-                let mut end = t + 1;
-                while end < n && super::scout::is_run(hay[end]) {
-                    end += 1;
-                }
-                windows.push((super::scout::walk_back(hay, t, lo), end));
-                at = end;
-                if windows.len() > DENSE_WINDOWS {
-                    // Dense text: the windows cover most of it, and cost more than they skip.
-                    windows.clear();
-                    break;
-                }
+        // At most DENSE_WINDOWS trigger windows and the one at the end, on the stack: this
+        // runs on every piece a stream receives.
+        let mut windows = [(0, 0); DENSE_WINDOWS + 1];
+        let mut len = 0;
+        let mut dense = self.scout.is_none();
+        let mut at = lo;
+        while !dense && let Some(t) = super::scout::next_trigger(hay, at) {
+            if len == DENSE_WINDOWS {
+                // Dense text: the windows cover most of it, and cost more than they skip.
+                dense = true;
+                break;
             }
-            if windows.is_empty() && at > lo {
-                windows.push((lo, n));
-            } else {
-                windows.push((super::scout::walk_back(hay, n, lo), n));
-                windows.sort_unstable();
+            // Every trigger in the same run of word bytes walks back to the same place: one
+            // window to the end of the run.
+            let mut end = t + 1;
+            while end < n && super::scout::is_run(hay[end]) {
+                end += 1;
             }
+            windows[len] = (super::scout::walk_back(hay, t, lo), end);
+            len += 1;
+            at = end;
+        }
+        if dense {
+            (windows[0], len) = ((lo, n), 1);
         } else {
-            windows.push((lo, n));
+            windows[len] = (super::scout::walk_back(hay, n, lo), n);
+            len += 1;
+            windows[..len].sort_unstable();
         }
         let mut done = lo;
-        for (start, end) in windows {
+        for &(start, end) in &windows[..len] {
             for p in start.max(done)..end {
                 if self.is_live(cache, hay, p) {
                     return p;

@@ -289,15 +289,23 @@ fn capital_word_then_lowercase(rest: &[u8]) -> bool {
 
 /// The word before `t` (past punctuation and spaces) is one that phrases are made of.
 fn after_phrase_word(hay: &[u8], t: usize) -> bool {
-    let mut end = t;
-    while end > 0 && hay[end - 1].is_ascii() && !hay[end - 1].is_ascii_alphanumeric() {
+    let (start, end) = word_before(hay, t, 0);
+    is_phrase(&hay[start..end])
+}
+
+/// The word before `p` past punctuation and spaces, as `start..end` (empty when there is none),
+/// looking no further back than `floor`.
+#[inline]
+fn word_before(hay: &[u8], p: usize, floor: usize) -> (usize, usize) {
+    let mut end = p;
+    while end > floor && hay[end - 1].is_ascii() && !hay[end - 1].is_ascii_alphanumeric() {
         end -= 1;
     }
     let mut start = end;
-    while start > 0 && end - start <= LONGEST_GLUED && hay[start - 1].is_ascii_alphanumeric() {
+    while start > floor && end - start <= LONGEST_GLUED && hay[start - 1].is_ascii_alphanumeric() {
         start -= 1;
     }
-    is_phrase(&hay[start..end])
+    (start, end)
 }
 
 /// Bit 7 of each byte lane of `x` set where the byte may be a trigger (a digit, `:`, `@`, a
@@ -338,14 +346,7 @@ pub(crate) fn walk_back(hay: &[u8], t: usize, floor: usize) -> usize {
     }
     loop {
         // Punctuation and spaces, then the word before them if a phrase is made of it.
-        while p > floor && hay[p - 1].is_ascii() && !hay[p - 1].is_ascii_alphanumeric() {
-            p -= 1;
-        }
-        let end = p;
-        let mut start = p;
-        while start > floor && end - start <= LONGEST_GLUED && hay[start - 1].is_ascii_alphanumeric() {
-            start -= 1;
-        }
+        let (start, end) = word_before(hay, p, floor);
         if !is_phrase(&hay[start..end]) {
             return end;
         }
@@ -357,7 +358,8 @@ pub(crate) fn walk_back(hay: &[u8], t: usize, floor: usize) -> usize {
 /// generation they belong to. A state reached by transitions that equals one of them has nothing
 /// in flight. (Comparing IDs, not the start tag: a state first built by a transition never
 /// carries the tag.)
-struct Idle {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Idle {
     clears: usize,
     states: [LazyStateID; 2],
 }
@@ -405,9 +407,23 @@ pub(crate) fn build_dfa(
 
 /// Where the detector's search should start to find the first match that starts in
 /// `from..until` (or that there is none), skipping what cannot start one.
-pub(crate) fn scout(dfa: &DFA, cache: &mut Cache, hay: &[u8], from: usize, until: usize) -> Scouted {
+///
+/// `idle` keeps the start states between calls on the same cache (they are rebuilt after the
+/// cache was cleared).
+pub(crate) fn scout(
+    dfa: &DFA,
+    cache: &mut Cache,
+    idle_states: &mut Option<Idle>,
+    hay: &[u8],
+    from: usize,
+    until: usize,
+) -> Scouted {
     let n = hay.len();
-    let Some(mut states) = Idle::new(dfa, cache) else { return Scouted::From(from) };
+    if idle_states.as_ref().is_none_or(|s| s.clears != cache.clear_count()) {
+        *idle_states = Idle::new(dfa, cache);
+    }
+    let Some(states) = idle_states.as_ref() else { return Scouted::From(from) };
+    let mut states = *states;
     let mut idle = from;
     // The trigger being worked towards and the start of its window.
     let mut target: Option<(usize, usize)> = None;
@@ -425,8 +441,9 @@ pub(crate) fn scout(dfa: &DFA, cache: &mut Cache, hay: &[u8], from: usize, until
         if w >= until {
             return Scouted::Nothing;
         }
-        let Ok(mut sid) = dfa.start_state_forward(cache, &Input::new(hay).range(w..)) else {
-            return Scouted::From(w);
+        let mut sid = match dfa.start_state_forward(cache, &Input::new(hay).range(w..)) {
+            Ok(sid) if !sid.is_tagged() => sid,
+            _ => return Scouted::From(w),
         };
         let mut p = w;
         loop {
@@ -436,24 +453,22 @@ pub(crate) fn scout(dfa: &DFA, cache: &mut Cache, hay: &[u8], from: usize, until
                     _ => Scouted::From(w),
                 };
             }
-            // The untagged fast path reads the transition table only; a transition not built
-            // yet (or a tagged state) goes through the full call, which builds it.
-            let fast = if sid.is_tagged() { None } else { Some(dfa.next_state_untagged(cache, sid, hay[p])) };
-            sid = match fast {
-                Some(next) if !next.is_unknown() => next,
-                _ => match dfa.next_state(cache, sid, hay[p]) {
-                    Ok(next) => next,
+            // `sid` is never tagged here (start states are not specialized, and every tagged
+            // state returns below), so the fast path applies; a transition not built yet comes
+            // back unknown and goes through the full call, which builds it.
+            let next = dfa.next_state_untagged(cache, sid, hay[p]);
+            if next.is_unknown() {
+                match dfa.next_state(cache, sid, hay[p]) {
+                    Ok(next) => sid = next,
                     Err(_) => return Scouted::From(w),
-                },
-            };
+                }
+            } else {
+                sid = next;
+            }
             p += 1;
             if sid.is_tagged() {
-                if sid.is_match() || sid.is_quit() || sid.is_unknown() {
-                    return Scouted::From(w);
-                }
-                if sid.is_dead() {
-                    return Scouted::From(w);
-                }
+                // A match state, or dead (after a match), or quit: the full search decides.
+                return Scouted::From(w);
             }
             if p > t && states.is(cache, sid) {
                 // Idle past the trigger: nothing that started in the window is alive.
@@ -463,6 +478,7 @@ pub(crate) fn scout(dfa: &DFA, cache: &mut Cache, hay: &[u8], from: usize, until
             if states.clears != cache.clear_count() {
                 let Some(again) = Idle::new(dfa, cache) else { return Scouted::From(w) };
                 states = again;
+                *idle_states = Some(again);
             }
         }
     }
