@@ -41,8 +41,10 @@ async fn sessions(journal: &Arc<Journal>) -> Vec<Arc<SessionJournal>> {
             connection: None,
             break_glass: false,
         };
-        let (sj, receipt) = SessionJournal::open(journal.clone(), meta).await.unwrap();
-        receipt.await.unwrap();
+        let sj = SessionJournal::open(journal.clone(), meta).unwrap();
+        if let Some(receipt) = sj.flush().await.unwrap() {
+            receipt.await.unwrap();
+        }
         out.push(Arc::new(sj));
     }
     out

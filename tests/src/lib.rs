@@ -678,6 +678,7 @@ pub struct SeenRequest {
 /// - `/reset`: `text/event-stream`; sends one event, then breaks the body off (a reset);
 /// - `/endless`: `text/event-stream`; sends one event, waits for `release`, then an event every
 ///   10 ms for up to 5 s (a stream the caller leaves);
+/// - `/short`: `application/json` with `Content-Length: 100`; sends 20 bytes, then breaks off;
 /// - anything else: `200` with a JSON body `{"echo": <request body as text>}`.
 ///
 /// Every request is recorded in `seen`.
@@ -741,6 +742,18 @@ impl HttpUpstream {
                                 });
                                 hyper::Response::builder()
                                     .header("content-type", "text/event-stream")
+                                    .body(rx.boxed())
+                                    .unwrap()
+                            } else if parts.uri.path() == "/short" {
+                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
+                                tokio::spawn(async move {
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"{\"partial\": \"secret")).await;
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    tx.abort("upstream gave up".into());
+                                });
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .header("content-length", "100")
                                     .body(rx.boxed())
                                     .unwrap()
                             } else if parts.uri.path() == "/endless" {

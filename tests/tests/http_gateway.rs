@@ -474,6 +474,62 @@ async fn mid_stream_failures_end_cleanly_and_are_journaled() {
     assert_eq!(direction_bytes(&sent, "client_to_upstream"), big.as_bytes());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
+    let mut s = setup("").await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/v1/models")]));
+    assert_eq!(code, 200);
+    assert_eq!(body, r#"{"echo":""}"#);
+    // The upstream promises 100 bytes and sends 20: the caller gets a clean 502, none of the 20.
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/short")]));
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("upstream_unavailable") && !body.contains("partial"), "{body}");
+
+    let data = s.gw.data_dir().to_path_buf();
+    s.gw.stop().await;
+    let list = sessions(&data);
+    let ok = list.iter().find(|l| l["close_reason"] == "complete").unwrap();
+    // Open, decision, the request head that ends a bodiless request, the response head, the body
+    // that ends the response, close: each end rides on its last frame.
+    let frames = replay_json(&data, ok["id"].as_str().unwrap());
+    let shape: Vec<String> = frames
+        .iter()
+        .map(|f| {
+            let kind = f["kind"].as_str().unwrap().to_owned();
+            match (kind.as_str(), f["head"] == true, f["fin"] == true) {
+                ("data", head, fin) => format!(
+                    "{} {}{}",
+                    f["direction"].as_str().unwrap(),
+                    if head { "head" } else { "body" },
+                    if fin { " end" } else { "" }
+                ),
+                _ => kind,
+            }
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "session_open",
+            "decision",
+            "client_to_upstream head end",
+            "upstream_to_client head",
+            "upstream_to_client body end",
+            "session_close"
+        ],
+        "{frames:?}"
+    );
+    assert_eq!(direction_bytes(&frames[4..5], "upstream_to_client"), br#"{"echo":""}"#);
+    let short = list.iter().find(|l| l["close_reason"] != "complete").unwrap();
+    assert!(short["close_reason"].as_str().unwrap().starts_with("upstream broke off the body"), "{short}");
+    let frames = replay_json(&data, short["id"].as_str().unwrap());
+    assert!(
+        frames.iter().all(|f| f["direction"] != "upstream_to_client"),
+        "nothing of the short body was delivered, so nothing of it is journaled as delivered: {frames:?}"
+    );
+}
+
 /// Sends raw bytes on a fresh connection and returns what comes back until the server closes.
 async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -65,7 +65,11 @@ async fn the_openai_sdk_streams_through_the_gateway() {
     let events: Vec<String> = frames
         .iter()
         .filter(|f| {
-            f["kind"] == "data" && f["direction"] == "upstream_to_client" && f["head"] != true && f["fin"] != true
+            // Body frames; an end that came as its own record is an empty frame.
+            f["kind"] == "data"
+                && f["direction"] == "upstream_to_client"
+                && f["head"] != true
+                && f["payload_base64"] != ""
         })
         .map(payload)
         .collect();

@@ -107,7 +107,8 @@ fn write_text(out: &mut impl std::io::Write, r: &SessionRecord) -> std::io::Resu
                 writeln!(out, "{t} #{} {} (half-close)", r.seq, f.direction.arrow())
             }
             Some(Content::Bytes(b)) if f.head => {
-                writeln!(out, "{t} #{} {} HTTP head", r.seq, f.direction.arrow())?;
+                let end = if f.fin { ", the message ends here" } else { "" };
+                writeln!(out, "{t} #{} {} HTTP head{end}", r.seq, f.direction.arrow())?;
                 for line in String::from_utf8_lossy(b).lines().filter(|l| !l.is_empty()) {
                     writeln!(out, "    {line}")?;
                 }

@@ -139,6 +139,9 @@ pub enum JournalError {
     /// The signing key does not match the key this journal was created with.
     #[error("signing key {0} is not the key this journal was created with; restore the original key")]
     KeyMismatch(PathBuf),
+    /// An internal invariant broke (a poisoned lock); the session is closed.
+    #[error("journal internal error: {0}")]
+    Internal(&'static str),
     /// No journal at the given place.
     #[error("no journal at {0} (is --data-dir right?)")]
     NotFound(PathBuf),

@@ -41,12 +41,45 @@ pub(crate) struct Submission {
     pub(crate) wrapped_key: Option<Vec<u8>>,
 }
 
+/// Records handed over together: one channel message and one receipt, for the last of them.
+#[derive(Debug)]
+pub(crate) enum Group {
+    One(Submission),
+    /// Never empty.
+    Many(Vec<Submission>),
+}
+
+impl Group {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(v) => v.len(),
+        }
+    }
+
+    fn body_bytes(&self) -> usize {
+        match self {
+            Self::One(s) => s.body.len(),
+            Self::Many(v) => v.iter().map(|s| s.body.len()).sum(),
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Submission> {
+        match self {
+            Self::One(s) => std::slice::from_ref(s).iter(),
+            Self::Many(v) => v.iter(),
+        }
+    }
+}
+
 enum Command {
-    Append(Submission, oneshot::Sender<Result<u64, Arc<JournalError>>>),
+    Append(Group, Ack),
     Tick,
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, Arc<JournalError>>>),
     Shutdown(oneshot::Sender<Result<Option<Checkpoint>, Arc<JournalError>>>),
 }
+
+type Ack = oneshot::Sender<Result<u64, Arc<JournalError>>>;
 
 /// Resolves when a record is durable (strict) or written (batched), with its sequence number.
 #[derive(Debug)]
@@ -170,11 +203,23 @@ impl Journal {
         &self.public_key
     }
 
-    /// Queues a record; waits only for room in the queue (backpressure), not for the disk.
-    pub(crate) async fn submit(&self, sub: Submission) -> Result<Receipt, JournalError> {
+    /// Queues records, in order and as one hand-off to the writer; waits only for room in the
+    /// queue (backpressure), not for the disk. The receipt is the last record's, and covers them
+    /// all: they are committed in one batch or refused together.
+    pub(crate) async fn submit(&self, group: Group) -> Result<Receipt, JournalError> {
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::Append(sub, ack)).await.map_err(|_| JournalError::Closed)?;
+        self.tx.send(Command::Append(group, ack)).await.map_err(|_| JournalError::Closed)?;
         Ok(Receipt(rx))
+    }
+
+    /// Queues records without waiting for room (for `Drop`, which cannot wait). If the queue is
+    /// full or closed they are lost: that is logged, and the journal's verify still
+    /// holds for everything that was written.
+    pub(crate) fn submit_now(&self, group: Group) {
+        let (ack, _receipt) = oneshot::channel();
+        if self.tx.try_send(Command::Append(group, ack)).is_err() {
+            error!("Journal queue full or closed; staged records of an ended session were not written.");
+        }
     }
 
     /// Writes a signed checkpoint now if records arrived since the last one.
@@ -220,24 +265,23 @@ struct Writer {
     last_checkpoint_written: Option<Checkpoint>,
 }
 
-type Ack = oneshot::Sender<Result<u64, Arc<JournalError>>>;
-
 impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch: Vec<(Submission, Ack)> = Vec::with_capacity(MAX_BATCH_RECORDS);
+        let mut batch: Vec<(Group, Ack)> = Vec::with_capacity(MAX_BATCH_RECORDS);
         while let Some(first) = rx.blocking_recv() {
             let mut control = Vec::new();
-            let mut bytes = 0usize;
+            let (mut records, mut bytes) = (0usize, 0usize);
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append(sub, ack) => {
-                        bytes += sub.body.len();
-                        batch.push((sub, ack));
+                    Command::Append(group, ack) => {
+                        records += group.len();
+                        bytes += group.body_bytes();
+                        batch.push((group, ack));
                     }
                     other => control.push(other),
                 }
-                if batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                if records < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
                     next = rx.try_recv().ok();
                 }
             }
@@ -285,7 +329,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: &mut Vec<(Submission, Ack)>) {
+    fn commit(&mut self, batch: &mut Vec<(Group, Ack)>) {
         let started = Instant::now();
         if self.failed {
             for (_, ack) in batch.drain(..) {
@@ -295,12 +339,14 @@ impl Writer {
         }
         let (seq0, hash0) = (self.seq, self.hash);
         let result = self.write_batch(batch);
-        let n = batch.len();
+        let n = (self.seq - seq0) as usize;
         match result {
             Ok(()) => {
                 self.since_checkpoint += n as u64;
-                for (i, (_, ack)) in batch.drain(..).enumerate() {
-                    let _ = ack.send(Ok(seq0 + 1 + i as u64));
+                let mut last = seq0;
+                for (group, ack) in batch.drain(..) {
+                    last += group.len() as u64;
+                    let _ = ack.send(Ok(last));
                 }
                 self.metrics.journal_commit(n, started.elapsed());
                 debug!(records = n, last_seq = self.seq, "Journal batch committed.");
@@ -318,12 +364,12 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[(Submission, Ack)]) -> Result<(), JournalError> {
+    fn write_batch(&mut self, batch: &[(Group, Ack)]) -> Result<(), JournalError> {
         let records = self.store.cf(CF_RECORDS)?;
         let sessions = self.store.cf(CF_SESSIONS)?;
         let keys = self.store.cf(CF_KEYS)?;
         let mut wb = WriteBatch::default();
-        for (sub, _) in batch {
+        for sub in batch.iter().flat_map(|(group, _)| group.iter()) {
             self.seq += 1;
             self.hash = chain_hash(&self.hash, self.seq, &sub.body);
             wb.put_cf(records, self.seq.to_be_bytes(), encode_envelope(&self.hash, &sub.body));

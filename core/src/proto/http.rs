@@ -28,6 +28,7 @@ use bytes::Bytes;
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -475,7 +476,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         break_glass,
         Some(conn.id.to_string()),
     );
-    let sj = match opened.await {
+    let sj = match opened {
         Ok(sj) => Arc::new(sj),
         Err(e) => {
             ctx.metrics.error("journal_write");
@@ -506,7 +507,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Ok(Some(denial)) => {
             let resp = denial_response(&denial, is_grpc);
             let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
-            let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
+            // The close record carries the staged open, decision and head: one hand-off.
+            let _ = sj.stage_http_head(Direction::UpstreamToClient, &head, true);
             guard.close(format!("refused with {}: {}", resp.status().as_u16(), denial.message)).await;
             return resp;
         }
@@ -579,29 +581,36 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
     let head = head_text(&request_line, &headers, &secret);
-    if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head).await, strict).await {
+    // A request without a body ends with its head: one record says both, and no body pump runs.
+    let bodiless = body.is_end_stream();
+    // The open and decision records were staged: they go with the head, one hand-off for all.
+    if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head, bodiless).await, strict).await {
         guard.close(format!("journal write failed: {e}")).await;
         return journal_unavailable(is_grpc, &request_id);
     }
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
     let deadline = route.request_timeout.map(|t| started + t);
-    let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
-    let up = Pump {
-        tx,
-        idle: route.idle_timeout,
-        deadline,
-        sj: sj.clone(),
-        direction: Direction::ClientToUpstream,
-        strict,
-        counters: counters.clone(),
-        metric: metric("client_to_upstream"),
-        masker: None,
-        mask: None,
-        principal: String::new(),
+    let (forwarded, up_task) = if bodiless {
+        (http_body_util::Empty::new().map_err(|never| match never {}).boxed(), None)
+    } else {
+        let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
+        let up = Pump {
+            tx,
+            idle: route.idle_timeout,
+            deadline,
+            sj: sj.clone(),
+            direction: Direction::ClientToUpstream,
+            strict,
+            counters: counters.clone(),
+            metric: metric("client_to_upstream"),
+            masker: None,
+            mask: None,
+            principal: String::new(),
+        };
+        (forwarded.boxed(), Some(tokio::spawn(up.run(body, Framer::for_content_type(&headers)))))
     };
-    let up_task = tokio::spawn(up.run(body, Framer::for_content_type(&headers)));
-    let mut up_req = Request::new(forwarded.boxed());
+    let mut up_req = Request::new(forwarded);
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
     *up_req.version_mut() = if upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
@@ -616,10 +625,13 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             Ok(Err(e)) => {
                 // If the caller's own body was malformed (an invalid chunk size, say), the failure
                 // is the caller's: 400, not 502.
-                let up_reason = match tokio::time::timeout(Duration::from_secs(1), up_task).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => format!("request body task failed: {e}"),
-                    Err(_) => "request body still streaming".into(),
+                let up_reason = match up_task {
+                    None => "none".into(),
+                    Some(task) => match tokio::time::timeout(Duration::from_secs(1), task).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => format!("request body task failed: {e}"),
+                        Err(_) => "request body still streaming".into(),
+                    },
                 };
                 if up_reason.starts_with("client broke off the body") {
                     ctx.metrics.error("http_parse");
@@ -683,29 +695,70 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(why) => {
                 ctx.metrics.error("mask");
-                let _ = sj.decision(mask_refusal(&principal_label, &why)).await;
-                let resp = gateway_error(
-                    is_grpc,
-                    StatusCode::BAD_GATEWAY,
-                    "response_not_inspectable",
-                    &format!("the response was not delivered: {why}"),
-                    &request_id,
-                );
-                let head =
-                    head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
-                let _ = sj.http_head(Direction::UpstreamToClient, &head).await;
-                guard.close(format!("response withheld, masking could not run: {why}")).await;
-                return resp;
+                return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
             }
         }
     }
     let status_line = format!("{} {}", version_text(parts.version), parts.status);
-    if let Err(e) = journal_record(
-        sj.http_head(Direction::UpstreamToClient, &head_text(&status_line, &parts.headers, &[])).await,
-        strict,
-    )
-    .await
-    {
+    let resp_head = head_text(&status_line, &parts.headers, &[]);
+    // A small response of known length, after a request that has ended, is read whole before
+    // anything is delivered (as nginx buffers): its head, body, end and the session's close go to
+    // the journal in one hand-off — one fsync in strict mode — and the caller gets the head and
+    // the body in one write.
+    if up_task.is_none() && !is_grpc && body.size_hint().upper().is_some_and(|n| n <= WHOLE_MAX) {
+        let profile = mask.as_ref().map(|p| (p.as_ref(), tally.as_ref()));
+        let framer = Framer::for_content_type(&parts.headers);
+        let whole = match read_whole(body, framer, masker, profile, route.idle_timeout, deadline).await {
+            Ok(whole) => whole,
+            Err(Unread::Mask(why)) => {
+                ctx.metrics.error("mask");
+                return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
+            }
+            Err(Unread::Upstream(reason)) => {
+                ctx.metrics.error("upstream_request");
+                warn!(session = %request_id, %reason, "Upstream failed.");
+                guard.close(reason).await;
+                return gateway_error(
+                    is_grpc,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream failed before its response was complete",
+                    &request_id,
+                );
+            }
+        };
+        let len = whole.units.iter().map(Bytes::len).sum::<usize>();
+        counters.from_upstream.fetch_add(len as u64, Ordering::Relaxed);
+        let recorded = async {
+            whole.stage(&sj, &resp_head)?;
+            sj.stage_close(close_meta(&counters, &tally, started, "complete".into()))?;
+            guard.armed = false;
+            let receipt = sj.flush().await?;
+            match receipt {
+                Some(r) if strict => {
+                    r.await.map(|_| ()).map_err(|e| crate::journal::JournalError::Index(e.to_string()))
+                }
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = recorded.await {
+            ctx.metrics.error("journal_write");
+            if guard.armed {
+                guard.close(format!("journal write failed: {e}")).await;
+            }
+            return gateway_error(
+                is_grpc,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                "the audit journal cannot record the response; it was not delivered",
+                &request_id,
+            );
+        }
+        metric("upstream_to_client").inc_by(len as u64);
+        parts.version = Version::HTTP_11;
+        return Response::from_parts(parts, whole.into_body());
+    }
+    if let Err(e) = journal_record(sj.http_head(Direction::UpstreamToClient, &resp_head, false).await, strict).await {
         guard.close(format!("journal write failed: {e}")).await;
         return gateway_error(
             is_grpc,
@@ -734,11 +787,181 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let reason = down.run(body, framer).await;
         // The request side may still be streaming (bidirectional gRPC): its records come first.
-        let _ = tokio::time::timeout(Duration::from_secs(5), up_task).await;
+        if let Some(task) = up_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         close(&sj, &counters, &tally, started, reason).await;
     });
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, delivered.boxed())
+}
+
+/// Largest response read whole before delivery (see `handle`); larger ones stream.
+const WHOLE_MAX: u64 = 64 * 1024;
+
+/// A response body read to its end before any of it is delivered.
+struct Whole {
+    /// Its journal frames, masked if the route masks.
+    units: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+/// Why a response could not be read whole.
+enum Unread {
+    /// The upstream failed, stalled or sent a malformed stream.
+    Upstream(String),
+    /// Masking refused the body.
+    Mask(String),
+}
+
+impl Whole {
+    /// Stages the response head, each unit and the trailers; the last record carries the end.
+    fn stage(&self, sj: &SessionJournal, head: &Bytes) -> Result<(), crate::journal::JournalError> {
+        let dir = Direction::UpstreamToClient;
+        let n = self.units.len();
+        sj.stage_http_head(dir, head, n == 0 && self.trailers.is_none())?;
+        for (i, unit) in self.units.iter().enumerate() {
+            sj.stage_data(dir, i + 1 == n && self.trailers.is_none(), unit)?;
+        }
+        if let Some(trailers) = &self.trailers {
+            sj.stage_http_head(dir, &head_text("(trailers)", trailers, &[]), true)?;
+        }
+        Ok(())
+    }
+
+    /// The body to deliver: one buffer, and the trailers if there are any.
+    fn into_body(self) -> Body {
+        let data = match self.units.len() {
+            1 => self.units.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(self.units.concat()),
+        };
+        match self.trailers {
+            None => Full::new(data).map_err(|never| match never {}).boxed(),
+            Some(trailers) => {
+                let (mut tx, body) = Channel::<Bytes, BoxError>::new(2);
+                // Room for both frames was made above.
+                let _ = tx.try_send(hyper::body::Frame::data(data));
+                let _ = tx.try_send(hyper::body::Frame::trailers(trailers));
+                body.boxed()
+            }
+        }
+    }
+}
+
+/// Reads a response body to its end, each frame within the idle timeout and the exchange's
+/// deadline, cut into units and masked as the streaming path would.
+async fn read_whole(
+    mut body: Body,
+    mut framer: Framer,
+    masker: Option<BodyMasker>,
+    profile: Option<(&crate::mask::Profile, &Tally)>,
+    idle: Duration,
+    deadline: Option<Instant>,
+) -> Result<Whole, Unread> {
+    let mut buf = bytes::BytesMut::new();
+    let mut units = Vec::new();
+    let mut trailers = None;
+    let malformed = |e| Unread::Upstream(format!("upstream sent a malformed stream: {e}"));
+    loop {
+        match next_frame(&mut body, idle, deadline).await {
+            Err(stall) => return Err(Unread::Upstream(stall.reason("upstream"))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(Unread::Upstream(format!("upstream broke off the body: {e}"))),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => {
+                    buf.extend_from_slice(&chunk);
+                    while let Some(unit) = framer.next(&mut buf).map_err(malformed)? {
+                        units.push(unit);
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(mut t) = frame.into_trailers() {
+                        clean_trailers(&mut t, profile);
+                        trailers = Some(t);
+                    }
+                }
+            },
+        }
+    }
+    units.extend(framer.finish(&mut buf).map_err(malformed)?);
+    if let Some(mut masker) = masker {
+        let mut masked = Vec::with_capacity(units.len());
+        for unit in units {
+            masked.extend(masker.unit(unit).map_err(|e| Unread::Mask(e.to_string()))?);
+        }
+        masked.extend(masker.finish().map_err(|e| Unread::Mask(e.to_string()))?);
+        units = masked;
+    }
+    Ok(Whole { units, trailers })
+}
+
+/// Trailers are headers too: no hop-by-hop fields, and on a masked route `grpc-message` masked
+/// and binary values dropped.
+fn clean_trailers(trailers: &mut HeaderMap, profile: Option<(&crate::mask::Profile, &Tally)>) {
+    strip_hop_by_hop(trailers);
+    if let Some((profile, tally)) = profile {
+        mask_grpc_message(profile, tally, trailers);
+        strip_binary_headers(trailers);
+    }
+}
+
+/// Why no next body frame came.
+enum Stall {
+    /// The exchange's deadline (`request_timeout`) passed.
+    Deadline,
+    /// Nothing arrived for the idle timeout.
+    Idle(Duration),
+}
+
+impl Stall {
+    fn reason(&self, from: &str) -> String {
+        match self {
+            Self::Deadline => "the request timeout passed mid-body".into(),
+            Self::Idle(idle) => format!("{from} sent nothing for {idle:?}"),
+        }
+    }
+}
+
+/// The next frame of `body`, within `idle` and before `deadline`.
+async fn next_frame<B>(
+    body: &mut B,
+    idle: Duration,
+    deadline: Option<Instant>,
+) -> Result<Option<Result<hyper::body::Frame<Bytes>, B::Error>>, Stall>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let next = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, body.frame()).await.map_err(|_| Stall::Deadline),
+            None => Ok(body.frame().await),
+        }
+    };
+    tokio::time::timeout(idle, next).await.unwrap_or(Err(Stall::Idle(idle)))
+}
+
+/// Answers 502 for a response that masking could not inspect: the refusal is journaled as a
+/// decision, then the answer's head and the close, in one hand-off.
+async fn withhold(
+    sj: &SessionJournal,
+    guard: &mut CloseGuard,
+    principal: &str,
+    why: &str,
+    is_grpc: bool,
+    request_id: &str,
+) -> Response<Body> {
+    let _ = sj.stage_decision(mask_refusal(principal, why));
+    let resp = gateway_error(
+        is_grpc,
+        StatusCode::BAD_GATEWAY,
+        "response_not_inspectable",
+        &format!("the response was not delivered: {why}"),
+        request_id,
+    );
+    let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
+    let _ = sj.stage_http_head(Direction::UpstreamToClient, &head, true);
+    guard.close(format!("response withheld, masking could not run: {why}")).await;
+    resp
 }
 
 /// Strict: waits until the record is durable. Batched: only checks that the journal took it (a
@@ -920,19 +1143,10 @@ impl Pump {
         let (from, to) = self.sides();
         let mut buf = bytes::BytesMut::new();
         loop {
-            let next = async {
-                match self.deadline {
-                    Some(d) => tokio::time::timeout_at(d, body.frame()).await.map_err(|_| "the request timeout"),
-                    None => Ok(body.frame().await),
-                }
-            };
-            let frame = match tokio::time::timeout(self.idle, next).await {
-                Ok(Ok(f)) => f,
-                Ok(Err(what)) => return self.fail("timeout", format!("{what} passed mid-body")),
-                Err(_) => {
-                    let idle = self.idle;
-                    return self.fail("idle timeout", format!("{from} sent nothing for {idle:?}"));
-                }
+            let frame = match next_frame(&mut body, self.idle, self.deadline).await {
+                Ok(f) => f,
+                Err(stall @ Stall::Deadline) => return self.fail("timeout", stall.reason(from)),
+                Err(stall @ Stall::Idle(_)) => return self.fail("idle timeout", stall.reason(from)),
             };
             match frame {
                 None => {
@@ -981,15 +1195,10 @@ impl Pump {
                             if let Err(reason) = self.pass_end().await {
                                 return self.fail("journal or peer failure", reason);
                             }
-                            // Trailers are headers too: no hop-by-hop fields, no credentials.
-                            strip_hop_by_hop(&mut trailers);
-                            if let Some((profile, tally)) = &self.mask {
-                                mask_grpc_message(profile, tally, &mut trailers);
-                                strip_binary_headers(&mut trailers);
-                            }
+                            clean_trailers(&mut trailers, self.mask.as_ref().map(|(p, t)| (p.as_ref(), t.as_ref())));
                             let text = head_text("(trailers)", &trailers, &[]);
                             if let Err(e) =
-                                journal_record(self.sj.http_head(self.direction, &text).await, self.strict).await
+                                journal_record(self.sj.http_head(self.direction, &text, false).await, self.strict).await
                             {
                                 return self.fail("journal write failed", format!("journal write failed: {e}"));
                             }
@@ -1034,16 +1243,19 @@ impl Drop for CloseGuard {
     }
 }
 
-async fn close(sj: &SessionJournal, counters: &Counters, tally: &Tally, started: Instant, reason: String) {
-    let meta = CloseMeta {
+fn close_meta(counters: &Counters, tally: &Tally, started: Instant, reason: String) -> CloseMeta {
+    CloseMeta {
         masked: tally.snapshot(),
         reason,
         bytes_from_client: counters.from_client.load(Ordering::Relaxed),
         bytes_from_upstream: counters.from_upstream.load(Ordering::Relaxed),
         duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         break_glass: false,
-    };
-    match sj.close(meta).await {
+    }
+}
+
+async fn close(sj: &SessionJournal, counters: &Counters, tally: &Tally, started: Instant, reason: String) {
+    match sj.close(close_meta(counters, tally, started, reason)).await {
         Ok(receipt) => {
             if let Err(e) = receipt.await {
                 warn!(session = %sj.id(), error = %e, "Session-close record not written.");
@@ -1078,7 +1290,6 @@ async fn mask_response(
     body: Body,
     grpc_path: Option<&str>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
-    use hyper::body::Body as _;
     // Headers that can quote values: the gRPC status message (a Trailers-Only answer carries it
     // here), a redirect target, a file name. Binary headers cannot be read, so they go.
     mask_grpc_message(profile, tally, headers);

@@ -132,11 +132,13 @@ pub(crate) async fn journal_admission(
         Ok(d) => ("request", d.effect),
     };
     ctx.metrics.decisions.get_or_create(&DecisionLabels { route: route.clone(), phase, effect: effect.as_str() }).inc();
-    let receipt = sj.decision(meta).await?;
-    // Without `wait`, the caller's next awaited record covers this one (the writer commits in
-    // order and refuses everything after a failure).
+    // Without `wait`, the decision is staged: it goes to the writer with the session's next
+    // record, whose receipt covers it (the writer commits in order and refuses everything after
+    // a failure).
     if wait {
-        receipt.await.map_err(|e| JournalError::Index(e.to_string()))?;
+        sj.decision(meta).await?.await.map_err(|e| JournalError::Index(e.to_string()))?;
+    } else {
+        sj.stage_decision(meta)?;
     }
     Ok(refusal)
 }
@@ -178,11 +180,10 @@ pub(crate) fn notify_break_glass(
     });
 }
 
-/// Queues the session-open record. Its receipt is not awaited here: every caller writes a next
-/// record (the admission decision, or the close of a refusal) and awaits that one, which covers
-/// both — the writer commits in order and refuses everything after a failure. One group commit
-/// per admission instead of two.
-pub(crate) async fn open_session(
+/// Stages the session-open record. It goes to the writer with the session's next record: every
+/// caller writes one (the admission decision, or the close of a refusal) and awaits it, which
+/// covers both — one hand-off and one group commit per admission instead of two.
+pub(crate) fn open_session(
     ctx: &SessionCtx,
     peer: SocketAddr,
     tls: Option<TlsMeta>,
@@ -206,8 +207,7 @@ pub(crate) async fn open_session(
         connection,
         break_glass,
     };
-    let (sj, _covered_by_the_next_receipt) = SessionJournal::open(ctx.journal.clone(), meta).await?;
-    Ok(sj)
+    SessionJournal::open(ctx.journal.clone(), meta)
 }
 
 /// Journals a caller that was refused before a session could start (connection cap, failed TLS).
@@ -221,7 +221,7 @@ async fn refuse_with(ctx: &SessionCtx, peer: SocketAddr, reason: &str, authn: Op
     warn!(route = %ctx.route.name, client = %peer, %reason, "Connection refused.");
     let result = async {
         let access = ctx.access.current();
-        let sj = open_session(ctx, peer, None, None, Some(&access), false, None).await?;
+        let sj = open_session(ctx, peer, None, None, Some(&access), false, None)?;
         if let Some(e) = authn {
             journal_admission(ctx, &sj, &access, None, &Err(e.clone()), &Request::Bytes, true).await?;
         }

@@ -123,7 +123,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let principal = identified.as_ref().ok();
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
 
-    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass, None).await {
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass, None) {
         Ok(sj) => sj,
         Err(e) => {
             warn!(route = %route.name, client = %peer, error = %e, "Journal refused the session; closing.");

@@ -226,7 +226,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         Ok(p) => Ok(access.decide(&route.name, p, &Request::Bytes)),
         Err(e) => Err(e.clone()),
     };
-    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), false, None).await {
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), false, None) {
         Ok(sj) => Arc::new(sj),
         Err(e) => {
             let _ = client.write_all(&error_fields("FATAL", "57P03", "the audit journal is unavailable")).await;
