@@ -481,6 +481,11 @@ async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
     let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/v1/models")]));
     assert_eq!(code, 200);
     assert_eq!(body, r#"{"echo":""}"#);
+    let (code, _, body) =
+        tokio::task::block_in_place(|| curl(&["-H", &auth, "-d", r#"{"q":1}"#, &url(&s, "/v1/chat/completions")]));
+    assert_eq!(code, 200);
+    assert_eq!(body, r#"{"echo":"{\"q\":1}"}"#);
+    assert_eq!(s.upstream.seen().last().unwrap().body, br#"{"q":1}"#);
     // The upstream promises 100 bytes and sends 20: the caller gets a clean 502, none of the 20.
     let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/short")]));
     assert_eq!(code, 502, "{body}");
@@ -489,27 +494,34 @@ async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
     let data = s.gw.data_dir().to_path_buf();
     s.gw.stop().await;
     let list = sessions(&data);
-    let ok = list.iter().find(|l| l["close_reason"] == "complete").unwrap();
+    let shape = |frames: &[serde_json::Value]| -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| {
+                let kind = f["kind"].as_str().unwrap().to_owned();
+                match (kind.as_str(), f["head"] == true, f["fin"] == true) {
+                    ("data", head, fin) => format!(
+                        "{} {}{}",
+                        f["direction"].as_str().unwrap(),
+                        if head { "head" } else { "body" },
+                        if fin { " end" } else { "" }
+                    ),
+                    _ => kind,
+                }
+            })
+            .collect()
+    };
+    let complete: Vec<Vec<serde_json::Value>> = list
+        .iter()
+        .filter(|l| l["close_reason"] == "complete")
+        .map(|l| replay_json(&data, l["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(complete.len(), 2);
     // Open, decision, the request head that ends a bodiless request, the response head, the body
     // that ends the response, close: each end rides on its last frame.
-    let frames = replay_json(&data, ok["id"].as_str().unwrap());
-    let shape: Vec<String> = frames
-        .iter()
-        .map(|f| {
-            let kind = f["kind"].as_str().unwrap().to_owned();
-            match (kind.as_str(), f["head"] == true, f["fin"] == true) {
-                ("data", head, fin) => format!(
-                    "{} {}{}",
-                    f["direction"].as_str().unwrap(),
-                    if head { "head" } else { "body" },
-                    if fin { " end" } else { "" }
-                ),
-                _ => kind,
-            }
-        })
-        .collect();
+    let get = &complete[0];
     assert_eq!(
-        shape,
+        shape(get),
         [
             "session_open",
             "decision",
@@ -518,9 +530,25 @@ async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
             "upstream_to_client body end",
             "session_close"
         ],
-        "{frames:?}"
+        "{get:?}"
     );
-    assert_eq!(direction_bytes(&frames[4..5], "upstream_to_client"), br#"{"echo":""}"#);
+    assert_eq!(direction_bytes(&get[4..5], "upstream_to_client"), br#"{"echo":""}"#);
+    // A small request body is read whole too: its last frame ends the request.
+    let post = &complete[1];
+    assert_eq!(
+        shape(post),
+        [
+            "session_open",
+            "decision",
+            "client_to_upstream head",
+            "client_to_upstream body end",
+            "upstream_to_client head",
+            "upstream_to_client body end",
+            "session_close"
+        ],
+        "{post:?}"
+    );
+    assert_eq!(direction_bytes(&post[3..4], "client_to_upstream"), br#"{"q":1}"#);
     let short = list.iter().find(|l| l["close_reason"] != "complete").unwrap();
     assert!(short["close_reason"].as_str().unwrap().starts_with("upstream broke off the body"), "{short}");
     let frames = replay_json(&data, short["id"].as_str().unwrap());

@@ -581,34 +581,70 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let secret: Vec<HeaderName> = route.credentials.iter().map(|(n, _)| n.clone()).collect();
     let request_line = format!("{} {path} {}", parts.method, version_text(parts.version));
     let head = head_text(&request_line, &headers, &secret);
-    // A request without a body ends with its head: one record says both, and no body pump runs.
-    let bodiless = body.is_end_stream();
-    // The open and decision records were staged: they go with the head, one hand-off for all.
-    if let Err(e) = journal_record(sj.http_head(Direction::ClientToUpstream, &head, bodiless).await, strict).await {
-        guard.close(format!("journal write failed: {e}")).await;
-        return journal_unavailable(is_grpc, &request_id);
-    }
     let metric =
         |direction| ctx.metrics.bytes.get_or_create(&BytesLabels { route: route.name.clone(), direction }).clone();
     let deadline = route.request_timeout.map(|t| started + t);
-    let (forwarded, up_task) = if bodiless {
-        (http_body_util::Empty::new().map_err(|never| match never {}).boxed(), None)
+    // A small request body of known length (or none) is read whole before anything is forwarded:
+    // no body pump runs, and the request's end rides on its last record.
+    let request_body = if !is_grpc && body.size_hint().upper().is_some_and(|n| n <= WHOLE_MAX) {
+        let framer = Framer::for_content_type(&headers);
+        match read_whole(body, framer, None, None, route.idle_timeout, deadline, "client").await {
+            Ok(whole) => Outgoing::Whole(whole),
+            Err(unread) => {
+                ctx.metrics.error("http_parse");
+                guard.close(format!("request body not read, answered 400: {}", unread.reason())).await;
+                let mut resp = gateway_error(
+                    is_grpc,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body did not arrive whole",
+                    &request_id,
+                );
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        }
     } else {
-        let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
-        let up = Pump {
-            tx,
-            idle: route.idle_timeout,
-            deadline,
-            sj: sj.clone(),
-            direction: Direction::ClientToUpstream,
-            strict,
-            counters: counters.clone(),
-            metric: metric("client_to_upstream"),
-            masker: None,
-            mask: None,
-            principal: String::new(),
-        };
-        (forwarded.boxed(), Some(tokio::spawn(up.run(body, Framer::for_content_type(&headers)))))
+        Outgoing::Stream(body)
+    };
+    // The open and decision records were staged: they go with the head (and a whole body), one
+    // hand-off for all.
+    let recorded = match &request_body {
+        Outgoing::Whole(whole) => whole.stage(&sj, Direction::ClientToUpstream, &head),
+        Outgoing::Stream(_) => sj.stage_http_head(Direction::ClientToUpstream, &head, false),
+    };
+    let flushed = match recorded {
+        Ok(()) => sj.flush().await.and_then(|r| r.ok_or(crate::journal::JournalError::Internal("nothing staged"))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = journal_record(flushed, strict).await {
+        guard.close(format!("journal write failed: {e}")).await;
+        return journal_unavailable(is_grpc, &request_id);
+    }
+    let (forwarded, up_task) = match request_body {
+        Outgoing::Whole(whole) => {
+            let len = whole.len();
+            counters.from_client.fetch_add(len, Ordering::Relaxed);
+            metric("client_to_upstream").inc_by(len);
+            (whole.into_body(), None)
+        }
+        Outgoing::Stream(body) => {
+            let (tx, forwarded) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
+            let up = Pump {
+                tx,
+                idle: route.idle_timeout,
+                deadline,
+                sj: sj.clone(),
+                direction: Direction::ClientToUpstream,
+                strict,
+                counters: counters.clone(),
+                metric: metric("client_to_upstream"),
+                masker: None,
+                mask: None,
+                principal: String::new(),
+            };
+            (forwarded.boxed(), Some(tokio::spawn(up.run(body, Framer::for_content_type(&headers)))))
+        }
     };
     let mut up_req = Request::new(forwarded);
     *up_req.method_mut() = parts.method;
@@ -708,13 +744,13 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     if up_task.is_none() && !is_grpc && body.size_hint().upper().is_some_and(|n| n <= WHOLE_MAX) {
         let profile = mask.as_ref().map(|p| (p.as_ref(), tally.as_ref()));
         let framer = Framer::for_content_type(&parts.headers);
-        let whole = match read_whole(body, framer, masker, profile, route.idle_timeout, deadline).await {
+        let whole = match read_whole(body, framer, masker, profile, route.idle_timeout, deadline, "upstream").await {
             Ok(whole) => whole,
             Err(Unread::Mask(why)) => {
                 ctx.metrics.error("mask");
                 return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
             }
-            Err(Unread::Upstream(reason)) => {
+            Err(Unread::Peer(reason)) => {
                 ctx.metrics.error("upstream_request");
                 warn!(session = %request_id, %reason, "Upstream failed.");
                 guard.close(reason).await;
@@ -727,10 +763,10 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 );
             }
         };
-        let len = whole.units.iter().map(Bytes::len).sum::<usize>();
-        counters.from_upstream.fetch_add(len as u64, Ordering::Relaxed);
+        let len = whole.len();
+        counters.from_upstream.fetch_add(len, Ordering::Relaxed);
         let recorded = async {
-            whole.stage(&sj, &resp_head)?;
+            whole.stage(&sj, Direction::UpstreamToClient, &resp_head)?;
             sj.stage_close(close_meta(&counters, &tally, started, "complete".into()))?;
             guard.armed = false;
             let receipt = sj.flush().await?;
@@ -754,7 +790,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 &request_id,
             );
         }
-        metric("upstream_to_client").inc_by(len as u64);
+        metric("upstream_to_client").inc_by(len);
         parts.version = Version::HTTP_11;
         return Response::from_parts(parts, whole.into_body());
     }
@@ -806,18 +842,36 @@ struct Whole {
     trailers: Option<HeaderMap>,
 }
 
-/// Why a response could not be read whole.
+/// A request body on its way upstream: read whole first, or streamed by a pump.
+enum Outgoing {
+    Whole(Whole),
+    Stream(Body),
+}
+
+/// Why a body could not be read whole.
 enum Unread {
-    /// The upstream failed, stalled or sent a malformed stream.
-    Upstream(String),
+    /// The sender failed, stalled or sent a malformed stream.
+    Peer(String),
     /// Masking refused the body.
     Mask(String),
 }
 
+impl Unread {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Peer(r) | Self::Mask(r) => r,
+        }
+    }
+}
+
 impl Whole {
-    /// Stages the response head, each unit and the trailers; the last record carries the end.
-    fn stage(&self, sj: &SessionJournal, head: &Bytes) -> Result<(), crate::journal::JournalError> {
-        let dir = Direction::UpstreamToClient;
+    /// Body bytes, as delivered.
+    fn len(&self) -> u64 {
+        self.units.iter().map(|u| u.len() as u64).sum()
+    }
+
+    /// Stages the message head, each unit and the trailers; the last record carries the end.
+    fn stage(&self, sj: &SessionJournal, dir: Direction, head: &Bytes) -> Result<(), crate::journal::JournalError> {
         let n = self.units.len();
         sj.stage_http_head(dir, head, n == 0 && self.trailers.is_none())?;
         for (i, unit) in self.units.iter().enumerate() {
@@ -848,7 +902,7 @@ impl Whole {
     }
 }
 
-/// Reads a response body to its end, each frame within the idle timeout and the exchange's
+/// Reads a body from `from` to its end, each frame within the idle timeout and the exchange's
 /// deadline, cut into units and masked as the streaming path would.
 async fn read_whole(
     mut body: Body,
@@ -857,16 +911,17 @@ async fn read_whole(
     profile: Option<(&crate::mask::Profile, &Tally)>,
     idle: Duration,
     deadline: Option<Instant>,
+    from: &str,
 ) -> Result<Whole, Unread> {
     let mut buf = bytes::BytesMut::new();
     let mut units = Vec::new();
     let mut trailers = None;
-    let malformed = |e| Unread::Upstream(format!("upstream sent a malformed stream: {e}"));
+    let malformed = |e| Unread::Peer(format!("{from} sent a malformed stream: {e}"));
     loop {
         match next_frame(&mut body, idle, deadline).await {
-            Err(stall) => return Err(Unread::Upstream(stall.reason("upstream"))),
+            Err(stall) => return Err(Unread::Peer(stall.reason(from))),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(Unread::Upstream(format!("upstream broke off the body: {e}"))),
+            Ok(Some(Err(e))) => return Err(Unread::Peer(format!("{from} broke off the body: {e}"))),
             Ok(Some(Ok(frame))) => match frame.into_data() {
                 Ok(chunk) => {
                     buf.extend_from_slice(&chunk);
