@@ -130,11 +130,10 @@ impl SessionJournal {
         self.stage(time_us, RecordKind::Data(frame), None)
     }
 
-    /// Queues an upstream-connected record.
-    pub async fn upstream_connected(&self, meta: UpstreamMeta) -> Result<Receipt, JournalError> {
+    /// Stages an upstream-connected record.
+    pub fn stage_upstream_connected(&self, meta: UpstreamMeta) -> Result<(), JournalError> {
         let meta = UpstreamMeta { break_glass: self.break_glass, ..meta };
-        self.stage(now_us(), RecordKind::UpstreamConnected(meta), None)?;
-        self.flush_staged().await
+        self.stage(now_us(), RecordKind::UpstreamConnected(meta), None)
     }
 
     /// Queues an access-decision record.

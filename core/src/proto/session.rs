@@ -73,9 +73,11 @@ impl Drop for ActiveSession {
     }
 }
 
-pub(crate) async fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
-    let receipt = sj.upstream_connected(meta).await.map_err(|e| e.to_string())?;
-    receipt.await.map(|_| ()).map_err(|e| e.to_string())
+/// Stages the upstream-connected record: every session writes a next record (its first data,
+/// an end, or the close) whose receipt covers it, and nothing goes upstream before that record
+/// is on record in strict mode.
+pub(crate) fn journal_upstream(sj: &SessionJournal, meta: UpstreamMeta) -> Result<(), String> {
+    sj.stage_upstream_connected(meta).map_err(|e| e.to_string())
 }
 
 /// Journals the admission decision and, with `wait`, waits until it (and the session-open record

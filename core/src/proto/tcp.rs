@@ -157,7 +157,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     ctx.metrics.error("upstream_connect");
                     reason
                 }
-                Ok((upstream, meta)) => match journal_upstream(&sj, meta).await {
+                Ok((upstream, meta)) => match journal_upstream(&sj, meta) {
                     Err(e) => End::journal(e).reason(),
                     Ok(()) => relay(&ctx, &sj, client, upstream, &counters, expires).await.reason(),
                 },

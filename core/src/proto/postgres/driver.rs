@@ -356,8 +356,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let _ = super::super::session::journal_upstream(
         &sj,
         crate::journal::record::UpstreamMeta { addr: route.upstream.clone(), tls: upstream_tls, break_glass: false },
-    )
-    .await;
+    );
 
     // Masking, when the route masks for this caller (column rules resolved against the catalog).
     let mut masker = None;
@@ -432,36 +431,43 @@ async fn deliver(
     Ok(())
 }
 
-/// Messages for one side: each journaled as its own frame when pushed, all written at once when
-/// flushed — after the last record is durable in strict mode (the writer commits in order and
-/// refuses everything after a failure, so the last receipt covers the rest).
+/// Messages for one side: each staged in the journal as its own frame when pushed, all handed
+/// to the writer as one group and written at once when flushed — after the group is durable in
+/// strict mode. Staged records of either side (and the statement decisions staged between them)
+/// go with whichever side flushes first; in strict mode every flush waits for its group, so
+/// whatever an earlier flush carried is durable too.
 struct Outbox {
     direction: Direction,
     bytes: Vec<u8>,
-    last: Option<crate::journal::Receipt>,
 }
 
 impl Outbox {
     fn new(direction: Direction) -> Self {
-        Self { direction, bytes: Vec::new(), last: None }
+        Self { direction, bytes: Vec::new() }
     }
 
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
-    async fn push(&mut self, sj: &SessionJournal, bytes: Bytes) -> Result<(), Fail> {
-        let r = sj.data(self.direction, false, &bytes).await.map_err(|e| format!("journal write failed: {e}"))?;
-        self.last = Some(r);
+    fn push(&mut self, sj: &SessionJournal, bytes: Bytes) -> Result<(), Fail> {
+        sj.stage_data(self.direction, false, &bytes).map_err(|e| format!("journal write failed: {e}"))?;
         self.bytes.extend_from_slice(&bytes);
         Ok(())
     }
 
-    async fn flush(&mut self, io: &mut Box<dyn Io>, strict: bool, count: &AtomicU64) -> Result<(), Fail> {
+    async fn flush(
+        &mut self,
+        sj: &SessionJournal,
+        io: &mut Box<dyn Io>,
+        strict: bool,
+        count: &AtomicU64,
+    ) -> Result<(), Fail> {
         if self.bytes.is_empty() {
             return Ok(());
         }
-        if let Some(r) = self.last.take()
+        let receipt = sj.flush().await.map_err(|e| format!("journal write failed: {e}"))?;
+        if let Some(r) = receipt
             && strict
         {
             r.await.map_err(|e| format!("journal write failed: {e}"))?;
@@ -581,36 +587,34 @@ async fn relay(
                 Some(Ok(Some(b))) => b,
                 Some(Ok(None)) => continue,
                 Some(Err(why)) => {
-                    let _ = sj
-                        .decision(crate::journal::record::DecisionMeta {
-                            phase: "response".into(),
-                            effect: "deny".into(),
-                            rule: "mask:fail-closed".into(),
-                            reason: why.clone(),
-                            principal: principal.label(),
-                            request: "result rows".into(),
-                            policy_version: None,
-                            break_glass: false,
-                        })
-                        .await;
-                    let _ = to_client.flush(client, strict, &counters[1]).await;
+                    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+                        phase: "response".into(),
+                        effect: "deny".into(),
+                        rule: "mask:fail-closed".into(),
+                        reason: why.clone(),
+                        principal: principal.label(),
+                        request: "result rows".into(),
+                        policy_version: None,
+                        break_glass: false,
+                    });
+                    let _ = to_client.flush(sj, client, strict, &counters[1]).await;
                     let _ = client
                         .write_all(&error_fields("FATAL", "XX000", "a result could not be masked; the session ends"))
                         .await;
                     return format!("masking failed, the rest of the result was withheld: {why}");
                 }
             };
-            if let Err(e) = to_client.push(sj, bytes).await {
+            if let Err(e) = to_client.push(sj, bytes) {
                 return e;
             }
             if outstanding == 0
                 && !injected.is_empty()
-                && let Err(e) = to_client.push(sj, Bytes::from(std::mem::take(&mut injected))).await
+                && let Err(e) = to_client.push(sj, Bytes::from(std::mem::take(&mut injected)))
             {
                 return e;
             }
         }
-        if let Err(e) = to_client.flush(client, strict, &counters[1]).await {
+        if let Err(e) = to_client.flush(sj, client, strict, &counters[1]).await {
             return e;
         }
         // Then every whole message from the caller, forwarded in one write. While one of the
@@ -650,9 +654,8 @@ async fn relay(
                         policy_version: Some(d.policy_version.clone()),
                         break_glass: false,
                     };
-                    // Ordered before the statement's own record: the outbox's final receipt
-                    // covers it.
-                    if let Err(e) = sj.decision(meta).await {
+                    // Staged before the statement's own record: the outbox's group carries it.
+                    if let Err(e) = sj.stage_decision(meta) {
                         return format!("journal write failed: {e}");
                     }
                     if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
@@ -673,18 +676,18 @@ async fn relay(
                     if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
                         outstanding += 1;
                     }
-                    if let Err(e) = to_upstream.push(sj, raw).await {
+                    if let Err(e) = to_upstream.push(sj, raw) {
                         return e;
                     }
                     if matches!(m, FrontendMessage::Terminate) {
-                        let _ = to_upstream.flush(upstream, strict, &counters[0]).await;
+                        let _ = to_upstream.flush(sj, upstream, strict, &counters[0]).await;
                         return "the caller terminated the session".into();
                     }
                 }
             }
             if let Some(out) = answer {
                 if outstanding == 0 && to_upstream.is_empty() {
-                    if let Err(e) = to_client.push(sj, Bytes::from(out)).await {
+                    if let Err(e) = to_client.push(sj, Bytes::from(out)) {
                         return e;
                     }
                 } else {
@@ -692,10 +695,10 @@ async fn relay(
                 }
             }
         }
-        if let Err(e) = to_upstream.flush(upstream, strict, &counters[0]).await {
+        if let Err(e) = to_upstream.flush(sj, upstream, strict, &counters[0]).await {
             return e;
         }
-        if let Err(e) = to_client.flush(client, strict, &counters[1]).await {
+        if let Err(e) = to_client.flush(sj, client, strict, &counters[1]).await {
             return e;
         }
         // Read in sizable pieces (an empty BytesMut would otherwise grow 64 bytes at a time).
@@ -717,8 +720,8 @@ async fn relay(
             () = async { match expires { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 let denial = Denial::expired_during_session(sj.id().to_string());
                 let bytes = deny::postgres(&denial, true);
-                let _ = to_client.push(sj, bytes).await;
-                let _ = to_client.flush(client, strict, &counters[1]).await;
+                let _ = to_client.push(sj, bytes);
+                let _ = to_client.flush(sj, client, strict, &counters[1]).await;
                 return "automatic logoff: the caller's credential expired during the session".into();
             }
         }
