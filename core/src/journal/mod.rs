@@ -23,6 +23,9 @@ pub mod store;
 pub mod verify;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

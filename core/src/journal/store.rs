@@ -2,8 +2,9 @@
 //!
 //! Column families:
 //! - `records`: big-endian u64 sequence → stored envelope ([`super::record`]).
-//! - `sessions`: `S ‖ session id` → [`SessionSummary`] (JSON); `R ‖ session id ‖ seq` → empty, the
-//!   per-session record index. Session ids are UUIDv7, so `S` keys sort by start time.
+//! - `sessions`: `S ‖ session id` → [`SessionSummary`] (JSON); `R ‖ session id ‖ seq` → the
+//!   per-session record index: a run of consecutive records of that session starting at `seq`,
+//!   whose length is the value (u32, big-endian), or 1 when the value is empty. Session ids are UUIDv7, so `S` keys sort by start time.
 //! - `approvals`: reserved for the approval gate.
 //! - `keys`: session id → that session's data key wrapped by the master key.
 //! - `meta`: `checkpoint/ ‖ seq` → [`Checkpoint`] (JSON); `signing_public_key` → 32 bytes.
@@ -245,9 +246,15 @@ impl Store {
         let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&prefix, IterDirection::Forward));
         let mut out = Vec::new();
         for item in iter {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
-            out.push(seq_from_key(rest).ok_or_else(|| JournalError::Index(format!("index key {}", hex(&k))))?);
+            let first = seq_from_key(rest).ok_or_else(|| JournalError::Index(format!("index key {}", hex(&k))))?;
+            let count = run_length(&v).ok_or_else(|| JournalError::Index(format!("index value {}", hex(&v))))?;
+            // Bounded by what a run can be: a count past the end of the sequence space is corrupt.
+            let last = first
+                .checked_add(u64::from(count) - 1)
+                .ok_or_else(|| JournalError::Index(format!("index run {first}+{count}")))?;
+            out.extend(first..=last);
         }
         Ok(out)
     }
@@ -313,6 +320,27 @@ pub(crate) fn summary_key(id: &Uuid) -> Vec<u8> {
     k.push(SUMMARY_PREFIX);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The index entry of a run of `count` consecutive records of one session from `first`.
+pub(crate) fn index_key(id: &Uuid, first: u64) -> Vec<u8> {
+    let mut k = index_prefix(id);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// Empty for one record (the form journals before runs were written), else the count.
+pub(crate) fn index_value(count: u32) -> Vec<u8> {
+    if count == 1 { Vec::new() } else { count.to_be_bytes().to_vec() }
+}
+
+/// The run length an index value says; `None` if it is not one.
+fn run_length(v: &[u8]) -> Option<u32> {
+    match v.len() {
+        0 => Some(1),
+        4 => Some(u32::from_be_bytes(v.try_into().ok()?)).filter(|&n| n > 0),
+        _ => None,
+    }
 }
 
 pub(crate) fn index_prefix(id: &Uuid) -> Vec<u8> {

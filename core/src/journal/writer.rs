@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::crypto::{GENESIS, MasterKey, SigningKey, chain_hash};
 use super::record::{self, Hash, encode_envelope};
 use super::store::{
-    CF_KEYS, CF_META, CF_RECORDS, CF_SESSIONS, Checkpoint, META_PUBLIC_KEY, Store, checkpoint_key, index_prefix,
-    summary_key,
+    CF_KEYS, CF_META, CF_RECORDS, CF_SESSIONS, Checkpoint, META_PUBLIC_KEY, Store, checkpoint_key, index_key,
+    index_value, summary_key,
 };
 use super::{Durability, JournalError, JournalSettings, db_path};
 use crate::admin::metrics::Metrics;
@@ -369,13 +369,26 @@ impl Writer {
         let sessions = self.store.cf(CF_SESSIONS)?;
         let keys = self.store.cf(CF_KEYS)?;
         let mut wb = WriteBatch::default();
+        // One index entry per run of a session's consecutive records (a group is one run).
+        let mut run: Option<(Uuid, u64, u32)> = None;
+        let end_run = |wb: &mut WriteBatch, run: Option<(Uuid, u64, u32)>| {
+            if let Some((session, first, count)) = run {
+                wb.put_cf(sessions, index_key(&session, first), index_value(count));
+            }
+        };
         for sub in batch.iter().flat_map(|(group, _)| group.iter()) {
             self.seq += 1;
             self.hash = chain_hash(&self.hash, self.seq, &sub.body);
             wb.put_cf(records, self.seq.to_be_bytes(), encode_envelope(&self.hash, &sub.body));
-            let mut index = index_prefix(&sub.session);
-            index.extend_from_slice(&self.seq.to_be_bytes());
-            wb.put_cf(sessions, index, []);
+            run = match run {
+                Some((session, first, count)) if session == sub.session && count < u32::MAX => {
+                    Some((session, first, count + 1))
+                }
+                other => {
+                    end_run(&mut wb, other);
+                    Some((sub.session, self.seq, 1))
+                }
+            };
             if let Some(summary) = &sub.summary {
                 wb.put_cf(sessions, summary_key(&sub.session), summary);
             }
@@ -383,6 +396,7 @@ impl Writer {
                 wb.put_cf(keys, sub.session.as_bytes(), key);
             }
         }
+        end_run(&mut wb, run);
         let mut opts = WriteOptions::default();
         opts.set_sync(self.durability == Durability::Strict);
         self.store.db().write_opt(wb, &opts)?;
