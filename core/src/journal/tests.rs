@@ -69,3 +69,21 @@ async fn staged_records_go_as_one_group_and_the_index_finds_every_record() {
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records_verified, 7);
 }
+
+#[tokio::test]
+async fn a_group_larger_than_the_queue_still_goes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.queue_depth = 2;
+    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:12")).unwrap();
+    for i in 0..9u8 {
+        s.stage_data(Direction::UpstreamToClient, false, &Bytes::from(vec![i; 3])).unwrap();
+    }
+    let receipt = tokio::time::timeout(std::time::Duration::from_secs(10), s.flush()).await.unwrap().unwrap();
+    assert_eq!(receipt.unwrap().await.unwrap(), 10);
+    // The room it held is back: the next records find it.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), s.close(close())).await.unwrap().unwrap();
+    assert_eq!(next.await.unwrap(), 11);
+    journal.shutdown().await.unwrap();
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rocksdb::{WriteBatch, WriteOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -79,7 +79,17 @@ enum Command {
     Shutdown(oneshot::Sender<Result<Option<Checkpoint>, Arc<JournalError>>>),
 }
 
-type Ack = oneshot::Sender<Result<u64, Arc<JournalError>>>;
+/// Where a group's outcome goes, and the queue room it holds until it is committed.
+struct Ack {
+    tx: oneshot::Sender<Result<u64, Arc<JournalError>>>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+impl Ack {
+    fn send(self, outcome: Result<u64, Arc<JournalError>>) {
+        let _ = self.tx.send(outcome);
+    }
+}
 
 /// Resolves when a record is durable (strict) or written (batched), with its sequence number.
 #[derive(Debug)]
@@ -97,6 +107,12 @@ impl Future for Receipt {
 #[derive(Debug)]
 pub struct Journal {
     tx: mpsc::Sender<Command>,
+    /// Queue room in records: producers wait for it, so a fast source (a large query result in
+    /// batched mode) cannot pile records up in memory. The channel's own bound counts groups,
+    /// whatever their size.
+    room: Arc<Semaphore>,
+    /// The room's size (`queue_depth`).
+    depth: usize,
     /// False once a write failed: the journal refuses everything after that.
     healthy: Arc<AtomicBool>,
     durability: Durability,
@@ -136,7 +152,8 @@ impl Journal {
         }
         let public_key = signing.public_key().to_vec();
         info!(last_seq = seq, durability = ?settings.durability, "Journal opened.");
-        let (tx, rx) = mpsc::channel(settings.queue_depth.max(1));
+        let depth = settings.queue_depth.clamp(1, Semaphore::MAX_PERMITS);
+        let (tx, rx) = mpsc::channel(depth);
         let healthy = Arc::new(AtomicBool::new(true));
         let mut writer = Writer {
             store,
@@ -175,6 +192,8 @@ impl Journal {
             .map_err(|e| JournalError::io(&settings.data_dir, e))?;
         Ok(Self {
             tx,
+            room: Arc::new(Semaphore::new(depth)),
+            depth,
             healthy,
             durability: settings.durability,
             master,
@@ -207,8 +226,11 @@ impl Journal {
     /// queue (backpressure), not for the disk. The receipt is the last record's, and covers them
     /// all: they are committed in one batch or refused together.
     pub(crate) async fn submit(&self, group: Group) -> Result<Receipt, JournalError> {
-        let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::Append(group, ack)).await.map_err(|_| JournalError::Closed)?;
+        // A group larger than the whole room takes all of it rather than wait forever.
+        let records = u32::try_from(group.len().min(self.depth)).unwrap_or(u32::MAX);
+        let room = self.room.clone().acquire_many_owned(records).await.map_err(|_| JournalError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Append(group, Ack { tx, _room: Some(room) })).await.map_err(|_| JournalError::Closed)?;
         Ok(Receipt(rx))
     }
 
@@ -216,8 +238,8 @@ impl Journal {
     /// full or closed they are lost: that is logged, and the journal's verify still
     /// holds for everything that was written.
     pub(crate) fn submit_now(&self, group: Group) {
-        let (ack, _receipt) = oneshot::channel();
-        if self.tx.try_send(Command::Append(group, ack)).is_err() {
+        let (tx, _receipt) = oneshot::channel();
+        if self.tx.try_send(Command::Append(group, Ack { tx, _room: None })).is_err() {
             error!("Journal queue full or closed; staged records of an ended session were not written.");
         }
     }
@@ -333,7 +355,7 @@ impl Writer {
         let started = Instant::now();
         if self.failed {
             for (_, ack) in batch.drain(..) {
-                let _ = ack.send(Err(Arc::new(JournalError::Closed)));
+                ack.send(Err(Arc::new(JournalError::Closed)));
             }
             return;
         }
@@ -346,7 +368,7 @@ impl Writer {
                 let mut last = seq0;
                 for (group, ack) in batch.drain(..) {
                     last += group.len() as u64;
-                    let _ = ack.send(Ok(last));
+                    ack.send(Ok(last));
                 }
                 self.metrics.journal_commit(n, started.elapsed());
                 debug!(records = n, last_seq = self.seq, "Journal batch committed.");
@@ -358,7 +380,7 @@ impl Writer {
                 self.hash = hash0;
                 let e = Arc::new(e);
                 for (_, ack) in batch.drain(..) {
-                    let _ = ack.send(Err(e.clone()));
+                    ack.send(Err(e.clone()));
                 }
             }
         }
