@@ -27,6 +27,8 @@ use crate::admin::metrics::Metrics;
 const MAX_BATCH_RECORDS: usize = 4096;
 /// Most body bytes committed in one batch.
 const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Most body bytes queued for the writer and not yet committed, whatever the record count.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// How often the ticker wakes the writer (batched-mode fsync, timed checkpoints).
 const TICK: Duration = Duration::from_millis(10);
 
@@ -82,7 +84,7 @@ enum Command {
 /// Where a group's outcome goes, and the queue room it holds until it is committed.
 struct Ack {
     tx: oneshot::Sender<Result<u64, Arc<JournalError>>>,
-    _room: Option<OwnedSemaphorePermit>,
+    _room: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl Ack {
@@ -113,6 +115,9 @@ pub struct Journal {
     room: Arc<Semaphore>,
     /// The room's size (`queue_depth`).
     depth: usize,
+    /// Queue room in body bytes ([`MAX_QUEUED_BYTES`]): a few large records hold as much memory
+    /// as many small ones.
+    bytes: Arc<Semaphore>,
     /// False once a write failed: the journal refuses everything after that.
     healthy: Arc<AtomicBool>,
     durability: Durability,
@@ -194,6 +199,7 @@ impl Journal {
             tx,
             room: Arc::new(Semaphore::new(depth)),
             depth,
+            bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
             healthy,
             durability: settings.durability,
             master,
@@ -229,8 +235,11 @@ impl Journal {
         // A group larger than the whole room takes all of it rather than wait forever.
         let records = u32::try_from(group.len().min(self.depth)).unwrap_or(u32::MAX);
         let room = self.room.clone().acquire_many_owned(records).await.map_err(|_| JournalError::Closed)?;
+        let size = u32::try_from(group.body_bytes().min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let bytes = self.bytes.clone().acquire_many_owned(size).await.map_err(|_| JournalError::Closed)?;
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Append(group, Ack { tx, _room: Some(room) })).await.map_err(|_| JournalError::Closed)?;
+        let ack = Ack { tx, _room: Some((room, bytes)) };
+        self.tx.send(Command::Append(group, ack)).await.map_err(|_| JournalError::Closed)?;
         Ok(Receipt(rx))
     }
 
