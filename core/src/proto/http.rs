@@ -15,9 +15,9 @@
 //! 4. respond: the response head and each body chunk are journaled as they are delivered,
 //!    streaming (the first chunk reaches the caller without waiting for the rest).
 //!
-//! A body of known length up to [`WHOLE_MAX`] (not gRPC) is read whole instead of streamed: its
-//! head, units and end are journaled as one group (with the open and decision records for a
-//! request, with the close for a response), and it is forwarded as one buffer.
+//! A body of known length up to `WHOLE_MAX` (64 KiB; not gRPC) is read whole instead of
+//! streamed: its head, units and end are journaled as one group (with the open and decision
+//! records for a request, with the close for a response), and it is forwarded as one buffer.
 //!
 //! An upstream that cannot be reached or fails mid-stream gives the caller a 502 or a reset
 //! stream, and the journal says which.
