@@ -216,6 +216,24 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
         .collect();
     assert!(decisions.contains(&("sql delete from t".into(), "guard:no_where".into())), "{decisions:?}");
     assert!(decisions.contains(&("sql select * from secrets".into(), "no-secrets".into())), "{decisions:?}");
+    // A record holds what one write delivered, in whole messages: each decodes on its own.
+    let mut most = 0;
+    for f in frames.iter().filter(|f| f["kind"] == "data" && f["direction"] == "upstream_to_client") {
+        use airlock_decoders::Decoder as _;
+        let bytes = direction_bytes(std::slice::from_ref(f), "upstream_to_client");
+        if bytes.len() <= 1 {
+            continue; // the one-byte answer to SSLRequest
+        }
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        let mut dec = airlock_decoders::postgres::backend::BackendDecoder::default();
+        let mut n = 0;
+        while dec.decode(&mut buf).unwrap().is_some() {
+            n += 1;
+        }
+        assert!(n > 0 && buf.is_empty(), "record {} holds a partial message: {f}", f["seq"]);
+        most = most.max(n);
+    }
+    assert!(most > 1, "the messages of one write share a record");
     // The text replay reads like a psql session: statements, result tables, tags, errors.
     let transcript = stdout(&airlock(&[
         "replay",

@@ -431,28 +431,48 @@ async fn deliver(
     Ok(())
 }
 
-/// Messages for one side: each staged in the journal as its own frame when pushed, all handed
-/// to the writer as one group and written at once when flushed — after the group is durable in
-/// strict mode. Staged records of either side (and the statement decisions staged between them)
-/// go with whichever side flushes first; in strict mode every flush waits for its group, so
-/// whatever an earlier flush carried is durable too.
+/// Most bytes of whole messages journaled together in one record; a single larger message
+/// gets a record (or, past the record limit, records) of its own.
+const RECORD_BYTES: usize = 64 * 1024;
+
+/// Messages for one side, written at once when flushed. They are journaled as they are written:
+/// whole messages, up to [`RECORD_BYTES`] per record, staged and handed to the writer as one
+/// group — after which, in strict mode, the flush waits for the group to be durable before the
+/// bytes move. Staged records of either side (and the statement decisions staged before the
+/// statements they judge) go with whichever side flushes first; in strict mode every flush waits
+/// for its group, so whatever an earlier flush carried is durable too.
 struct Outbox {
     direction: Direction,
     bytes: Vec<u8>,
+    /// Where the bytes not yet staged as a record begin.
+    unstaged: usize,
 }
 
 impl Outbox {
     fn new(direction: Direction) -> Self {
-        Self { direction, bytes: Vec::new() }
+        Self { direction, bytes: Vec::new(), unstaged: 0 }
     }
 
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
-    fn push(&mut self, sj: &SessionJournal, bytes: Bytes) -> Result<(), Fail> {
-        sj.stage_data(self.direction, false, &bytes).map_err(|e| format!("journal write failed: {e}"))?;
-        self.bytes.extend_from_slice(&bytes);
+    /// Adds one whole message.
+    fn push(&mut self, sj: &SessionJournal, message: Bytes) -> Result<(), Fail> {
+        if self.bytes.len() > self.unstaged && self.bytes.len() - self.unstaged + message.len() > RECORD_BYTES {
+            self.stage(sj)?;
+        }
+        self.bytes.extend_from_slice(&message);
+        Ok(())
+    }
+
+    /// Stages the messages added since the last record as one record.
+    fn stage(&mut self, sj: &SessionJournal) -> Result<(), Fail> {
+        if self.bytes.len() > self.unstaged {
+            let record = Bytes::copy_from_slice(&self.bytes[self.unstaged..]);
+            sj.stage_data(self.direction, false, &record).map_err(|e| format!("journal write failed: {e}"))?;
+            self.unstaged = self.bytes.len();
+        }
         Ok(())
     }
 
@@ -466,6 +486,7 @@ impl Outbox {
         if self.bytes.is_empty() {
             return Ok(());
         }
+        self.stage(sj)?;
         let receipt = sj.flush().await.map_err(|e| format!("journal write failed: {e}"))?;
         if let Some(r) = receipt
             && strict
@@ -479,6 +500,7 @@ impl Outbox {
         io.write_all(&self.bytes).await.map_err(|e| format!("{side} write error: {e}"))?;
         count.fetch_add(self.bytes.len() as u64, Ordering::Relaxed);
         self.bytes.clear();
+        self.unstaged = 0;
         Ok(())
     }
 }
