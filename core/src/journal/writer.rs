@@ -27,8 +27,9 @@ use crate::admin::metrics::Metrics;
 const MAX_BATCH_RECORDS: usize = 4096;
 /// Most body bytes committed in one batch.
 const MAX_BATCH_BYTES: usize = 16 << 20;
-/// Most body bytes queued for the writer and not yet committed, whatever the record count.
-const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Most body bytes queued for the writer and not yet committed, whatever the record count. Half
+/// a full batch: enough to keep the writer busy, little enough to keep memory flat.
+const MAX_QUEUED_BYTES: usize = 8 << 20;
 /// How often the ticker wakes the writer (batched-mode fsync, timed checkpoints).
 const TICK: Duration = Duration::from_millis(10);
 
