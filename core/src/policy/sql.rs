@@ -2,7 +2,9 @@
 //! statement's kind, the tables it names, whether an UPDATE/DELETE has a WHERE, whether a COPY
 //! runs a program — and the built-in guardrails that refuse the dangerous ones.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, Expr, Query, SelectItem, SetExpr, Statement, visit_expressions,
@@ -152,9 +154,40 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
         .collect())
 }
 
+/// What [`classify`] said about a SQL text.
+pub type Classified = Result<Vec<SqlStatement>, String>;
+
+/// Texts remembered by [`classify_cached`]; the cache is emptied when it reaches this many.
+const CACHE_ENTRIES: usize = 1024;
+/// Longer texts are classified every time, not remembered.
+const CACHE_MAX_SQL: usize = 2048;
+
+static CACHE: LazyLock<Mutex<HashMap<Box<str>, Arc<Classified>>>> = LazyLock::new(Default::default);
+
+/// [`classify`], remembering the answer for the exact text. Clients that send the same statement
+/// text again and again (every execute of an extended-protocol client such as psycopg, `BEGIN`,
+/// health checks) skip the parser. Keyed by the whole text, so a hit is the same SQL: nothing is
+/// normalized, and a text that differs in one byte is parsed on its own.
+pub fn classify_cached(sql: &str) -> Arc<Classified> {
+    if sql.len() > CACHE_MAX_SQL {
+        return Arc::new(classify(sql));
+    }
+    if let Some(hit) = CACHE.lock().ok().and_then(|c| c.get(sql).cloned()) {
+        return hit;
+    }
+    let classified = Arc::new(classify(sql));
+    if let Ok(mut cache) = CACHE.lock() {
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.into(), classified.clone());
+    }
+    classified
+}
+
 /// The built-in guardrail a statement list breaks, as `(rule id, reason)`; `None` if it passes.
 /// Roles marked trusted on the route skip them.
-pub fn guardrail(statements: &Result<Vec<SqlStatement>, String>) -> Option<(&'static str, String)> {
+pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
     let statements = match statements {
         Err(e) => {
             return Some((
@@ -192,6 +225,31 @@ pub fn guardrail(statements: &Result<Vec<SqlStatement>, String>) -> Option<(&'st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_answers_exactly_what_classify_answers_for_the_same_text() {
+        let texts = [
+            "SELECT a FROM cache_t1 WHERE id = 1",
+            "SELECT a FROM cache_t1 WHERE id = 2",
+            "SELECT a FROM cache_t2 WHERE id = 1",
+            "DELETE FROM cache_t1",
+            "SELECT 'x'; DROP TABLE cache_t1",
+            "SELEC broken",
+        ];
+        for t in texts {
+            let first = classify_cached(t);
+            assert_eq!(*first, classify(t), "{t}");
+            let again = classify_cached(t);
+            assert!(Arc::ptr_eq(&first, &again), "a repeated text is answered from the cache: {t}");
+        }
+        // Texts that differ anywhere are answered on their own.
+        assert_eq!(classify_cached(texts[2]).as_ref().as_ref().unwrap()[0].tables, ["cache_t2"]);
+        assert_eq!(guardrail(&classify_cached(texts[4])).unwrap().0, "guard:multi_statement");
+        // A long text is classified every time rather than remembered.
+        let long = format!("SELECT a FROM cache_t3 WHERE b = '{}'", "y".repeat(CACHE_MAX_SQL));
+        assert!(!Arc::ptr_eq(&classify_cached(&long), &classify_cached(&long)));
+        assert_eq!(*classify_cached(&long), classify(&long));
+    }
 
     #[test]
     fn kinds_tables_and_guardrails() {

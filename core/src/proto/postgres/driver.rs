@@ -39,7 +39,7 @@ use crate::identity::{AuthError, Principal};
 use crate::journal::record::CloseMeta;
 use crate::journal::{Direction, Durability, SessionJournal};
 use crate::mask::Tally;
-use crate::policy::sql::{classify, guardrail};
+use crate::policy::sql::{classify_cached, guardrail};
 use crate::policy::{Decision, Effect, Request};
 use crate::proto::SessionCtx;
 use crate::proto::session::{ActiveSession, Io, journal_admission, open_session};
@@ -515,7 +515,7 @@ fn decide_sql(
     sql: &[u8],
 ) -> (Decision, String) {
     let text = String::from_utf8_lossy(sql);
-    let statements = classify(&text);
+    let statements = classify_cached(&text);
     let summary: String = text.chars().take(200).collect();
     let trusted = trusted_roles.iter().any(|r| principal.has_role(r));
     if !trusted && let Some((rule, reason)) = guardrail(&statements) {
