@@ -8,6 +8,7 @@ The protobuf code is generated at start-up from echo.proto with grpcio-tools."""
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -23,6 +24,11 @@ if protoc.main(["protoc", f"-I{HERE}", f"--python_out={OUT}", f"--grpc_python_ou
 sys.path.insert(0, OUT)
 import echo_pb2  # noqa: E402
 import echo_pb2_grpc  # noqa: E402
+
+# The modules are loaded; the generated files are not needed any more, and a server that is
+# killed at the end of a test would never clean them up itself.
+sys.path.remove(OUT)
+shutil.rmtree(OUT, ignore_errors=True)
 
 
 class Echo(echo_pb2_grpc.EchoServicer):
