@@ -35,6 +35,8 @@ pub struct SessionJournal {
     break_glass: bool,
     /// Records waiting for the next hand-off.
     staged: Mutex<Vec<Submission>>,
+    /// Held across a hand-off (see `hand_over`).
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl SessionJournal {
@@ -68,7 +70,15 @@ impl SessionJournal {
         let body = encode_body(&Record { session: id, time_us, kind: RecordKind::SessionOpen(meta) })?;
         let summary_json = encode_summary(&summary)?;
         let open = Submission { session: id, body, summary: Some(summary_json), wrapped_key };
-        Ok(Self { journal, id, cipher, summary: Mutex::new(summary), break_glass, staged: Mutex::new(vec![open]) })
+        Ok(Self {
+            journal,
+            id,
+            cipher,
+            summary: Mutex::new(summary),
+            break_glass,
+            staged: Mutex::new(vec![open]),
+            turn: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The session id.
@@ -171,10 +181,7 @@ impl SessionJournal {
 
     /// Hands every staged record to the writer as one group. `None` if nothing was staged.
     pub async fn flush(&self) -> Result<Option<Receipt>, JournalError> {
-        match self.take_staged()? {
-            None => Ok(None),
-            Some(group) => self.journal.submit(group).await.map(Some),
-        }
+        self.hand_over(false).await
     }
 
     fn stage(&self, time_us: i64, kind: RecordKind, summary: Option<Vec<u8>>) -> Result<(), JournalError> {
@@ -183,19 +190,37 @@ impl SessionJournal {
         Ok(())
     }
 
-    /// Hands the staged records to the writer; the caller has just staged at least one.
+    /// Hands the staged records to the writer; the caller has just staged at least one. If
+    /// another task's hand-off took it along, the receipt is a barrier behind that group.
     async fn flush_staged(&self) -> Result<Receipt, JournalError> {
-        let group = self.take_staged()?.ok_or(JournalError::Internal("nothing staged to submit"))?;
-        self.journal.submit(group).await
+        self.hand_over(true).await?.ok_or(JournalError::Internal("no receipt for staged records"))
     }
 
-    fn take_staged(&self) -> Result<Option<Group>, JournalError> {
-        let mut staged = self.staged_records()?;
-        Ok(match staged.len() {
-            0 => None,
-            1 => staged.pop().map(Group::One),
-            _ => Some(Group::Many(std::mem::take(&mut *staged))),
-        })
+    /// One hand-off at a time per session, so groups reach the writer in the order their
+    /// records were taken. Room in the queue is reserved before the records are taken, and the
+    /// send into it cannot wait: a caller cancelled while it waits leaves the records staged
+    /// (for the next hand-off, or `Drop`) instead of losing them.
+    async fn hand_over(&self, barrier: bool) -> Result<Option<Receipt>, JournalError> {
+        let _turn = self.turn.lock().await;
+        let (records, bytes) = {
+            let staged = self.staged_records()?;
+            (staged.len(), staged.iter().map(|s| s.body.len()).sum())
+        };
+        if records == 0 && !barrier {
+            return Ok(None);
+        }
+        let reserved = self.journal.reserve(records, bytes).await?;
+        // Records staged since the count was taken stay for their own hand-off.
+        let group = {
+            let mut staged = self.staged_records()?;
+            match records {
+                0 => Group::Barrier,
+                1 => Group::One(staged.remove(0)),
+                n if n == staged.len() => Group::Many(std::mem::take(&mut *staged)),
+                n => Group::Many(staged.drain(..n).collect()),
+            }
+        };
+        Ok(Some(reserved.send(group)))
     }
 
     fn staged_records(&self) -> Result<std::sync::MutexGuard<'_, Vec<Submission>>, JournalError> {
@@ -206,17 +231,88 @@ impl SessionJournal {
 impl Drop for SessionJournal {
     fn drop(&mut self) {
         // Every driver ends a session with a queued close record, so nothing should be left; if
-        // something is, it is handed over rather than lost.
-        let Ok(mut staged) = self.staged.lock() else { return };
+        // something is (a task cancelled before its hand-off), it is handed over rather than lost.
+        let staged = match self.staged.lock() {
+            Ok(mut staged) => std::mem::take(&mut *staged),
+            Err(_) => {
+                tracing::error!(session = %self.id, "Staged records lock poisoned; they are not written.");
+                return;
+            }
+        };
         if staged.is_empty() {
             return;
         }
-        let group = Group::Many(std::mem::take(&mut *staged));
-        tracing::warn!(session = %self.id, records = group.len(), "Session ended with staged records; queuing them.");
-        self.journal.submit_now(group);
+        tracing::warn!(session = %self.id, records = staged.len(), "Session ended with staged records; queuing them.");
+        let journal = self.journal.clone();
+        let id = self.id;
+        let submit = async move {
+            if let Err(e) = journal.submit(Group::Many(staged)).await {
+                tracing::error!(session = %id, error = %e, "Staged records of an ended session were not written.");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(submit)),
+            Err(_) => tracing::error!(session = %id, "No runtime to queue staged records on; they are not written."),
+        }
     }
 }
 
 fn encode_summary(s: &SessionSummary) -> Result<Vec<u8>, JournalError> {
     serde_json::to_vec(s).map_err(|e| JournalError::Index(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::{Group, SessionJournal};
+    use crate::admin::metrics::Metrics;
+    use crate::journal::record::{Direction, OpenMeta};
+    use crate::journal::{Journal, JournalSettings};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_another_hand_off_took_along_still_gets_a_receipt_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+        let meta = OpenMeta {
+            route: "r".into(),
+            protocol: "tcp".into(),
+            client_addr: "127.0.0.1:1".into(),
+            listen_addr: "127.0.0.1:2".into(),
+            upstream: "127.0.0.1:3".into(),
+            principal: "anonymous".into(),
+            identity: None,
+            policy_version: None,
+            tls: None,
+            sealed: false,
+            connection: None,
+            break_glass: false,
+        };
+        let s = Arc::new(SessionJournal::open(journal.clone(), meta).unwrap());
+        // Another hand-off is under way: its turn is held.
+        let turn = s.turn.lock().await;
+        let a = {
+            let s = s.clone();
+            tokio::spawn(async move { s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"y")).await })
+        };
+        for _ in 0..1000 {
+            if s.staged.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // That hand-off takes everything staged, the open record and `y` too, and sends it.
+        let taken = std::mem::take(&mut *s.staged.lock().unwrap());
+        assert_eq!(taken.len(), 2, "the open record and y were staged");
+        let theirs = journal.submit(Group::Many(taken)).await.unwrap();
+        drop(turn);
+        // The caller that staged `y` finds nothing left, and still gets a receipt behind it.
+        let ours = a.await.unwrap().unwrap().await.unwrap();
+        assert_eq!(theirs.await.unwrap(), 2);
+        assert!(ours >= 2, "the receipt covers y's group: {ours}");
+        journal.shutdown().await.unwrap();
+    }
 }

@@ -244,16 +244,22 @@ impl Store {
     pub fn session_seqs(&self, id: &Uuid) -> Result<Vec<u64>, JournalError> {
         let prefix = index_prefix(id);
         let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&prefix, IterDirection::Forward));
+        // Index entries are untrusted input: a run must lie after the one before it and within
+        // the records that exist, so a corrupt count cannot make this allocate without bound.
+        let newest = self.last_record()?.map_or(0, |(seq, _)| seq);
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
             let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
             let first = seq_from_key(rest).ok_or_else(|| JournalError::Index(format!("index key {}", hex(&k))))?;
             let count = run_length(&v).ok_or_else(|| JournalError::Index(format!("index value {}", hex(&v))))?;
-            // Bounded by what a run can be: a count past the end of the sequence space is corrupt.
-            let last = first
-                .checked_add(u64::from(count) - 1)
-                .ok_or_else(|| JournalError::Index(format!("index run {first}+{count}")))?;
+            let last = first.checked_add(u64::from(count) - 1).filter(|&last| last <= newest);
+            let after_previous = out.last().is_none_or(|&prev| first > prev);
+            let Some(last) = last.filter(|_| after_previous) else {
+                return Err(JournalError::Index(format!(
+                    "index run {first}+{count} overlaps another or passes the last record ({newest})"
+                )));
+            };
             out.extend(first..=last);
         }
         Ok(out)

@@ -87,3 +87,66 @@ async fn a_group_larger_than_the_queue_still_goes_through() {
     assert_eq!(next.await.unwrap(), 11);
     journal.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_writing_one_session_both_get_receipts_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = JournalSettings::for_data_dir(dir.path());
+    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
+    let s = Arc::new(SessionJournal::open(journal.clone(), meta("127.0.0.1:13")).unwrap());
+    // Each task's record can go out in the other's group; its own call must still get a
+    // receipt that covers it, never an error.
+    let tasks: Vec<_> = [Direction::ClientToUpstream, Direction::UpstreamToClient]
+        .into_iter()
+        .map(|dir| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                for i in 0..300u32 {
+                    let seq = s.data(dir, false, &Bytes::from(i.to_be_bytes().to_vec())).await.unwrap().await.unwrap();
+                    assert!(seq > last, "receipts come in order");
+                    last = seq;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    s.close(close()).await.unwrap().await.unwrap();
+    journal.shutdown().await.unwrap();
+    let store = Store::open_reader(&db_path(dir.path())).unwrap();
+    let records = super::read::session_records(&store, &s.id(), Some(&settings.master_key)).unwrap();
+    assert_eq!(records.len(), 602);
+    assert!(matches!(records[0].record.kind, super::RecordKind::SessionOpen(_)), "the open record comes first");
+    // Each direction's payloads are in the order they were written.
+    for dir in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
+        let sent: Vec<u32> = records
+            .iter()
+            .filter_map(|r| match (&r.record.kind, &r.content) {
+                (super::RecordKind::Data(f), Some(super::read::Content::Bytes(b))) if f.direction == dir => {
+                    Some(u32::from_be_bytes(b[..].try_into().unwrap()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, (0..300).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_index_run_is_refused_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = JournalSettings::for_data_dir(dir.path());
+    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:14")).unwrap();
+    s.close(close()).await.unwrap().await.unwrap();
+    journal.shutdown().await.unwrap();
+    drop(journal);
+    let store = Store::open_for_repair(&db_path(dir.path())).unwrap();
+    assert_eq!(store.session_seqs(&s.id()).unwrap(), [1, 2]);
+    let sessions = store.cf(super::store::CF_SESSIONS).unwrap();
+    store.db().put_cf(sessions, super::store::index_key(&s.id(), 1), u32::MAX.to_be_bytes()).unwrap();
+    let e = store.session_seqs(&s.id()).unwrap_err().to_string();
+    assert!(e.contains("passes the last record"), "{e}");
+}

@@ -48,8 +48,10 @@ pub(crate) struct Submission {
 #[derive(Debug)]
 pub(crate) enum Group {
     One(Submission),
-    /// Never empty.
     Many(Vec<Submission>),
+    /// No records: its receipt resolves once everything queued before it is committed (or fails
+    /// if anything did), for a caller whose records went with another caller's group.
+    Barrier,
 }
 
 impl Group {
@@ -57,21 +59,38 @@ impl Group {
         match self {
             Self::One(_) => 1,
             Self::Many(v) => v.len(),
+            Self::Barrier => 0,
         }
     }
 
     fn body_bytes(&self) -> usize {
-        match self {
-            Self::One(s) => s.body.len(),
-            Self::Many(v) => v.iter().map(|s| s.body.len()).sum(),
-        }
+        self.iter().map(|s| s.body.len()).sum()
     }
 
     fn iter(&self) -> std::slice::Iter<'_, Submission> {
         match self {
             Self::One(s) => std::slice::from_ref(s).iter(),
             Self::Many(v) => v.iter(),
+            Self::Barrier => [].iter(),
         }
+    }
+}
+
+/// Room in the writer's queue for one group, reserved ahead: sending into it cannot wait, so a
+/// caller that reserves first and only then takes its records can never be cancelled between the
+/// two and lose them.
+pub(crate) struct Reserved<'a> {
+    slot: mpsc::Permit<'a, Command>,
+    room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Reserved<'_> {
+    /// Queues `group` in the reserved room; its records should be no more than were reserved
+    /// for (more still goes, over the bound).
+    pub(crate) fn send(self, group: Group) -> Receipt {
+        let (tx, rx) = oneshot::channel();
+        self.slot.send(Command::Append(group, Ack { tx, _room: Some(self.room) }));
+        Receipt(rx)
     }
 }
 
@@ -233,25 +252,19 @@ impl Journal {
     /// queue (backpressure), not for the disk. The receipt is the last record's, and covers them
     /// all: they are committed in one batch or refused together.
     pub(crate) async fn submit(&self, group: Group) -> Result<Receipt, JournalError> {
-        // A group larger than the whole room takes all of it rather than wait forever.
-        let records = u32::try_from(group.len().min(self.depth)).unwrap_or(u32::MAX);
-        let room = self.room.clone().acquire_many_owned(records).await.map_err(|_| JournalError::Closed)?;
-        let size = u32::try_from(group.body_bytes().min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
-        let bytes = self.bytes.clone().acquire_many_owned(size).await.map_err(|_| JournalError::Closed)?;
-        let (tx, rx) = oneshot::channel();
-        let ack = Ack { tx, _room: Some((room, bytes)) };
-        self.tx.send(Command::Append(group, ack)).await.map_err(|_| JournalError::Closed)?;
-        Ok(Receipt(rx))
+        Ok(self.reserve(group.len(), group.body_bytes()).await?.send(group))
     }
 
-    /// Queues records without waiting for room (for `Drop`, which cannot wait). If the queue is
-    /// full or closed they are lost: that is logged, and the journal's verify still
-    /// holds for everything that was written.
-    pub(crate) fn submit_now(&self, group: Group) {
-        let (tx, _receipt) = oneshot::channel();
-        if self.tx.try_send(Command::Append(group, Ack { tx, _room: None })).is_err() {
-            error!("Journal queue full or closed; staged records of an ended session were not written.");
-        }
+    /// Waits for room for a group of `records` records and `bytes` body bytes, and for a slot in
+    /// the channel (backpressure).
+    pub(crate) async fn reserve(&self, records: usize, bytes: usize) -> Result<Reserved<'_>, JournalError> {
+        // A group larger than the whole room takes all of it rather than wait forever.
+        let records = u32::try_from(records.min(self.depth)).unwrap_or(u32::MAX);
+        let room = self.room.clone().acquire_many_owned(records).await.map_err(|_| JournalError::Closed)?;
+        let size = u32::try_from(bytes.min(MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let bytes = self.bytes.clone().acquire_many_owned(size).await.map_err(|_| JournalError::Closed)?;
+        let slot = self.tx.reserve().await.map_err(|_| JournalError::Closed)?;
+        Ok(Reserved { slot, room: (room, bytes) })
     }
 
     /// Writes a signed checkpoint now if records arrived since the last one.
