@@ -269,7 +269,7 @@ mod tests {
 
     use super::{Group, SessionJournal};
     use crate::admin::metrics::Metrics;
-    use crate::journal::record::{Direction, OpenMeta};
+    use crate::journal::record::Direction;
     use crate::journal::{Journal, JournalSettings};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,21 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal =
             Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
-        let meta = OpenMeta {
-            route: "r".into(),
-            protocol: "tcp".into(),
-            client_addr: "127.0.0.1:1".into(),
-            listen_addr: "127.0.0.1:2".into(),
-            upstream: "127.0.0.1:3".into(),
-            principal: "anonymous".into(),
-            identity: None,
-            policy_version: None,
-            tls: None,
-            sealed: false,
-            connection: None,
-            break_glass: false,
-        };
-        let s = Arc::new(SessionJournal::open(journal.clone(), meta).unwrap());
+        let s = Arc::new(SessionJournal::open(journal.clone(), crate::journal::tests::meta("127.0.0.1:1")).unwrap());
         // Another hand-off is under way: its turn is held.
         let turn = s.turn.lock().await;
         let a = {

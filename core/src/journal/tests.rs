@@ -9,7 +9,7 @@ use super::verify::{VerifyOptions, verify};
 use super::{Direction, Durability, Journal, JournalSettings, SessionJournal, Store, db_path};
 use crate::admin::metrics::Metrics;
 
-fn meta(client: &str) -> OpenMeta {
+pub(super) fn meta(client: &str) -> OpenMeta {
     OpenMeta {
         route: "r".into(),
         protocol: "tcp".into(),

@@ -269,6 +269,17 @@ fn journal_unavailable(grpc: bool, request_id: &str) -> Response<Body> {
     )
 }
 
+/// The answer when the journal cannot record the response: 503, and the response withheld.
+fn response_unrecorded(grpc: bool, request_id: &str) -> Response<Body> {
+    gateway_error(
+        grpc,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        "the audit journal cannot record the response; it was not delivered",
+        request_id,
+    )
+}
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the caller's own
 /// credentials, which stop at the gateway.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -769,16 +780,16 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         };
         let len = whole.len();
         counters.from_upstream.fetch_add(len, Ordering::Relaxed);
+        // Once the close is staged the guard stands down: a cancelled hand-off leaves the
+        // records staged, and the session's `Drop` queues them.
         let recorded = async {
-            whole.stage(&sj, Direction::UpstreamToClient, &resp_head)?;
-            sj.stage_close(close_meta(&counters, &tally, started, "complete".into()))?;
+            whole.stage(&sj, Direction::UpstreamToClient, &resp_head).map_err(|e| e.to_string())?;
+            sj.stage_close(close_meta(&counters, &tally, started, "complete".into())).map_err(|e| e.to_string())?;
             guard.armed = false;
-            let receipt = sj.flush().await?;
-            match receipt {
-                Some(r) if strict => {
-                    r.await.map(|_| ()).map_err(|e| crate::journal::JournalError::Index(e.to_string()))
-                }
-                _ => Ok(()),
+            match sj.flush().await {
+                Ok(Some(receipt)) => journal_record(Ok(receipt), strict).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
             }
         };
         if let Err(e) = recorded.await {
@@ -786,13 +797,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             if guard.armed {
                 guard.close(format!("journal write failed: {e}")).await;
             }
-            return gateway_error(
-                is_grpc,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "journal_unavailable",
-                "the audit journal cannot record the response; it was not delivered",
-                &request_id,
-            );
+            return response_unrecorded(is_grpc, &request_id);
         }
         metric("upstream_to_client").inc_by(len);
         parts.version = Version::HTTP_11;
@@ -800,13 +805,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     }
     if let Err(e) = journal_record(sj.http_head(Direction::UpstreamToClient, &resp_head, false).await, strict).await {
         guard.close(format!("journal write failed: {e}")).await;
-        return gateway_error(
-            is_grpc,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "journal_unavailable",
-            "the audit journal cannot record the response; it was not delivered",
-            &request_id,
-        );
+        return response_unrecorded(is_grpc, &request_id);
     }
     let (tx, delivered) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
     let down = Pump {
