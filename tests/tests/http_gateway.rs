@@ -486,6 +486,11 @@ async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
     assert_eq!(code, 200);
     assert_eq!(body, r#"{"echo":"{\"q\":1}"}"#);
     assert_eq!(s.upstream.seen().last().unwrap().body, br#"{"q":1}"#);
+    // HEAD: the upstream's length of the body it would send passes, and no body does.
+    let (code, headers, body) = tokio::task::block_in_place(|| curl(&["-I", "-H", &auth, &url(&s, "/v1/models")]));
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "content-length"), Some(r#"{"echo":""}"#.len().to_string().as_str()), "{headers}");
+    assert!(!body.contains("echo"), "{body}");
     // The upstream promises 100 bytes and sends 20: the caller gets a clean 502, none of the 20.
     let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/short")]));
     assert_eq!(code, 502, "{body}");
@@ -516,7 +521,12 @@ async fn small_responses_are_read_whole_and_short_ones_refused_cleanly() {
         .filter(|l| l["close_reason"] == "complete")
         .map(|l| replay_json(&data, l["id"].as_str().unwrap()))
         .collect();
-    assert_eq!(complete.len(), 2);
+    assert_eq!(complete.len(), 3);
+    // HEAD: the response ends with its head.
+    assert_eq!(
+        shape(&complete[2]),
+        ["session_open", "decision", "client_to_upstream head end", "upstream_to_client head end", "session_close"]
+    );
     // Open, decision, the request head that ends a bodiless request, the response head, the body
     // that ends the response, close: each end rides on its last frame.
     let get = &complete[0];
