@@ -42,9 +42,7 @@ async fn sessions(journal: &Arc<Journal>) -> Vec<Arc<SessionJournal>> {
             break_glass: false,
         };
         let sj = SessionJournal::open(journal.clone(), meta).unwrap();
-        if let Some(receipt) = sj.flush().await.unwrap() {
-            receipt.await.unwrap();
-        }
+        sj.flush().await.unwrap().await.unwrap();
         out.push(Arc::new(sj));
     }
     out

@@ -35,7 +35,8 @@ pub struct SessionJournal {
     break_glass: bool,
     /// Records waiting for the next hand-off.
     staged: Mutex<Vec<Submission>>,
-    /// Held across a hand-off (see `hand_over`).
+    /// Held across a hand-off, so a session's groups reach the writer in the order their records
+    /// were taken.
     turn: tokio::sync::Mutex<()>,
 }
 
@@ -91,7 +92,7 @@ impl SessionJournal {
     /// everything after a failure.
     pub async fn data(&self, direction: Direction, fin: bool, bytes: &Bytes) -> Result<Receipt, JournalError> {
         self.stage_data(direction, fin, bytes)?;
-        self.flush_staged().await
+        self.flush().await
     }
 
     /// Stages a data record (split like [`SessionJournal::data`]).
@@ -103,7 +104,7 @@ impl SessionJournal {
     /// sealed data frame marked `head`; with `fin`, the message ends with its head.
     pub async fn http_head(&self, direction: Direction, head: &Bytes, fin: bool) -> Result<Receipt, JournalError> {
         self.stage_http_head(direction, head, fin)?;
-        self.flush_staged().await
+        self.flush().await
     }
 
     /// Stages an HTTP message head; with `fin`, it also says that no body follows in that
@@ -149,7 +150,7 @@ impl SessionJournal {
     /// Queues an access-decision record.
     pub async fn decision(&self, meta: DecisionMeta) -> Result<Receipt, JournalError> {
         self.stage_decision(meta)?;
-        self.flush_staged().await
+        self.flush().await
     }
 
     /// Stages an access-decision record.
@@ -161,7 +162,7 @@ impl SessionJournal {
     /// Queues the session-close record and the final index summary.
     pub async fn close(&self, meta: CloseMeta) -> Result<Receipt, JournalError> {
         self.stage_close(meta)?;
-        self.flush_staged().await
+        self.flush().await
     }
 
     /// Stages the session-close record and the final index summary.
@@ -179,36 +180,19 @@ impl SessionJournal {
         self.stage(time_us, RecordKind::SessionClose(meta), Some(summary))
     }
 
-    /// Hands every staged record to the writer as one group. `None` if nothing was staged.
-    pub async fn flush(&self) -> Result<Option<Receipt>, JournalError> {
-        self.hand_over(false).await
-    }
-
-    fn stage(&self, time_us: i64, kind: RecordKind, summary: Option<Vec<u8>>) -> Result<(), JournalError> {
-        let body = encode_body(&Record { session: self.id, time_us, kind })?;
-        self.staged_records()?.push(Submission { session: self.id, body, summary, wrapped_key: None });
-        Ok(())
-    }
-
-    /// Hands the staged records to the writer; the caller has just staged at least one. If
-    /// another task's hand-off took it along, the receipt is a barrier behind that group.
-    async fn flush_staged(&self) -> Result<Receipt, JournalError> {
-        self.hand_over(true).await?.ok_or(JournalError::Internal("no receipt for staged records"))
-    }
-
-    /// One hand-off at a time per session, so groups reach the writer in the order their
-    /// records were taken. Room in the queue is reserved before the records are taken, and the
-    /// send into it cannot wait: a caller cancelled while it waits leaves the records staged
-    /// (for the next hand-off, or `Drop`) instead of losing them.
-    async fn hand_over(&self, barrier: bool) -> Result<Option<Receipt>, JournalError> {
+    /// Hands every staged record to the writer as one group. The receipt covers every record
+    /// this session staged before the call: if nothing is left to hand over (nothing was staged,
+    /// or another task's hand-off took it along), it is a barrier behind what was queued before.
+    ///
+    /// Room in the writer's queue is reserved before the records are taken, and the send into it
+    /// cannot wait: a caller cancelled while it waits leaves the records staged (for the next
+    /// hand-off, or `Drop`) instead of losing them.
+    pub async fn flush(&self) -> Result<Receipt, JournalError> {
         let _turn = self.turn.lock().await;
         let (records, bytes) = {
             let staged = self.staged_records()?;
             (staged.len(), staged.iter().map(|s| s.body.len()).sum())
         };
-        if records == 0 && !barrier {
-            return Ok(None);
-        }
         let reserved = self.journal.reserve(records, bytes).await?;
         // Records staged since the count was taken stay for their own hand-off.
         let group = {
@@ -220,7 +204,13 @@ impl SessionJournal {
                 n => Group::Many(staged.drain(..n).collect()),
             }
         };
-        Ok(Some(reserved.send(group)))
+        Ok(reserved.send(group))
+    }
+
+    fn stage(&self, time_us: i64, kind: RecordKind, summary: Option<Vec<u8>>) -> Result<(), JournalError> {
+        let body = encode_body(&Record { session: self.id, time_us, kind })?;
+        self.staged_records()?.push(Submission { session: self.id, body, summary, wrapped_key: None });
+        Ok(())
     }
 
     fn staged_records(&self) -> Result<std::sync::MutexGuard<'_, Vec<Submission>>, JournalError> {

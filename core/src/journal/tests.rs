@@ -48,12 +48,14 @@ async fn staged_records_go_as_one_group_and_the_index_finds_every_record() {
     // Nothing reaches the writer while records are only staged.
     a.stage_data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).unwrap();
     a.stage_data(Direction::ClientToUpstream, true, &Bytes::from_static(b"2")).unwrap();
-    let first = a.flush().await.unwrap().expect("a group");
-    assert!(a.flush().await.unwrap().is_none(), "a flush takes everything staged");
+    let first = a.flush().await.unwrap();
+    // Nothing is left staged: a second flush is a barrier behind the first group.
+    let barrier = a.flush().await.unwrap();
     // b's open record rides on its first data record; a's close comes after b's group.
     let second = b.data(Direction::UpstreamToClient, true, &Bytes::from_static(b"x")).await.unwrap();
     // A group's receipt is its last record's sequence number.
     assert_eq!(first.await.unwrap(), 3);
+    assert_eq!(barrier.await.unwrap(), 3);
     assert_eq!(second.await.unwrap(), 5);
     assert_eq!(a.close(close()).await.unwrap().await.unwrap(), 6);
     assert_eq!(b.close(close()).await.unwrap().await.unwrap(), 7);
@@ -81,7 +83,7 @@ async fn a_group_larger_than_the_queue_still_goes_through() {
         s.stage_data(Direction::UpstreamToClient, false, &Bytes::from(vec![i; 3])).unwrap();
     }
     let receipt = tokio::time::timeout(std::time::Duration::from_secs(10), s.flush()).await.unwrap().unwrap();
-    assert_eq!(receipt.unwrap().await.unwrap(), 10);
+    assert_eq!(receipt.await.unwrap(), 10);
     // The room it held is back: the next records find it.
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), s.close(close())).await.unwrap().unwrap();
     assert_eq!(next.await.unwrap(), 11);

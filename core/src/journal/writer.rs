@@ -89,7 +89,7 @@ impl Reserved<'_> {
     /// for (more still goes, over the bound).
     pub(crate) fn send(self, group: Group) -> Receipt {
         let (tx, rx) = oneshot::channel();
-        self.slot.send(Command::Append(group, Ack { tx, _room: Some(self.room) }));
+        self.slot.send(Command::Append(group, Ack { tx, _room: self.room }));
         Receipt(rx)
     }
 }
@@ -104,7 +104,7 @@ enum Command {
 /// Where a group's outcome goes, and the queue room it holds until it is committed.
 struct Ack {
     tx: oneshot::Sender<Result<u64, Arc<JournalError>>>,
-    _room: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl Ack {

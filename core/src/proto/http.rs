@@ -629,7 +629,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Outgoing::Stream(_) => sj.stage_http_head(Direction::ClientToUpstream, &head, false),
     };
     let flushed = match recorded {
-        Ok(()) => sj.flush().await.and_then(|r| r.ok_or(crate::journal::JournalError::Internal("nothing staged"))),
+        Ok(()) => sj.flush().await,
         Err(e) => Err(e),
     };
     if let Err(e) = journal_record(flushed, strict).await {
@@ -677,7 +677,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 // If the caller's own body was malformed (an invalid chunk size, say), the failure
                 // is the caller's: 400, not 502.
                 let up_reason = match up_task {
-                    None => "none".into(),
+                    None => "read whole before it was forwarded".into(),
                     Some(task) => match tokio::time::timeout(Duration::from_secs(1), task).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(e)) => format!("request body task failed: {e}"),
@@ -786,11 +786,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             whole.stage(&sj, Direction::UpstreamToClient, &resp_head).map_err(|e| e.to_string())?;
             sj.stage_close(close_meta(&counters, &tally, started, "complete".into())).map_err(|e| e.to_string())?;
             guard.armed = false;
-            match sj.flush().await {
-                Ok(Some(receipt)) => journal_record(Ok(receipt), strict).await,
-                Ok(None) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
+            journal_record(sj.flush().await, strict).await
         };
         if let Err(e) = recorded.await {
             ctx.metrics.error("journal_write");

@@ -488,10 +488,8 @@ impl Outbox {
         }
         self.stage(sj)?;
         let receipt = sj.flush().await.map_err(|e| format!("journal write failed: {e}"))?;
-        if let Some(r) = receipt
-            && strict
-        {
-            r.await.map_err(|e| format!("journal write failed: {e}"))?;
+        if strict {
+            receipt.await.map_err(|e| format!("journal write failed: {e}"))?;
         }
         let side = match self.direction {
             Direction::ClientToUpstream => "upstream",
