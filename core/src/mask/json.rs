@@ -24,7 +24,28 @@ use super::{Action, PathSeg, Profile, Tally, TextStream};
 /// Masks a JSON document in place.
 pub fn mask_value(profile: &Profile, v: &mut Value, tally: &Tally) {
     let mut path = Vec::new();
-    walk(profile, v, &mut path, &[], tally);
+    walk(profile, v, &mut path, &[], tally, &mut CleanKeys::default());
+}
+
+/// Most object keys one document remembers as clean.
+const CLEAN_KEYS_MAX: usize = 1024;
+
+/// Object keys already found to hold nothing to mask, within one document: an array of records
+/// repeats the same few keys thousands of times, and each would be searched again.
+#[derive(Debug, Default)]
+struct CleanKeys(std::collections::HashSet<String>);
+
+impl CleanKeys {
+    fn is_clean(&mut self, profile: &Profile, k: &str) -> bool {
+        if self.0.contains(k) {
+            return true;
+        }
+        let clean = profile.mask_str(k, &Tally::default()) == k;
+        if clean && self.0.len() < CLEAN_KEYS_MAX {
+            self.0.insert(k.to_owned());
+        }
+        clean
+    }
 }
 
 /// Masks a JSON body: parsed, masked, re-serialized. A body that is not JSON is masked as text.
@@ -66,7 +87,14 @@ fn field_value(profile: &Profile, rule: &super::FieldRule, v: &Value, tally: &Ta
     }
 }
 
-fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<PathSeg>], tally: &Tally) {
+fn walk(
+    profile: &Profile,
+    v: &mut Value,
+    path: &mut Vec<PathSeg>,
+    skip: &[Vec<PathSeg>],
+    tally: &Tally,
+    keys: &mut CleanKeys,
+) {
     if skip.iter().any(|s| s == path) {
         return;
     }
@@ -104,7 +132,7 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
                 if let Some(rule) = profile.json_rule(path) {
                     *item = field_value(profile, rule, item, tally).unwrap_or(Value::Null);
                 } else {
-                    walk(profile, item, path, skip, tally);
+                    walk(profile, item, path, skip, tally, keys);
                 }
                 path.pop();
             }
@@ -126,7 +154,7 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
                         None => dropped.push(k.clone()),
                     }
                 } else {
-                    walk(profile, item, path, skip, tally);
+                    walk(profile, item, path, skip, tally, keys);
                 }
                 path.pop();
             }
@@ -134,7 +162,7 @@ fn walk(profile: &Profile, v: &mut Value, path: &mut Vec<PathSeg>, skip: &[Vec<P
                 map.remove(&k);
             }
             // Keys are text too (`{"jane@example.org": …}`).
-            if map.keys().any(|k| profile.mask_str(k, &Tally::default()) != *k) {
+            if !map.keys().all(|k| keys.is_clean(profile, k)) {
                 let old = std::mem::take(map);
                 for (k, item) in old {
                     map.insert(profile.mask_str(&k, tally), item);
@@ -241,7 +269,7 @@ impl EventMasker {
             set_path(&mut v, path, String::from_utf8_lossy(&masked).into_owned());
             streamed.push(path.clone());
         }
-        walk(&self.profile, &mut v, &mut Vec::new(), &streamed, &self.tally);
+        walk(&self.profile, &mut v, &mut Vec::new(), &streamed, &self.tally, &mut CleanKeys::default());
         // Templates: this event with every streamed field emptied.
         let mut template = v.clone();
         for p in &streamed {
