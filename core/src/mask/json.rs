@@ -478,6 +478,11 @@ mod tests {
         assert_eq!(v["logprobs"], Value::Null);
         assert_eq!(v["context"], Value::Null);
         assert_eq!(v["ssn"], "[PHI:SSN]", "{v}");
+        // Records repeat their keys: a key with PHI in it is masked in every record, not only
+        // the first (clean keys are remembered, others are not).
+        let mut v = json!([{"id": 1, "jane@example.org": 1}, {"id": 2, "jane@example.org": 2}]);
+        mask_value(&p, &mut v, &tally);
+        assert_eq!(v, json!([{"id": 1, "[PHI:EMAIL]": 1}, {"id": 2, "[PHI:EMAIL]": 2}]));
     }
 
     fn chunk(content: Option<&str>, finish: Option<&str>) -> Value {
