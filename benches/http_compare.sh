@@ -74,6 +74,12 @@ h1() {
   p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
   echo "$rps $p50"
 }
+# wrk with one connection, one request at a time: p50 latency (ms) of an unloaded gateway, where
+# the 32-connection p50 above also holds the wait behind other requests.
+h1_idle() {
+  local out; out=$(wrk -t1 -c1 -d"${SECS}s" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1)
+  awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out"
+}
 # h2load: rps (32 clients, 10 streams each).
 h2() {
   local n=$((SECS * 8000))
@@ -81,7 +87,7 @@ h2() {
     awk '/^finished in/ {gsub(/,/,""); print $4}'
 }
 
-declare -A H1 H2 P50
+declare -A H1 H2 P50 IDLE
 targets="direct nginx airlock_batched airlock_strict"
 port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
 port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
@@ -89,12 +95,14 @@ for round in $(seq "$ROUNDS"); do
   for t in $targets; do
     read -r rps p50 < <(h1 "$(port_h1 $t)")
     r2=$(h2 "$(port_h2 $t)")
-    echo "round $round  $t  http1 ${rps} req/s p50 ${p50} ms  http2 ${r2} req/s"
-    H1[$t]="${H1[$t]:-} $rps"; P50[$t]="${P50[$t]:-} $p50"; H2[$t]="${H2[$t]:-} $r2"
+    idle=$(h1_idle "$(port_h1 $t)")
+    echo "round $round  $t  http1 ${rps} req/s p50 ${p50} ms  http2 ${r2} req/s  one connection p50 ${idle} ms"
+    H1[$t]="${H1[$t]:-} $rps"; P50[$t]="${P50[$t]:-} $p50"; H2[$t]="${H2[$t]:-} $r2"; IDLE[$t]="${IDLE[$t]:-} $idle"
   done
 done
 
 nginx1=$(median <<<"${H1[nginx]}"); nginx2=$(median <<<"${H2[nginx]}"); direct_p50=$(median <<<"${P50[direct]}")
+direct_idle=$(median <<<"${IDLE[direct]}"); nginx_idle=$(median <<<"${IDLE[nginx]}")
 echo
 echo "| target | HTTP/1.1 req/s (median, range) | × nginx | p50 ms | added p50 vs direct | HTTP/2 req/s (median, range) | × nginx |"
 echo "|---|---|---|---|---|---|---|"
@@ -103,4 +111,12 @@ for t in $targets; do
   printf '| %s | %.0f (%s) | %.2f | %.3f | %+.3f | %.0f (%s) | %.2f |\n' "$t" "$m1" "$(range <<<"${H1[$t]}")" \
     "$(echo "$m1 / $nginx1" | bc -l)" "$p" "$(echo "$p - $direct_p50" | bc -l)" "$m2" "$(range <<<"${H2[$t]}")" \
     "$(echo "$m2 / $nginx2" | bc -l)"
+done
+echo
+echo "| target | one connection: p50 ms (median, range) | added vs direct | added vs nginx |"
+echo "|---|---|---|---|"
+for t in $targets; do
+  p=$(median <<<"${IDLE[$t]}")
+  printf '| %s | %.3f (%s) | %+.3f | %+.3f |\n' "$t" "$p" "$(range <<<"${IDLE[$t]}")" \
+    "$(echo "$p - $direct_idle" | bc -l)" "$(echo "$p - $nginx_idle" | bc -l)"
 done
