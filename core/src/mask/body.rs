@@ -237,7 +237,7 @@ impl SseMasker {
                 if masked.is_empty() {
                     return Ok(Vec::new());
                 }
-                let data = String::from_utf8_lossy(&masked).into_owned();
+                let data = super::into_string(masked);
                 Ok(vec![sse::encode(&Event { data, ..event })])
             }
         }
@@ -251,7 +251,7 @@ impl SseMasker {
         for (name, mut stream) in std::mem::take(&mut self.text) {
             let rest = stream.finish();
             if !rest.is_empty() {
-                let data = String::from_utf8_lossy(&rest).into_owned();
+                let data = super::into_string(rest);
                 out.push(sse::encode(&Event { event: name, data, id: None, retry: None }));
             }
         }

@@ -123,7 +123,7 @@ impl GrpcMasker {
                 continue;
             }
             if let Some(f) = msg.descriptor().get_field_by_name(name.rsplit('.').next().unwrap_or("")) {
-                msg.set_field(&f, Value::String(String::from_utf8_lossy(&rest).into_owned()));
+                msg.set_field(&f, Value::String(super::into_string(rest)));
                 any = true;
             }
         }
@@ -163,7 +163,7 @@ impl GrpcMasker {
                         .streams
                         .entry(f.full_name().to_owned())
                         .or_insert_with(|| self.profile.stream(self.tally.clone()));
-                    *s = String::from_utf8_lossy(&stream.push(s.as_bytes())).into_owned();
+                    *s = super::into_string(stream.push(s.as_bytes()));
                     streamed.push(f.clone());
                 }
                 continue;
@@ -179,7 +179,7 @@ impl GrpcMasker {
             Value::String(s) => {
                 let masked = self.profile.mask_keyed(name, s.as_bytes(), &self.tally);
                 if masked != s.as_bytes() {
-                    *s = String::from_utf8_lossy(&masked).into_owned();
+                    *s = super::into_string(masked);
                 }
             }
             Value::Message(m) => self.walk(m, false, &mut Vec::new()),

@@ -82,7 +82,7 @@ fn field_value(profile: &Profile, rule: &super::FieldRule, v: &Value, tally: &Ta
                 other => other.to_string(),
             };
             let out = profile.field_text(rule, text.as_bytes(), tally);
-            Some(Value::String(String::from_utf8_lossy(&out).into_owned()))
+            Some(Value::String(super::into_string(out)))
         }
     }
 }
@@ -102,7 +102,7 @@ fn walk(
         Value::String(s) => {
             let masked = match path.last() {
                 Some(PathSeg::Key(k)) => {
-                    String::from_utf8_lossy(&profile.mask_keyed(k, s.as_bytes(), tally)).into_owned()
+                    super::into_string(profile.mask_keyed(k, s.as_bytes(), tally))
                 }
                 _ => profile.mask_str(s, tally),
             };
@@ -123,7 +123,7 @@ fn walk(
                 None => profile.mask_text(text.as_bytes(), tally),
             };
             if masked != text.as_bytes() {
-                *v = Value::String(String::from_utf8_lossy(&masked).into_owned());
+                *v = Value::String(super::into_string(masked));
             }
         }
         Value::Array(items) => {
@@ -266,7 +266,7 @@ impl EventMasker {
             });
             delta.path = path.clone();
             let masked = delta.stream.push(text.as_bytes());
-            set_path(&mut v, path, String::from_utf8_lossy(&masked).into_owned());
+            set_path(&mut v, path, super::into_string(masked));
             streamed.push(path.clone());
         }
         walk(&self.profile, &mut v, &mut Vec::new(), &streamed, &self.tally, &mut CleanKeys::default());
@@ -327,7 +327,7 @@ impl EventMasker {
                 continue;
             }
             let mut ev = d.template;
-            set_path(&mut ev, &d.path, String::from_utf8_lossy(&rest).into_owned());
+            set_path(&mut ev, &d.path, super::into_string(rest));
             out.push(ev);
         }
         out

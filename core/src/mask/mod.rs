@@ -27,6 +27,12 @@ use std::sync::{Arc, Mutex};
 
 pub use detect::{CustomEntity, DenyList, Detector, EntityId, Finding};
 
+/// Masked text as a `String`, without a copy: masking keeps UTF-8 valid (findings are widened to
+/// character boundaries), and anything else is replaced lossily rather than refused.
+pub(crate) fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Most text a stream holds back while one candidate grows. A longer candidate (a URL of several
 /// kilobytes arriving in pieces) is judged on what has arrived.
 pub const MAX_HOLD: usize = 2048;
@@ -290,7 +296,7 @@ impl Profile {
     /// Masks a whole string (the result is valid UTF-8: findings are widened to character
     /// boundaries).
     pub fn mask_str(&self, text: &str, tally: &Tally) -> String {
-        String::from_utf8_lossy(&self.mask_text(text.as_bytes(), tally)).into_owned()
+        into_string(self.mask_text(text.as_bytes(), tally))
     }
 
     /// Masks the value of a named field (a JSON key, a result column): the name is context for
