@@ -21,6 +21,8 @@ use serde_json::Value;
 
 use super::{Action, PathSeg, Profile, Tally, TextStream};
 
+mod in_place;
+
 /// Masks a JSON document in place.
 pub fn mask_value(profile: &Profile, v: &mut Value, tally: &Tally) {
     let mut path = Vec::new();
@@ -48,8 +50,13 @@ impl CleanKeys {
     }
 }
 
-/// Masks a JSON body: parsed, masked, re-serialized. A body that is not JSON is masked as text.
+/// Masks a JSON body. Most documents are masked in their own text (see `in_place`): key order,
+/// spacing and number spelling are kept. The rest are parsed, masked and re-serialized. A body
+/// that is not JSON is masked as text.
 pub fn mask_document(profile: &Profile, body: &[u8], tally: &Tally) -> Result<Vec<u8>, super::MaskError> {
+    if let Some(out) = in_place::mask(profile, body, tally) {
+        return Ok(out);
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(mut v) => {
             mask_value(profile, &mut v, tally);
@@ -101,9 +108,7 @@ fn walk(
     match v {
         Value::String(s) => {
             let masked = match path.last() {
-                Some(PathSeg::Key(k)) => {
-                    super::into_string(profile.mask_keyed(k, s.as_bytes(), tally))
-                }
+                Some(PathSeg::Key(k)) => super::into_string(profile.mask_keyed(k, s.as_bytes(), tally)),
                 _ => profile.mask_str(s, tally),
             };
             if masked != *s {
@@ -171,6 +176,11 @@ fn walk(
         }
         Value::Bool(_) | Value::Null => {}
     }
+}
+
+/// A key whose value may be a side channel (see [`side_channel`]).
+fn side_channel_key(key: &str) -> bool {
+    matches!(key, "logprobs" | "top_logprobs" | "context")
 }
 
 fn side_channel(key: &str, v: &Value) -> bool {
@@ -423,6 +433,110 @@ mod tests {
     use super::*;
     use crate::mask::{Detector, FieldRule, FieldSelector, ProfileSpec};
     use serde_json::json;
+
+    /// Masks `text` the tree walk's way: parse, walk, serialize.
+    fn tree(p: &Profile, text: &[u8], tally: &Tally) -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(text).unwrap();
+        mask_value(p, &mut v, tally);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn rule(selector: FieldSelector, action: Action, label: &str) -> FieldRule {
+        FieldRule { selector, action, label: label.into() }
+    }
+
+    const STRINGS: &[&str] = &[
+        "plain words",
+        "call 617-555-0123 today",
+        "123-45-6789",
+        "jane.doe@example.org",
+        "MRN 00123456",
+        "028939",
+        "Dr. Maria Garcia",
+        "line\nbreak \"quoted\" 617-555-0123",
+        "caf\u{e9} 4111 1111 1111 1111",
+        "",
+        "2019-03-04",
+    ];
+    const KEYS: &[&str] = &[
+        "note",
+        "mrn",
+        "ssn",
+        "member_id",
+        "name",
+        "id",
+        "dob",
+        "phones",
+        "logprobs",
+        "context",
+        "jane@example.org",
+        "k\"q",
+    ];
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0..STRINGS.len()).prop_map(|i| json!(STRINGS[i])),
+            prop_oneof![Just(2_190_999_999_u64), Just(6_175_550_123), Just(42), Just(4_111_111_111_111_111)]
+                .prop_map(|n| json!(n)),
+            Just(json!(1.5)),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec((0..KEYS.len(), inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (KEYS[k].to_owned(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_document_masked_in_its_text_reads_as_the_tree_walk_masks_it(
+            v in json_value(),
+            pretty in proptest::bool::ANY,
+            rules in proptest::bool::ANY,
+        ) {
+            let fields = if rules {
+                vec![
+                    rule(FieldSelector::Key("dob".into()), Action::Redact, "dob"),
+                    rule(FieldSelector::Key("name".into()), Action::Null, "name"),
+                    rule(FieldSelector::Key("id".into()), Action::Keep, "id"),
+                    rule(FieldSelector::path("$.note").unwrap(), Action::Partial(2), "note"),
+                    rule(FieldSelector::path("$.phones[*]").unwrap(), Action::Redact, "phone"),
+                    rule(FieldSelector::Key("member_id".into()), Action::Drop, "member"),
+                ]
+            } else {
+                vec![]
+            };
+            let p = profile(fields);
+            let text = if pretty { serde_json::to_vec_pretty(&v).unwrap() } else { serde_json::to_vec(&v).unwrap() };
+            let (t_tree, t_doc) = (Tally::default(), Tally::default());
+            let want: Value = serde_json::from_slice(&tree(&p, &text, &t_tree)).unwrap();
+            let got = mask_document(&p, &text, &t_doc).unwrap();
+            let got: Value = serde_json::from_slice(&got).unwrap();
+            proptest::prop_assert_eq!(&got, &want, "{}", String::from_utf8_lossy(&text));
+            proptest::prop_assert_eq!(t_doc.snapshot(), t_tree.snapshot());
+        }
+    }
+
+    #[test]
+    fn a_document_keeps_its_key_order_and_spacing() {
+        let p = profile(vec![]);
+        let tally = Tally::default();
+        let body = b"{ \"zeta\": \"call 617-555-0123\",\n  \"alpha\": [1, 2.50, true, null] }\n";
+        let out = mask_document(&p, body, &tally).unwrap();
+        assert_eq!(out, b"{ \"zeta\": \"call [PHI:PHONE]\",\n  \"alpha\": [1, 2.50, true, null] }\n");
+        assert_eq!(tally.snapshot()["PHONE"], 1);
+        // A key is context for its value, as in the tree walk: a bare number is an MRN here.
+        let out = mask_document(&p, br#"{"mrn": "028939", "n": "028939", "ssn": 219099999}"#, &tally).unwrap();
+        assert_eq!(out, br#"{"mrn": "[PHI:MRN]", "n": "028939", "ssn": "[PHI:SSN]"}"#);
+        // What this path leaves to the tree walk comes out as the tree walk writes it.
+        let out = mask_document(&p, b"{\"b\": 1, \"a\": {\"jane@example.org\": 2}}", &tally).unwrap();
+        assert_eq!(out, br#"{"a":{"[PHI:EMAIL]":2},"b":1}"#);
+    }
 
     fn profile(fields: Vec<FieldRule>) -> Arc<Profile> {
         let det = Arc::new(Detector::new(&[], &[]).unwrap());

@@ -308,7 +308,8 @@ impl Profile {
         hay.extend_from_slice(b": ");
         let start = hay.len();
         hay.extend_from_slice(value);
-        let findings: Vec<Finding> = self.detector.find_all(&hay).into_iter().filter(|f| f.start >= start).collect();
+        let mut findings = self.detector.find_all(&hay);
+        findings.retain(|f| f.start >= start);
         let mut out = Vec::with_capacity(value.len());
         self.apply(&hay, start, hay.len(), &findings, &mut out, tally);
         out
@@ -523,8 +524,10 @@ impl TextStream {
 }
 
 /// Fuzz entry point: the first byte picks how the rest is cut (a chunk size) and the second
-/// which masker runs — the text stream, or the SSE body masker over the same bytes. Nothing may
-/// panic, and the text stream's output for any cut must equal masking the whole input at once.
+/// which masker runs — the text stream, the SSE body masker over the same bytes, or the JSON
+/// document masker over the whole rest. Nothing may panic; the text stream's output for any cut
+/// must equal masking the whole input at once; a JSON document's output must read as the tree
+/// walk's.
 pub fn fuzz_stream(data: &[u8]) {
     let [size, which, rest @ ..] = data else { return };
     static PROFILE: std::sync::OnceLock<Option<Arc<Profile>>> = std::sync::OnceLock::new();
@@ -540,7 +543,14 @@ pub fn fuzz_stream(data: &[u8]) {
     };
     let step = usize::from(*size).max(1);
     let tally = Arc::new(Tally::default());
-    if which % 2 == 0 {
+    if which % 3 == 2 {
+        let out = json::mask_document(&profile, rest, &tally).unwrap_or_else(|e| panic!("{e}"));
+        if let Ok(mut tree) = serde_json::from_slice::<serde_json::Value>(rest) {
+            json::mask_value(&profile, &mut tree, &Tally::default());
+            let got: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("not JSON: {e}"));
+            assert_eq!(got, tree, "the document masked in its text differs from the tree walk");
+        }
+    } else if which % 3 == 0 {
         let mut s = profile.stream(tally.clone());
         let mut out = Vec::new();
         for chunk in rest.chunks(step) {

@@ -1,0 +1,244 @@
+//! A JSON document masked in its own text.
+//!
+//! The tree walk (parse into a `Value`, mask, serialize) builds and frees a node per value and
+//! writes the whole document again, with its keys sorted. Here the text is read once, token by
+//! token: a string or number that masking changes is replaced, everything else — key order,
+//! spacing, how numbers are spelled — is copied as it came. Each value gets exactly what the tree
+//! walk gives it (the same key context, field rules and counts); a test compares the two on
+//! generated documents.
+//!
+//! What this path does not do, it leaves to the tree walk (it answers `None` before counting
+//! anything): a field rule that drops a field or applies to an object or array, a side-channel
+//! field (`logprobs`, Ollama's `context`), an object key that itself holds PHI, and text that is
+//! not valid JSON.
+
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+use super::{CleanKeys, field_value, side_channel_key};
+use crate::mask::{PathSeg, Profile, Tally};
+
+/// One open container.
+enum Frame {
+    /// An object, and whether the key of the member being read is on the path (false while a
+    /// key is expected).
+    Object(bool),
+    /// An array, and the index of the next element.
+    Array(usize),
+}
+
+/// Masks `body` (a whole JSON document) in place; `None` when the tree walk must do it.
+pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<u8>> {
+    // Valid JSON first (within serde's nesting limit), so the reader below can trust the
+    // grammar.
+    serde_json::from_slice::<IgnoredAny>(body).ok()?;
+    let mut doc = Doc { profile, body, out: Vec::new(), copied: 0, counts: Tally::default() };
+    let mut keys = CleanKeys::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut path: Vec<PathSeg> = Vec::new();
+    let mut at = 0;
+    loop {
+        at = skip_space(body, at);
+        let Some(&b) = body.get(at) else { break };
+        match b {
+            b'{' => {
+                doc.enter(&mut stack, &mut path)?;
+                stack.push(Frame::Object(false));
+                at += 1;
+            }
+            b'[' => {
+                doc.enter(&mut stack, &mut path)?;
+                stack.push(Frame::Array(0));
+                at += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                doc.leave(&mut stack, &mut path);
+                at += 1;
+            }
+            b',' | b':' => at += 1,
+            b'"' => {
+                let end = string_end(body, at)?;
+                if let Some(Frame::Object(keyed @ false)) = stack.last_mut() {
+                    let k = decode(&body[at..end])?;
+                    if side_channel_key(&k) || !keys.is_clean(profile, &k) {
+                        return None;
+                    }
+                    path.push(PathSeg::Key(k));
+                    *keyed = true;
+                } else {
+                    doc.value(&mut stack, &mut path, at, end, Kind::String)?;
+                }
+                at = end;
+            }
+            _ => {
+                // A number, `true`, `false` or `null`.
+                let end = at + body[at..].iter().position(|&c| !is_scalar_byte(c)).unwrap_or(body.len() - at);
+                let kind = if matches!(b, b't' | b'f' | b'n') { Kind::Literal } else { Kind::Number };
+                doc.value(&mut stack, &mut path, at, end, kind)?;
+                at = end;
+            }
+        }
+    }
+    for (label, n) in doc.counts.snapshot() {
+        tally.add(&label, n);
+    }
+    if doc.copied == 0 {
+        return Some(body.to_vec());
+    }
+    doc.out.extend_from_slice(&body[doc.copied..]);
+    Some(doc.out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    String,
+    Number,
+    Literal,
+}
+
+struct Doc<'a> {
+    profile: &'a Profile,
+    body: &'a [u8],
+    /// The masked text up to `copied`; empty while nothing has changed.
+    out: Vec<u8>,
+    copied: usize,
+    /// Counts, handed to the caller's tally only when the whole document is done here.
+    counts: Tally,
+}
+
+impl Doc<'_> {
+    /// A container starts where a value is expected: a field rule on its place sends the
+    /// document to the tree walk.
+    fn enter(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) -> Option<()> {
+        if Self::place(stack, path) && self.profile.json_rule(path).is_some() {
+            return None;
+        }
+        Some(())
+    }
+
+    /// A container ended: it was the value of its parent's current place.
+    fn leave(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
+        Self::advance(stack, path);
+    }
+
+    /// Puts the place of the value about to be read on the path (an object's key is there
+    /// already); false at the top level.
+    fn place(stack: &[Frame], path: &mut Vec<PathSeg>) -> bool {
+        match stack.last() {
+            Some(Frame::Object(_)) => true,
+            Some(Frame::Array(i)) => {
+                path.push(PathSeg::Index(Some(*i)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the innermost container past its current value, taking its place off the path.
+    fn advance(stack: &mut [Frame], path: &mut Vec<PathSeg>) {
+        match stack.last_mut() {
+            Some(Frame::Object(keyed)) => *keyed = false,
+            Some(Frame::Array(i)) => *i += 1,
+            None => return,
+        }
+        path.pop();
+    }
+
+    /// A scalar value at `start..end`: masked as the tree walk would mask it.
+    fn value(
+        &mut self,
+        stack: &mut [Frame],
+        path: &mut Vec<PathSeg>,
+        start: usize,
+        end: usize,
+        kind: Kind,
+    ) -> Option<()> {
+        let inside = Self::place(stack, path);
+        let raw = &self.body[start..end];
+        let replacement = match self.profile.json_rule(path) {
+            Some(rule) if inside => {
+                let v: Value = serde_json::from_slice(raw).ok()?;
+                match field_value(self.profile, rule, &v, &self.counts) {
+                    Some(new) if new == v => None,
+                    Some(new) => Some(serde_json::to_vec(&new).ok()?),
+                    None => return None,
+                }
+            }
+            _ => match kind {
+                Kind::Literal => None,
+                Kind::String => {
+                    let s = decode(raw)?;
+                    let masked = match path.last() {
+                        Some(PathSeg::Key(k)) => self.profile.mask_keyed(k, s.as_bytes(), &self.counts),
+                        _ => self.profile.mask_text(s.as_bytes(), &self.counts),
+                    };
+                    let masked = crate::mask::into_string(masked);
+                    (masked != s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
+                }
+                Kind::Number => {
+                    // The number as the tree walk spells it (`1e2` is `100.0` there).
+                    let n: serde_json::Number = serde_json::from_slice(raw).ok()?;
+                    let text = n.to_string();
+                    let key = path.iter().rev().find_map(|s| match s {
+                        PathSeg::Key(k) => Some(k.as_str()),
+                        PathSeg::Index(_) => None,
+                    });
+                    let masked = match key {
+                        Some(k) => self.profile.mask_keyed(k, text.as_bytes(), &self.counts),
+                        None => self.profile.mask_text(text.as_bytes(), &self.counts),
+                    };
+                    (masked != text.as_bytes())
+                        .then(|| serde_json::to_vec(&crate::mask::into_string(masked)))
+                        .transpose()
+                        .ok()?
+                }
+            },
+        };
+        if let Some(new) = replacement {
+            if self.out.is_empty() {
+                self.out.reserve(self.body.len());
+            }
+            self.out.extend_from_slice(&self.body[self.copied..start]);
+            self.out.extend_from_slice(&new);
+            self.copied = end;
+        }
+        Self::advance(stack, path);
+        Some(())
+    }
+}
+
+fn skip_space(body: &[u8], mut at: usize) -> usize {
+    while body.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Bytes of a number or of `true`, `false`, `null`.
+fn is_scalar_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+}
+
+/// The end (after the closing quote) of the string that starts at `start`.
+fn string_end(body: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let rel = memchr::memchr2(b'"', b'\\', &body[i..])?;
+        i += rel;
+        if body[i] == b'\\' {
+            i += 2;
+        } else {
+            return Some(i + 1);
+        }
+    }
+}
+
+/// The text of a JSON string token (with its quotes).
+fn decode(token: &[u8]) -> Option<String> {
+    let inner = &token[1..token.len() - 1];
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner).ok().map(str::to_owned);
+    }
+    serde_json::from_slice(token).ok()
+}
