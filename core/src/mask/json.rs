@@ -493,6 +493,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Documents with nothing this path leaves to the tree walk (no side-channel key, no key
+        /// that holds PHI, no field rule): it must do them itself, and as the tree walk would.
+        #[test]
+        fn a_plain_document_is_masked_in_its_text(v in json_value(), pretty in proptest::bool::ANY) {
+            let text = if pretty { serde_json::to_vec_pretty(&v).unwrap() } else { serde_json::to_vec(&v).unwrap() };
+            let plain = ["\"logprobs\"", "\"context\"", "\"jane@example.org\""]
+                .iter()
+                .all(|k| !String::from_utf8_lossy(&text).contains(k));
+            proptest::prop_assume!(plain);
+            let p = profile(vec![]);
+            let (t_tree, t_doc) = (Tally::default(), Tally::default());
+            let want: Value = serde_json::from_slice(&tree(&p, &text, &t_tree)).unwrap();
+            let got = in_place::mask(&p, &text, &t_doc);
+            proptest::prop_assert!(got.is_some(), "left to the tree walk: {}", String::from_utf8_lossy(&text));
+            let got: Value = serde_json::from_slice(&got.unwrap()).unwrap();
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert_eq!(t_doc.snapshot(), t_tree.snapshot());
+        }
+
         #[test]
         fn a_document_masked_in_its_text_reads_as_the_tree_walk_masks_it(
             v in json_value(),
@@ -533,6 +552,17 @@ mod tests {
         // A key is context for its value, as in the tree walk: a bare number is an MRN here.
         let out = mask_document(&p, br#"{"mrn": "028939", "n": "028939", "ssn": 219099999}"#, &tally).unwrap();
         assert_eq!(out, br#"{"mrn": "[PHI:MRN]", "n": "028939", "ssn": "[PHI:SSN]"}"#);
+        // Escaped keys are read as what they say; a string may end in an escaped backslash.
+        let out =
+            mask_document(&p, br#"{"s\u0073n": "219099999", "x": "a\\", "y": "q\"617-555-0123\""}"#, &tally).unwrap();
+        assert_eq!(out, br#"{"s\u0073n": "[PHI:SSN]", "x": "a\\", "y": "q\"[PHI:PHONE]\""}"#);
+        // A number is judged in the spelling the client receives: one that the tree walk would
+        // round (and so judge as `9.876543210987654e19`) is left to the tree walk.
+        let out = mask_document(&p, br#"{"account": 98765432109876543210, "n": 1E+2, "z": -0}"#, &tally).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("98765432109876543210"), "{text}");
+        let out = mask_document(&p, br#"{"n": 1E+2, "z": -0, "f": 2.50}"#, &tally).unwrap();
+        assert_eq!(out, br#"{"n": 1E+2, "z": -0, "f": 2.50}"#);
         // What this path leaves to the tree walk comes out as the tree walk writes it.
         let out = mask_document(&p, b"{\"b\": 1, \"a\": {\"jane@example.org\": 2}}", &tally).unwrap();
         assert_eq!(out, br#"{"a":{"[PHI:EMAIL]":2},"b":1}"#);

@@ -9,8 +9,10 @@
 //!
 //! What this path does not do, it leaves to the tree walk (it answers `None` before counting
 //! anything): a field rule that drops a field or applies to an object or array, a side-channel
-//! field (`logprobs`, Ollama's `context`), an object key that itself holds PHI, and text that is
-//! not valid JSON.
+//! field (`logprobs`, Ollama's `context`), an object key that itself holds PHI, a number whose
+//! spelling masks differently from the tree walk's spelling of it, and text that is not valid
+//! JSON. One difference is deliberate: a key that appears twice in an object keeps both values
+//! here, each masked and counted, where the tree walk keeps only the last.
 
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -29,8 +31,8 @@ enum Frame {
 
 /// Masks `body` (a whole JSON document) in place; `None` when the tree walk must do it.
 pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<u8>> {
-    // Valid JSON first (within serde's nesting limit), so the reader below can trust the
-    // grammar.
+    // Valid JSON first, so the reader below can trust the grammar. (`IgnoredAny` has no nesting
+    // limit, and neither has the reader: it keeps its own stack and does not recurse.)
     serde_json::from_slice::<IgnoredAny>(body).ok()?;
     let mut doc = Doc { profile, body, out: Vec::new(), copied: 0, counts: Tally::default() };
     let mut keys = CleanKeys::default();
@@ -184,10 +186,16 @@ impl Doc<'_> {
                         PathSeg::Key(k) => Some(k.as_str()),
                         PathSeg::Index(_) => None,
                     });
-                    let masked = match key {
-                        Some(k) => self.profile.mask_keyed(k, text.as_bytes(), &self.counts),
-                        None => self.profile.mask_text(text.as_bytes(), &self.counts),
+                    let mask = |text: &[u8], tally: &Tally| match key {
+                        Some(k) => self.profile.mask_keyed(k, text, tally),
+                        None => self.profile.mask_text(text, tally),
                     };
+                    let masked = mask(text.as_bytes(), &self.counts);
+                    // Left alone, the number goes out as the upstream spelled it: that spelling
+                    // must pass too (`98765432109876543210` reads as `9.876543210987654e19`).
+                    if masked == text.as_bytes() && raw != text.as_bytes() && mask(raw, &Tally::default()) != raw {
+                        return None;
+                    }
                     (masked != text.as_bytes())
                         .then(|| serde_json::to_vec(&crate::mask::into_string(masked)))
                         .transpose()
@@ -224,7 +232,7 @@ fn is_scalar_byte(b: u8) -> bool {
 fn string_end(body: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        let rel = memchr::memchr2(b'"', b'\\', &body[i..])?;
+        let rel = memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
         i += rel;
         if body[i] == b'\\' {
             i += 2;
