@@ -107,26 +107,14 @@ fn walk(
     }
     match v {
         Value::String(s) => {
-            let masked = match path.last() {
-                Some(PathSeg::Key(k)) => super::into_string(profile.mask_keyed(k, s.as_bytes(), tally)),
-                _ => profile.mask_str(s, tally),
-            };
+            let masked = mask_string(profile, path, s, tally);
             if masked != *s {
                 *s = masked;
             }
         }
-        // A number under a telling key (`"ssn": 219099999`, or `"phones": [6175550123]`) is
-        // masked as its text.
         Value::Number(n) => {
-            let key = path.iter().rev().find_map(|s| match s {
-                PathSeg::Key(k) => Some(k.as_str()),
-                PathSeg::Index(_) => None,
-            });
             let text = n.to_string();
-            let masked = match key {
-                Some(k) => profile.mask_keyed(k, text.as_bytes(), tally),
-                None => profile.mask_text(text.as_bytes(), tally),
-            };
+            let masked = mask_number(profile, path, text.as_bytes(), tally);
             if masked != text.as_bytes() {
                 *v = Value::String(super::into_string(masked));
             }
@@ -175,6 +163,27 @@ fn walk(
             }
         }
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// A string value at `path`: its key, if it has one, is context (`"mrn": "028939"`).
+fn mask_string(profile: &Profile, path: &[PathSeg], s: &str, tally: &Tally) -> String {
+    match path.last() {
+        Some(PathSeg::Key(k)) => super::into_string(profile.mask_keyed(k, s.as_bytes(), tally)),
+        _ => profile.mask_str(s, tally),
+    }
+}
+
+/// A number at `path`, as text: the nearest key above it is context (`"ssn": 219099999`, or
+/// `"phones": [6175550123]`).
+fn mask_number(profile: &Profile, path: &[PathSeg], text: &[u8], tally: &Tally) -> Vec<u8> {
+    let key = path.iter().rev().find_map(|s| match s {
+        PathSeg::Key(k) => Some(k.as_str()),
+        PathSeg::Index(_) => None,
+    });
+    match key {
+        Some(k) => profile.mask_keyed(k, text, tally),
+        None => profile.mask_text(text, tally),
     }
 }
 

@@ -17,7 +17,7 @@
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-use super::{CleanKeys, field_value, side_channel_key};
+use super::{CleanKeys, field_value, mask_number, mask_string, side_channel_key};
 use crate::mask::{PathSeg, Profile, Tally};
 
 /// One open container.
@@ -54,8 +54,9 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 at += 1;
             }
             b'}' | b']' => {
+                // The container was the value of its parent's current place.
                 stack.pop();
-                doc.leave(&mut stack, &mut path);
+                Doc::advance(&mut stack, &mut path);
                 at += 1;
             }
             b',' | b':' => at += 1,
@@ -119,11 +120,6 @@ impl Doc<'_> {
         Some(())
     }
 
-    /// A container ended: it was the value of its parent's current place.
-    fn leave(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
-        Self::advance(stack, path);
-    }
-
     /// Puts the place of the value about to be read on the path (an object's key is there
     /// already); false at the top level.
     fn place(stack: &[Frame], path: &mut Vec<PathSeg>) -> bool {
@@ -171,29 +167,20 @@ impl Doc<'_> {
                 Kind::Literal => None,
                 Kind::String => {
                     let s = decode(raw)?;
-                    let masked = match path.last() {
-                        Some(PathSeg::Key(k)) => self.profile.mask_keyed(k, s.as_bytes(), &self.counts),
-                        _ => self.profile.mask_text(s.as_bytes(), &self.counts),
-                    };
-                    let masked = crate::mask::into_string(masked);
+                    let masked = mask_string(self.profile, path, &s, &self.counts);
                     (masked != s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there).
                     let n: serde_json::Number = serde_json::from_slice(raw).ok()?;
                     let text = n.to_string();
-                    let key = path.iter().rev().find_map(|s| match s {
-                        PathSeg::Key(k) => Some(k.as_str()),
-                        PathSeg::Index(_) => None,
-                    });
-                    let mask = |text: &[u8], tally: &Tally| match key {
-                        Some(k) => self.profile.mask_keyed(k, text, tally),
-                        None => self.profile.mask_text(text, tally),
-                    };
-                    let masked = mask(text.as_bytes(), &self.counts);
+                    let masked = mask_number(self.profile, path, text.as_bytes(), &self.counts);
                     // Left alone, the number goes out as the upstream spelled it: that spelling
                     // must pass too (`98765432109876543210` reads as `9.876543210987654e19`).
-                    if masked == text.as_bytes() && raw != text.as_bytes() && mask(raw, &Tally::default()) != raw {
+                    if masked == text.as_bytes()
+                        && raw != text.as_bytes()
+                        && mask_number(self.profile, path, raw, &Tally::default()) != raw
+                    {
                         return None;
                     }
                     (masked != text.as_bytes())
