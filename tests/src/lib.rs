@@ -733,28 +733,26 @@ impl HttpUpstream {
                             });
                             type E = Box<dyn std::error::Error + Send + Sync>;
                             type B = http_body_util::combinators::BoxBody<bytes::Bytes, E>;
-                            let resp: hyper::Response<B> = if parts.uri.path() == "/reset" {
+                            // A body that sends `first` and then breaks off.
+                            let cut_off = |first: &'static [u8]| -> B {
                                 let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
                                 tokio::spawn(async move {
-                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: first\n\n")).await;
+                                    let _ = tx.send_data(bytes::Bytes::from_static(first)).await;
                                     tokio::time::sleep(Duration::from_millis(50)).await;
                                     tx.abort("upstream gave up".into());
                                 });
+                                rx.boxed()
+                            };
+                            let resp: hyper::Response<B> = if parts.uri.path() == "/reset" {
                                 hyper::Response::builder()
                                     .header("content-type", "text/event-stream")
-                                    .body(rx.boxed())
+                                    .body(cut_off(b"data: first\n\n"))
                                     .unwrap()
                             } else if parts.uri.path() == "/short" {
-                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
-                                tokio::spawn(async move {
-                                    let _ = tx.send_data(bytes::Bytes::from_static(b"{\"partial\": \"secret")).await;
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                    tx.abort("upstream gave up".into());
-                                });
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
                                     .header("content-length", "100")
-                                    .body(rx.boxed())
+                                    .body(cut_off(b"{\"partial\": \"secret"))
                                     .unwrap()
                             } else if parts.uri.path() == "/endless" {
                                 let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);

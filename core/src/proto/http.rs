@@ -258,6 +258,14 @@ fn gateway_error(grpc: bool, status: StatusCode, error: &str, message: &str, req
     resp
 }
 
+/// A 400 (INVALID_ARGUMENT for gRPC) after which the connection closes: what the caller sent
+/// cannot be trusted to end where the next request begins.
+fn bad_request_closing(grpc: bool, message: &str, request_id: &str) -> Response<Body> {
+    let mut resp = gateway_error(grpc, StatusCode::BAD_REQUEST, "bad_request", message, request_id);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The answer when the journal cannot record: 503 (UNAVAILABLE for gRPC), and nothing forwarded.
 fn journal_unavailable(grpc: bool, request_id: &str) -> Response<Body> {
     gateway_error(
@@ -401,9 +409,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     if let Some(why) = framing_abuse(&req) {
         ctx.metrics.error("http_parse");
         super::session::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
-        let mut resp = error_response(StatusCode::BAD_REQUEST, "bad_request", why, "-");
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        return bad_request_closing(false, why, "-");
     }
     let access = ctx.access.current();
 
@@ -608,15 +614,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             Err(unread) => {
                 ctx.metrics.error("http_parse");
                 guard.close(format!("request body not read, answered 400: {}", unread.reason())).await;
-                let mut resp = gateway_error(
-                    is_grpc,
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request body did not arrive whole",
-                    &request_id,
-                );
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
+                return bad_request_closing(is_grpc, "the request body did not arrive whole", &request_id);
             }
         }
     } else {
@@ -688,15 +686,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                     ctx.metrics.error("http_parse");
                     let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
                     guard.close(reason).await;
-                    let mut resp = gateway_error(
-                        is_grpc,
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the request body is malformed",
-                        &request_id,
-                    );
-                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return resp;
+                    return bad_request_closing(is_grpc, "the request body is malformed", &request_id);
                 }
                 ctx.metrics.error("upstream_request");
                 let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
