@@ -55,6 +55,8 @@ async fn untouched_journal_verifies() {
     assert!(report["records_verified"].as_u64().unwrap() >= 4 * 6);
     assert!(report["checkpoints_verified"].as_u64().unwrap() >= 4);
     assert_eq!(report["unsigned_tail"], 0, "shutdown signs the last record");
+    assert_eq!(report["sessions_verified"], 4, "{report}");
+    assert!(report["index_break"].is_null(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +118,11 @@ async fn cut_tail_is_found_with_an_exported_anchor() {
         store.delete_checkpoints_after(last - 5).unwrap();
     }
     let (ok, report) = verify(data.path(), &[]);
-    assert!(ok, "without the anchor a clean cut is invisible: {report}");
+    assert!(report["first_break"].is_null(), "the chain that is left is whole: {report}");
+    // The session index still names the records that were cut, and the last session's summary
+    // its close: only a cut that also rewrites the index would pass without the anchor.
+    assert!(!ok, "{report}");
+    assert!(report["index_break"]["problem"].as_str().is_some(), "{report}");
     let anchor_arg = anchor.display().to_string();
     let (ok, report) = verify(data.path(), &["--anchor", &anchor_arg]);
     assert!(!ok);
@@ -134,4 +140,96 @@ async fn a_checkpoint_signed_by_another_key_is_refused() {
     let (ok, report) = verify(data.path(), &["--public-key", &pk.display().to_string()]);
     assert!(!ok);
     assert!(report["first_break"]["problem"].as_str().unwrap().contains("untrusted key"), "{report}");
+}
+
+/// The first session's id and its first record's sequence number.
+fn first_session(data: &Path) -> (airlock::journal::SessionSummary, u64) {
+    let store = Store::open_reader(&db_path(data)).unwrap();
+    let s = store.sessions(None).unwrap().remove(0);
+    let first = store.session_seqs(&s.id).unwrap()[0];
+    (s, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_dropped_from_the_index_is_found() {
+    let data = journal_with_traffic(5).await;
+    let (s, first) = first_session(data.path());
+    let id = s.id;
+    repair(data.path()).put_raw_index(&id, first, None).unwrap();
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok && report["first_break"].is_null(), "{report}");
+    assert_eq!(report["index_break"]["seq"], first, "{report}");
+    assert!(report["index_break"]["problem"].as_str().unwrap().contains("no session's index"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_summary_is_found() {
+    let data = journal_with_traffic(5).await;
+    let (s, first) = first_session(data.path());
+    let id = s.id;
+    let store = Store::open_reader(&db_path(data.path())).unwrap();
+    let mut summary = serde_json::to_value(store.session(&id).unwrap().unwrap()).unwrap();
+    drop(store);
+    summary["principal"] = "someone-else".into();
+    repair(data.path()).put_raw_summary(&id, summary.to_string().as_bytes()).unwrap();
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["index_break"]["seq"], first, "{report}");
+    assert!(report["index_break"]["problem"].as_str().unwrap().contains("principal"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_checkpoint_is_a_break_not_an_error() {
+    let data = journal_with_traffic(5).await;
+    let seq = {
+        let store = repair(data.path());
+        let seq = store.checkpoints().unwrap()[0].seq;
+        store.put_raw_checkpoint(seq, b"{").unwrap();
+        seq
+    };
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), seq, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_index_run_is_refused_not_allocated() {
+    let data = journal_with_traffic(5).await;
+    let (s, first) = first_session(data.path());
+    let id = s.id;
+    {
+        let store = repair(data.path());
+        store.put_raw_record(u64::MAX, b"x").unwrap();
+        store.put_raw_index(&id, first, Some(&u32::MAX.to_be_bytes())).unwrap();
+    }
+    let store = Store::open_reader(&db_path(data.path())).unwrap();
+    let err = store.session_seqs(&id).unwrap_err().to_string();
+    assert!(err.contains("index run"), "{err}");
+}
+
+/// A gateway will not append to a journal whose tail was cut behind its newest checkpoint: the
+/// next checkpoint would sign over the gap (and overwrite the one that shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_a_journal_cut_behind_its_checkpoint() {
+    let data = journal_with_traffic(1000).await;
+    let last = {
+        let store = repair(data.path());
+        let last = store.checkpoints().unwrap().last().unwrap().seq;
+        for seq in last - 4..=last {
+            store.delete_raw_record(seq).unwrap();
+        }
+        last
+    };
+    let upstream = echo_server().await;
+    let text = format!(
+        "[journal]\ndata_dir = \"{}\"\n[admin]\nenabled = false\n{}",
+        data.path().display(),
+        route("echo", upstream, "")
+    );
+    let err = airlock::Gateway::start(airlock::config::Config::parse(&text).unwrap().build().unwrap())
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(err.contains("newest signed checkpoint") && err.contains(&format!("{last}")), "{err}");
 }

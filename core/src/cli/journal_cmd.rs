@@ -39,10 +39,17 @@ pub(super) fn verify(
         println!("  records verified before the break: {}", report.records_verified);
     } else if report.anchor_verified == Some(false) {
         println!("journal BROKEN: the anchor does not match the journal");
+    } else if let Some(b) = &report.index_break {
+        println!("journal index BROKEN at seq {}: {}", b.seq, b.problem);
+        println!(
+            "  the {} records themselves verified; `replay` and `sessions` read them through this index",
+            report.records_verified
+        );
     } else {
         println!(
-            "journal intact: {} records, {} checkpoints verified (last at seq {}), {} records after it",
+            "journal intact: {} records in {} sessions, {} checkpoints verified (last at seq {}), {} records after it",
             report.records_verified,
+            report.sessions_verified,
             report.checkpoints_verified,
             report.last_checkpoint_seq.map_or_else(|| "-".into(), |s| s.to_string()),
             report.unsigned_tail,

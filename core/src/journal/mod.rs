@@ -142,6 +142,10 @@ pub enum JournalError {
     /// The signing key does not match the key this journal was created with.
     #[error("signing key {0} is not the key this journal was created with; restore the original key")]
     KeyMismatch(PathBuf),
+    /// The records do not reach the newest signed checkpoint, or differ from it: the journal was
+    /// cut or edited, and the gateway will not append to it (nor sign over it).
+    #[error("the journal does not match its newest signed checkpoint: {0}; run `airlock journal verify`")]
+    Tampered(String),
     /// An internal invariant broke (a poisoned lock); the session is closed.
     #[error("journal internal error: {0}")]
     Internal(&'static str),

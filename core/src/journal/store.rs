@@ -30,6 +30,10 @@ pub(crate) const CF_KEYS: &str = "keys";
 pub(crate) const CF_META: &str = "meta";
 const ALL_CFS: [&str; 5] = [CF_RECORDS, CF_SESSIONS, CF_APPROVALS, CF_KEYS, CF_META];
 
+/// Most records one session's index may name. The index is untrusted input, and a stray record
+/// key near `u64::MAX` would lift the bound of the records present; 2^26 records of up to 1 MiB
+/// each is far beyond any real session.
+const MAX_SESSION_RECORDS: u64 = 1 << 26;
 pub(crate) const SUMMARY_PREFIX: u8 = b'S';
 pub(crate) const INDEX_PREFIX: u8 = b'R';
 pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
@@ -61,6 +65,13 @@ pub struct SessionSummary {
     /// Bytes from the upstream (final once closed).
     pub bytes_from_upstream: u64,
 }
+
+/// A stored checkpoint as read: the checkpoint, or why its value does not parse.
+pub type StoredCheckpoint = Result<Checkpoint, String>;
+
+/// One entry of the session index as read: `(session, first sequence number, count)`, or the raw
+/// key of an entry that does not parse.
+pub(crate) type IndexRun = Result<(Uuid, u64, u32), Vec<u8>>;
 
 /// A signed statement that the record with sequence `seq` has chain hash `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +271,11 @@ impl Store {
                     "index run {first}+{count} overlaps another or passes the last record ({newest})"
                 )));
             };
+            if out.len() as u64 + u64::from(count) > MAX_SESSION_RECORDS {
+                return Err(JournalError::Index(format!(
+                    "index runs of session {id} claim more than {MAX_SESSION_RECORDS} records"
+                )));
+            }
             out.extend(first..=last);
         }
         Ok(out)
@@ -290,6 +306,73 @@ impl Store {
         Ok(out)
     }
 
+    /// The checkpoint with the highest sequence number, if any.
+    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
+        let end = checkpoint_key(u64::MAX);
+        let mut iter = self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::From(&end, IterDirection::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if !k.starts_with(CHECKPOINT_PREFIX) {
+                    return Ok(None);
+                }
+                serde_json::from_slice(&v).map(Some).map_err(|e| JournalError::Index(format!("checkpoint: {e}")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored checkpoint as its sequence number (from its key) and what its value says:
+    /// the checkpoint, or why it does not parse.
+    pub fn checkpoint_entries(&self) -> Result<Vec<(u64, StoredCheckpoint)>, JournalError> {
+        let iter =
+            self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::From(CHECKPOINT_PREFIX, IterDirection::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(CHECKPOINT_PREFIX) else { break };
+            let seq = seq_from_key(rest).unwrap_or(0);
+            out.push((seq, serde_json::from_slice(&v).map_err(|e| format!("checkpoint does not parse: {e}"))));
+        }
+        Ok(out)
+    }
+
+    /// Index runs in key order (session, then first sequence number): `(session, first, count)`,
+    /// or the raw key of an entry that does not parse.
+    pub(crate) fn index_runs(&self) -> Result<impl Iterator<Item = Result<IndexRun, JournalError>> + '_, JournalError> {
+        let from = [INDEX_PREFIX];
+        let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&from, IterDirection::Forward));
+        Ok(iter.map_while(|item| match item {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, v)) => {
+                if k.first() != Some(&INDEX_PREFIX) {
+                    return None;
+                }
+                let run = (k.len() == 25)
+                    .then(|| Some((Uuid::from_slice(&k[1..17]).ok()?, seq_from_key(&k[17..])?, run_length(&v)?)))
+                    .flatten();
+                Some(Ok(run.ok_or_else(|| k.to_vec())))
+            }
+        }))
+    }
+
+    /// Session ids that have a summary, in order, or the raw key of one that is malformed.
+    pub(crate) fn summary_ids(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Result<Uuid, Vec<u8>>, JournalError>> + '_, JournalError> {
+        let from = [SUMMARY_PREFIX];
+        let iter = self.db.iterator_cf(self.cf(CF_SESSIONS)?, IteratorMode::From(&from, IterDirection::Forward));
+        Ok(iter.map_while(|item| match item {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, _)) => {
+                if k.first() != Some(&SUMMARY_PREFIX) {
+                    return None;
+                }
+                Some(Ok(Uuid::from_slice(&k[1..]).map_err(|_| k.to_vec())))
+            }
+        }))
+    }
+
     /// The public key the journal was created with.
     pub fn public_key(&self) -> Result<Option<Vec<u8>>, JournalError> {
         Ok(self.db.get_cf(self.cf(CF_META)?, META_PUBLIC_KEY)?)
@@ -314,6 +397,26 @@ impl Store {
     /// Deletes the record at `seq`.
     pub fn delete_raw_record(&self, seq: u64) -> Result<(), JournalError> {
         Ok(self.db.delete_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes())?)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) the index entry of a run of `session` from `first`.
+    pub fn put_raw_index(&self, session: &Uuid, first: u64, value: Option<&[u8]>) -> Result<(), JournalError> {
+        let (cf, key) = (self.cf(CF_SESSIONS)?, index_key(session, first));
+        match value {
+            Some(v) => self.db.put_cf(cf, key, v)?,
+            None => self.db.delete_cf(cf, key)?,
+        }
+        Ok(())
+    }
+
+    /// Overwrites a session's summary with raw bytes.
+    pub fn put_raw_summary(&self, session: &Uuid, value: &[u8]) -> Result<(), JournalError> {
+        Ok(self.db.put_cf(self.cf(CF_SESSIONS)?, summary_key(session), value)?)
+    }
+
+    /// Overwrites the checkpoint stored for `seq` with raw bytes.
+    pub fn put_raw_checkpoint(&self, seq: u64, value: &[u8]) -> Result<(), JournalError> {
+        Ok(self.db.put_cf(self.cf(CF_META)?, checkpoint_key(seq), value)?)
     }
 }
 
@@ -341,7 +444,7 @@ pub(crate) fn index_value(count: u32) -> Vec<u8> {
 }
 
 /// The run length an index value says; `None` if it is not one.
-fn run_length(v: &[u8]) -> Option<u32> {
+pub(crate) fn run_length(v: &[u8]) -> Option<u32> {
     match v.len() {
         0 => Some(1),
         4 => Some(u32::from_be_bytes(v.try_into().ok()?)).filter(|&n| n > 0),

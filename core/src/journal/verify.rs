@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::JournalError;
 use super::crypto::{GENESIS, chain_hash, hex, unhex};
-use super::record::{Hash, decode_body, decode_envelope};
+use super::record::{CloseMeta, Hash, OpenMeta, RecordKind, decode_body, decode_envelope};
 use super::store::{Checkpoint, Store, seq_from_key};
 
 /// What to check beyond the journal itself.
@@ -41,6 +42,8 @@ pub struct VerifyReport {
     pub last_seq: u64,
     /// Chain hash of the last verified record (hex).
     pub last_hash: String,
+    /// Sessions whose index runs and summary matched their records.
+    pub sessions_verified: u64,
     /// Checkpoints whose signature and hash matched.
     pub checkpoints_verified: usize,
     /// Sequence number of the newest valid checkpoint.
@@ -55,8 +58,12 @@ pub struct VerifyReport {
     /// `journal` (recorded in the database itself: proves integrity against accidents and
     /// against anyone without the signing key, but a key kept elsewhere is the stronger check).
     pub public_key_source: &'static str,
-    /// The first break, if any.
+    /// The first break of the chain, checkpoints or anchor, if any.
     pub first_break: Option<Break>,
+    /// The first place where the session index or a session summary (which `replay` and
+    /// `sessions` read, and which are not in the chain) disagrees with the records; checked when
+    /// the chain is intact.
+    pub index_break: Option<Break>,
 }
 
 /// Verifies the whole journal.
@@ -67,13 +74,26 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
     };
     // Checkpoints with a bad signature or the wrong key are breaks at their sequence number.
     let mut first_break: Option<Break> = None;
-    let note = |b: Break, first: &mut Option<Break>| {
-        if first.as_ref().is_none_or(|f| b.seq < f.seq) {
-            *first = Some(b);
-        }
-    };
     let mut expected: BTreeMap<u64, Hash> = BTreeMap::new();
-    for cp in store.checkpoints()? {
+    for (stored_at, cp) in store.checkpoint_entries()? {
+        let cp = match cp {
+            Ok(cp) if cp.seq == stored_at => cp,
+            Ok(cp) => {
+                let problem = format!("the checkpoint stored for record {stored_at} speaks for record {}", cp.seq);
+                note(Break { seq: stored_at.min(cp.seq), problem }, &mut first_break);
+                continue;
+            }
+            Err(problem) => {
+                note(Break { seq: stored_at, problem }, &mut first_break);
+                continue;
+            }
+        };
+        if trusted_key.is_none() {
+            let problem = "the journal's signing public key is missing from its metadata, so no checkpoint can be \
+                           trusted; pass --public-key";
+            note(Break { seq: cp.seq, problem: problem.into() }, &mut first_break);
+            continue;
+        }
         if let Some(key) = &trusted_key
             && unhex(&cp.public_key).as_deref() != Some(key.as_slice())
         {
@@ -111,7 +131,13 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
         if first_break.as_ref().is_some_and(|b| b.seq < next_seq) {
             break;
         }
-        let (key, value) = item?;
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                note(Break { seq: next_seq, problem: format!("the records cannot be read: {e}") }, &mut first_break);
+                break;
+            }
+        };
         let Some(seq) = seq_from_key(&key) else {
             note(Break { seq: next_seq, problem: format!("malformed record key {}", hex(&key)) }, &mut first_break);
             break;
@@ -174,8 +200,13 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
             format!("{what} vouches for record {seq} but the journal ends at {last_seq}: the tail was truncated");
         note(Break { seq: next_seq, problem }, &mut first_break);
     }
+    // The index is held against the records only where the chain vouches for them.
+    let mut index_break = None;
+    let sessions_verified = if first_break.is_none() { check_index(store, last_seq, &mut index_break)? } else { 0 };
     Ok(VerifyReport {
-        ok: first_break.is_none() && anchor_verified != Some(false),
+        ok: first_break.is_none() && index_break.is_none() && anchor_verified != Some(false),
+        sessions_verified,
+        index_break,
         records_verified: verified,
         last_seq,
         last_hash: hex(&prev),
@@ -187,4 +218,148 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
         public_key_source: if opts.public_key.is_some() { "given" } else { "journal" },
         first_break,
     })
+}
+
+/// Keeps `b` if it comes before the break found so far.
+fn note(b: Break, first: &mut Option<Break>) {
+    if first.as_ref().is_none_or(|f| b.seq < f.seq) {
+        *first = Some(b);
+    }
+}
+
+/// What a session's own records say, to hold its summary against.
+struct Seen {
+    id: Uuid,
+    first_seq: u64,
+    open: Option<(i64, OpenMeta)>,
+    close: Option<(i64, CloseMeta)>,
+}
+
+/// Checks the session index and the summaries against records `1..=last_seq` (the chain already
+/// vouches for those; neither the index nor the summaries are in the chain). `replay` and
+/// `sessions` read a session through them, so an edit there could hide a record or change what
+/// is shown without touching the chain: every record must be in exactly one run of its own
+/// session, and every summary must say what its session's open and close records say. Returns
+/// the number of sessions that matched.
+fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) -> Result<u64, JournalError> {
+    let words = usize::try_from(last_seq / 64 + 1).map_err(|_| JournalError::Index("journal too large".into()))?;
+    let mut indexed = vec![0u64; words];
+    let mut sessions: Vec<Uuid> = Vec::new();
+    let mut verified = 0u64;
+    let mut current: Option<Seen> = None;
+    let mut previous_end = 0u64;
+    let finish =
+        |seen: Option<Seen>, first_break: &mut Option<Break>, verified: &mut u64| -> Result<(), JournalError> {
+            let Some(seen) = seen else { return Ok(()) };
+            match summary_problem(store, &seen)? {
+                Some(problem) => note(Break { seq: seen.first_seq, problem }, first_break),
+                None => *verified += 1,
+            }
+            Ok(())
+        };
+    for run in store.index_runs()? {
+        let (id, first, count) = match run? {
+            Ok(run) => run,
+            Err(key) => {
+                let problem = format!("malformed session index entry {}", hex(&key));
+                note(Break { seq: 1, problem }, first_break);
+                continue;
+            }
+        };
+        if current.as_ref().is_none_or(|c| c.id != id) {
+            finish(current.take(), first_break, &mut verified)?;
+            current = Some(Seen { id, first_seq: first, open: None, close: None });
+            sessions.push(id);
+            previous_end = 0;
+        }
+        if first > last_seq {
+            // Written after the records read above (a running gateway), or pointing past them.
+            continue;
+        }
+        let end = first.saturating_add(u64::from(count));
+        if end - 1 > last_seq || first <= previous_end && previous_end > 0 || first == 0 {
+            let problem = format!("session {id}: index run {first}+{count} overlaps another or passes the last record");
+            note(Break { seq: first.max(1), problem }, first_break);
+            continue;
+        }
+        previous_end = end - 1;
+        for seq in first..end {
+            let (word, bit) = ((seq / 64) as usize, seq % 64);
+            if indexed[word] & (1 << bit) != 0 {
+                note(Break { seq, problem: format!("record {seq} is in the index twice") }, first_break);
+                continue;
+            }
+            indexed[word] |= 1 << bit;
+            let Some(value) = store.record(seq)? else { continue };
+            let Ok(record) = decode_envelope(&value).and_then(|env| decode_body(&env.body)) else { continue };
+            if record.session != id {
+                let problem = format!("record {seq} is indexed under session {id}, but belongs to {}", record.session);
+                note(Break { seq, problem }, first_break);
+                continue;
+            }
+            if let Some(seen) = current.as_mut() {
+                match record.kind {
+                    RecordKind::SessionOpen(meta) if seen.open.is_none() => seen.open = Some((record.time_us, meta)),
+                    RecordKind::SessionClose(meta) => seen.close = Some((record.time_us, meta)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    finish(current.take(), first_break, &mut verified)?;
+    for seq in 1..=last_seq {
+        if indexed[(seq / 64) as usize] & (1 << (seq % 64)) == 0 {
+            let problem = format!("record {seq} is in no session's index: replay and `sessions` would not show it");
+            note(Break { seq, problem }, first_break);
+            break;
+        }
+    }
+    for id in store.summary_ids()? {
+        let problem = match id? {
+            Err(key) => format!("malformed session summary key {}", hex(&key)),
+            Ok(id) if sessions.binary_search(&id).is_err() => format!("session {id} has a summary but no records"),
+            Ok(_) => continue,
+        };
+        note(Break { seq: last_seq.max(1), problem }, first_break);
+    }
+    Ok(verified)
+}
+
+/// What is wrong with a session's summary, held against its open and close records.
+fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, JournalError> {
+    let id = seen.id;
+    let summary = match store.session(&id) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Ok(Some(format!("session {id} has records but no summary: `sessions list` would not show it")));
+        }
+        Err(JournalError::Index(e)) => return Ok(Some(format!("session {id}: summary does not parse: {e}"))),
+        Err(e) => return Err(e),
+    };
+    let Some((opened_us, open)) = &seen.open else {
+        return Ok(Some(format!("session {id} has no session-open record in its index")));
+    };
+    let differs = |what: &str| Ok(Some(format!("session {id}: the summary's {what} differs from its records")));
+    if summary.id != id {
+        return differs("id");
+    }
+    if (&summary.route, &summary.protocol, &summary.client_addr, &summary.principal)
+        != (&open.route, &open.protocol, &open.client_addr, &open.principal)
+    {
+        return differs("route, protocol, caller or principal");
+    }
+    if summary.opened_us != *opened_us {
+        return differs("start time");
+    }
+    match &seen.close {
+        None if summary.closed_us.is_some() => differs("end (it has no session-close record)"),
+        None => Ok(None),
+        Some((closed_us, close)) => {
+            let same = summary.closed_us == Some(*closed_us)
+                && summary.close_reason.as_deref() == Some(close.reason.as_str())
+                && (summary.bytes_from_client, summary.bytes_from_upstream)
+                    == (close.bytes_from_client, close.bytes_from_upstream);
+            if same { Ok(None) } else { differs("end, reason or byte counts") }
+        }
+    }
 }

@@ -172,6 +172,40 @@ impl Journal {
                 (seq, env.hash)
             }
         };
+        // Appending to a journal whose tail was cut, or whose last checkpointed record was
+        // edited, would chain new records to a head no signature vouches for, and the next
+        // checkpoint would sign over the gap (even overwrite the checkpoint that shows it).
+        let signed_up_to = match store.last_checkpoint()? {
+            None => 0,
+            Some(cp) => {
+                let signed =
+                    cp.check_signature().map_err(|e| JournalError::Tampered(format!("checkpoint {}: {e}", cp.seq)))?;
+                if cp.public_key != super::crypto::hex(signing.public_key()) {
+                    return Err(JournalError::Tampered(format!("checkpoint {} was signed by another key", cp.seq)));
+                }
+                let stored = match store.record(cp.seq)? {
+                    Some(value) => Some(
+                        record::decode_envelope(&value)
+                            .map_err(|source| JournalError::Record { seq: cp.seq, source })?
+                            .hash,
+                    ),
+                    None => None,
+                };
+                if cp.seq > seq || stored.is_none() {
+                    return Err(JournalError::Tampered(format!(
+                        "checkpoint {} signs a record that is gone (the journal ends at {seq}): its tail was cut",
+                        cp.seq
+                    )));
+                }
+                if stored != Some(signed) {
+                    return Err(JournalError::Tampered(format!(
+                        "record {} is not the record checkpoint {} signed",
+                        cp.seq, cp.seq
+                    )));
+                }
+                cp.seq
+            }
+        };
         if store.public_key()?.is_none() {
             store.db().put_cf(store.cf(CF_META)?, META_PUBLIC_KEY, signing.public_key())?;
         }
@@ -186,7 +220,9 @@ impl Journal {
             durability: settings.durability,
             seq,
             hash,
-            since_checkpoint: 0,
+            // Records after the newest checkpoint (a crash before the next one) are signed with
+            // the next checkpoint, timed or at shutdown, even if no new record arrives.
+            since_checkpoint: seq - signed_up_to,
             last_checkpoint: Instant::now(),
             checkpoint_every: settings.checkpoint_every_records.max(1),
             checkpoint_interval: settings.checkpoint_interval,
