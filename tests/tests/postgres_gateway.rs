@@ -83,6 +83,21 @@ struct Raw {
 
 impl Raw {
     async fn login(addr: std::net::SocketAddr, password: &str) -> Self {
+        let (raw, seen) = Self::start(addr, password, &[]).await;
+        assert!(
+            matches!(seen.last(), Some(airlock_decoders::postgres::backend::BackendMessage::ReadyForQuery { .. })),
+            "{seen:?}"
+        );
+        raw
+    }
+
+    /// Connects with `extra` startup parameters and the password; returns the session and what
+    /// the server said after the password, up to ReadyForQuery or the end of the connection.
+    async fn start(
+        addr: std::net::SocketAddr,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> (Self, Vec<airlock_decoders::postgres::backend::BackendMessage>) {
         use airlock_decoders::postgres::backend::{Authentication, BackendMessage};
         use airlock_decoders::postgres::frontend::FrontendMessage;
         use airlock_decoders::postgres::startup::{self, StartupPacket};
@@ -90,20 +105,35 @@ impl Raw {
         use tokio::io::AsyncWriteExt;
         let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let hello = StartupPacket::Startup {
-            major: 3,
-            minor: 0,
-            params: vec![(b("user"), b("x")), (b("database"), b("postgres"))],
-        };
+        let mut params = vec![(b("user"), b("x")), (b("database"), b("postgres"))];
+        params.extend(extra.iter().map(|(k, v)| (b(k), b(v))));
+        let hello = StartupPacket::Startup { major: 3, minor: 0, params };
         s.write_all(&startup::encode(&hello)).await.unwrap();
         let mut raw = Self { s, buf: bytes::BytesMut::new(), dec: Default::default() };
         assert_eq!(raw.next().await, Some(BackendMessage::Authentication(Authentication::CleartextPassword)));
         raw.send(&[FrontendMessage::Password(b(&format!("{password}\0")))]).await;
-        loop {
-            if matches!(raw.next().await, Some(BackendMessage::ReadyForQuery { .. })) {
-                return raw;
+        let mut seen = Vec::new();
+        while let Some(m) = raw.next().await {
+            let done = matches!(m, BackendMessage::ReadyForQuery { .. });
+            seen.push(m);
+            if done {
+                break;
             }
         }
+        (raw, seen)
+    }
+
+    /// Messages up to the next ReadyForQuery, or to the end of the connection.
+    async fn until_ready(&mut self) -> Vec<airlock_decoders::postgres::backend::BackendMessage> {
+        let mut seen = Vec::new();
+        while let Some(m) = self.next().await {
+            let done = matches!(m, airlock_decoders::postgres::backend::BackendMessage::ReadyForQuery { .. });
+            seen.push(m);
+            if done {
+                break;
+            }
+        }
+        seen
     }
 
     async fn send(&mut self, messages: &[airlock_decoders::postgres::frontend::FrontendMessage]) {
@@ -623,4 +653,82 @@ async fn psycopg_reads_patients_masked_per_role() {
         agent_counts["ssn"].as_u64().unwrap() >= 6 && agent_counts["EMAIL"].as_u64().unwrap() >= 2,
         "{agent_counts}"
     );
+}
+
+/// Side doors around the masker and the classifier, on a masked route: rows of one portal read
+/// through the description of another, a fast-path function call, a value reported back as a
+/// ParameterStatus, startup parameters that change how the server reads SQL text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_side_doors_on_a_masked_route_stay_shut() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::{FrontendMessage, Target};
+    use bytes::Bytes;
+
+    let profiles = "[[masking.profile]]\nname = \"agent\"\n\
+        [[masking.profile.field]]\ncolumn = \"ssn\"\naction = \"partial:4\"\n";
+    let extra = format!("{}{}{profiles}", api_key("dba", DBA_KEY, "dba"), api_key("agent", AGENT_KEY, "agent"));
+    let route =
+        "sql_trusted_roles = [\"dba\"]\nmask = \"agent\"\nmask_roles = [{ role = \"dba\", profile = \"none\" }]";
+    let Rig { mut gw, pg: _pg, dir: _dir } = rig(route, &extra).await;
+    let addr = gw.addr("pg");
+    tokio::task::spawn_blocking(move || patients(addr, DBA_KEY, "setup")).await.unwrap();
+    let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
+    let leaks = |seen: &[BackendMessage]| seen.iter().any(|m| format!("{m:?}").contains("219-09"));
+    let sqlstate = |seen: &[BackendMessage]| {
+        seen.iter().find_map(|m| m.field(b'C').map(|c| String::from_utf8_lossy(c).into_owned())).unwrap_or_default()
+    };
+
+    // Portal "a" is described as one binary bool column; the unnamed portal that follows is not
+    // described at all. Its rows must not be read through "a"'s description.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    let bind = |portal: &str, formats: Vec<i16>| FrontendMessage::Bind {
+        portal: b(portal),
+        statement: Bytes::new(),
+        param_formats: vec![],
+        params: vec![],
+        result_formats: formats,
+    };
+    s.send(&[
+        FrontendMessage::Parse { name: Bytes::new(), sql: b("select true"), param_types: vec![] },
+        bind("a", vec![1]),
+        FrontendMessage::Describe { target: Target::Portal, name: b("a") },
+        FrontendMessage::Parse { name: Bytes::new(), sql: b("select ssn from patients"), param_types: vec![] },
+        bind("", vec![]),
+        FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 },
+        FrontendMessage::Sync,
+    ])
+    .await;
+    let seen = s.until_ready().await;
+    assert!(!leaks(&seen), "{seen:?}");
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::ErrorResponse(_))), "it fails closed: {seen:?}");
+
+    // A fast-path call of pg_backend_pid (OID 2026): no SQL text to judge, so it is refused.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    s.send(&[FrontendMessage::FunctionCall(Bytes::from_static(&[0, 0, 0x07, 0xEA, 0, 0, 0, 0, 0, 0]))]).await;
+    let seen = s.until_ready().await;
+    assert_eq!(sqlstate(&seen), "42501", "{seen:?}");
+    assert!(matches!(seen.last(), Some(BackendMessage::ReadyForQuery { .. })), "the session goes on: {seen:?}");
+
+    // A value set as application_name comes back as a ParameterStatus.
+    s.send(&[FrontendMessage::Query {
+        sql: b("select set_config('application_name', 'SSN ' || ssn, false) from patients where id = 1"),
+    }])
+    .await;
+    let seen = s.until_ready().await;
+    assert!(
+        seen.iter().any(|m| matches!(m, BackendMessage::ParameterStatus { name, .. } if name == "application_name")),
+        "{seen:?}"
+    );
+    assert!(!leaks(&seen), "{seen:?}");
+
+    // Startup parameters under which PostgreSQL would read a string differently from the gateway.
+    for param in [("options", "-c standard_conforming_strings=off"), ("client_encoding", "SJIS")] {
+        let (_s, seen) = Raw::start(addr, AGENT_KEY, &[param]).await;
+        assert_eq!(sqlstate(&seen), "42501", "{param:?}: {seen:?}");
+        assert!(!seen.iter().any(|m| matches!(m, BackendMessage::ReadyForQuery { .. })), "{seen:?}");
+    }
+    // A trusted role may set them.
+    let (_s, seen) = Raw::start(addr, DBA_KEY, &[("options", "-c standard_conforming_strings=off")]).await;
+    assert!(matches!(seen.last(), Some(BackendMessage::ReadyForQuery { .. })), "{seen:?}");
+    gw.stop().await;
 }

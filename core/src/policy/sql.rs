@@ -31,6 +31,10 @@ pub struct SqlStatement {
     /// Columns it names (projection, predicates, assignments, insert lists), lower-case; `None`
     /// when they cannot be known (`SELECT *`, an INSERT without a column list).
     pub columns: Option<Vec<String>>,
+    /// It names a setting that changes how the server reads SQL text
+    /// (`standard_conforming_strings`, `client_encoding`): after such a change the server and
+    /// this parser could read one string differently.
+    pub changes_lexing: bool,
 }
 
 impl SqlStatement {
@@ -123,14 +127,37 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
     Some(cols)
 }
 
+/// Settings that change how the server reads SQL text. With `standard_conforming_strings` off a
+/// backslash escapes a quote; in a client-only multi-byte encoding (SJIS, BIG5, GBK, …) the second
+/// byte of a character can be a quote or a backslash. Either way the server would read a string
+/// differently from this parser, so a statement could hide another from the guardrails.
+const LEXING_SETTINGS: [&str; 2] = ["standard_conforming_strings", "client_encoding"];
+
+/// Whether `hay` contains `needle` (ASCII lower case), ignoring ASCII case.
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// The statement that runs: `EXPLAIN ANALYZE DELETE …` runs the DELETE, and `PREPARE p AS …`
+/// is judged by what it prepares (its later `EXECUTE p` names no table). A plain EXPLAIN is
+/// judged by its statement too: refusing to plan what may not run costs little.
+fn effective(s: &Statement) -> &Statement {
+    match s {
+        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => effective(statement),
+        other => other,
+    }
+}
+
 /// Classifies every statement of `sql`; an error says why it does not parse.
 pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    let names_lexing = LEXING_SETTINGS.iter().any(|n| contains_ignore_case(sql, n));
     Ok(statements
         .iter()
-        .map(|s| {
+        .map(|outer| {
+            let s = effective(outer);
             let mut tables = Vec::new();
-            let _ = visit_relations(s, |name| {
+            let _ = visit_relations(outer, |name| {
                 let t = name.to_string().to_lowercase();
                 if !tables.contains(&t) {
                     tables.push(t);
@@ -149,7 +176,17 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 );
             let destructive_ddl =
                 matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
-            SqlStatement { kind: kind_of(s), tables, has_where, copy_program, destructive_ddl, columns: columns_of(s) }
+            // Reading a setting (`SHOW client_encoding`) changes nothing.
+            let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
+            SqlStatement {
+                kind: kind_of(s),
+                tables,
+                has_where,
+                copy_program,
+                destructive_ddl,
+                columns: columns_of(s),
+                changes_lexing,
+            }
         })
         .collect())
 }
@@ -212,6 +249,14 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if matches!(s.kind, SqlKind::Update | SqlKind::Delete) && !s.has_where {
             return Some(("guard:no_where", "UPDATE and DELETE need a WHERE clause".into()));
         }
+        if s.changes_lexing {
+            return Some((
+                "guard:lexing",
+                "changing standard_conforming_strings or client_encoding is blocked for this role: it changes how \
+                 the server reads SQL text"
+                    .into(),
+            ));
+        }
         if s.copy_program {
             return Some((
                 "guard:copy_program",
@@ -272,6 +317,32 @@ mod tests {
         assert_eq!(classify("GRANT SELECT ON t TO bob").unwrap()[0].kind, SqlKind::Dcl);
         assert_eq!(classify("COPY t FROM STDIN").unwrap()[0].kind, SqlKind::Copy);
         assert_eq!(classify("SET search_path = x").unwrap()[0].kind, SqlKind::Set);
+    }
+
+    #[test]
+    fn explain_and_prepare_are_judged_by_the_statement_they_carry() {
+        assert_eq!(guardrail(&classify("EXPLAIN ANALYZE DELETE FROM patients")).unwrap().0, "guard:no_where");
+        assert_eq!(guardrail(&classify("PREPARE p AS DELETE FROM patients")).unwrap().0, "guard:no_where");
+        let s = classify("EXPLAIN ANALYZE DELETE FROM patients WHERE id = 1").unwrap();
+        assert_eq!((s[0].kind, s[0].tables.clone()), (SqlKind::Delete, vec!["patients".to_owned()]));
+        let s = classify("PREPARE q (int) AS SELECT name FROM patients WHERE id = $1").unwrap();
+        assert_eq!((s[0].kind, s[0].tables.clone()), (SqlKind::Select, vec!["patients".to_owned()]));
+        assert_eq!(s[0].columns, Some(vec!["name".into(), "id".into()]));
+        assert_eq!(classify("EXPLAIN SELECT 1").unwrap()[0].kind, SqlKind::Select);
+    }
+
+    #[test]
+    fn settings_that_change_how_the_server_reads_sql_are_refused() {
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "SET SESSION Client_Encoding TO 'SJIS'",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "RESET client_encoding",
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some("guard:lexing"), "{sql}");
+        }
+        assert_eq!(guardrail(&classify("SHOW client_encoding")), None);
+        assert_eq!(guardrail(&classify("SET search_path = app")), None);
     }
 
     #[test]

@@ -159,6 +159,14 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         match packet {
             StartupPacket::SslRequest => match &route.tls {
                 Some(acceptor) if tls_meta.is_none() => {
+                    // Bytes sent after SSLRequest and before the handshake came in plaintext; read
+                    // later as if they had come over TLS, they would let a man in the middle
+                    // inject a message (CVE-2021-23214).
+                    if !cbuf.is_empty() {
+                        let msg = "unencrypted bytes followed SSLRequest before the TLS handshake";
+                        super::super::session::refuse(&ctx, peer, msg).await;
+                        return;
+                    }
                     if client.write_all(b"S").await.is_err() {
                         return;
                     }
@@ -268,6 +276,24 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         Ok(None) => {}
     }
     let Ok(principal) = identified else { return };
+    if !pg.trusted_roles.iter().any(|r| principal.has_role(r))
+        && let Some(why) = lexing_startup_parameter(&param)
+    {
+        let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+            phase: "request".into(),
+            effect: "deny".into(),
+            rule: "guard:lexing".into(),
+            reason: why.clone(),
+            principal: principal.label(),
+            request: "startup parameters".into(),
+            policy_version: Some(access.policy.version.clone()),
+            break_glass: false,
+        });
+        let strict = ctx.journal.durability() == Durability::Strict;
+        let _ = deliver(&sj, &mut client, &error_fields("FATAL", "42501", &why), strict, &counters[1]).await;
+        close(why).await;
+        return;
+    }
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
@@ -503,6 +529,77 @@ impl Outbox {
     }
 }
 
+/// Client-only encodings, normalized as PostgreSQL matches names (lower case, letters and digits
+/// only): in each of them the second byte of a character can be `'` or `\`.
+const UNSAFE_ENCODINGS: [&str; 17] = [
+    "big5",
+    "gb18030",
+    "gbk",
+    "johab",
+    "sjis",
+    "shiftjis",
+    "shiftjis2004",
+    "mskanji",
+    "uhc",
+    "win932",
+    "win936",
+    "win949",
+    "win950",
+    "cp932",
+    "cp936",
+    "cp949",
+    "cp950",
+];
+
+/// Why the caller's startup parameters would make the server read SQL text differently from the
+/// gateway's parser (see `policy::sql`), if they would: a client-only multi-byte encoding, or
+/// `options` that set `standard_conforming_strings` or `client_encoding`.
+fn lexing_startup_parameter(param: &impl Fn(&[u8]) -> Option<Bytes>) -> Option<String> {
+    if let Some(enc) = param(b"client_encoding") {
+        let name: String =
+            enc.iter().filter(|b| b.is_ascii_alphanumeric()).map(|b| char::from(b.to_ascii_lowercase())).collect();
+        if UNSAFE_ENCODINGS.contains(&name.as_str()) {
+            return Some(format!(
+                "client_encoding {} is refused for this role: in it a quote or backslash can hide inside a \
+                 character; use UTF8",
+                String::from_utf8_lossy(&enc)
+            ));
+        }
+    }
+    let options = param(b"options")?;
+    let options = String::from_utf8_lossy(&options).to_ascii_lowercase();
+    ["standard_conforming_strings", "client_encoding"].iter().any(|n| options.contains(n)).then(|| {
+        "startup options that set standard_conforming_strings or client_encoding are refused for this role: \
+         they change how the server reads SQL text"
+            .to_owned()
+    })
+}
+
+/// The decision for a fast-path FunctionCall: it runs a function by its OID, which no SQL text
+/// shows (`query_to_xml` by OID runs any query), so only trusted roles may send one, and then
+/// the filter chain decides it as an `other` statement.
+fn decide_function_call(
+    access: &crate::config::Access,
+    route: &str,
+    principal: &Principal,
+    trusted_roles: &[String],
+) -> (Decision, String) {
+    let summary = "fast-path function call".to_owned();
+    if !trusted_roles.iter().any(|r| principal.has_role(r)) {
+        let d = Decision {
+            effect: Effect::Deny,
+            rule: "guard:function_call".into(),
+            reason: "a fast-path function call runs a function the gateway cannot read as SQL; only trusted \
+                     roles may send one"
+                .into(),
+            policy_version: access.policy.version.clone(),
+        };
+        return (d, summary);
+    }
+    let request = Request::Sql { kind: crate::policy::SqlKind::Other, tables: vec![], columns: None };
+    (access.decide(route, principal, &request), summary)
+}
+
 /// The decision for one statement: guardrails first (unless the role is trusted), then the
 /// filter chain, for every statement of the string.
 fn decide_sql(
@@ -663,7 +760,11 @@ async fn relay(
                 };
                 let mut refused = false;
                 if let Some(sql) = sql {
-                    let (d, summary) = decide_sql(access, &route.name, principal, trusted_roles, &sql);
+                    let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
+                        decide_function_call(access, &route.name, principal, trusted_roles)
+                    } else {
+                        decide_sql(access, &route.name, principal, trusted_roles, &sql)
+                    };
                     let meta = crate::journal::record::DecisionMeta {
                         phase: "request".into(),
                         effect: d.effect.as_str().into(),
@@ -681,7 +782,8 @@ async fn relay(
                     if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
                         refused = true;
                         let mut out = deny::postgres(&denial, false).to_vec();
-                        if matches!(m, FrontendMessage::Query { .. }) {
+                        // A simple query or a fast-path call is answered with ReadyForQuery.
+                        if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_)) {
                             out.extend_from_slice(&backend::encode(&BackendMessage::ReadyForQuery {
                                 status: *tx_status,
                             }));
@@ -693,7 +795,11 @@ async fn relay(
                     }
                 }
                 if !refused {
-                    if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
+                    // Each of these is answered with one ReadyForQuery.
+                    if matches!(
+                        m,
+                        FrontendMessage::Query { .. } | FrontendMessage::Sync | FrontendMessage::FunctionCall(_)
+                    ) {
                         outstanding += 1;
                     }
                     if let Err(e) = to_upstream.push(sj, raw) {

@@ -360,6 +360,36 @@ impl PgMasker {
                     })
                 }))
             }
+            // A new portal, or a Describe that found no rows: whatever description came before
+            // is not this result's. Rows that follow without a description of their own end the
+            // session rather than be read through the wrong columns.
+            BackendMessage::BindComplete | BackendMessage::NoData => {
+                self.plan = None;
+                Ok(Some(raw))
+            }
+            // `set_config('application_name', ssn, false)` reports the value back.
+            BackendMessage::ParameterStatus { name, value } => {
+                let out = self.profile.mask_text(value, &self.tally);
+                Ok(Some(if out == value[..] {
+                    raw
+                } else {
+                    backend::encode(&BackendMessage::ParameterStatus { name: name.clone(), value: Bytes::from(out) })
+                }))
+            }
+            // A fast-path function's result: text when it reads as text, else withheld (NULL).
+            BackendMessage::FunctionCallResponse(Some(value)) => {
+                let out = if std::str::from_utf8(value).is_ok() {
+                    let out = self.profile.mask_text(value, &self.tally);
+                    if out == value[..] {
+                        return Ok(Some(raw));
+                    }
+                    Some(Bytes::from(out))
+                } else {
+                    self.tally.add("UNREADABLE", 1);
+                    None
+                };
+                Ok(Some(backend::encode(&BackendMessage::FunctionCallResponse(out))))
+            }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
             | BackendMessage::ReadyForQuery { .. } => {
