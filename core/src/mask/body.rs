@@ -201,15 +201,20 @@ impl SseMasker {
             let masked = self.profile.mask_text(&unit, &self.tally);
             return Ok(vec![if masked == unit[..] { unit } else { Bytes::from(masked) }]);
         };
-        if event.data == "[DONE]" {
-            let mut out = self.flush_all()?;
-            out.push(unit);
-            return Ok(out);
-        }
         // The event is always re-encoded from what was masked: comment lines inside it go, and
         // its `id` is masked like any text.
         let event = Event { id: event.id.as_deref().map(|id| self.profile.mask_str(id, &self.tally)), ..event };
+        if event.data == "[DONE]" {
+            let mut out = self.flush_all()?;
+            out.push(sse::encode(&event));
+            return Ok(out);
+        }
         match serde_json::from_str::<Value>(&event.data) {
+            // A batch (JSON-RPC over SSE, say) is a document of its own: field rules apply to it.
+            Ok(v) if v.is_array() => {
+                let masked = super::json::mask_document(&self.profile, event.data.as_bytes(), &self.tally)?;
+                Ok(vec![sse::encode(&Event { data: super::into_string(masked), ..event })])
+            }
             Ok(v) if v.is_object() => {
                 self.named |= event.event.is_some();
                 let mut values = self.events.event(v);
@@ -295,6 +300,27 @@ mod tests {
                 .filter_map(|b| b.event.as_ref())
                 .all(|e| e.data == "[DONE]" || serde_json::from_str::<Value>(&e.data).is_ok())
         );
+    }
+
+    #[test]
+    fn the_done_block_and_json_batches_are_masked_too() {
+        let mut m = masker(BodyKind::Sse);
+        let out = run(&mut m, &["id: 219-09-9999\n: SSN 219-09-9999\ndata: [DONE]\n\n"]);
+        assert!(out.contains("data: [DONE]") && !out.contains("219-09"), "{out}");
+        // A batch gets the field rules a document gets: `diagnosis` is dropped, not scanned.
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let rule = crate::mask::FieldRule {
+            selector: crate::mask::FieldSelector::Key("diagnosis".into()),
+            action: crate::mask::Action::Drop,
+            label: "diagnosis".into(),
+        };
+        let spec = ProfileSpec { fields: vec![rule], ..ProfileSpec::redact_all("t") };
+        let p = Arc::new(Profile::new(det, spec, None).unwrap());
+        let mut m = BodyMasker::new(BodyKind::Sse, p, Arc::new(Tally::default())).unwrap();
+        let out = run(&mut m, &["data: [{\"diagnosis\":\"HIV\",\"note\":\"SSN 219-09-9999\"},{\"note\":\"ok\"}]\n\n"]);
+        assert!(out.contains("[PHI:SSN]") && !out.contains("219-09") && !out.contains("HIV"), "{out}");
+        let data = sse::decode_all(out.as_bytes(), 7).unwrap()[0].event.as_ref().unwrap().data.clone();
+        assert!(serde_json::from_str::<Value>(&data).unwrap().is_array(), "{data}");
     }
 
     #[test]

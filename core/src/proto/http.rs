@@ -944,7 +944,7 @@ async fn read_whole(
 fn clean_trailers(trailers: &mut HeaderMap, profile: Option<(&crate::mask::Profile, &Tally)>) {
     strip_hop_by_hop(trailers);
     if let Some((profile, tally)) = profile {
-        mask_grpc_message(profile, tally, trailers);
+        mask_headers(profile, tally, trailers);
         strip_binary_headers(trailers);
     }
 }
@@ -1334,12 +1334,10 @@ async fn mask_response(
     body: Body,
     grpc_path: Option<&str>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
-    // Headers that can quote values: the gRPC status message (a Trailers-Only answer carries it
-    // here), a redirect target, a file name. Binary headers cannot be read, so they go.
-    mask_grpc_message(profile, tally, headers);
-    for name in [header::LOCATION, header::CONTENT_LOCATION, header::CONTENT_DISPOSITION] {
-        mask_header(profile, tally, headers, name);
-    }
+    // Any header can quote a value: the gRPC status message (a Trailers-Only answer carries it
+    // here), a redirect target, a file name, custom metadata. Binary headers cannot be read, so
+    // they go.
+    mask_headers(profile, tally, headers);
     strip_binary_headers(headers);
     if headers.get(header::CONTENT_RANGE).is_some() {
         return Err("a partial (range) response cannot be inspected whole".into());
@@ -1409,23 +1407,105 @@ async fn mask_response(
     }
 }
 
-/// Masks `grpc-message` (percent-encoded text that may quote what failed); a value that is no
-/// longer a valid header after masking is dropped.
-fn mask_grpc_message(profile: &crate::mask::Profile, tally: &Tally, headers: &mut HeaderMap) {
-    // The value is percent-encoded already; the replacements are printable ASCII.
-    mask_header(profile, tally, headers, HeaderName::from_static("grpc-message"));
+/// Response headers whose values are protocol metadata, never content: they are not masked (a
+/// `Date` would read as a date of birth). Every other header, and every value of it, is.
+const METADATA_HEADERS: [&str; 30] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "transfer-encoding",
+    "date",
+    "expires",
+    "last-modified",
+    "age",
+    "etag",
+    "cache-control",
+    "pragma",
+    "vary",
+    "server",
+    "accept-ranges",
+    "connection",
+    "keep-alive",
+    "alt-svc",
+    "strict-transport-security",
+    "x-request-id",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "retry-after",
+    "grpc-status",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-max-age",
+];
+
+/// Prefixes of vendor metadata headers (rate limits, model, timing) that are not masked either.
+const METADATA_PREFIXES: [&str; 4] = ["x-ratelimit-", "openai-", "anthropic-", "access-control-"];
+
+/// Masks every value of every header that may carry content (see [`METADATA_HEADERS`]).
+/// `grpc-message` is masked as the text it encodes. A value no longer valid as a header after
+/// masking is dropped.
+fn mask_headers(profile: &crate::mask::Profile, tally: &Tally, headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            !METADATA_HEADERS.contains(&k) && !METADATA_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in names {
+        let grpc_message = name.as_str() == "grpc-message";
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        let masked: Vec<Option<HeaderValue>> = values
+            .iter()
+            .map(|v| {
+                let out = if grpc_message {
+                    let text = percent_decode(v.as_bytes());
+                    let masked = profile.mask_str(&text, tally);
+                    if masked == text { v.as_bytes().to_vec() } else { percent_encode(&masked).into_bytes() }
+                } else {
+                    profile.mask_text(v.as_bytes(), tally)
+                };
+                if out == v.as_bytes() {
+                    return Some(v.clone());
+                }
+                changed = true;
+                HeaderValue::from_bytes(&out).ok()
+            })
+            .collect();
+        if changed {
+            headers.remove(&name);
+            for v in masked.into_iter().flatten() {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
 }
 
-/// Masks one header's value as text; a value no longer valid as a header is dropped.
-fn mask_header(profile: &crate::mask::Profile, tally: &Tally, headers: &mut HeaderMap, name: HeaderName) {
-    let Some(v) = headers.get(&name) else { return };
-    let masked = profile.mask_text(v.as_bytes(), tally);
-    if masked != v.as_bytes() {
-        match HeaderValue::from_bytes(&masked) {
-            Ok(v) => headers.insert(name, v),
-            Err(_) => headers.remove(name),
-        };
+/// Decodes `grpc-message` percent-encoding (what [`percent_encode`] writes); a `%` not followed
+/// by two hex digits stays as it is, and bytes that are not UTF-8 are replaced.
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (v[i], v.get(i + 1).copied().and_then(hex), v.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes `*-bin` headers (gRPC binary metadata such as `grpc-status-details-bin`): the gateway
@@ -1434,5 +1514,43 @@ fn strip_binary_headers(headers: &mut HeaderMap) {
     let binary: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().ends_with("-bin")).cloned().collect();
     for name in binary {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    use super::{mask_headers, percent_decode, percent_encode};
+    use crate::mask::{Detector, Profile, ProfileSpec, Tally};
+
+    #[test]
+    fn every_content_header_value_is_masked_and_metadata_is_left_alone() {
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let profile = Profile::new(det, ProfileSpec::redact_all("t"), None).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("date", HeaderValue::from_static("Wed, 02 Jan 1980 07:20:00 GMT"));
+        h.insert("x-patient", HeaderValue::from_static("SSN 219-09-9999"));
+        h.append("content-disposition", HeaderValue::from_static("attachment; filename=ok.txt"));
+        h.append("content-disposition", HeaderValue::from_static("attachment; filename=a.b@example.org.txt"));
+        h.insert("grpc-message", HeaderValue::from_static("record:%0A219-09-9999 not found"));
+        mask_headers(&profile, &Tally::default(), &mut h);
+        assert_eq!(h["date"], "Wed, 02 Jan 1980 07:20:00 GMT", "metadata is not content");
+        assert!(!h["x-patient"].to_str().unwrap().contains("219-09"), "{:?}", h["x-patient"]);
+        let cd: Vec<_> = h.get_all("content-disposition").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(cd.len(), 2);
+        assert!(cd[0].contains("ok.txt") && !cd[1].contains("example.org"), "{cd:?}");
+        let msg = percent_decode(h["grpc-message"].as_bytes());
+        assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
+    }
+
+    #[test]
+    fn grpc_message_encoding_round_trips() {
+        for s in ["plain", "two\nlines", "100% sure", "ünïcode ✓", "%zz and %4"] {
+            assert_eq!(percent_decode(percent_encode(s).as_bytes()), s);
+        }
+        assert_eq!(percent_decode(b"%zz%4"), "%zz%4");
     }
 }
