@@ -317,19 +317,19 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
     pipeline.extend(ext("delete from pg_class"));
     pipeline.push(FrontendMessage::Query { sql: b("select 2") });
     s.send(&pipeline).await;
+    let name = |m: &BackendMessage| match m {
+        BackendMessage::ErrorResponse(_) => format!("Error({})", String::from_utf8_lossy(m.field(b'C').unwrap())),
+        BackendMessage::DataRow(v) => format!("Row({})", String::from_utf8_lossy(v[0].as_ref().unwrap())),
+        other => format!("{other:?}").split([' ', '(', '{']).next().unwrap().to_string(),
+    };
     let mut seen = Vec::new();
     let mut rfqs = 0;
     while rfqs < 3 {
         let m = s.next().await.expect("the session stays open");
-        let name = match &m {
-            BackendMessage::ErrorResponse(_) => format!("Error({})", String::from_utf8_lossy(m.field(b'C').unwrap())),
-            BackendMessage::DataRow(v) => format!("Row({})", String::from_utf8_lossy(v[0].as_ref().unwrap())),
-            other => format!("{other:?}").split([' ', '(', '{']).next().unwrap().to_string(),
-        };
         if matches!(m, BackendMessage::ReadyForQuery { .. }) {
             rfqs += 1;
         }
-        seen.push(name);
+        seen.push(name(&m));
     }
     assert_eq!(
         seen,
@@ -347,6 +347,44 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
             "CommandComplete",
             "ReadyForQuery",
         ]
+    );
+
+    // No Sync between the statements (psycopg's pipeline mode): the refusal comes after the
+    // answers to what came before it, the rest is skipped to the Sync, and the session goes on.
+    let mut pipeline: Vec<FrontendMessage> = ext("select 3");
+    pipeline.pop();
+    pipeline.extend(ext("delete from pg_class"));
+    s.send(&pipeline).await;
+    let seen: Vec<String> = s.until_ready().await.iter().map(name).collect();
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "RowDescription",
+            "Row(3)",
+            "CommandComplete",
+            "Error(42501)",
+            "ReadyForQuery"
+        ]
+    );
+
+    // A refusal inside a transaction aborts it, as an error would: the status says so, and
+    // COMMIT rolls back.
+    s.send(&[FrontendMessage::Query { sql: b("begin") }, FrontendMessage::Query { sql: b("delete from pg_class") }])
+        .await;
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        if let BackendMessage::ReadyForQuery { status } = s.next().await.expect("the session stays open") {
+            statuses.push(status);
+        }
+    }
+    assert_eq!(statuses, [b'T', b'E']);
+    s.send(&[FrontendMessage::Query { sql: b("commit") }]).await;
+    let seen = s.until_ready().await;
+    assert!(
+        seen.iter().any(|m| matches!(m, BackendMessage::CommandComplete { tag } if tag.starts_with(b"ROLLBACK"))),
+        "{seen:?}"
     );
     drop(s);
     gw.stop().await;

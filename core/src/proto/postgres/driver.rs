@@ -479,10 +479,6 @@ impl Outbox {
         Self { direction, bytes: Vec::new(), unstaged: 0 }
     }
 
-    fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// Adds one whole message.
     fn push(&mut self, sj: &SessionJournal, message: Bytes) -> Result<(), Fail> {
         if self.bytes.len() > self.unstaged && self.bytes.len() - self.unstaged + message.len() > RECORD_BYTES {
@@ -526,6 +522,58 @@ impl Outbox {
         self.bytes.clear();
         self.unstaged = 0;
         Ok(())
+    }
+}
+
+/// Refusals waiting for the upstream's error for their stand-ins.
+struct Refusals {
+    /// Marks this session's stand-in function names, so that no real function or text matches.
+    salt: u64,
+    next: u64,
+    /// `(marker, the refusal's ErrorResponse)`, oldest first.
+    waiting: std::collections::VecDeque<(String, Bytes)>,
+}
+
+/// Most refusals remembered: a stand-in skipped by the server (an earlier error in the same
+/// pipeline) never errors, and is forgotten once later ones answer or this many wait.
+const MAX_REFUSALS: usize = 256;
+
+impl Refusals {
+    fn new() -> Self {
+        let mut salt = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut salt);
+        Self { salt: u64::from_be_bytes(salt), next: 0, waiting: Default::default() }
+    }
+
+    /// What goes to the upstream in place of the refused `m`: a statement that fails at once on a
+    /// function that does not exist, as a Query for a Query or a fast-path call (one
+    /// ReadyForQuery each), as a Parse under the same statement name for a Parse.
+    fn stand_in(&mut self, m: &FrontendMessage, error: Bytes) -> Bytes {
+        self.next += 1;
+        let marker = format!("airlock_refused_{:016x}_{}", self.salt, self.next);
+        let sql = Bytes::from(format!("SELECT {marker}()"));
+        let stand_in = match m {
+            FrontendMessage::Parse { name, .. } => {
+                FrontendMessage::Parse { name: name.clone(), sql, param_types: vec![] }
+            }
+            _ => FrontendMessage::Query { sql },
+        };
+        if self.waiting.len() == MAX_REFUSALS {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back((marker, error));
+        frontend::encode(&stand_in)
+    }
+
+    /// The refusal an upstream error answers, if it is a stand-in's; refusals queued before it
+    /// were skipped by the server and are dropped.
+    fn answer(&mut self, error: &BackendMessage) -> Option<Bytes> {
+        let message = error.field(b'M')?;
+        let text = std::str::from_utf8(message).ok()?;
+        // `…_1(` is not a prefix of `…_10(`.
+        let at = self.waiting.iter().position(|(marker, _)| text.contains(&format!("{marker}(")))?;
+        self.waiting.drain(..at);
+        self.waiting.pop_front().map(|(_, error)| error)
     }
 }
 
@@ -657,16 +705,17 @@ async fn relay(
     let route = &ctx.route;
     let mut fdec = FrontendDecoder::default();
     let mut bdec = BackendDecoder::default();
-    let mut skip_until_sync = false;
     // Automatic logoff: the session ends when the caller's credential does.
     let expires = principal.expires_at.map(|secs| {
         let left_us = secs.saturating_mul(1_000_000).saturating_sub(crate::time::now_us());
         Instant::now() + std::time::Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
     });
-    // Queries and Syncs forwarded whose ReadyForQuery has not come back yet. Answers the gateway
-    // makes itself (refusals) wait until they are 0, so the caller sees answers in order.
-    let mut outstanding = 0usize;
-    let mut injected: Vec<u8> = Vec::new();
+    // Refusals under way: a refused statement is not answered by the gateway but replaced, on its
+    // way to the upstream, by a call of a function that does not exist, named by a marker. The
+    // server's own error for it (swapped here for the refusal) then comes in the right place,
+    // after the answers to everything sent before; the server skips to the next Sync as for any
+    // error, aborts the transaction it is in, and reports the true transaction status.
+    let mut refusals = Refusals::new();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
     loop {
@@ -693,9 +742,21 @@ async fn relay(
                 }
                 BackendMessage::ReadyForQuery { status } => {
                     *tx_status = *status;
-                    outstanding = outstanding.saturating_sub(1);
                     raw
                 }
+                BackendMessage::ErrorResponse(_) => match refusals.answer(&m) {
+                    Some(refusal) => {
+                        // The gateway's own text: it quotes nothing from the result.
+                        if let Some(mk) = masker.as_mut() {
+                            let _ = mk.backend(&m, raw);
+                        }
+                        if let Err(e) = to_client.push(sj, refusal) {
+                            return e;
+                        }
+                        continue;
+                    }
+                    None => raw,
+                },
                 _ => raw,
             };
             // Masking: what the caller receives (and the journal holds) is the masked message.
@@ -724,20 +785,13 @@ async fn relay(
             if let Err(e) = to_client.push(sj, bytes) {
                 return e;
             }
-            if outstanding == 0
-                && !injected.is_empty()
-                && let Err(e) = to_client.push(sj, Bytes::from(std::mem::take(&mut injected)))
-            {
-                return e;
-            }
         }
         if let Err(e) = to_client.flush(sj, client, strict, &counters[1]).await {
             return e;
         }
-        // Then every whole message from the caller, forwarded in one write. While one of the
-        // gateway's own answers waits for earlier answers from the upstream, later messages wait
-        // too: the caller must see the answers in the order it asked.
-        while injected.is_empty() {
+        // Then every whole message from the caller, forwarded in one write; a refused statement
+        // goes as its stand-in (see `refusals`).
+        loop {
             let (m, raw) = match fdec.decode_raw(cbuf) {
                 Ok(Some(pair)) => pair,
                 Ok(None) => break,
@@ -746,79 +800,42 @@ async fn relay(
                     return format!("caller sent a malformed message: {e}");
                 }
             };
-            let mut answer: Option<Vec<u8>> = None;
-            if skip_until_sync {
-                if matches!(m, FrontendMessage::Sync) {
-                    skip_until_sync = false;
-                    answer = Some(backend::encode(&BackendMessage::ReadyForQuery { status: *tx_status }).to_vec());
-                }
-            } else {
-                let sql = match &m {
-                    FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
-                    FrontendMessage::FunctionCall(_) => Some(Bytes::from_static(b"-- fast-path function call")),
-                    _ => None,
+            let sql = match &m {
+                FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
+                FrontendMessage::FunctionCall(_) => Some(Bytes::new()),
+                _ => None,
+            };
+            let mut forward = raw;
+            if let Some(sql) = sql {
+                let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
+                    decide_function_call(access, &route.name, principal, trusted_roles)
+                } else {
+                    decide_sql(access, &route.name, principal, trusted_roles, &sql)
                 };
-                let mut refused = false;
-                if let Some(sql) = sql {
-                    let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
-                        decide_function_call(access, &route.name, principal, trusted_roles)
-                    } else {
-                        decide_sql(access, &route.name, principal, trusted_roles, &sql)
-                    };
-                    let meta = crate::journal::record::DecisionMeta {
-                        phase: "request".into(),
-                        effect: d.effect.as_str().into(),
-                        rule: d.rule.clone(),
-                        reason: d.reason.clone(),
-                        principal: principal.label(),
-                        request: format!("sql {summary}"),
-                        policy_version: Some(d.policy_version.clone()),
-                        break_glass: false,
-                    };
-                    // Staged before the statement's own record: the outbox's group carries it.
-                    if let Err(e) = sj.stage_decision(meta) {
-                        return format!("journal write failed: {e}");
-                    }
-                    if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
-                        refused = true;
-                        let mut out = deny::postgres(&denial, false).to_vec();
-                        // A simple query or a fast-path call is answered with ReadyForQuery.
-                        if matches!(m, FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_)) {
-                            out.extend_from_slice(&backend::encode(&BackendMessage::ReadyForQuery {
-                                status: *tx_status,
-                            }));
-                        } else {
-                            // Extended protocol: the error, then everything up to Sync is ignored.
-                            skip_until_sync = true;
-                        }
-                        answer = Some(out);
-                    }
+                let meta = crate::journal::record::DecisionMeta {
+                    phase: "request".into(),
+                    effect: d.effect.as_str().into(),
+                    rule: d.rule.clone(),
+                    reason: d.reason.clone(),
+                    principal: principal.label(),
+                    request: format!("sql {summary}"),
+                    policy_version: Some(d.policy_version.clone()),
+                    break_glass: false,
+                };
+                // Staged before the statement's own record: the outbox's group carries it.
+                if let Err(e) = sj.stage_decision(meta) {
+                    return format!("journal write failed: {e}");
                 }
-                if !refused {
-                    // Each of these is answered with one ReadyForQuery.
-                    if matches!(
-                        m,
-                        FrontendMessage::Query { .. } | FrontendMessage::Sync | FrontendMessage::FunctionCall(_)
-                    ) {
-                        outstanding += 1;
-                    }
-                    if let Err(e) = to_upstream.push(sj, raw) {
-                        return e;
-                    }
-                    if matches!(m, FrontendMessage::Terminate) {
-                        let _ = to_upstream.flush(sj, upstream, strict, &counters[0]).await;
-                        return "the caller terminated the session".into();
-                    }
+                if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
+                    forward = refusals.stand_in(&m, deny::postgres(&denial, false));
                 }
             }
-            if let Some(out) = answer {
-                if outstanding == 0 && to_upstream.is_empty() {
-                    if let Err(e) = to_client.push(sj, Bytes::from(out)) {
-                        return e;
-                    }
-                } else {
-                    injected.extend_from_slice(&out);
-                }
+            if let Err(e) = to_upstream.push(sj, forward) {
+                return e;
+            }
+            if matches!(m, FrontendMessage::Terminate) {
+                let _ = to_upstream.flush(sj, upstream, strict, &counters[0]).await;
+                return "the caller terminated the session".into();
             }
         }
         if let Err(e) = to_upstream.flush(sj, upstream, strict, &counters[0]).await {
