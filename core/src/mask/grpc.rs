@@ -138,6 +138,16 @@ impl GrpcMasker {
     }
 
     fn walk(&mut self, msg: &mut DynamicMessage, top: bool, streamed: &mut Vec<FieldDescriptor>) {
+        // Fields the schema does not name (an upstream built from a newer .proto) cannot be read
+        // by type, but re-encoding would pass them on: they go, counted as unreadable.
+        let unknown = msg.take_unknown_fields().count();
+        if unknown > 0 {
+            self.tally.add("UNREADABLE", unknown as u64);
+        }
+        for (ext, value) in msg.extensions_mut() {
+            let name = ext.name().to_owned();
+            self.value(&name, value);
+        }
         let fields: Vec<FieldDescriptor> = msg.descriptor().fields().filter(|f| msg.has_field(f)).collect();
         for f in fields {
             if let Some(rule) = self.rule(&f).cloned() {
@@ -182,15 +192,31 @@ impl GrpcMasker {
                     *s = super::into_string(masked);
                 }
             }
+            // Bytes are scanned as they are (text, or text inside a binary framing such as a
+            // packed `Any`): what is found is replaced, even where that breaks the framing.
+            Value::Bytes(b) => {
+                let masked = self.profile.mask_keyed(name, b, &self.tally);
+                if masked != b[..] {
+                    *b = Bytes::from(masked);
+                }
+            }
             Value::Message(m) => self.walk(m, false, &mut Vec::new()),
             Value::List(items) => items.iter_mut().for_each(|i| self.value(name, i)),
             Value::Map(map) => {
-                for (k, item) in map.iter_mut() {
-                    let key = match k {
-                        prost_reflect::MapKey::String(s) => s.clone(),
-                        _ => name.to_owned(),
+                // A string key is text too (`map<string, Visit>` keyed by patient name).
+                let entries: Vec<(prost_reflect::MapKey, Value)> = std::mem::take(map).into_iter().collect();
+                for (k, mut item) in entries {
+                    let k = match k {
+                        prost_reflect::MapKey::String(s) => {
+                            self.value(&s, &mut item);
+                            prost_reflect::MapKey::String(self.profile.mask_str(&s, &self.tally))
+                        }
+                        other => {
+                            self.value(name, &mut item);
+                            other
+                        }
                     };
-                    self.value(&key, item);
+                    map.insert(k, item);
                 }
             }
             _ => {}
@@ -212,7 +238,7 @@ mod tests {
         ServiceDescriptorProto, field_descriptor_proto::Type,
     };
 
-    /// `t.Note { string text = 1; string mrn = 2; int32 n = 3; repeated t.Note kids = 4; }` and
+    /// `t.Note { string text = 1; string mrn = 2; int32 n = 3; repeated t.Note kids = 4; bytes blob = 5; }` and
     /// `t.Svc/Get(Note) returns (stream Note)`, built in code (no protoc here).
     fn descriptor_set() -> Vec<u8> {
         let field = |name: &str, number: i32, ty: Type, label: i32, type_name: Option<&str>| FieldDescriptorProto {
@@ -230,6 +256,7 @@ mod tests {
                 field("mrn", 2, Type::String, 1, None),
                 field("n", 3, Type::Int32, 1, None),
                 field("kids", 4, Type::Message, 3, Some(".t.Note")),
+                field("blob", 5, Type::Bytes, 1, None),
             ],
             ..Default::default()
         };
@@ -279,6 +306,31 @@ mod tests {
 
     fn text(m: &DynamicMessage, f: &str) -> String {
         m.get_field_by_name(f).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    #[test]
+    fn unknown_fields_go_and_bytes_are_scanned() {
+        let (mut m, desc) = masker(vec![], vec![]);
+        let mut msg = DynamicMessage::new(desc.clone());
+        msg.set_field_by_name("text", Value::String("ok".into()));
+        msg.set_field_by_name("blob", Value::Bytes(Bytes::from_static(b"\x00\x01mail a.b@example.org\xff")));
+        let mut payload = msg.encode_to_vec();
+        // Field 9, length-delimited, which the schema does not name (a newer upstream).
+        let extra = b"SSN 219-09-9999";
+        payload.extend_from_slice(&[0x4a, extra.len() as u8]);
+        payload.extend_from_slice(extra);
+        let frame = airlock_decoders::grpc::encode(&airlock_decoders::grpc::GrpcMessage {
+            compressed: false,
+            message: payload.into(),
+        });
+        let out = m.unit(frame).unwrap();
+        let got = decode(&desc, &out[0]);
+        assert_eq!(got.unknown_fields().count(), 0, "the unknown field went");
+        assert!(!out[0].windows(6).any(|w| w == b"219-09"));
+        let blob = got.get_field_by_name("blob").unwrap().as_bytes().unwrap().clone();
+        assert!(!blob.windows(11).any(|w| w == b"example.org"), "{blob:?}");
+        assert!(blob.starts_with(b"\x00\x01mail ") && blob.ends_with(b"\xff"), "{blob:?}");
+        assert_eq!(text(&got, "text"), "ok");
     }
 
     #[test]
