@@ -58,9 +58,21 @@ fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
 // === impl MasterKey ===
 
 /// The key that wraps per-session data keys.
+///
+/// Each session's data key is wrapped under its own key, derived from the master key and the
+/// session id with HKDF-SHA256, so no AES-GCM key ever sees more than one nonce: with one key
+/// and random nonces, NIST SP 800-38D allows 2^32 wraps, which a gateway that opens a session
+/// per HTTP request reaches in days. Keys wrapped directly by the master key (the first format)
+/// still unwrap.
 pub struct MasterKey {
     key: LessSafeKey,
+    derive: aws_lc_rs::hkdf::Prk,
 }
+
+/// First byte of a wrapped key in the derived-key format; the tag follows the ciphertext.
+const WRAP_V2: u8 = 2;
+/// HKDF `info` prefix of a session's wrapping key (the session id follows).
+const WRAP_INFO: &[u8] = b"airlock-session-key-wrap-v2";
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,24 +94,43 @@ impl MasterKey {
     fn from_bytes(bytes: &[u8]) -> Result<Self, JournalError> {
         let unbound =
             UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| JournalError::Crypto("master key must be 32 bytes"))?;
-        Ok(Self { key: LessSafeKey::new(unbound) })
+        let derive = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"airlock-journal").extract(bytes);
+        Ok(Self { key: LessSafeKey::new(unbound), derive })
+    }
+
+    /// The key that wraps `session`'s data key, and nothing else.
+    fn wrapping_key(&self, session: &[u8; 16]) -> Result<LessSafeKey, JournalError> {
+        let info = [WRAP_INFO, session.as_slice()];
+        let okm = self
+            .derive
+            .expand(&info, &AES_256_GCM)
+            .map_err(|_| JournalError::Crypto("deriving a session's wrapping key failed"))?;
+        Ok(LessSafeKey::new(UnboundKey::from(okm)))
     }
 
     /// Creates a fresh data key for a session and returns it with its wrapped form.
     pub fn new_session_key(&self, session: &[u8; 16]) -> Result<(SessionCipher, Vec<u8>), JournalError> {
         let raw = random::<KEY_LEN>()?;
-        let nonce = random::<NONCE_LEN>()?;
         let mut wrapped = raw.to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(session), &mut wrapped)
+        // Its own key, used once: a fixed nonce is safe.
+        self.wrapping_key(session)?
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; NONCE_LEN]), Aad::from(session), &mut wrapped)
             .map_err(|_| JournalError::Crypto("wrapping a session key failed"))?;
-        let mut out = nonce.to_vec();
+        let mut out = vec![WRAP_V2];
         out.extend_from_slice(&wrapped);
         Ok((SessionCipher::new(&raw)?, out))
     }
 
     /// Unwraps a session's data key.
     pub fn unwrap_session_key(&self, session: &[u8; 16], wrapped: &[u8]) -> Result<SessionCipher, JournalError> {
+        if wrapped.len() == 1 + KEY_LEN + 16 && wrapped[0] == WRAP_V2 {
+            let mut buf = wrapped[1..].to_vec();
+            let raw = self
+                .wrapping_key(session)?
+                .open_in_place(Nonce::assume_unique_for_key([0; NONCE_LEN]), Aad::from(session), &mut buf)
+                .map_err(|_| JournalError::Crypto("session key does not unwrap with this master key"))?;
+            return SessionCipher::new(raw);
+        }
         if wrapped.len() != NONCE_LEN + KEY_LEN + 16 {
             return Err(JournalError::Crypto("wrapped session key has the wrong length"));
         }
@@ -250,6 +281,28 @@ mod tests {
         assert!(master.unwrap_session_key(&[8u8; 16], &wrapped).is_err(), "key is bound to its session");
         let (nonce2, _) = cipher.seal(b"aad", b"x").unwrap();
         assert_ne!(nonce, nonce2);
+        assert_eq!((wrapped[0], wrapped.len()), (WRAP_V2, 1 + KEY_LEN + 16), "wrapped under a derived key");
+        let (_, other) = master.new_session_key(&[8u8; 16]).unwrap();
+        assert_ne!(wrapped[1..], other[1..], "another session, another wrapping key");
+    }
+
+    #[test]
+    fn a_key_wrapped_in_the_first_format_still_unwraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load_or_create(&dir.path().join("m.key"), true).unwrap();
+        let sid = [7u8; 16];
+        // The first format: the data key sealed by the master key itself under a random nonce.
+        let raw = [42u8; KEY_LEN];
+        let nonce = [3u8; NONCE_LEN];
+        let mut sealed = raw.to_vec();
+        master
+            .key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&sid), &mut sealed)
+            .unwrap();
+        let wrapped = [nonce.as_slice(), &sealed].concat();
+        let cipher = master.unwrap_session_key(&sid, &wrapped).unwrap();
+        let (n, ct) = SessionCipher::new(&raw).unwrap().seal(b"a", b"old session").unwrap();
+        assert_eq!(cipher.open(b"a", n, &ct).unwrap(), b"old session");
     }
 
     #[test]
