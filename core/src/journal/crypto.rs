@@ -295,10 +295,7 @@ mod tests {
         let raw = [42u8; KEY_LEN];
         let nonce = [3u8; NONCE_LEN];
         let mut sealed = raw.to_vec();
-        master
-            .key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&sid), &mut sealed)
-            .unwrap();
+        master.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&sid), &mut sealed).unwrap();
         let wrapped = [nonce.as_slice(), &sealed].concat();
         let cipher = master.unwrap_session_key(&sid, &wrapped).unwrap();
         let (n, ct) = SessionCipher::new(&raw).unwrap().seal(b"a", b"old session").unwrap();

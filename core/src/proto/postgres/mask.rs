@@ -53,17 +53,21 @@ enum Column {
     Structured,
     /// A column rule.
     Rule { rule: usize, text: bool, json: bool, jsonb_binary: bool },
-    /// A binary integer (`int2`, `int4`, `int8`): read as its decimal text by the detectors; a
+    /// A binary number (`int2`, `int4`, `int8`, `oid`, `float4`, `float8`, `numeric`; the type
+    /// OID): read as its decimal text by the detectors (a card number kept as `numeric`); a
     /// finding makes it NULL.
-    BinaryInt,
+    BinaryNumber(i32),
     /// A binary date or timestamp: NULL unless the profile keeps dates.
     BinaryDate,
     /// A binary value the gateway cannot read (arrays, records, citext, enums, bytea …): NULL.
     Unreadable,
 }
 
-/// Binary types that cannot carry an identifier the detectors would find.
-const BINARY_SAFE: &[i32] = &[16, 700, 701, 1700, 26, 2950, 1186];
+/// Binary types that cannot carry an identifier the detectors would find: `bool`, `uuid`,
+/// `interval`.
+const BINARY_SAFE: &[i32] = &[16, 2950, 1186];
+/// Binary numbers read as text: `int8`, `int2`, `int4`, `oid`, `float4`, `float8`, `numeric`.
+const BINARY_NUMBERS: &[i32] = &[20, 21, 23, 26, 700, 701, 1700];
 /// `date`, `timestamp`, `timestamptz`, `time`, `timetz`.
 const DATE_TYPES: &[i32] = &[1082, 1114, 1184, 1083, 1266];
 
@@ -194,7 +198,7 @@ impl PgMasker {
             Column::Text { json, jsonb_binary }
         } else if binary {
             match f.type_oid {
-                20 | 21 | 23 => Column::BinaryInt,
+                t if BINARY_NUMBERS.contains(&t) => Column::BinaryNumber(t),
                 t if DATE_TYPES.contains(&t) => Column::BinaryDate,
                 t if BINARY_SAFE.contains(&t) => Column::Pass,
                 _ => Column::Unreadable,
@@ -212,14 +216,11 @@ impl PgMasker {
         let v = v?;
         match col {
             Column::Pass => Some(v),
-            Column::BinaryInt => {
-                let n: i64 = match v.len() {
-                    2 => i64::from(i16::from_be_bytes([v[0], v[1]])),
-                    4 => i64::from(i32::from_be_bytes([v[0], v[1], v[2], v[3]])),
-                    8 => i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
-                    _ => return None,
+            Column::BinaryNumber(oid) => {
+                let Some(text) = binary_number_text(oid, &v) else {
+                    self.tally.add("UNREADABLE", 1);
+                    return None;
                 };
-                let text = n.to_string();
                 let masked = self.profile.mask_keyed(name, text.as_bytes(), &self.tally);
                 if masked == text.as_bytes() { Some(v) } else { None }
             }
@@ -427,6 +428,62 @@ impl PgMasker {
     }
 }
 
+/// The decimal text of a binary number of type `oid` (see [`BINARY_NUMBERS`]); `None` if the
+/// value is not one.
+fn binary_number_text(oid: i32, v: &[u8]) -> Option<String> {
+    let be2 = |i: usize| Some(u16::from_be_bytes([*v.get(i)?, *v.get(i + 1)?]));
+    Some(match (oid, v.len()) {
+        (21, 2) => i16::from_be_bytes([v[0], v[1]]).to_string(),
+        (23, 4) => i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (26, 4) => u32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (20, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (700, 4) => f32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (1700, _) => {
+            // ndigits, weight (of the first digit, in powers of 10000), sign, dscale, then the
+            // base-10000 digits.
+            let (ndigits, weight, sign, dscale) = (be2(0)?, be2(2)? as i16, be2(4)?, be2(6)?);
+            if v.len() != 8 + 2 * usize::from(ndigits) || ndigits > 1000 || dscale > 1000 {
+                return None;
+            }
+            let digit = |i: i32| -> Option<u16> {
+                if i < 0 || i >= i32::from(ndigits) { Some(0) } else { be2(8 + 2 * i as usize).filter(|d| *d < 10000) }
+            };
+            let mut out = String::new();
+            match sign {
+                0x0000 => {}
+                0x4000 => out.push('-'),
+                0xC000 => return Some("NaN".into()),
+                0xD000 => return Some("Infinity".into()),
+                0xF000 => return Some("-Infinity".into()),
+                _ => return None,
+            }
+            // Integer part: groups for weights `weight` down to 0.
+            if weight < 0 {
+                out.push('0');
+            } else {
+                for w in 0..=i32::from(weight) {
+                    let d = digit(w)?;
+                    if w == 0 { out.push_str(&d.to_string()) } else { out.push_str(&format!("{d:04}")) }
+                }
+            }
+            if dscale > 0 {
+                out.push('.');
+                let mut frac = String::new();
+                let mut w = i32::from(weight) + 1;
+                while frac.len() < usize::from(dscale) {
+                    frac.push_str(&format!("{:04}", digit(w)?));
+                    w += 1;
+                }
+                frac.truncate(usize::from(dscale));
+                out.push_str(&frac);
+            }
+            out
+        }
+        _ => return None,
+    })
+}
+
 fn with_version(jsonb_binary: bool, body: Vec<u8>) -> Bytes {
     if jsonb_binary {
         let mut out = Vec::with_capacity(body.len() + 1);
@@ -435,5 +492,35 @@ fn with_version(jsonb_binary: bool, body: Vec<u8>) -> Bytes {
         Bytes::from(out)
     } else {
         Bytes::from(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_number_text;
+
+    /// `numeric` in binary: ndigits, weight, sign, dscale, base-10000 digits.
+    fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for x in [digits.len() as u16, weight as u16, sign, dscale] {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        digits.iter().for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
+        v
+    }
+
+    #[test]
+    fn binary_numbers_read_as_postgresql_writes_them() {
+        assert_eq!(binary_number_text(1700, &numeric(3, 0, 0, &[4111, 1111, 1111, 1111])).unwrap(), "4111111111111111");
+        assert_eq!(binary_number_text(1700, &numeric(0, 0x4000, 2, &[12, 3400])).unwrap(), "-12.34");
+        assert_eq!(binary_number_text(1700, &numeric(-1, 0, 5, &[5])).unwrap(), "0.00050");
+        assert_eq!(binary_number_text(1700, &numeric(1, 0, 0, &[7])).unwrap(), "70000");
+        assert_eq!(binary_number_text(1700, &numeric(0, 0, 0, &[])).unwrap(), "0");
+        assert_eq!(binary_number_text(1700, &numeric(0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert_eq!(binary_number_text(701, &4111111111111111f64.to_be_bytes()).unwrap(), "4111111111111111");
+        assert_eq!(binary_number_text(26, &7u32.to_be_bytes()).unwrap(), "7");
+        assert_eq!(binary_number_text(1700, &numeric(0, 0, 0, &[10000])), None, "a digit past 9999");
+        assert_eq!(binary_number_text(1700, &[0, 5, 0]), None, "too short");
+        assert_eq!(binary_number_text(23, &[0, 0, 1]), None);
     }
 }
