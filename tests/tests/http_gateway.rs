@@ -752,3 +752,47 @@ async fn grpc_callers_get_grpc_statuses_for_gateway_errors_too() {
     assert_eq!(code, 502, "{body}");
     gw.stop().await;
 }
+
+/// An upstream that answers at once and keeps reading the request body: the request pump still
+/// runs when the response has ended. Once it is stopped, nothing of it is journaled after the
+/// session's close, so what the journal holds from the caller is what its close counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_still_streaming_when_the_response_ends_is_journaled_before_the_close() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+        while matches!(tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await, Ok(Ok(n)) if n > 0) {}
+    });
+    let config = format!(
+        "[[route]]\nname = \"up\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{upstream}\"\nanonymous = true\n"
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(gw.addr("up")).await.unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+    // 7 s of chunks, one every 250 ms: past the 5 s the response side waits for the request side.
+    for i in 0..28u8 {
+        if c.write_all(format!("3\r\nab{}\r\n", char::from(b'a' + i % 26)).as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = c.write_all(b"0\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(c);
+    gw.stop().await;
+    let s = sessions(gw.data_dir()).into_iter().next().expect("one session");
+    let id = s["id"].as_str().unwrap();
+    let frames: Vec<serde_json::Value> =
+        replay_json(gw.data_dir(), id).into_iter().filter(|f| f["head"] != true).collect();
+    let sent = direction_bytes(&frames, "client_to_upstream");
+    let counted = s["bytes_from_client"].as_u64().unwrap();
+    assert!(counted > 0, "{s}");
+    assert_eq!(sent.len() as u64, counted, "records after the close: {s}");
+    let data_dir = gw.data_dir().display().to_string();
+    let report = airlock(&["journal", "verify", "--data-dir", &data_dir]);
+    assert!(report.status.success(), "{}", stdout(&report));
+}

@@ -676,10 +676,13 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 // is the caller's: 400, not 502.
                 let up_reason = match up_task {
                     None => "read whole before it was forwarded".into(),
-                    Some(task) => match tokio::time::timeout(Duration::from_secs(1), task).await {
+                    Some(mut task) => match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(e)) => format!("request body task failed: {e}"),
-                        Err(_) => "request body still streaming".into(),
+                        Err(_) => {
+                            stop_pump(Some(task)).await;
+                            "request body still streaming".into()
+                        }
                     },
                 };
                 if up_reason.starts_with("client broke off the body") {
@@ -702,6 +705,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(_) => {
                 ctx.metrics.error("upstream_request");
+                stop_pump(up_task).await;
                 guard.close("upstream gave no response head in time".into()).await;
                 return gateway_error(
                     is_grpc,
@@ -736,6 +740,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(why) => {
                 ctx.metrics.error("mask");
+                stop_pump(up_task).await;
                 return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
             }
         }
@@ -790,6 +795,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         return Response::from_parts(parts, whole.into_body());
     }
     if let Err(e) = journal_record(sj.http_head(Direction::UpstreamToClient, &resp_head, false).await, strict).await {
+        stop_pump(up_task).await;
         guard.close(format!("journal write failed: {e}")).await;
         return response_unrecorded(is_grpc, &request_id);
     }
@@ -812,13 +818,25 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let reason = down.run(body, framer).await;
         // The request side may still be streaming (bidirectional gRPC): its records come first.
-        if let Some(task) = up_task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        // One that is still going after that is stopped, so nothing is journaled after the close.
+        if let Some(mut task) = up_task
+            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
+        {
+            stop_pump(Some(task)).await;
         }
         close(&sj, &counters, &tally, started, reason).await;
     });
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, delivered.boxed())
+}
+
+/// Stops the request-body pump, if one runs, and waits until it has: its records must come
+/// before the session's close, never after it. (A record it had staged goes with the close.)
+async fn stop_pump(task: Option<tokio::task::JoinHandle<String>>) {
+    if let Some(task) = task {
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 /// Largest response read whole before delivery (see `handle`); larger ones stream.
