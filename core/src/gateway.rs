@@ -93,6 +93,7 @@ impl Gateway {
                 http_upstream,
                 cancel_keys: Default::default(),
                 abort: abort.clone(),
+                tracker: tracker.clone(),
             });
             accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));
         }

@@ -796,3 +796,30 @@ async fn a_request_body_still_streaming_when_the_response_ends_is_journaled_befo
     let report = airlock(&["journal", "verify", "--data-dir", &data_dir]);
     assert!(report.status.success(), "{}", stdout(&report));
 }
+
+/// A stream still open when the drain deadline passes is closed by the gateway, and its session
+/// gets its close record before the journal's final checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_open_at_shutdown_is_closed_and_journaled() {
+    let mut s = setup("[gateway]\ndrain_timeout = \"200ms\"\n").await;
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
+    let req = format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.expect("first event never arrived").unwrap();
+        assert!(n > 0, "closed before the first event");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The upstream stays quiet (it is never released); the gateway shuts down meanwhile.
+    let stopped = tokio::time::Instant::now();
+    s.gw.stop().await;
+    assert!(stopped.elapsed() < Duration::from_secs(10), "shutdown waited for the upstream");
+    let list = sessions(s.gw.data_dir());
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["close_reason"], "gateway shutdown: drain deadline passed", "{list:?}");
+    let data_dir = s.gw.data_dir().display().to_string();
+    let report = airlock(&["journal", "verify", "--data-dir", &data_dir]);
+    assert!(report.status.success(), "{}", stdout(&report));
+}

@@ -514,8 +514,14 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let request_id = sj.id().to_string();
     let counters = Arc::new(Counters::default());
     let tally = Arc::new(Tally::default());
-    let mut guard =
-        CloseGuard { sj: sj.clone(), counters: counters.clone(), tally: tally.clone(), started, armed: true };
+    let mut guard = CloseGuard {
+        sj: sj.clone(),
+        counters: counters.clone(),
+        tally: tally.clone(),
+        started,
+        armed: true,
+        tracker: ctx.tracker.clone(),
+    };
     let strict = ctx.journal.durability() == Durability::Strict;
     // The decision's receipt is covered by the request head's (strict), or by the close record's
     // (batched, where nothing waits for the disk before forwarding).
@@ -655,8 +661,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 masker: None,
                 mask: None,
                 principal: String::new(),
+                abort: ctx.abort.clone(),
             };
-            (forwarded.boxed(), Some(tokio::spawn(up.run(body, Framer::for_content_type(&headers)))))
+            (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
     };
     let mut up_req = Request::new(forwarded);
@@ -812,10 +819,12 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         masker,
         mask: mask.clone().map(|p| (p, tally.clone())),
         principal: principal_label,
+        abort: ctx.abort.clone(),
     };
     let framer = Framer::for_content_type(&parts.headers);
     guard.armed = false;
-    tokio::spawn(async move {
+    // Tracked: a shutdown waits for the close this task writes.
+    ctx.tracker.spawn(async move {
         let reason = down.run(body, framer).await;
         // The request side may still be streaming (bidirectional gRPC): its records come first.
         // One that is still going after that is stopped, so nothing is journaled after the close.
@@ -1118,6 +1127,8 @@ struct Pump {
     mask: Option<(Arc<crate::mask::Profile>, Arc<Tally>)>,
     /// The caller, for the decision record of a masking failure.
     principal: String,
+    /// Fires when the gateway's drain deadline passes: the pump ends, and its session closes.
+    abort: tokio_util::sync::CancellationToken,
 }
 
 impl Pump {
@@ -1205,7 +1216,13 @@ impl Pump {
         let (from, to) = self.sides();
         let mut buf = bytes::BytesMut::new();
         loop {
-            let frame = match next_frame(&mut body, self.idle, self.deadline).await {
+            let next = tokio::select! {
+                next = next_frame(&mut body, self.idle, self.deadline) => next,
+                () = self.abort.cancelled() => {
+                    return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into());
+                }
+            };
+            let frame = match next {
                 Ok(f) => f,
                 Err(stall @ Stall::Deadline) => return self.fail("timeout", stall.reason(from)),
                 Err(stall @ Stall::Idle(_)) => return self.fail("idle timeout", stall.reason(from)),
@@ -1284,6 +1301,8 @@ struct CloseGuard {
     tally: Arc<Tally>,
     started: Instant,
     armed: bool,
+    /// The close written from `Drop` is a task of its own, which a shutdown waits for.
+    tracker: tokio_util::task::TaskTracker,
 }
 
 impl CloseGuard {
@@ -1298,7 +1317,7 @@ impl Drop for CloseGuard {
         if self.armed {
             let (sj, counters, tally, started) =
                 (self.sj.clone(), self.counters.clone(), self.tally.clone(), self.started);
-            tokio::spawn(async move {
+            self.tracker.spawn(async move {
                 close(&sj, &counters, &tally, started, "the caller went away before the response".into()).await;
             });
         }

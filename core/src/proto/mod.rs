@@ -54,4 +54,7 @@ pub(crate) struct SessionCtx {
     pub(crate) cancel_keys: postgres::CancelKeys,
     /// Fires when the drain deadline passes: sessions still open close at once.
     pub(crate) abort: CancellationToken,
+    /// Every session's tasks: a shutdown waits for them (HTTP body pumps outlive the connection
+    /// task that started them, and write their session's close).
+    pub(crate) tracker: tokio_util::task::TaskTracker,
 }
