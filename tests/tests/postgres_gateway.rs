@@ -386,8 +386,20 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
         seen.iter().any(|m| matches!(m, BackendMessage::CommandComplete { tag } if tag.starts_with(b"ROLLBACK"))),
         "{seen:?}"
     );
+
+    // A statement larger than one journal record (1 MiB) still reads as one in the transcript.
+    let big = format!("select length('{}') as big_one", "x".repeat(1_500_000));
+    s.send(&[FrontendMessage::Query { sql: b(&big) }]).await;
+    let seen = s.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(v) if v[0].as_deref() == Some(&b"1500000"[..]))));
     drop(s);
     gw.stop().await;
+    let data_dir = gw.data_dir().display().to_string();
+    let id = sessions(gw.data_dir())[0]["id"].as_str().unwrap().to_owned();
+    let text = stdout(&airlock(&["replay", &id, "--data-dir", &data_dir]));
+    let line = text.lines().find(|l| l.contains("=> select length(")).unwrap_or_else(|| panic!("no big statement"));
+    assert!(line.ends_with("') as big_one"), "{}", &line[line.len() - 40..]);
+    assert!(text.contains("1500000"), "its result is in the transcript");
 }
 
 /// The upstream over TLS with verify-full: the gateway's CA and the server name must match, or

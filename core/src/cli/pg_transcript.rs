@@ -22,6 +22,10 @@ pub(super) struct Transcript {
     columns: Vec<String>,
     rows: Vec<Vec<String>>,
     more: usize,
+    /// Each direction's bytes not yet a whole message: a message larger than one record
+    /// continues in the next record of its direction.
+    client: (FrontendDecoder, BytesMut),
+    server: (BackendDecoder, BytesMut),
 }
 
 fn text(b: &[u8]) -> String {
@@ -54,7 +58,9 @@ impl Transcript {
         if self.more > 0 {
             writeln!(out, "    … {} more rows", self.more)?;
         }
-        *self = Self::default();
+        self.columns.clear();
+        self.rows.clear();
+        self.more = 0;
         Ok(())
     }
 
@@ -66,11 +72,20 @@ impl Transcript {
             return Ok(false);
         }
         let t = format_us(r.record.time_us);
-        let mut buf = BytesMut::from(&b[..]);
         match f.direction {
             Direction::ClientToUpstream => {
-                let mut dec = FrontendDecoder::default();
-                while let Ok(Some(m)) = dec.decode(&mut buf) {
+                self.client.1.extend_from_slice(b);
+                loop {
+                    let (dec, buf) = &mut self.client;
+                    let m = match dec.decode(buf) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(e) => {
+                            buf.clear();
+                            writeln!(out, "{t} #{} => (undecodable: {e})", r.seq)?;
+                            return Ok(false);
+                        }
+                    };
                     match m {
                         FrontendMessage::Query { sql } => writeln!(out, "{t} #{} => {}", r.seq, text(&sql))?,
                         FrontendMessage::Parse { name, sql, .. } => {
@@ -88,8 +103,18 @@ impl Transcript {
                 }
             }
             Direction::UpstreamToClient => {
-                let mut dec = BackendDecoder::default();
-                while let Ok(Some(m)) = dec.decode(&mut buf) {
+                self.server.1.extend_from_slice(b);
+                loop {
+                    let (dec, buf) = &mut self.server;
+                    let m = match dec.decode(buf) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(e) => {
+                            buf.clear();
+                            writeln!(out, "{t} #{} <= (undecodable: {e})", r.seq)?;
+                            return Ok(false);
+                        }
+                    };
                     match &m {
                         BackendMessage::RowDescription(cols) => {
                             self.columns = cols.iter().map(|c| text(&c.name)).collect();
