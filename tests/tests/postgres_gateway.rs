@@ -522,6 +522,14 @@ async fn malformed_frontend_input_is_refused_cleanly() {
     let ok = tokio::task::spawn_blocking(move || psql_as(addr, AGENT_KEY, &["select 'still here'"])).await.unwrap();
     assert!(String::from_utf8_lossy(&ok.stdout).contains("still here"));
     gw.stop().await;
+    // What the callers of the garbage received is in the journal too.
+    let refused: Vec<Vec<u8>> = sessions(gw.data_dir())
+        .iter()
+        .filter(|s| s["close_reason"].as_str().is_some_and(|r| r.contains("malformed message")))
+        .map(|s| direction_bytes(&replay_json(gw.data_dir(), s["id"].as_str().unwrap()), "upstream_to_client"))
+        .collect();
+    assert_eq!(refused.len(), 2);
+    assert!(refused.iter().all(|got| got.windows(6).any(|w| w == b"C08P01")), "{refused:?}");
 }
 
 /// Automatic logoff: a session authenticated with a short-lived JWT is ended, with a FATAL

@@ -66,3 +66,59 @@ async fn scram_sha_256_against_a_real_server() {
     let refused = login(pg.addr(), "wrong").await;
     assert_eq!(refused.field(b'C').map(|c| &c[..]), Some(&b"28P01"[..]), "{refused:?}");
 }
+
+/// An upstream that starts SCRAM and then answers AuthenticationOk without its SASLFinal never
+/// proved it knows the password (an impostor in the path would do just that): the gateway does
+/// not log in to it. A scripted server, since a real PostgreSQL cannot be made to skip its proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_skips_its_scram_proof_is_refused() {
+    use airlock_decoders::postgres::backend;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await; // startup
+        let mechs = vec![Bytes::from_static(b"SCRAM-SHA-256")];
+        s.write_all(&backend::encode(&BackendMessage::Authentication(Authentication::Sasl(mechs)))).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap(); // SASLInitialResponse: "…n,,n=,r=<client nonce>"
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let nonce = text.split("r=").nth(1).unwrap_or("").trim_end_matches('\0').to_owned();
+        let first = format!("r={nonce}srv,s=c2FsdHNhbHQ=,i=4096");
+        let cont = BackendMessage::Authentication(Authentication::SaslContinue(Bytes::from(first)));
+        s.write_all(&backend::encode(&cont)).await.unwrap();
+        let _ = s.read(&mut buf).await; // client-final
+        s.write_all(&backend::encode(&BackendMessage::Authentication(Authentication::Ok))).await.unwrap();
+        s.write_all(&backend::encode(&BackendMessage::ReadyForQuery { status: b'I' })).await.unwrap();
+        let _ = s.read(&mut buf).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, "s3cret-upstream").unwrap();
+    let key = "ak_scram_probe_1";
+    let config = format!(
+        "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{upstream}\"\n\
+         upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n\n\
+         [[identity.api_key]]\nname = \"a\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
+        pw.display(),
+        airlock::identity::apikey::format_hash(key)
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
+    let hello = StartupPacket::Startup {
+        major: 3,
+        minor: 0,
+        params: vec![(Bytes::from_static(b"user"), Bytes::from_static(b"x"))],
+    };
+    s.write_all(&startup::encode(&hello)).await.unwrap();
+    let mut buf = BytesMut::new();
+    assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
+    s.write_all(&frontend::encode(&FrontendMessage::Password(Bytes::from(format!("{key}\0"))))).await.unwrap();
+    let answer = next(&mut s, &mut buf).await;
+    assert!(matches!(answer, BackendMessage::ErrorResponse(_)), "the caller is not let in: {answer:?}");
+    drop(s);
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    let reason = list[0]["close_reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("without proving"), "{list:?}");
+}

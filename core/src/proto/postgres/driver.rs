@@ -243,6 +243,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         }
     };
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
+    let strict = ctx.journal.durability() == Durability::Strict;
     let tally = Arc::new(Tally::default());
     let close = |reason: String| {
         let sj = sj.clone();
@@ -289,7 +290,6 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             policy_version: Some(access.policy.version.clone()),
             break_glass: false,
         });
-        let strict = ctx.journal.durability() == Durability::Strict;
         let _ = deliver(&sj, &mut client, &error_fields("FATAL", "42501", &why), strict, &counters[1]).await;
         close(why).await;
         return;
@@ -301,16 +301,26 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         match timeout(route.connect_timeout, connect_upstream(&route)).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(reason)) => {
-                let _ = client
-                    .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
-                    .await;
+                let _ = deliver(
+                    &sj,
+                    &mut client,
+                    &error_fields("FATAL", "08006", "the database behind the gateway is unreachable"),
+                    strict,
+                    &counters[1],
+                )
+                .await;
                 close(reason).await;
                 return;
             }
             Err(_) => {
-                let _ = client
-                    .write_all(&error_fields("FATAL", "08006", "the database behind the gateway is unreachable"))
-                    .await;
+                let _ = deliver(
+                    &sj,
+                    &mut client,
+                    &error_fields("FATAL", "08006", "the database behind the gateway is unreachable"),
+                    strict,
+                    &counters[1],
+                )
+                .await;
                 close(format!("upstream connect to {} timed out", route.upstream)).await;
                 return;
             }
@@ -325,9 +335,15 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let login = async {
         upstream.write_all(&hello).await.map_err(|e| format!("upstream write error: {e}"))?;
         let mut scram: Option<ScramClient> = None;
+        // Once SCRAM has begun, the server must prove it knows the password (its signature in
+        // SASLFinal) before the gateway takes its AuthenticationOk.
+        let mut server_proved = false;
         loop {
             let m = next_backend(&mut upstream, &mut ubuf).await?;
             let reply = match m {
+                BackendMessage::Authentication(Authentication::Ok) if scram.is_some() && !server_proved => {
+                    return Err("the upstream ended SCRAM without proving it knows the password".to_owned());
+                }
                 BackendMessage::Authentication(Authentication::Ok) => return Ok(()),
                 BackendMessage::Authentication(Authentication::CleartextPassword) => {
                     let pw = pg
@@ -361,6 +377,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     let s = scram.as_ref().ok_or("SASL final before SASL start")?;
                     let text = std::str::from_utf8(&data).map_err(|_| "SCRAM message is not UTF-8")?;
                     s.server_final(text).map_err(|e| e.to_string())?;
+                    server_proved = true;
                     continue;
                 }
                 BackendMessage::ErrorResponse(_) => {
@@ -375,7 +392,14 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     if let Err(reason) =
         timeout(route.connect_timeout, login).await.unwrap_or_else(|_| Err("upstream login timed out".into()))
     {
-        let _ = client.write_all(&error_fields("FATAL", "08006", "the gateway could not log in to the database")).await;
+        let _ = deliver(
+            &sj,
+            &mut client,
+            &error_fields("FATAL", "08006", "the gateway could not log in to the database"),
+            strict,
+            &counters[1],
+        )
+        .await;
         close(reason).await;
         return;
     }
@@ -397,16 +421,20 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             Err(_) => Some("the catalog lookup for column rules timed out".to_owned()),
         };
         if let Some(reason) = reason {
-            let _ = client
-                .write_all(&error_fields("FATAL", "XX000", "the gateway could not prepare masking for this session"))
-                .await;
+            let _ = deliver(
+                &sj,
+                &mut client,
+                &error_fields("FATAL", "XX000", "the gateway could not prepare masking for this session"),
+                strict,
+                &counters[1],
+            )
+            .await;
             close(format!("masking could not be prepared, session refused: {reason}")).await;
             return;
         }
     }
 
     // The caller is in: AuthenticationOk, then the server's parameters with a minted cancel key.
-    let strict = ctx.journal.durability() == Durability::Strict;
     let mut minted_key = None;
     let ok = backend::encode(&BackendMessage::Authentication(Authentication::Ok));
     if deliver(&sj, &mut client, &ok, strict, &counters[1]).await.is_err() {
@@ -776,9 +804,8 @@ async fn relay(
                         break_glass: false,
                     });
                     let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                    let _ = client
-                        .write_all(&error_fields("FATAL", "XX000", "a result could not be masked; the session ends"))
-                        .await;
+                    let bytes = error_fields("FATAL", "XX000", "a result could not be masked; the session ends");
+                    let _ = deliver(sj, client, &bytes, strict, &counters[1]).await;
                     return format!("masking failed, the rest of the result was withheld: {why}");
                 }
             };
@@ -796,7 +823,8 @@ async fn relay(
                 Ok(Some(pair)) => pair,
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = client.write_all(&error_fields("FATAL", "08P01", &format!("malformed message: {e}"))).await;
+                    let bytes = error_fields("FATAL", "08P01", &format!("malformed message: {e}"));
+                    let _ = deliver(sj, client, &bytes, strict, &counters[1]).await;
                     return format!("caller sent a malformed message: {e}");
                 }
             };
