@@ -176,6 +176,18 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ("/gz", response("application/json", "content-encoding: gzip\r\n", b"\x1f\x8b\x08\x00")),
         ("/img", response("image/png", "", b"\x89PNG\r\n\x1a\n")),
         ("/text", response("text/plain", "", b"SSN 219-09-9999 ok")),
+        // Codings that would lose their header on the way: a transfer coding hyper does not
+        // undo, and a content coding that `Connection` names as hop-by-hop.
+        (
+            "/te",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: gzip, chunked\r\n\
+              connection: close\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "/conn",
+            response("text/plain", "connection: content-encoding\r\ncontent-encoding: gzip\r\n", b"\x1f\x8b\x08\x00"),
+        ),
     ])
     .await;
     let config = format!(
@@ -208,7 +220,13 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     let (code, _, body) = get("/text");
     assert_eq!((code, body.as_str()), (200, "SSN [PHI:SSN] ok"));
 
-    for (path, why) in [("/big", "inspection limit"), ("/gz", "encoded (gzip)"), ("/img", "binary content")] {
+    for (path, why) in [
+        ("/big", "inspection limit"),
+        ("/gz", "encoded (gzip)"),
+        ("/img", "binary content"),
+        ("/te", "encoded (gzip, chunked)"),
+        ("/conn", "encoded (gzip)"),
+    ] {
         let (code, _, body) = get(path);
         assert_eq!(code, 502, "{path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -234,5 +252,5 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
         assert!(!text.contains("Quentin") && !text.contains("617-555-0199") && !text.contains("219-09-9999"), "{text}");
     }
-    assert_eq!(withheld, 3);
+    assert_eq!(withheld, 5);
 }

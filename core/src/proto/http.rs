@@ -290,6 +290,18 @@ fn response_unrecorded(grpc: bool, request_id: &str) -> Response<Body> {
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the caller's own
 /// credentials, which stop at the gateway.
+/// A transfer coding other than `chunked`, or a content coding other than `identity`, in
+/// `headers`, if there is one.
+fn undone_coding(headers: &HeaderMap) -> Option<String> {
+    let codings = |name: header::HeaderName, ok: &'static str| {
+        headers.get_all(name).into_iter().find_map(move |v| {
+            let text = v.to_str().unwrap_or("?");
+            text.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(ok)).then(|| text.to_owned())
+        })
+    };
+    codings(header::TRANSFER_ENCODING, "chunked").or_else(|| codings(header::CONTENT_ENCODING, "identity"))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -724,6 +736,18 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
         };
     let (mut parts, body) = resp.into_parts();
+    // On a masked route, a coding the gateway does not undo is refused before the hop-by-hop
+    // headers go: a `Transfer-Encoding: gzip, chunked` (hyper undoes only the chunking), or a
+    // `Content-Encoding` that `Connection` names, would otherwise lose the header that says the
+    // bytes are compressed, and pass the masker unread.
+    if mask.is_some()
+        && let Some(coding) = undone_coding(&parts.headers)
+    {
+        ctx.metrics.error("mask");
+        stop_pump(up_task).await;
+        let why = crate::mask::MaskError::Encoded(coding).to_string();
+        return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
+    }
     // A length that came with a transfer coding describes nothing we forward (RFC 9112 §6.3).
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         parts.headers.remove(header::CONTENT_LENGTH);
