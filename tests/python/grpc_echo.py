@@ -40,6 +40,11 @@ class Echo(echo_pb2_grpc.EchoServicer):
         return echo_pb2.Note(text=f"{request.text}|{digest}", n=request.n + 1)
 
     def ServerStream(self, request, context):
+        if request.text == "big":
+            # A message past the gateway's gRPC message limit (4 MiB), after one that is not.
+            yield echo_pb2.Note(text="small", n=0)
+            yield echo_pb2.Note(text="x" * 5_000_000, n=1)
+            return
         for i in range(request.n):
             yield echo_pb2.Note(text=f"{request.text}-{i}", n=i)
 
@@ -94,7 +99,15 @@ def masked(target, key):
         md = [("authorization", f"Bearer {key}")]
         r = stub.Unary(echo_pb2.Note(text="SSN 219-09-9999 on file", n=1), metadata=md, timeout=10)
         pieces = [n.text for n in stub.Tokens(echo_pb2.Note(), metadata=md, timeout=10)]
-    print(json.dumps({"unary": r.text.split("|")[0], "pieces": pieces, "tokens": "".join(pieces), "note": NOTE}))
+        big = {"got": []}
+        try:
+            for n in stub.ServerStream(echo_pb2.Note(text="big", n=2), metadata=md, timeout=10):
+                big["got"].append(n.text[:10])
+        except grpc.RpcError as e:
+            big["code"] = e.code().name
+            big["details"] = e.details()
+    print(json.dumps({"unary": r.text.split("|")[0], "pieces": pieces, "tokens": "".join(pieces), "note": NOTE,
+                      "big": big}))
 
 
 if __name__ == "__main__":

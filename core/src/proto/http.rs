@@ -296,7 +296,10 @@ fn undone_coding(headers: &HeaderMap) -> Option<String> {
     let codings = |name: header::HeaderName, ok: &'static str| {
         headers.get_all(name).into_iter().find_map(move |v| {
             let text = v.to_str().unwrap_or("?");
-            text.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(ok)).then(|| text.to_owned())
+            text.split(',')
+                .map(str::trim)
+                .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(ok))
+                .then(|| text.to_owned())
         })
     };
     codings(header::TRANSFER_ENCODING, "chunked").or_else(|| codings(header::CONTENT_ENCODING, "identity"))
@@ -674,6 +677,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 mask: None,
                 principal: String::new(),
                 abort: ctx.abort.clone(),
+                grpc: false,
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
@@ -844,6 +848,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         mask: mask.clone().map(|p| (p, tally.clone())),
         principal: principal_label,
         abort: ctx.abort.clone(),
+        grpc: is_grpc,
     };
     let framer = Framer::for_content_type(&parts.headers);
     guard.armed = false;
@@ -1153,6 +1158,9 @@ struct Pump {
     principal: String,
     /// Fires when the gateway's drain deadline passes: the pump ends, and its session closes.
     abort: tokio_util::sync::CancellationToken,
+    /// A gRPC response: a failure mid-stream ends it with a gRPC status in trailers (journaled
+    /// first), not a reset stream.
+    grpc: bool,
 }
 
 impl Pump {
@@ -1164,7 +1172,29 @@ impl Pump {
     }
 
     /// Ends the other side's stream with an error (a reset), never a silently short body.
-    fn fail(self, why: &'static str, reason: String) -> String {
+    /// Ends the body after a failure. A gRPC response that can still be answered gets trailers
+    /// with UNAVAILABLE (DEADLINE_EXCEEDED for a timeout) and why, journaled before they go;
+    /// anything else, and any failure of the journal, resets the stream.
+    async fn fail(mut self, why: &'static str, reason: String) -> String {
+        if self.grpc && !reason.starts_with("journal write failed") {
+            let code: u32 = if why == "timeout" { 4 } else { 14 };
+            let message = if reason.starts_with("masking failed") {
+                "the rest of the response could not be masked and was withheld".to_owned()
+            } else {
+                format!("the stream ended early: {why}")
+            };
+            let mut t = HeaderMap::new();
+            t.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(code));
+            if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
+                t.insert(HeaderName::from_static("grpc-message"), v);
+            }
+            let text = head_text("(trailers)", &t, &[]);
+            if journal_record(self.sj.http_head(self.direction, &text, true).await, self.strict).await.is_ok()
+                && self.tx.send_trailers(t).await.is_ok()
+            {
+                return reason;
+            }
+        }
         self.tx.abort(why.into());
         reason
     }
@@ -1243,36 +1273,38 @@ impl Pump {
             let next = tokio::select! {
                 next = next_frame(&mut body, self.idle, self.deadline) => next,
                 () = self.abort.cancelled() => {
-                    return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into());
+                    return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into()).await;
                 }
             };
             let frame = match next {
                 Ok(f) => f,
-                Err(stall @ Stall::Deadline) => return self.fail("timeout", stall.reason(from)),
-                Err(stall @ Stall::Idle(_)) => return self.fail("idle timeout", stall.reason(from)),
+                Err(stall @ Stall::Deadline) => return self.fail("timeout", stall.reason(from)).await,
+                Err(stall @ Stall::Idle(_)) => return self.fail("idle timeout", stall.reason(from)).await,
             };
             match frame {
                 None => {
                     let rest = match framer.finish(&mut buf) {
                         Ok(rest) => rest,
-                        Err(e) => return self.fail("malformed stream", format!("{from} sent a malformed stream: {e}")),
+                        Err(e) => {
+                            return self.fail("malformed stream", format!("{from} sent a malformed stream: {e}")).await;
+                        }
                     };
                     for unit in rest {
                         if let Err(reason) = self.pass(unit).await {
-                            return self.fail("journal or peer failure", reason);
+                            return self.fail("journal or peer failure", reason).await;
                         }
                     }
                     if let Err(reason) = self.pass_end().await {
-                        return self.fail("journal or peer failure", reason);
+                        return self.fail("journal or peer failure", reason).await;
                     }
                     if let Err(e) =
                         journal_record(self.sj.data(self.direction, true, &Bytes::new()).await, self.strict).await
                     {
-                        return self.fail("journal write failed", format!("journal write failed: {e}"));
+                        return self.fail("journal write failed", format!("journal write failed: {e}")).await;
                     }
                     return "complete".into();
                 }
-                Some(Err(e)) => return self.fail("body failed", format!("{from} broke off the body: {e}")),
+                Some(Err(e)) => return self.fail("body failed", format!("{from} broke off the body: {e}")).await,
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(chunk) => {
                         buf.extend_from_slice(&chunk);
@@ -1280,14 +1312,15 @@ impl Pump {
                             match framer.next(&mut buf) {
                                 Ok(Some(unit)) => {
                                     if let Err(reason) = self.pass(unit).await {
-                                        return self.fail("journal or peer failure", reason);
+                                        return self.fail("journal or peer failure", reason).await;
                                     }
                                 }
                                 Ok(None) => break,
                                 // An inspected stream that does not parse is not forwarded.
                                 Err(e) => {
                                     return self
-                                        .fail("malformed stream", format!("{from} sent a malformed stream: {e}"));
+                                        .fail("malformed stream", format!("{from} sent a malformed stream: {e}"))
+                                        .await;
                                 }
                             }
                         }
@@ -1296,14 +1329,14 @@ impl Pump {
                         if let Ok(mut trailers) = frame.into_trailers() {
                             // What the masker holds back goes before the trailers end the stream.
                             if let Err(reason) = self.pass_end().await {
-                                return self.fail("journal or peer failure", reason);
+                                return self.fail("journal or peer failure", reason).await;
                             }
                             clean_trailers(&mut trailers, self.mask.as_ref().map(|(p, t)| (p.as_ref(), t.as_ref())));
                             let text = head_text("(trailers)", &trailers, &[]);
                             if let Err(e) =
                                 journal_record(self.sj.http_head(self.direction, &text, false).await, self.strict).await
                             {
-                                return self.fail("journal write failed", format!("journal write failed: {e}"));
+                                return self.fail("journal write failed", format!("journal write failed: {e}")).await;
                             }
                             if self.tx.send_trailers(trailers).await.is_err() {
                                 return format!("{to} went away before the trailers");
