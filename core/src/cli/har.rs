@@ -61,7 +61,7 @@ fn body_json(bytes: &[u8], mime: &str, post: bool) -> Value {
 }
 
 fn ms(from_us: i64, to_us: i64) -> f64 {
-    ((to_us - from_us).max(0) as f64) / 1000.0
+    (to_us.saturating_sub(from_us).max(0) as f64) / 1000.0
 }
 
 /// The HAR document for one HTTP session, or an error saying why it cannot be one.

@@ -32,7 +32,7 @@ pub(super) fn replay(args: &JournalArgs, id: &str, format: ReplayFormat, pace: b
     for r in &records {
         if pace {
             if let Some(p) = prev_us {
-                let gap = Duration::from_micros(u64::try_from(r.record.time_us - p).unwrap_or(0));
+                let gap = Duration::from_micros(u64::try_from(r.record.time_us.saturating_sub(p)).unwrap_or(0));
                 out.flush()?;
                 std::thread::sleep(gap.min(MAX_PACE_GAP));
             }

@@ -33,7 +33,9 @@ pub(super) fn list(
         "SESSION", "STARTED", "DURATION", "ROUTE", "CLIENT", "PRINCIPAL", "IN", "OUT"
     );
     for s in &sessions {
-        let duration = s.closed_us.map_or_else(|| "open".into(), |c| format!("{:.3}s", (c - s.opened_us) as f64 / 1e6));
+        let duration = s
+            .closed_us
+            .map_or_else(|| "open".into(), |c| format!("{:.3}s", c.saturating_sub(s.opened_us) as f64 / 1e6));
         println!(
             "{:<36}  {:<27}  {:>10}  {:<12}  {:<21}  {:<10}  {:>9}  {:>9}  {}",
             s.id,
