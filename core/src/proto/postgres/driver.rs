@@ -856,7 +856,23 @@ async fn relay(
                 }
                 if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
                     forward = refusals.stand_in(&m, deny::postgres(&denial, false));
+                    // What the masker must expect is the stand-in's answer: a Parse's stays a
+                    // Parse, anything else went as a Query.
+                    if let Some(mk) = masker.as_mut() {
+                        if matches!(m, FrontendMessage::Parse { .. }) {
+                            mk.frontend(&m);
+                        } else {
+                            mk.frontend(&FrontendMessage::Query { sql: Bytes::new() });
+                        }
+                    }
+                    if let Err(e) = to_upstream.push(sj, forward) {
+                        return e;
+                    }
+                    continue;
                 }
+            }
+            if let Some(mk) = masker.as_mut() {
+                mk.frontend(&m);
             }
             if let Err(e) = to_upstream.push(sj, forward) {
                 return e;

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use airlock_decoders::postgres::backend::{self, BackendMessage, FieldDescription};
+use airlock_decoders::postgres::frontend::{FrontendMessage, Target};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
@@ -71,6 +72,33 @@ const BINARY_NUMBERS: &[i32] = &[20, 21, 23, 26, 700, 701, 1700];
 /// `date`, `timestamp`, `timestamptz`, `time`, `timetz`.
 const DATE_TYPES: &[i32] = &[1082, 1114, 1184, 1083, 1266];
 
+/// What a message sent upstream will be answered with, in the order sent: how the masker knows
+/// which description a result row follows.
+#[derive(Debug)]
+enum Expect {
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// ParameterDescription, then RowDescription or NoData, for the named statement.
+    DescribeStatement(Bytes),
+    /// RowDescription or NoData, for the named portal.
+    DescribePortal(Bytes),
+    /// Rows of the named portal, then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute(Bytes),
+    /// CloseComplete.
+    Close,
+    /// ReadyForQuery.
+    Sync,
+    /// A simple query (or a fast-path call): its results, each with its own RowDescription, then
+    /// ReadyForQuery.
+    Query,
+}
+
+/// Most statements and portals whose descriptions are kept (a client that prepares without end
+/// gets the oldest forgotten: its rows then end the session rather than go unread).
+const MAX_DESCRIBED: usize = 1024;
+
 /// The masker of one session.
 #[derive(Debug)]
 pub(super) struct PgMasker {
@@ -83,6 +111,13 @@ pub(super) struct PgMasker {
     copy_out: bool,
     /// A refused COPY OUT: its data is dropped until its CommandComplete.
     swallow: bool,
+    /// Answers still to come, oldest first.
+    expect: std::collections::VecDeque<Expect>,
+    /// Result columns of prepared statements, as Describe reported them (text format).
+    statements: HashMap<Bytes, Vec<FieldDescription>>,
+    /// Result columns of portals in the formats their Bind asked for; `None` when the statement
+    /// was never described (then a Describe of the portal must say).
+    portals: HashMap<Bytes, Option<Vec<FieldDescription>>>,
 }
 
 fn column_rules(profile: &Profile) -> Vec<(usize, Option<&str>, &str)> {
@@ -172,7 +207,82 @@ impl PgMasker {
             ubuf.extend_from_slice(&held);
             ubuf.extend_from_slice(&rest);
         }
-        Ok(Self { profile, tally, resolved, plan: None, copy_out: false, swallow: false })
+        Ok(Self {
+            profile,
+            tally,
+            resolved,
+            plan: None,
+            copy_out: false,
+            swallow: false,
+            expect: Default::default(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+        })
+    }
+
+    /// Notes a message on its way to the upstream (as it is sent, stand-ins included), so that
+    /// rows can be read through the description of the portal that produced them: a client such
+    /// as asyncpg describes a statement once and then binds and executes it with no Describe.
+    pub(super) fn frontend(&mut self, m: &FrontendMessage) {
+        let expect = match m {
+            FrontendMessage::Parse { name, .. } => {
+                self.statements.remove(name);
+                Expect::Parse
+            }
+            FrontendMessage::Bind { portal, statement, result_formats, .. } => {
+                let fields = self.statements.get(statement).map(|fields| {
+                    let mut fields = fields.clone();
+                    for (i, f) in fields.iter_mut().enumerate() {
+                        f.format = match result_formats.as_slice() {
+                            [] => 0,
+                            [one] => *one,
+                            many => many.get(i).copied().unwrap_or(0),
+                        };
+                    }
+                    fields
+                });
+                if self.portals.len() >= MAX_DESCRIBED {
+                    self.portals.clear();
+                }
+                self.portals.insert(portal.clone(), fields);
+                Expect::Bind
+            }
+            FrontendMessage::Describe { target: Target::Statement, name } => Expect::DescribeStatement(name.clone()),
+            FrontendMessage::Describe { target: Target::Portal, name } => Expect::DescribePortal(name.clone()),
+            FrontendMessage::Execute { portal, .. } => Expect::Execute(portal.clone()),
+            FrontendMessage::Close { target, name } => {
+                match target {
+                    Target::Statement => self.statements.remove(name),
+                    Target::Portal => self.portals.remove(name).flatten(),
+                };
+                Expect::Close
+            }
+            FrontendMessage::Sync => Expect::Sync,
+            FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_) => Expect::Query,
+            _ => return,
+        };
+        self.expect.push_back(expect);
+    }
+
+    /// The columns of the result now arriving, for its first row: the simple query's own
+    /// description, or the executing portal's.
+    fn result_plan(&mut self) -> Option<&Vec<(Column, String)>> {
+        if self.plan.is_none()
+            && let Some(Expect::Execute(portal)) = self.expect.front()
+            && let Some(Some(fields)) = self.portals.get(portal)
+        {
+            let plan = fields.iter().map(|f| (self.plan(f), String::from_utf8_lossy(&f.name).into_owned())).collect();
+            self.plan = Some(plan);
+        }
+        self.plan.as_ref()
+    }
+
+    /// Drops the expectations an answer has settled: up to and including the first that
+    /// `done` accepts. Answers that skip ahead (after an error) drop what they skipped.
+    fn settle(&mut self, done: impl Fn(&Expect) -> bool) {
+        if let Some(at) = self.expect.iter().position(done) {
+            self.expect.drain(..=at);
+        }
     }
 
     fn plan(&self, f: &FieldDescription) -> Column {
@@ -285,10 +395,14 @@ impl PgMasker {
             return Ok(match m {
                 BackendMessage::CommandComplete { .. } | BackendMessage::ErrorResponse(_) => {
                     self.swallow = false;
+                    if matches!(self.expect.front(), Some(Expect::Execute(_))) {
+                        self.expect.pop_front();
+                    }
                     None
                 }
                 BackendMessage::ReadyForQuery { .. } => {
                     self.swallow = false;
+                    self.settle(|e| matches!(e, Expect::Sync | Expect::Query));
                     Some(raw)
                 }
                 _ => None,
@@ -296,15 +410,45 @@ impl PgMasker {
         }
         match m {
             BackendMessage::RowDescription(fields) => {
-                self.plan = Some(
-                    fields.iter().map(|f| (self.plan(f), String::from_utf8_lossy(&f.name).into_owned())).collect(),
-                );
+                match self.expect.front() {
+                    Some(Expect::DescribeStatement(name)) => {
+                        if self.statements.len() >= MAX_DESCRIBED {
+                            self.statements.clear();
+                        }
+                        self.statements.insert(name.clone(), fields.clone());
+                        self.expect.pop_front();
+                        self.plan = None;
+                    }
+                    Some(Expect::DescribePortal(name)) => {
+                        self.portals.insert(name.clone(), Some(fields.clone()));
+                        self.expect.pop_front();
+                        self.plan = None;
+                    }
+                    // A simple query's result (or one the gateway cannot place: read by it).
+                    _ => {
+                        self.plan = Some(
+                            fields
+                                .iter()
+                                .map(|f| (self.plan(f), String::from_utf8_lossy(&f.name).into_owned()))
+                                .collect(),
+                        );
+                    }
+                }
+                Ok(Some(raw))
+            }
+            BackendMessage::ParseComplete => {
+                self.settle(|e| matches!(e, Expect::Parse));
+                Ok(Some(raw))
+            }
+            BackendMessage::CloseComplete => {
+                self.settle(|e| matches!(e, Expect::Close));
                 Ok(Some(raw))
             }
             BackendMessage::DataRow(values) => {
-                let Some(plan) = &self.plan else {
+                if self.result_plan().is_none() {
                     return Err("a result row arrived without a row description; it cannot be masked".into());
-                };
+                }
+                let Some(plan) = &self.plan else { return Err("a result row without a plan".into()) };
                 let mut changed = false;
                 let mut out = Vec::with_capacity(values.len());
                 for (i, v) in values.iter().enumerate() {
@@ -324,6 +468,12 @@ impl PgMasker {
                 if is_error {
                     self.plan = None;
                     self.copy_out = false;
+                    // After an error the server skips to the next Sync (a simple query just ends).
+                    if !matches!(self.expect.front(), Some(Expect::Query)) {
+                        while self.expect.front().is_some_and(|e| !matches!(e, Expect::Sync | Expect::Query)) {
+                            self.expect.pop_front();
+                        }
+                    }
                 }
                 let mut changed = false;
                 let masked: Vec<(u8, Bytes)> = fields
@@ -364,7 +514,23 @@ impl PgMasker {
             // A new portal, or a Describe that found no rows: whatever description came before
             // is not this result's. Rows that follow without a description of their own end the
             // session rather than be read through the wrong columns.
-            BackendMessage::BindComplete | BackendMessage::NoData => {
+            BackendMessage::BindComplete => {
+                self.settle(|e| matches!(e, Expect::Bind));
+                self.plan = None;
+                Ok(Some(raw))
+            }
+            BackendMessage::NoData => {
+                match self.expect.front() {
+                    Some(Expect::DescribeStatement(name)) => {
+                        self.statements.insert(name.clone(), Vec::new());
+                        self.expect.pop_front();
+                    }
+                    Some(Expect::DescribePortal(name)) => {
+                        self.portals.insert(name.clone(), Some(Vec::new()));
+                        self.expect.pop_front();
+                    }
+                    _ => {}
+                }
                 self.plan = None;
                 Ok(Some(raw))
             }
@@ -393,7 +559,20 @@ impl PgMasker {
             }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
-            | BackendMessage::ReadyForQuery { .. } => {
+            | BackendMessage::PortalSuspended => {
+                if matches!(self.expect.front(), Some(Expect::Execute(_))) {
+                    self.expect.pop_front();
+                }
+                self.plan = None;
+                self.copy_out = false;
+                Ok(Some(raw))
+            }
+            BackendMessage::ReadyForQuery { status } => {
+                self.settle(|e| matches!(e, Expect::Sync | Expect::Query));
+                // Outside a transaction block every portal is gone.
+                if *status == b'I' {
+                    self.portals.clear();
+                }
                 self.plan = None;
                 self.copy_out = false;
                 Ok(Some(raw))
