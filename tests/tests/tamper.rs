@@ -233,3 +233,23 @@ async fn the_gateway_refuses_a_journal_cut_behind_its_checkpoint() {
         .unwrap_or_default();
     assert!(err.contains("newest signed checkpoint") && err.contains(&format!("{last}")), "{err}");
 }
+
+/// An anchor is evidence: `journal checkpoint --export` refuses one whose record was altered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_is_not_exported_over_an_altered_record() {
+    let data = journal_with_traffic(1000).await;
+    let dir = data.path().display().to_string();
+    let anchor = data.path().join("anchor.json").display().to_string();
+    {
+        let store = repair(data.path());
+        let seq = store.checkpoints().unwrap().last().unwrap().seq;
+        let mut value = store.record(seq).unwrap().unwrap().to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        store.put_raw_record(seq, &value).unwrap();
+    }
+    let out = airlock(&["journal", "checkpoint", "--export", &anchor, "--data-dir", &dir]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("journal verify"), "{}", stderr(&out));
+    assert!(!std::path::Path::new(&anchor).exists());
+}

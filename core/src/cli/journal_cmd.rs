@@ -74,9 +74,14 @@ pub(super) fn verify(
 
 pub(super) fn checkpoint(args: &JournalArgs, export: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (store, _) = args.open()?;
-    let cp = store.checkpoints()?.pop().context(
+    let cp = store.last_checkpoint()?.context(
         "the journal has no checkpoint yet (one is signed every N records, every T seconds and at shutdown)",
     )?;
+    // An anchor is kept as evidence: only one that holds is exported.
+    let key = store.public_key()?.context("the journal has no signing key recorded")?;
+    if let Some(problem) = crate::journal::verify::checkpoint_problem(&store, &cp, &key)? {
+        anyhow::bail!("{problem}; run `airlock journal verify`");
+    }
     let json = serde_json::to_string_pretty(&cp)?;
     match export {
         Some(path) => {

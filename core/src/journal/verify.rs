@@ -363,3 +363,44 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
         }
     }
 }
+
+/// What is wrong with `cp` as the newest checkpoint of the journal in `store`, if anything: a bad
+/// signature, another key than `key`, or a record at its sequence number that is gone, or whose
+/// hash (as stored, and as its body and the record before it give it) is not the one signed. The
+/// gateway checks this before it appends, and `journal checkpoint --export` before it exports.
+pub fn checkpoint_problem(store: &Store, cp: &Checkpoint, key: &[u8]) -> Result<Option<String>, JournalError> {
+    let seq = cp.seq;
+    let signed = match cp.check_signature() {
+        Ok(h) => h,
+        Err(e) => return Ok(Some(format!("checkpoint {seq}: {e}"))),
+    };
+    if unhex(&cp.public_key).as_deref() != Some(key) {
+        return Ok(Some(format!("checkpoint {seq} was signed by another key")));
+    }
+    let hash_at = |s: u64| -> Result<Option<(Hash, Vec<u8>)>, JournalError> {
+        match store.record(s)? {
+            None => Ok(None),
+            Some(v) => {
+                let env = decode_envelope(&v).map_err(|source| JournalError::Record { seq: s, source })?;
+                Ok(Some((env.hash, env.body.to_vec())))
+            }
+        }
+    };
+    let Some((stored, body)) = hash_at(seq)? else {
+        let end = store.last_record()?.map_or(0, |(s, _)| s);
+        return Ok(Some(format!(
+            "checkpoint {seq} signs a record that is gone (the journal ends at {end}): its tail was cut"
+        )));
+    };
+    let prev = match seq.checked_sub(1).filter(|&p| p > 0) {
+        None => GENESIS,
+        Some(p) => match hash_at(p)? {
+            Some((h, _)) => h,
+            None => return Ok(Some(format!("record {p}, before checkpoint {seq}, is gone"))),
+        },
+    };
+    if stored != signed || chain_hash(&prev, seq, &body) != signed {
+        return Ok(Some(format!("record {seq} is not the record checkpoint {seq} signed")));
+    }
+    Ok(None)
+}

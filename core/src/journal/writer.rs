@@ -178,30 +178,8 @@ impl Journal {
         let signed_up_to = match store.last_checkpoint()? {
             None => 0,
             Some(cp) => {
-                let signed =
-                    cp.check_signature().map_err(|e| JournalError::Tampered(format!("checkpoint {}: {e}", cp.seq)))?;
-                if cp.public_key != super::crypto::hex(signing.public_key()) {
-                    return Err(JournalError::Tampered(format!("checkpoint {} was signed by another key", cp.seq)));
-                }
-                let stored = match store.record(cp.seq)? {
-                    Some(value) => Some(
-                        record::decode_envelope(&value)
-                            .map_err(|source| JournalError::Record { seq: cp.seq, source })?
-                            .hash,
-                    ),
-                    None => None,
-                };
-                if cp.seq > seq || stored.is_none() {
-                    return Err(JournalError::Tampered(format!(
-                        "checkpoint {} signs a record that is gone (the journal ends at {seq}): its tail was cut",
-                        cp.seq
-                    )));
-                }
-                if stored != Some(signed) {
-                    return Err(JournalError::Tampered(format!(
-                        "record {} is not the record checkpoint {} signed",
-                        cp.seq, cp.seq
-                    )));
+                if let Some(problem) = super::verify::checkpoint_problem(&store, &cp, signing.public_key())? {
+                    return Err(JournalError::Tampered(problem));
                 }
                 cp.seq
             }
@@ -222,7 +200,7 @@ impl Journal {
             hash,
             // Records after the newest checkpoint (a crash before the next one) are signed with
             // the next checkpoint, timed or at shutdown, even if no new record arrives.
-            since_checkpoint: seq - signed_up_to,
+            since_checkpoint: seq.saturating_sub(signed_up_to),
             last_checkpoint: Instant::now(),
             checkpoint_every: settings.checkpoint_every_records.max(1),
             checkpoint_interval: settings.checkpoint_interval,
