@@ -1562,6 +1562,13 @@ fn mask_headers(profile: &crate::mask::Profile, tally: &Tally, headers: &mut Hea
                     let text = percent_decode(v.as_bytes());
                     let masked = profile.mask_str(&text, tally);
                     if masked == text { v.as_bytes().to_vec() } else { percent_encode(&masked).into_bytes() }
+                } else if name == header::SET_COOKIE {
+                    // The cookie itself; its attributes (`Expires=<a date>`, `Path`) are metadata.
+                    let b = v.as_bytes();
+                    let end = b.iter().position(|&c| c == b';').unwrap_or(b.len());
+                    let mut out = profile.mask_text(&b[..end], tally);
+                    out.extend_from_slice(&b[end..]);
+                    out
                 } else {
                     profile.mask_text(v.as_bytes(), tally)
                 };
@@ -1630,12 +1637,15 @@ mod tests {
         h.append("content-disposition", HeaderValue::from_static("attachment; filename=ok.txt"));
         h.append("content-disposition", HeaderValue::from_static("attachment; filename=a.b@example.org.txt"));
         h.insert("grpc-message", HeaderValue::from_static("record:%0A219-09-9999 not found"));
+        h.insert("set-cookie", HeaderValue::from_static("note=SSN-219-09-9999; Expires=Wed, 02 Jan 1980 07:20:00 GMT"));
         mask_headers(&profile, &Tally::default(), &mut h);
         assert_eq!(h["date"], "Wed, 02 Jan 1980 07:20:00 GMT", "metadata is not content");
         assert!(!h["x-patient"].to_str().unwrap().contains("219-09"), "{:?}", h["x-patient"]);
         let cd: Vec<_> = h.get_all("content-disposition").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
         assert_eq!(cd.len(), 2);
         assert!(cd[0].contains("ok.txt") && !cd[1].contains("example.org"), "{cd:?}");
+        let cookie = h["set-cookie"].to_str().unwrap();
+        assert!(!cookie.contains("219-09") && cookie.ends_with("; Expires=Wed, 02 Jan 1980 07:20:00 GMT"), "{cookie}");
         let msg = percent_decode(h["grpc-message"].as_bytes());
         assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
     }
