@@ -785,6 +785,61 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     assert!(!leaks(&seen), "{seen:?}");
     assert!(seen.iter().any(|m| matches!(m, BackendMessage::ErrorResponse(_))), "it fails closed: {seen:?}");
 
+    // Statements described once, then bound and executed with no Describe (as asyncpg and JDBC
+    // do), twice over the unnamed portal in one write: each portal's rows are read through its
+    // own statement's columns.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    let parse = |name: &str, sql: &str| FrontendMessage::Parse { name: b(name), sql: b(sql), param_types: vec![] };
+    let describe = |name: &str| FrontendMessage::Describe { target: Target::Statement, name: b(name) };
+    let bind_stmt = |statement: &str| FrontendMessage::Bind {
+        portal: Bytes::new(),
+        statement: b(statement),
+        param_formats: vec![],
+        params: vec![],
+        result_formats: vec![1],
+    };
+    let execute = || FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 };
+    s.send(&[
+        parse("a", "select ssn from patients order by id"),
+        describe("a"),
+        parse("b", "select true as ok"),
+        describe("b"),
+        FrontendMessage::Sync,
+    ])
+    .await;
+    s.until_ready().await;
+    s.send(&[bind_stmt("a"), execute(), bind_stmt("b"), execute(), FrontendMessage::Sync]).await;
+    let seen = s.until_ready().await;
+    assert!(!leaks(&seen), "{seen:?}");
+    let rows: Vec<String> = seen
+        .iter()
+        .filter_map(|m| match m {
+            BackendMessage::DataRow(v) => {
+                Some(String::from_utf8_lossy(v[0].as_deref().unwrap_or(b"NULL")).into_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, ["***-**-9999", "***-**-1120", "\u{1}"], "{seen:?}");
+
+    // A statement closed and parsed again under its name before the first description came
+    // back: the description is not the new statement's, so its rows end the session.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    s.send(&[
+        parse("s", "select true as ok"),
+        describe("s"),
+        FrontendMessage::Close { target: Target::Statement, name: b("s") },
+        parse("s", "select ssn from patients"),
+        FrontendMessage::Sync,
+        bind_stmt("s"),
+        execute(),
+        FrontendMessage::Sync,
+    ])
+    .await;
+    let mut seen = s.until_ready().await;
+    seen.extend(s.until_ready().await);
+    assert!(!leaks(&seen), "{seen:?}");
+
     // A fast-path call of pg_backend_pid (OID 2026): no SQL text to judge, so it is refused.
     let mut s = Raw::login(addr, AGENT_KEY).await;
     s.send(&[FrontendMessage::FunctionCall(Bytes::from_static(&[0, 0, 0x07, 0xEA, 0, 0, 0, 0, 0, 0]))]).await;

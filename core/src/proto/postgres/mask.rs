@@ -76,18 +76,18 @@ const DATE_TYPES: &[i32] = &[1082, 1114, 1184, 1083, 1266];
 /// which description a result row follows.
 #[derive(Debug)]
 enum Expect {
-    /// ParseComplete.
-    Parse,
-    /// BindComplete.
-    Bind,
+    /// ParseComplete: the named statement is new, its columns not yet described.
+    Parse(Bytes),
+    /// BindComplete: the portal now holds the statement, with these result formats.
+    Bind { portal: Bytes, statement: Bytes, formats: Vec<i16> },
     /// ParameterDescription, then RowDescription or NoData, for the named statement.
     DescribeStatement(Bytes),
     /// RowDescription or NoData, for the named portal.
     DescribePortal(Bytes),
     /// Rows of the named portal, then CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute(Bytes),
-    /// CloseComplete.
-    Close,
+    /// CloseComplete: the statement or portal is gone.
+    Close(Target, Bytes),
     /// ReadyForQuery.
     Sync,
     /// A simple query (or a fast-path call): its results, each with its own RowDescription, then
@@ -118,6 +118,8 @@ pub(super) struct PgMasker {
     /// Result columns of portals in the formats their Bind asked for; `None` when the statement
     /// was never described (then a Describe of the portal must say).
     portals: HashMap<Bytes, Option<Vec<FieldDescription>>>,
+    /// The statement each portal was bound from: a Describe of the portal describes it too.
+    bound: HashMap<Bytes, Bytes>,
 }
 
 fn column_rules(profile: &Profile) -> Vec<(usize, Option<&str>, &str)> {
@@ -217,51 +219,46 @@ impl PgMasker {
             expect: Default::default(),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            bound: HashMap::new(),
         })
     }
 
     /// Notes a message on its way to the upstream (as it is sent, stand-ins included), so that
     /// rows can be read through the description of the portal that produced them: a client such
     /// as asyncpg describes a statement once and then binds and executes it with no Describe.
+    /// Nothing changes until the server answers: a message the server skips (after an error)
+    /// changes nothing, and the answers come in the order the messages were sent.
     pub(super) fn frontend(&mut self, m: &FrontendMessage) {
         let expect = match m {
-            FrontendMessage::Parse { name, .. } => {
-                self.statements.remove(name);
-                Expect::Parse
-            }
+            FrontendMessage::Parse { name, .. } => Expect::Parse(name.clone()),
             FrontendMessage::Bind { portal, statement, result_formats, .. } => {
-                let fields = self.statements.get(statement).map(|fields| {
-                    let mut fields = fields.clone();
-                    for (i, f) in fields.iter_mut().enumerate() {
-                        f.format = match result_formats.as_slice() {
-                            [] => 0,
-                            [one] => *one,
-                            many => many.get(i).copied().unwrap_or(0),
-                        };
-                    }
-                    fields
-                });
-                if self.portals.len() >= MAX_DESCRIBED {
-                    self.portals.clear();
-                }
-                self.portals.insert(portal.clone(), fields);
-                Expect::Bind
+                Expect::Bind { portal: portal.clone(), statement: statement.clone(), formats: result_formats.clone() }
             }
             FrontendMessage::Describe { target: Target::Statement, name } => Expect::DescribeStatement(name.clone()),
             FrontendMessage::Describe { target: Target::Portal, name } => Expect::DescribePortal(name.clone()),
             FrontendMessage::Execute { portal, .. } => Expect::Execute(portal.clone()),
-            FrontendMessage::Close { target, name } => {
-                match target {
-                    Target::Statement => self.statements.remove(name),
-                    Target::Portal => self.portals.remove(name).flatten(),
-                };
-                Expect::Close
-            }
+            FrontendMessage::Close { target, name } => Expect::Close(*target, name.clone()),
             FrontendMessage::Sync => Expect::Sync,
             FrontendMessage::Query { .. } | FrontendMessage::FunctionCall(_) => Expect::Query,
             _ => return,
         };
         self.expect.push_back(expect);
+    }
+
+    /// A statement's columns, as described (text format).
+    fn describe_statement(&mut self, name: Bytes, fields: Vec<FieldDescription>) {
+        if self.statements.len() >= MAX_DESCRIBED {
+            self.statements.clear();
+        }
+        self.statements.insert(name, fields);
+    }
+
+    /// Forgets every statement and portal: SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE or
+    /// DISCARD changed them where the protocol does not show it.
+    fn forget_all(&mut self) {
+        self.statements.clear();
+        self.portals.clear();
+        self.bound.clear();
     }
 
     /// The columns of the result now arriving, for its first row: the simple query's own
@@ -412,15 +409,20 @@ impl PgMasker {
             BackendMessage::RowDescription(fields) => {
                 match self.expect.front() {
                     Some(Expect::DescribeStatement(name)) => {
-                        if self.statements.len() >= MAX_DESCRIBED {
-                            self.statements.clear();
-                        }
-                        self.statements.insert(name.clone(), fields.clone());
+                        let name = name.clone();
+                        self.describe_statement(name, fields.clone());
                         self.expect.pop_front();
                         self.plan = None;
                     }
                     Some(Expect::DescribePortal(name)) => {
-                        self.portals.insert(name.clone(), Some(fields.clone()));
+                        let name = name.clone();
+                        // The statement it was bound from has these columns (in text format).
+                        if let Some(statement) = self.bound.get(&name).cloned() {
+                            let mut text = fields.clone();
+                            text.iter_mut().for_each(|f| f.format = 0);
+                            self.describe_statement(statement, text);
+                        }
+                        self.portals.insert(name, Some(fields.clone()));
                         self.expect.pop_front();
                         self.plan = None;
                     }
@@ -437,11 +439,25 @@ impl PgMasker {
                 Ok(Some(raw))
             }
             BackendMessage::ParseComplete => {
-                self.settle(|e| matches!(e, Expect::Parse));
+                if let Some(Expect::Parse(name)) = self.expect.front() {
+                    let name = name.clone();
+                    self.statements.remove(&name);
+                    self.expect.pop_front();
+                }
                 Ok(Some(raw))
             }
             BackendMessage::CloseComplete => {
-                self.settle(|e| matches!(e, Expect::Close));
+                if let Some(Expect::Close(target, name)) = self.expect.front() {
+                    let (target, name) = (*target, name.clone());
+                    match target {
+                        Target::Statement => drop(self.statements.remove(&name)),
+                        Target::Portal => {
+                            self.portals.remove(&name);
+                            self.bound.remove(&name);
+                        }
+                    }
+                    self.expect.pop_front();
+                }
                 Ok(Some(raw))
             }
             BackendMessage::DataRow(values) => {
@@ -468,9 +484,10 @@ impl PgMasker {
                 if is_error {
                     self.plan = None;
                     self.copy_out = false;
-                    // After an error the server skips to the next Sync (a simple query just ends).
+                    // After an error in the extended protocol the server skips everything up to
+                    // the next Sync (simple queries included); a simple query's error just ends it.
                     if !matches!(self.expect.front(), Some(Expect::Query)) {
-                        while self.expect.front().is_some_and(|e| !matches!(e, Expect::Sync | Expect::Query)) {
+                        while self.expect.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
                             self.expect.pop_front();
                         }
                     }
@@ -515,7 +532,28 @@ impl PgMasker {
             // is not this result's. Rows that follow without a description of their own end the
             // session rather than be read through the wrong columns.
             BackendMessage::BindComplete => {
-                self.settle(|e| matches!(e, Expect::Bind));
+                if let Some(Expect::Bind { portal, statement, formats }) = self.expect.pop_front() {
+                    let fields = self.statements.get(&statement).map(|fields| {
+                        let mut fields = fields.clone();
+                        for (i, f) in fields.iter_mut().enumerate() {
+                            f.format = match formats.as_slice() {
+                                [] => 0,
+                                [one] => *one,
+                                many => many.get(i).copied().unwrap_or(0),
+                            };
+                        }
+                        fields
+                    });
+                    if self.portals.len() >= MAX_DESCRIBED {
+                        self.portals.clear();
+                        self.bound.clear();
+                    }
+                    self.portals.insert(portal.clone(), fields);
+                    self.bound.insert(portal, statement);
+                } else {
+                    // An answer the gateway cannot place: nothing it knew about portals holds.
+                    self.forget_all();
+                }
                 self.plan = None;
                 Ok(Some(raw))
             }
@@ -557,6 +595,19 @@ impl PgMasker {
                 };
                 Ok(Some(backend::encode(&BackendMessage::FunctionCallResponse(out))))
             }
+            BackendMessage::CommandComplete { tag }
+                if [&b"PREPARE"[..], b"DEALLOCATE", b"DECLARE", b"CLOSE", b"DISCARD"]
+                    .iter()
+                    .any(|t| tag.starts_with(t)) =>
+            {
+                self.forget_all();
+                if matches!(self.expect.front(), Some(Expect::Execute(_))) {
+                    self.expect.pop_front();
+                }
+                self.plan = None;
+                self.copy_out = false;
+                Ok(Some(raw))
+            }
             BackendMessage::CommandComplete { .. }
             | BackendMessage::EmptyQueryResponse
             | BackendMessage::PortalSuspended => {
@@ -572,6 +623,7 @@ impl PgMasker {
                 // Outside a transaction block every portal is gone.
                 if *status == b'I' {
                     self.portals.clear();
+                    self.bound.clear();
                 }
                 self.plan = None;
                 self.copy_out = false;
