@@ -387,6 +387,22 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
         "{seen:?}"
     );
 
+    // More refusals in one write than the gateway keeps track of: each is still a refusal, and
+    // the name of the stand-in never reaches the caller.
+    let many: Vec<FrontendMessage> =
+        (0..300).map(|_| FrontendMessage::Query { sql: b("delete from pg_class") }).collect();
+    s.send(&many).await;
+    let mut codes = Vec::new();
+    while codes.len() < 300 {
+        let m = s.next().await.expect("the session stays open");
+        assert!(!format!("{m:?}").contains("airlock_refused"), "{m:?}");
+        if let Some(c) = m.field(b'C') {
+            codes.push(String::from_utf8_lossy(c).into_owned());
+        }
+    }
+    assert!(codes.iter().all(|c| c == "42501"), "{codes:?}");
+    s.until_ready().await;
+
     // A statement larger than one journal record (1 MiB) still reads as one in the transcript.
     let big = format!("select length('{}') as big_one", "x".repeat(1_500_000));
     s.send(&[FrontendMessage::Query { sql: b(&big) }]).await;

@@ -536,6 +536,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         started,
         armed: true,
         tracker: ctx.tracker.clone(),
+        pump: None,
     };
     let strict = ctx.journal.durability() == Durability::Strict;
     // The decision's receipt is covered by the request head's (strict), or by the close record's
@@ -682,6 +683,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
     };
+    // The guard holds the request pump: whichever way this exchange ends, the pump is stopped
+    // before the session's close is written.
+    guard.pump = up_task;
     let mut up_req = Request::new(forwarded);
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
@@ -697,7 +701,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             Ok(Err(e)) => {
                 // If the caller's own body was malformed (an invalid chunk size, say), the failure
                 // is the caller's: 400, not 502.
-                let up_reason = match up_task {
+                let up_reason = match guard.pump.take() {
                     None => "read whole before it was forwarded".into(),
                     Some(mut task) => match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
                         Ok(Ok(r)) => r,
@@ -728,7 +732,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(_) => {
                 ctx.metrics.error("upstream_request");
-                stop_pump(up_task).await;
+                stop_pump(guard.pump.take()).await;
                 guard.close("upstream gave no response head in time".into()).await;
                 return gateway_error(
                     is_grpc,
@@ -748,7 +752,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         && let Some(coding) = undone_coding(&parts.headers)
     {
         ctx.metrics.error("mask");
-        stop_pump(up_task).await;
+        stop_pump(guard.pump.take()).await;
         let why = crate::mask::MaskError::Encoded(coding).to_string();
         return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
     }
@@ -775,7 +779,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             }
             Err(why) => {
                 ctx.metrics.error("mask");
-                stop_pump(up_task).await;
+                stop_pump(guard.pump.take()).await;
                 return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
             }
         }
@@ -786,7 +790,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     // anything is delivered (as nginx buffers): its head, body, end and the session's close go to
     // the journal in one hand-off — one fsync in strict mode — and the caller gets the head and
     // the body in one write.
-    if up_task.is_none() && !is_grpc && body.size_hint().upper().is_some_and(|n| n <= WHOLE_MAX) {
+    if guard.pump.is_none() && !is_grpc && body.size_hint().upper().is_some_and(|n| n <= WHOLE_MAX) {
         let profile = mask.as_ref().map(|p| (p.as_ref(), tally.as_ref()));
         let framer = Framer::for_content_type(&parts.headers);
         let whole = match read_whole(body, framer, masker, profile, route.idle_timeout, deadline, "upstream").await {
@@ -830,7 +834,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         return Response::from_parts(parts, whole.into_body());
     }
     if let Err(e) = journal_record(sj.http_head(Direction::UpstreamToClient, &resp_head, false).await, strict).await {
-        stop_pump(up_task).await;
+        stop_pump(guard.pump.take()).await;
         guard.close(format!("journal write failed: {e}")).await;
         return response_unrecorded(is_grpc, &request_id);
     }
@@ -851,6 +855,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         grpc: is_grpc,
     };
     let framer = Framer::for_content_type(&parts.headers);
+    let up_task = guard.pump.take();
     guard.armed = false;
     // Tracked: a shutdown waits for the close this task writes.
     ctx.tracker.spawn(async move {
@@ -1176,7 +1181,9 @@ impl Pump {
     /// with UNAVAILABLE (DEADLINE_EXCEEDED for a timeout) and why, journaled before they go;
     /// anything else, and any failure of the journal, resets the stream.
     async fn fail(mut self, why: &'static str, reason: String) -> String {
-        if self.grpc && !reason.starts_with("journal write failed") {
+        // Trailers only for a client that is still there and reading.
+        let client_gone = reason.starts_with("client went away") || reason.starts_with("client stopped reading");
+        if self.grpc && !client_gone && !reason.starts_with("journal write failed") {
             let code: u32 = if why == "timeout" { 4 } else { 14 };
             let message = if reason.starts_with("masking failed") {
                 "the rest of the response could not be masked and was withheld".to_owned()
@@ -1189,8 +1196,9 @@ impl Pump {
                 t.insert(HeaderName::from_static("grpc-message"), v);
             }
             let text = head_text("(trailers)", &t, &[]);
-            if journal_record(self.sj.http_head(self.direction, &text, true).await, self.strict).await.is_ok()
-                && self.tx.send_trailers(t).await.is_ok()
+            let journaled = journal_record(self.sj.http_head(self.direction, &text, true).await, self.strict).await;
+            if journaled.is_ok()
+                && matches!(tokio::time::timeout(Duration::from_secs(1), self.tx.send_trailers(t)).await, Ok(Ok(())))
             {
                 return reason;
             }
@@ -1360,11 +1368,14 @@ struct CloseGuard {
     armed: bool,
     /// The close written from `Drop` is a task of its own, which a shutdown waits for.
     tracker: tokio_util::task::TaskTracker,
+    /// The request-body pump, while one runs: stopped before the close.
+    pump: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl CloseGuard {
     async fn close(&mut self, reason: String) {
         self.armed = false;
+        stop_pump(self.pump.take()).await;
         close(&self.sj, &self.counters, &self.tally, self.started, reason).await;
     }
 }
@@ -1374,9 +1385,13 @@ impl Drop for CloseGuard {
         if self.armed {
             let (sj, counters, tally, started) =
                 (self.sj.clone(), self.counters.clone(), self.tally.clone(), self.started);
+            let pump = self.pump.take();
             self.tracker.spawn(async move {
+                stop_pump(pump).await;
                 close(&sj, &counters, &tally, started, "the caller went away before the response".into()).await;
             });
+        } else if let Some(pump) = self.pump.take() {
+            pump.abort();
         }
     }
 }

@@ -599,9 +599,18 @@ impl Refusals {
         let message = error.field(b'M')?;
         let text = std::str::from_utf8(message).ok()?;
         // `…_1(` is not a prefix of `…_10(`.
-        let at = self.waiting.iter().position(|(marker, _)| text.contains(&format!("{marker}(")))?;
-        self.waiting.drain(..at);
-        self.waiting.pop_front().map(|(_, error)| error)
+        match self.waiting.iter().position(|(marker, _)| text.contains(&format!("{marker}("))) {
+            Some(at) => {
+                self.waiting.drain(..at);
+                self.waiting.pop_front().map(|(_, error)| error)
+            }
+            // A stand-in of this session whose refusal was forgotten (more than MAX_REFUSALS
+            // waited): still a refusal, and the marker does not reach the caller.
+            None if text.contains(&format!("airlock_refused_{:016x}_", self.salt)) => {
+                Some(error_fields("ERROR", "42501", "refused by the gateway's policy"))
+            }
+            None => None,
+        }
     }
 }
 
