@@ -203,7 +203,11 @@ impl SseMasker {
         };
         // The event is always re-encoded from what was masked: comment lines inside it go, and
         // its `id` is masked like any text.
-        let event = Event { id: event.id.as_deref().map(|id| self.profile.mask_str(id, &self.tally)), ..event };
+        let event = Event {
+            id: event.id.as_deref().map(|id| self.profile.mask_str(id, &self.tally)),
+            event: event.event.as_deref().map(|name| self.profile.mask_str(name, &self.tally)),
+            ..event
+        };
         if event.data == "[DONE]" {
             let mut out = self.flush_all()?;
             out.push(sse::encode(&event));
@@ -305,7 +309,7 @@ mod tests {
     #[test]
     fn the_done_block_and_json_batches_are_masked_too() {
         let mut m = masker(BodyKind::Sse);
-        let out = run(&mut m, &["id: 219-09-9999\n: SSN 219-09-9999\ndata: [DONE]\n\n"]);
+        let out = run(&mut m, &["id: 219-09-9999\nevent: SSN 219-09-9999\n: SSN 219-09-9999\ndata: [DONE]\n\n"]);
         assert!(out.contains("data: [DONE]") && !out.contains("219-09"), "{out}");
         // A batch gets the field rules a document gets: `diagnosis` is dropped, not scanned.
         let det = Arc::new(Detector::new(&[], &[]).unwrap());

@@ -1584,6 +1584,11 @@ fn mask_headers(profile: &crate::mask::Profile, tally: &Tally, headers: &mut Hea
                     let mut out = profile.mask_text(&b[..end], tally);
                     out.extend_from_slice(&b[end..]);
                     out
+                } else if v.as_bytes().contains(&b'%') {
+                    // A URL in a header (`Location: …?email=a%40b.org`) is read decoded.
+                    let text = percent_decode(v.as_bytes());
+                    let masked = profile.mask_str(&text, tally);
+                    if masked == text { v.as_bytes().to_vec() } else { percent_encode(&masked).into_bytes() }
                 } else {
                     profile.mask_text(v.as_bytes(), tally)
                 };
@@ -1653,6 +1658,7 @@ mod tests {
         h.append("content-disposition", HeaderValue::from_static("attachment; filename=a.b@example.org.txt"));
         h.insert("grpc-message", HeaderValue::from_static("record:%0A219-09-9999 not found"));
         h.insert("set-cookie", HeaderValue::from_static("note=SSN-219-09-9999; Expires=Wed, 02 Jan 1980 07:20:00 GMT"));
+        h.insert("location", HeaderValue::from_static("/find?email=a.b%40example.org&x=1"));
         mask_headers(&profile, &Tally::default(), &mut h);
         assert_eq!(h["date"], "Wed, 02 Jan 1980 07:20:00 GMT", "metadata is not content");
         assert!(!h["x-patient"].to_str().unwrap().contains("219-09"), "{:?}", h["x-patient"]);
@@ -1661,6 +1667,8 @@ mod tests {
         assert!(cd[0].contains("ok.txt") && !cd[1].contains("example.org"), "{cd:?}");
         let cookie = h["set-cookie"].to_str().unwrap();
         assert!(!cookie.contains("219-09") && cookie.ends_with("; Expires=Wed, 02 Jan 1980 07:20:00 GMT"), "{cookie}");
+        let location = percent_decode(h["location"].as_bytes());
+        assert!(location.starts_with("/find?email=") && !location.contains("example.org"), "{location}");
         let msg = percent_decode(h["grpc-message"].as_bytes());
         assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
     }
