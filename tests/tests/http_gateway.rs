@@ -823,3 +823,55 @@ async fn a_stream_open_at_shutdown_is_closed_and_journaled() {
     let report = airlock(&["journal", "verify", "--data-dir", &data_dir]);
     assert!(report.status.success(), "{}", stdout(&report));
 }
+
+/// The path and method the policy decides are the ones the upstream acts on: percent-encoded
+/// letters, dot segments, doubled slashes and a lower-case method meet the same rule; an encoded
+/// slash is refused; a `content-type: application/grpc` does not step around an HTTP rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_method_and_kind_tricks_meet_the_same_rules() {
+    let extra = "[[rule]]\nid = \"no-admin\"\neffect = \"deny\"\nreason = \"admin endpoints are closed\"\n\
+                 http = { methods = [\"DELETE\", \"POST\"], path = \"/v1/admin/**\" }\n\
+                 [[rule]]\nid = \"no-ops\"\neffect = \"deny\"\nreason = \"ops endpoints are closed\"\n\
+                 http = { methods = [\"POST\"], path = \"/admin.Ops/**\" }\n";
+    let mut s = setup(extra).await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    for (method, path) in [
+        ("DELETE", "/v1/%61dmin/users/7"),
+        ("DELETE", "/v1/./admin/users/7"),
+        ("DELETE", "/v1//admin/users/7"),
+        ("DELETE", "/v1/x/../admin/users/7"),
+        ("DELETE", "/v1/%2e%2e/v1/admin/users/7"),
+        ("delete", "/v1/admin/users/7"),
+    ] {
+        let (code, _, body) =
+            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("no-admin"), "{method} {path}: {body}");
+    }
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&["--path-as-is", "-X", "DELETE", "-H", &auth, &url(&s, "/v1/admin%2Fusers")])
+    });
+    assert_eq!(code, 400, "{body}");
+    // Declared a gRPC call (`/admin.Ops/Reset`), it is still a POST under /admin.Ops.
+    let (code, headers, _) = tokio::task::block_in_place(|| {
+        curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &auth,
+            "--data-binary",
+            "@/dev/null",
+            &url(&s, "/admin.Ops/Reset"),
+        ])
+    });
+    assert_eq!((code, header(&headers, "grpc-status")), (200, Some("7")), "{headers}");
+    assert!(header(&headers, "grpc-message").unwrap().contains("no-ops"), "{headers}");
+    // A canonical path that is allowed goes through as the upstream should see it.
+    let (code, _, _) = tokio::task::block_in_place(|| curl(&["--path-as-is", "-H", &auth, &url(&s, "/v1/./m%6fdels")]));
+    assert_eq!(code, 200);
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 1, "only the allowed request reached the upstream");
+    assert_eq!(seen[0].uri, "/v1/models");
+    s.gw.stop().await;
+}

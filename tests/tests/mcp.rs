@@ -42,7 +42,9 @@ async fn an_mcp_session_goes_through_and_a_denied_tool_never_runs() {
         "[[route]]\nname = \"mcp\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"127.0.0.1:{port}\"\nmcp = true\n\n\
          [[identity.api_key]]\nname = \"mcp-agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
          [[rule]]\nid = \"agents-never-delete\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"agents may not delete records\"\n\
-         mcp = {{ tools = [\"delete_*\"] }}\n",
+         mcp = {{ tools = [\"delete_*\"] }}\n\
+         [[rule]]\nid = \"no-internal\"\neffect = \"deny\"\nreason = \"internal endpoints are closed\"\n\
+         http = {{ methods = [\"POST\"], path = \"/internal/**\" }}\n",
         airlock::identity::apikey::format_hash(CALLER_KEY)
     );
     let mut gw = TestGateway::start(&config).await.unwrap();
@@ -63,6 +65,22 @@ async fn an_mcp_session_goes_through_and_a_denied_tool_never_runs() {
     let delete = v["delete"].as_str().unwrap();
     assert!(!delete.starts_with("deleted"), "the denied tool ran: {v}");
     assert!(delete.contains("403"), "the client saw the gateway's 403: {v}");
+    // A tool call does not make a POST somewhere else any less a POST there.
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_record","arguments":{}}}"#;
+    let internal = format!("http://{}/internal/reset", gw.addr("mcp"));
+    let (code, _, answer) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {CALLER_KEY}"),
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+            &internal,
+        ])
+    });
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer.contains("no-internal"), "{answer}");
     gw.stop().await;
 
     let mut decisions = Vec::new();

@@ -399,6 +399,94 @@ fn calls_to_operation(
     calls.into_iter().nth(i).unwrap_or(Operation::Bytes)
 }
 
+/// The decision for `operation`, and for the HTTP request it also is: a rule on the method and
+/// path that denies (or holds) it counts even when the operation is a gRPC or tool call. Only a
+/// rule counts there, not the route's default, which the operation's own decision already
+/// applies.
+fn decide_views(
+    access: &crate::config::Access,
+    route: &str,
+    principal: &Principal,
+    operation: &Operation,
+    http_view: &Operation,
+) -> crate::policy::Decision {
+    use crate::policy::Effect;
+    let d = access.decide(route, principal, operation);
+    if operation == http_view || d.effect == Effect::Deny {
+        return d;
+    }
+    let h = access.decide(route, principal, http_view);
+    let by_rule = !h.rule.ends_with(":default");
+    match (h.effect, d.effect) {
+        (Effect::Deny, _) if by_rule => h,
+        (Effect::RequireApproval, Effect::Allow) if by_rule => h,
+        _ => d,
+    }
+}
+
+/// The canonical form of a request path, or why it is refused. Percent-encoded unreserved
+/// characters are decoded (`%61` is `a` to every server), `.` and `..` segments resolved and
+/// repeated slashes merged, so that a rule on `/v1/admin/**` sees `/v1/%61dmin/x`,
+/// `/v1/./admin/x` and `/v1//admin/x` as the server will. A path that does not start with `/`
+/// (an HTTP/2 `:path` of `@host/…` would make the upstream URL name another host), or that
+/// encodes a slash, a backslash or NUL, or holds a backslash, is refused: servers disagree on
+/// what those mean.
+fn canonical_path(path: &str) -> Result<String, &'static str> {
+    if path == "*" {
+        return Ok(path.to_owned());
+    }
+    if !path.starts_with('/') {
+        return Err("the request path does not start with `/`");
+    }
+    if path.contains('\\') {
+        return Err("the request path holds a backslash");
+    }
+    let b = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| char::from(c).to_digit(16);
+            let (Some(hi), Some(lo)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex))
+            else {
+                return Err("the request path holds a malformed percent-escape");
+            };
+            let byte = u8::try_from(hi * 16 + lo).unwrap_or(0);
+            if matches!(byte, b'/' | b'\\' | 0) {
+                return Err("the request path encodes a slash, a backslash or NUL");
+            }
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(char::from(byte));
+            } else {
+                decoded.push_str(&format!("%{byte:02X}"));
+            }
+            i += 3;
+        } else if b[i].is_ascii() {
+            decoded.push(char::from(b[i]));
+            i += 1;
+        } else {
+            decoded.push_str(&format!("%{:02X}", b[i]));
+            i += 1;
+        }
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/').skip(1) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out = format!("/{}", segments.join("/"));
+    if trailing && out != "/" {
+        out.push('/');
+    }
+    Ok(out)
+}
+
 /// Framing that hyper tolerates (RFC 9112 lets a server resolve it) but a gateway must not pass
 /// on, because a server behind it may resolve it differently (request smuggling).
 fn framing_abuse(req: &Request<Incoming>) -> Option<&'static str> {
@@ -426,6 +514,32 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         super::session::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
         return bad_request_closing(false, why, "-");
     }
+    // The path the policy decides is the path the upstream gets: canonical, and only that.
+    let (mut req, path) = match canonical_path(req.uri().path()) {
+        Ok(path) => (req, path),
+        Err(why) => {
+            ctx.metrics.error("http_parse");
+            super::session::refuse(ctx, conn.peer, &format!("request target refused, answered 400: {why}")).await;
+            return bad_request_closing(grpc_call(&req).is_some(), why, "-");
+        }
+    };
+    if path != req.uri().path() {
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        match format!("{path}{query}").parse::<hyper::http::uri::PathAndQuery>() {
+            Ok(pq) => {
+                let mut parts = req.uri().clone().into_parts();
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+            Err(_) => return bad_request_closing(false, "the request target is not valid", "-"),
+        }
+    }
+    // A method override would have the upstream run another method than the one decided.
+    for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
+        req.headers_mut().remove(h);
+    }
     let access = ctx.access.current();
 
     // 1. Who is calling.
@@ -441,9 +555,19 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
     let grpc = grpc_call(&req);
     let is_grpc = grpc.is_some();
+    // Method names are case-sensitive in HTTP, but many servers fold them; HEAD runs GET's
+    // handler. The decision sees what the handler will be.
+    let method = match req.method().as_str().to_ascii_uppercase() {
+        m if m == "HEAD" => "GET".to_owned(),
+        m => m,
+    };
+    // Every request is also an HTTP request: the rules on its method and path apply to it
+    // whatever else it is (a gRPC call, a tool call), so neither a `content-type` nor a body
+    // chosen by the caller can step around them.
+    let http_view = Operation::Http { method, path: path.clone() };
     let mut operation = match grpc {
         Some((service, method)) => Operation::Grpc { service, method },
-        None => Operation::Http { method: req.method().as_str().to_owned(), path: req.uri().path().to_owned() },
+        None => http_view.clone(),
     };
     // MCP routes read every POST body first, so the decision can see the tool being called. A
     // body that is not plain JSON-RPC (another encoding, not JSON-RPC at all, a batch with an
@@ -499,7 +623,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             reason: why.clone(),
             policy_version: access.policy.version.clone(),
         }),
-        (Ok(p), None) => Ok(access.decide(&route.name, p, &operation)),
+        (Ok(p), None) => Ok(decide_views(&access, &route.name, p, &operation, &http_view)),
     };
 
     // 2. The session (this request) and its decision, durable before anything is forwarded.
@@ -577,7 +701,11 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     // 3. The forwarded request.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let grpc_path = parts.uri.path().to_owned();
-    let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
+    let uri = format!("{}{path}", upstream.base).parse::<Uri>().ok().filter(|u| {
+        // The path cannot have changed the host (it starts with `/`), but check anyway.
+        upstream.base.parse::<Uri>().ok().is_some_and(|b| b.authority() == u.authority())
+    });
+    let Some(uri) = uri else {
         guard.close("request target cannot be forwarded".into()).await;
         return gateway_error(
             is_grpc,
@@ -679,6 +807,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 principal: String::new(),
                 abort: ctx.abort.clone(),
                 grpc: false,
+                // The upstream's end of a request body is watched by hyper's client.
+                gone: tokio_util::sync::CancellationToken::new(),
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
@@ -839,6 +969,10 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         return response_unrecorded(is_grpc, &request_id);
     }
     let (tx, delivered) = Channel::<Bytes, BoxError>::new(BODY_QUEUE);
+    // Dropped with the response body when the caller goes away: the pump stops waiting then,
+    // rather than on an upstream that may stay quiet for long.
+    let gone = tokio_util::sync::CancellationToken::new();
+    let delivered = Delivered { inner: delivered, _gone: gone.clone().drop_guard() };
     let down = Pump {
         tx,
         idle: route.idle_timeout,
@@ -853,6 +987,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         principal: principal_label,
         abort: ctx.abort.clone(),
         grpc: is_grpc,
+        gone,
     };
     let framer = Framer::for_content_type(&parts.headers);
     let up_task = guard.pump.take();
@@ -1166,6 +1301,34 @@ struct Pump {
     /// A gRPC response: a failure mid-stream ends it with a gRPC status in trailers (journaled
     /// first), not a reset stream.
     grpc: bool,
+    /// Fires when the receiving side has dropped the body (the caller went away).
+    gone: tokio_util::sync::CancellationToken,
+}
+
+/// The response body the caller reads. Dropping it cancels `_gone`'s token.
+struct Delivered {
+    inner: Channel<Bytes, BoxError>,
+    _gone: tokio_util::sync::DropGuard,
+}
+
+impl hyper::body::Body for Delivered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Pump {
@@ -1282,6 +1445,10 @@ impl Pump {
                 next = next_frame(&mut body, self.idle, self.deadline) => next,
                 () = self.abort.cancelled() => {
                     return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into()).await;
+                }
+                () = self.gone.cancelled() => {
+                    let to = self.sides().1;
+                    return self.fail("caller went away", format!("{to} went away mid-body")).await;
                 }
             };
             let frame = match next {
@@ -1671,6 +1838,21 @@ mod tests {
         assert!(location.starts_with("/find?email=") && !location.contains("example.org"), "{location}");
         let msg = percent_decode(h["grpc-message"].as_bytes());
         assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
+    }
+
+    #[test]
+    fn request_paths_are_made_canonical_or_refused() {
+        use super::canonical_path as c;
+        assert_eq!(c("/v1/%61dmin/x").unwrap(), "/v1/admin/x");
+        assert_eq!(c("/v1/./admin//x/").unwrap(), "/v1/admin/x/");
+        assert_eq!(c("/v1/x/../../../admin").unwrap(), "/admin");
+        assert_eq!(c("/v1/%2E%2e/admin").unwrap(), "/admin");
+        assert_eq!(c("/a%20b/%c3%a9").unwrap(), "/a%20b/%C3%A9", "other escapes stay, upper-cased");
+        assert_eq!(c("/").unwrap(), "/");
+        assert_eq!(c("*").unwrap(), "*");
+        for bad in ["@evil.example:80/v1", "v1/models", "/a%2fb", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%4"] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
