@@ -138,6 +138,13 @@ async fn forged_and_broken_tokens_are_refused_with_the_right_error() {
     let bad_json =
         format!("{}.{}.{}", good.split('.').next().unwrap(), b64("{not json"), good.split('.').nth(2).unwrap());
     let foreign_key = sign(RSA_B, "a", &idp.claims());
+    // Validly signed, but it names a critical extension (RFC 7515 §4.1.11) no one here implements.
+    let critical = jsonwebtoken::encode(
+        &Header { kid: Some("a".into()), crit: Some(vec!["urn:example:bind".into()]), ..Header::new(Algorithm::RS256) },
+        &idp.claims(),
+        &EncodingKey::from_rsa_der(RSA_A),
+    )
+    .unwrap();
 
     let cases: Vec<Case> = vec![
         ("alg none", unsigned, |e| *e == AuthError::AlgNone, "invalid_token"),
@@ -151,6 +158,7 @@ async fn forged_and_broken_tokens_are_refused_with_the_right_error() {
         ("malformed base64", bad_base64, |e| matches!(e, AuthError::Malformed(_)), "invalid_token"),
         ("malformed JSON", bad_json, |e| matches!(e, AuthError::Malformed(_)), "invalid_token"),
         ("signed by another key", foreign_key, |e| *e == AuthError::BadSignature, "invalid_token"),
+        ("a critical extension", critical, |e| matches!(e, AuthError::Malformed(_)), "invalid_token"),
     ];
     for (what, token, expected, code) in cases {
         let err = idp.check(&token).await.expect_err(what);

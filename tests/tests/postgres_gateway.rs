@@ -56,6 +56,8 @@ struct Rig {
     gw: TestGateway,
     pg: Postgres,
     dir: tempfile::TempDir,
+    /// The routes, identities and rules the gateway runs (for a reload).
+    config: String,
 }
 
 async fn rig(route_extra: &str, extra: &str) -> Rig {
@@ -71,7 +73,7 @@ async fn rig(route_extra: &str, extra: &str) -> Rig {
         extra.replace("{PG}", &pg.addr().to_string()),
     );
     let gw = TestGateway::start(&config).await.unwrap();
-    Rig { gw, pg, dir }
+    Rig { gw, pg, dir, config }
 }
 
 /// A session spoken in raw protocol messages, logged in with `password`.
@@ -169,7 +171,7 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
         api_key("agent", AGENT_KEY, "agent"),
         api_key("dba", DBA_KEY, "dba"),
     );
-    let Rig { mut gw, pg: _pg, dir: _dir } =
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } =
         rig("upstream_user = \"postgres\"\nsql_trusted_roles = [\"dba\"]", &extra).await;
     let addr = gw.addr("pg");
     let tls_only = gw.addr("tls-only");
@@ -294,7 +296,7 @@ async fn a_refused_statement_in_a_pipeline_answers_in_order() {
     use airlock_decoders::postgres::frontend::{FrontendMessage, Target};
     use bytes::Bytes;
 
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
     let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
     let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
     let unnamed = || Bytes::new();
@@ -468,7 +470,7 @@ async fn the_upstream_connection_is_tls_verified() {
 /// right backend through the gateway's minted cancel key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_features_and_cancel() {
-    let Rig { mut gw, pg: _pg, dir: _dir } =
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } =
         rig("sql_trusted_roles = [\"app\"]", &api_key("app", DBA_KEY, "app")).await;
     let addr = gw.addr("pg");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/psycopg_session.py");
@@ -505,7 +507,7 @@ async fn malformed_frontend_input_is_refused_cleanly() {
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
     let addr = gw.addr("pg");
     let exchange = |bytes: Vec<u8>| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -566,7 +568,7 @@ async fn a_postgres_session_ends_when_its_token_expires() {
          jwks_file = \"{}\"\nleeway = \"0s\"\n",
         jwks.display()
     );
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig("", &oidc).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("", &oidc).await;
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let claims = serde_json::json!({"iss": "https://idp.example", "aud": "airlock", "sub": "nurse", "exp": now + 3});
     let token = jsonwebtoken::encode(
@@ -594,7 +596,7 @@ async fn a_postgres_session_ends_when_its_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_peers_end_sessions_cleanly() {
     let keys = format!("{}{}", api_key("agent", AGENT_KEY, "agent"), api_key("dba", DBA_KEY, "dba"));
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig("sql_trusted_roles = [\"dba\"]", &keys).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("sql_trusted_roles = [\"dba\"]", &keys).await;
     let addr = gw.addr("pg");
     let (killed_upstream, _) = tokio::task::spawn_blocking(move || {
         // The caller dies while a large result streams.
@@ -669,7 +671,7 @@ async fn psycopg_reads_patients_masked_per_role() {
     );
     let route = "sql_trusted_roles = [\"dba\"]\nmask = \"agent\"\n\
         mask_roles = [{ role = \"dba\", profile = \"none\" }, { role = \"clinician\", profile = \"clinical\" }]";
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig(route, &extra).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig(route, &extra).await;
     let addr = gw.addr("pg");
     let (agent, clinician) = tokio::task::spawn_blocking(move || {
         patients(addr, DBA_KEY, "setup");
@@ -768,7 +770,7 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     let extra = format!("{}{}{profiles}", api_key("dba", DBA_KEY, "dba"), api_key("agent", AGENT_KEY, "agent"));
     let route =
         "sql_trusted_roles = [\"dba\"]\nmask = \"agent\"\nmask_roles = [{ role = \"dba\", profile = \"none\" }]";
-    let Rig { mut gw, pg: _pg, dir: _dir } = rig(route, &extra).await;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig(route, &extra).await;
     let addr = gw.addr("pg");
     tokio::task::spawn_blocking(move || patients(addr, DBA_KEY, "setup")).await.unwrap();
     let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
@@ -884,5 +886,30 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     // A trusted role may set them.
     let (_s, seen) = Raw::start(addr, DBA_KEY, &[("options", "-c standard_conforming_strings=off")]).await;
     assert!(matches!(seen.last(), Some(BackendMessage::ReadyForQuery { .. })), "{seen:?}");
+    gw.stop().await;
+}
+
+/// A reload puts the new policy in force for statements of sessions already open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_to_open_sessions() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::FrontendMessage;
+    use bytes::Bytes;
+
+    let Rig { mut gw, pg: _pg, dir: _dir, config } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
+    let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
+    let query = || FrontendMessage::Query { sql: Bytes::from_static(b"select count(*) from pg_class") };
+    s.send(&[query()]).await;
+    let seen = s.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
+    let rule = "[[rule]]\nid = \"no-catalog\"\neffect = \"deny\"\nreason = \"not the catalog\"\n\
+                sql = { tables = [\"pg_class\"] }\n";
+    let access = airlock::config::Config::parse(&format!("{config}\n{rule}")).unwrap().build_access().unwrap();
+    gw.gw().reload_access(access).unwrap();
+    s.send(&[query()]).await;
+    let seen = s.until_ready().await;
+    let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
+    drop(s);
     gw.stop().await;
 }

@@ -217,6 +217,13 @@ impl OidcProvider {
         // lookup, and with less specific errors.
         peek(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(map_error)?;
+        // RFC 7515 §4.1.11: a recipient that does not understand a critical extension must
+        // reject the token. This gateway understands none.
+        if header.crit.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(AuthError::Malformed(
+                "the token names critical header extensions this gateway does not implement".into(),
+            ));
+        }
         if !s.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }

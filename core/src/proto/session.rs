@@ -106,8 +106,10 @@ pub(crate) async fn journal_admission(
                 policy_version: Some(access.policy.version.clone()),
                 break_glass: false,
             },
+            // The caller sees the message without the operator-only detail (JWKS addresses and
+            // transport errors); the journal and the log get the detail.
             Some(Denial {
-                message: format!("authentication failed: {}", e.detail()),
+                message: format!("authentication failed: {e}"),
                 ..Denial::unauthenticated(e, sj.id().to_string())
             }),
         ),

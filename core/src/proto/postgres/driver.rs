@@ -445,7 +445,6 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let outcome = relay(
         &ctx,
         &sj,
-        &access,
         &principal,
         &pg.trusted_roles,
         &mut client,
@@ -726,7 +725,6 @@ fn decide_sql(
 async fn relay(
     ctx: &SessionCtx,
     sj: &Arc<SessionJournal>,
-    access: &crate::config::Access,
     principal: &Principal,
     trusted_roles: &[String],
     client: &mut Box<dyn Io>,
@@ -845,9 +843,10 @@ async fn relay(
             let mut forward = raw;
             if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
-                    decide_function_call(access, &route.name, principal, trusted_roles)
+                    decide_function_call(&ctx.access.current(), &route.name, principal, trusted_roles)
                 } else {
-                    decide_sql(access, &route.name, principal, trusted_roles, &sql)
+                    // The policy in force now: a reload applies to open sessions too.
+                    decide_sql(&ctx.access.current(), &route.name, principal, trusted_roles, &sql)
                 };
                 let meta = crate::journal::record::DecisionMeta {
                     phase: "request".into(),
