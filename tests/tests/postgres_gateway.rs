@@ -190,6 +190,8 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
                     "delete from t",
                     "select count(*) from t",
                     "select * from secrets",
+                    "select x from public.secrets",
+                    "select x from \"secrets\"",
                     "select 42",
                 ],
             ),
@@ -215,7 +217,7 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
     assert!(agent.contains("3\n"), "{agent}");
     assert!(agent.contains("guard:no_where") && agent.contains("UPDATE and DELETE need a WHERE clause"), "{agent}");
     assert!(agent.contains("2\n"), "the delete did not run: {agent}");
-    assert!(agent.contains("no-secrets"), "{agent}");
+    assert_eq!(agent.matches("rule `no-secrets`").count(), 3, "qualified and quoted names too: {agent}");
     assert!(agent.contains("42\n"), "the session is still usable after refusals: {agent}");
     // psql's \copy in and out run COPY FROM STDIN / TO STDOUT through the gateway.
     let copy = text(&outs[2]);

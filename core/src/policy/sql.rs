@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, CopyTarget, Expr, Query, SelectItem, SetExpr, Statement, visit_expressions,
-    visit_relations,
+    AssignmentTarget, CopySource, CopyTarget, Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor,
+    Visit, Visitor, visit_expressions, visit_relations,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -35,6 +35,10 @@ pub struct SqlStatement {
     /// (`standard_conforming_strings`, `client_encoding`): after such a change the server and
     /// this parser could read one string differently.
     pub changes_lexing: bool,
+    /// It calls a function that runs SQL given as text or reaches the server's files
+    /// (`query_to_xml`, `dblink`, `pg_read_file`, `lo_import` …): what that touches is not in the
+    /// statement for the rules to see.
+    pub opaque_call: Option<String>,
 }
 
 impl SqlStatement {
@@ -127,6 +131,114 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
     Some(cols)
 }
 
+/// Functions that run SQL given as text, or read or write the server's files: a statement that
+/// calls one does more than its text shows.
+const OPAQUE_FUNCTIONS: [&str; 22] = [
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xml_and_xmlschema",
+    "dblink",
+    "dblink_exec",
+    "dblink_send_query",
+    "dblink_open",
+    "lo_import",
+    "lo_export",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+];
+
+/// A relation's name as rules match it: unquoted, lower case, and — when qualified — its last
+/// part too, so that a rule on `secrets` also meets `public.secrets` and `"Secrets"`.
+fn relation_names(name: &ObjectName) -> Vec<String> {
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.to_lowercase()).collect();
+    let mut out = vec![parts.join(".")];
+    if parts.len() > 1
+        && let Some(last) = parts.last()
+    {
+        out.push(last.clone());
+    }
+    out
+}
+
+/// Table aliases, `TABLE name` set expressions and calls of opaque functions in a statement.
+#[derive(Default)]
+struct Walk {
+    aliases: Vec<String>,
+    tables: Vec<String>,
+    opaque: Option<String>,
+}
+
+impl Visitor for Walk {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } = tf {
+            self.aliases.push(a.name.value.to_lowercase());
+        }
+        // A set-returning function in FROM (`FROM dblink(…) AS t(…)`).
+        let called = match tf {
+            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => Some(name),
+            _ => None,
+        };
+        if let Some(name) = called {
+            self.opaque_name(name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        fn tables(body: &SetExpr, out: &mut Vec<String>) {
+            match body {
+                // `TABLE patients`: a relation that `visit_relations` does not report.
+                SetExpr::Table(t) => {
+                    if let Some(name) = &t.table_name {
+                        out.push(name.value.to_lowercase());
+                        if let Some(schema) = &t.schema_name {
+                            out.push(format!("{}.{}", schema.value.to_lowercase(), name.value.to_lowercase()));
+                        }
+                    }
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    tables(left, out);
+                    tables(right, out);
+                }
+                _ => {}
+            }
+        }
+        tables(&q.body, &mut self.tables);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            self.opaque_name(&f.name);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Walk {
+    fn opaque_name(&mut self, name: &ObjectName) {
+        if let Some(name) = name.0.last().and_then(|p| p.as_ident()) {
+            let name = name.value.to_lowercase();
+            if OPAQUE_FUNCTIONS.contains(&name.as_str()) || name.starts_with("dblink") {
+                self.opaque.get_or_insert(name);
+            }
+        }
+    }
+}
+
 /// Settings that change how the server reads SQL text. With `standard_conforming_strings` off a
 /// backslash escapes a quote; in a client-only multi-byte encoding (SJIS, BIG5, GBK, …) the second
 /// byte of a character can be a quote or a backslash. Either way the server would read a string
@@ -156,14 +268,19 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
         .iter()
         .map(|outer| {
             let s = effective(outer);
-            let mut tables = Vec::new();
-            let _ = visit_relations(outer, |name| {
-                let t = name.to_string().to_lowercase();
+            let mut tables: Vec<String> = Vec::new();
+            let mut add = |t: String| {
                 if !tables.contains(&t) {
                     tables.push(t);
                 }
+            };
+            let _ = visit_relations(outer, |name| {
+                relation_names(name).into_iter().for_each(&mut add);
                 ControlFlow::<()>::Continue(())
             });
+            let mut walk = Walk::default();
+            let _ = outer.visit(&mut walk);
+            walk.tables.iter().cloned().for_each(&mut add);
             let has_where = match s {
                 Statement::Update(u) => u.selection.is_some(),
                 Statement::Delete(d) => d.selection.is_some(),
@@ -178,14 +295,28 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
             // Reading a setting (`SHOW client_encoding`) changes nothing.
             let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
+            // A whole row named by its table or alias (`SELECT p FROM patients p`,
+            // `row_to_json(p)`) holds every column, and so does `COPY t TO …` without a column
+            // list: unknown either way.
+            let copy_out_all = matches!(
+                s,
+                Statement::Copy { to: true, source: CopySource::Table { columns, .. }, .. } if columns.is_empty()
+            );
+            let columns = columns_of(s).filter(|cols| {
+                !copy_out_all
+                    && !cols.iter().any(|c| {
+                        walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")))
+                    })
+            });
             SqlStatement {
                 kind: kind_of(s),
                 tables,
                 has_where,
                 copy_program,
                 destructive_ddl,
-                columns: columns_of(s),
+                columns,
                 changes_lexing,
+                opaque_call: walk.opaque,
             }
         })
         .collect())
@@ -257,6 +388,15 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
                     .into(),
             ));
         }
+        if let Some(f) = &s.opaque_call {
+            return Some((
+                "guard:opaque_call",
+                format!(
+                    "`{f}` runs SQL given as text or reaches the server's files, which the rules cannot see; \
+                     it is blocked for this role"
+                ),
+            ));
+        }
         if s.copy_program {
             return Some((
                 "guard:copy_program",
@@ -300,7 +440,7 @@ mod tests {
     fn kinds_tables_and_guardrails() {
         let s = classify("SELECT p.name FROM public.patients p JOIN visits v ON v.pid = p.id").unwrap();
         assert_eq!(s[0].kind, SqlKind::Select);
-        assert_eq!(s[0].tables, ["public.patients", "visits"]);
+        assert_eq!(s[0].tables, ["public.patients", "patients", "visits"]);
         assert_eq!(guardrail(&Ok(s)), None);
         assert_eq!(guardrail(&classify("DELETE FROM patients")).unwrap().0, "guard:no_where");
         assert_eq!(guardrail(&classify("DELETE FROM patients WHERE id = 1")), None);
@@ -329,6 +469,27 @@ mod tests {
         assert_eq!((s[0].kind, s[0].tables.clone()), (SqlKind::Select, vec!["patients".to_owned()]));
         assert_eq!(s[0].columns, Some(vec!["name".into(), "id".into()]));
         assert_eq!(classify("EXPLAIN SELECT 1").unwrap()[0].kind, SqlKind::Select);
+    }
+
+    #[test]
+    fn tables_are_named_as_rules_name_them_and_whole_rows_are_unknown_columns() {
+        let t = |sql: &str| classify(sql).unwrap()[0].tables.clone();
+        assert_eq!(t("select x from public.secrets"), ["public.secrets", "secrets"]);
+        assert_eq!(t("select x from \"Secrets\""), ["secrets"]);
+        assert_eq!(t("select x from (table patients) s(x)"), ["patients"]);
+        let cols = |sql: &str| classify(sql).unwrap()[0].columns.clone();
+        assert_eq!(cols("select p from patients p"), None);
+        assert_eq!(cols("select row_to_json(p) from patients p"), None);
+        assert_eq!(cols("select patients from patients"), None);
+        assert_eq!(cols("copy patients to stdout"), None);
+        assert_eq!(cols("select p.name from patients p"), Some(vec!["name".into()]));
+        for sql in [
+            "select query_to_xml('select * from secrets', true, true, '')",
+            "select * from dblink('dbname=x', 'select 1') as t(a int)",
+            "select pg_catalog.pg_read_file('/etc/passwd')",
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some("guard:opaque_call"), "{sql}");
+        }
     }
 
     #[test]
