@@ -875,3 +875,32 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
     assert_eq!(seen[0].uri, "/v1/models");
     s.gw.stop().await;
 }
+
+/// Automatic logoff: a stream ends when the credential that opened it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_credential_expires() {
+    let mut s = setup("").await;
+    let token = jwt(&s, 2);
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
+    let req = format!("GET /endless HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = tokio::time::Instant::now();
+    // The upstream sends one event and is never released: only the expiry can end the stream.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the stream outlived its credential: {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).contains("data: first"), "{}", String::from_utf8_lossy(&got));
+    assert!(started.elapsed() < Duration::from_secs(8), "ended after {:?}", started.elapsed());
+    s.gw.stop().await;
+    let list = sessions(s.gw.data_dir());
+    assert!(
+        list.iter().any(|l| l["close_reason"].as_str().is_some_and(|r| r.starts_with("automatic logoff"))),
+        "{list:?}"
+    );
+}

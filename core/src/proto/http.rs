@@ -687,6 +687,11 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     // The masking profile for this caller, if the route masks.
     let mask = route.mask.as_ref().and_then(|m| principal.and_then(|p| m.for_principal(p)));
     let principal_label = principal.map(Principal::label).unwrap_or_default();
+    // Automatic logoff: a stream ends when the caller's credential does.
+    let expires = principal.and_then(|p| p.expires_at).map(|secs| {
+        let left_us = secs.saturating_mul(1_000_000).saturating_sub(crate::time::now_us());
+        Instant::now() + Duration::from_micros(u64::try_from(left_us).unwrap_or(0))
+    });
     let Some(upstream) = ctx.http_upstream.as_ref() else {
         guard.close("route has no HTTP upstream client".into()).await;
         return gateway_error(
@@ -809,6 +814,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 grpc: false,
                 // The upstream's end of a request body is watched by hyper's client.
                 gone: tokio_util::sync::CancellationToken::new(),
+                expires,
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
@@ -988,6 +994,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         abort: ctx.abort.clone(),
         grpc: is_grpc,
         gone,
+        expires,
     };
     let framer = Framer::for_content_type(&parts.headers);
     let up_task = guard.pump.take();
@@ -1303,6 +1310,8 @@ struct Pump {
     grpc: bool,
     /// Fires when the receiving side has dropped the body (the caller went away).
     gone: tokio_util::sync::CancellationToken,
+    /// When the caller's credential expires: the body ends then (automatic logoff).
+    expires: Option<Instant>,
 }
 
 /// The response body the caller reads. Dropping it cancels `_gone`'s token.
@@ -1347,7 +1356,11 @@ impl Pump {
         // Trailers only for a client that is still there and reading.
         let client_gone = reason.starts_with("client went away") || reason.starts_with("client stopped reading");
         if self.grpc && !client_gone && !reason.starts_with("journal write failed") {
-            let code: u32 = if why == "timeout" { 4 } else { 14 };
+            let code: u32 = match why {
+                "timeout" => 4,
+                "credential expired" => 16,
+                _ => 14,
+            };
             let message = if reason.starts_with("masking failed") {
                 "the rest of the response could not be masked and was withheld".to_owned()
             } else {
@@ -1449,6 +1462,15 @@ impl Pump {
                 () = self.gone.cancelled() => {
                     let to = self.sides().1;
                     return self.fail("caller went away", format!("{to} went away mid-body")).await;
+                }
+                () = async {
+                    match self.expires {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let reason = "automatic logoff: the caller's credential expired during the stream".to_owned();
+                    return self.fail("credential expired", reason).await;
                 }
             };
             let frame = match next {
