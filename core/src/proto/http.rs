@@ -1454,8 +1454,10 @@ impl Pump {
         let (from, to) = self.sides();
         let mut buf = bytes::BytesMut::new();
         loop {
+            // In this order: at the drain deadline the caller's connection goes too, and the
+            // shutdown is the reason.
             let next = tokio::select! {
-                next = next_frame(&mut body, self.idle, self.deadline) => next,
+                biased;
                 () = self.abort.cancelled() => {
                     return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into()).await;
                 }
@@ -1472,6 +1474,7 @@ impl Pump {
                     let reason = "automatic logoff: the caller's credential expired during the stream".to_owned();
                     return self.fail("credential expired", reason).await;
                 }
+                next = next_frame(&mut body, self.idle, self.deadline) => next,
             };
             let frame = match next {
                 Ok(f) => f,
