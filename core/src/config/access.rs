@@ -472,6 +472,21 @@ impl Config {
             if let Some((_, table)) = decoding.iter().find(|(set, _)| *set) {
                 let applicable: Vec<&RouteConfig> =
                     self.routes.iter().filter(|r| rc.routes.is_empty() || rc.routes.contains(&r.name)).collect();
+                // A tool-call rule over an HTTP route that does not read tool calls (`mcp = true`)
+                // would let every call there through undecided: each HTTP route it covers must.
+                if *table == "mcp"
+                    && let Some(r) = applicable.iter().find(|r| r.decodes("http") && !r.decodes("mcp"))
+                {
+                    return Err(invalid(
+                        field("mcp"),
+                        format!(
+                            "route `{}` is an HTTP route without `mcp = true`, so tool calls on it are never read \
+                             and this rule would never apply there; set `mcp = true` on it or scope the rule with \
+                             `routes`",
+                            r.name
+                        ),
+                    ));
+                }
                 if !applicable.iter().any(|r| r.decodes(table)) {
                     let protocols: BTreeSet<&str> = applicable.iter().map(|r| r.protocol.as_str()).collect();
                     return Err(invalid(
@@ -618,6 +633,17 @@ mod tests {
         // The only route is raw TCP: a SQL rule could never match there.
         let sql = "[[rule]]\nid = \"no-ddl\"\neffect = \"deny\"\nsql = { kinds = [\"ddl\"] }\n";
         assert!(err(sql).contains("rule[no-ddl].sql") && err(sql).contains("tcp"), "{}", err(sql));
+        // A tool-call rule over an HTTP route that does not read tool calls is refused, even
+        // when another route it covers does.
+        let routes = "[[route]]\nname = \"tools\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"http\"\n\
+                      upstream = \"127.0.0.1:2\"\nmcp = true\n\
+                      [[route]]\nname = \"plain\"\nlisten = \"127.0.0.1:3\"\nprotocol = \"http\"\n\
+                      upstream = \"127.0.0.1:4\"\n";
+        let rule = "[[rule]]\nid = \"no-del\"\neffect = \"deny\"\nmcp = { tools = [\"delete_*\"] }\n";
+        let mixed = Config::parse(&format!("{routes}{rule}")).unwrap().build_access().unwrap_err().to_string();
+        assert!(mixed.contains("rule[no-del].mcp") && mixed.contains("`plain`"), "{mixed}");
+        let scoped = format!("{routes}{}", rule.replace("effect", "routes = [\"tools\"]\neffect"));
+        assert!(Config::parse(&scoped).unwrap().build_access().is_ok());
         let reserved = "[[rule]]\nid = \"route:x\"\neffect = \"deny\"\n";
         assert!(err(reserved).contains("reserved"));
         let glob = "[[identity.certificate]]\nsubject = \"a[\"\nroles = []\n";
