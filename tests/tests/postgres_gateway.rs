@@ -915,3 +915,49 @@ async fn a_reload_applies_to_open_sessions() {
     drop(s);
     gw.stop().await;
 }
+
+/// Break-glass on a PostgreSQL route: the emergency role's statements skip the approval hold,
+/// every record of its session carries the mark, and the webhook is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_on_postgres_is_marked_and_notified() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::FrontendMessage;
+    use bytes::Bytes;
+
+    const ER_KEY: &str = "ak_pg_emergency_9";
+    let (hook, mut hooks) = webhook_server().await;
+    let extra = format!(
+        "{}{}[break_glass]\nrole = \"emergency\"\nwebhook = \"http://{hook}/airlock\"\n\n\
+         [[rule]]\nid = \"hold-reads\"\neffect = \"require_approval\"\nreason = \"reads need a second person\"\n\
+         sql = {{ kinds = [\"select\"] }}\n",
+        api_key("agent", AGENT_KEY, "agent"),
+        api_key("er", ER_KEY, "emergency"),
+    );
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("", &extra).await;
+    let query = || FrontendMessage::Query { sql: Bytes::from_static(b"select 41 + 1") };
+    // An ordinary caller is held (refused until approvals exist).
+    let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
+    s.send(&[query()]).await;
+    let seen = s.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::ErrorResponse(_))), "{seen:?}");
+    drop(s);
+    // The emergency role goes through, marked and announced.
+    let mut s = Raw::login(gw.addr("pg"), ER_KEY).await;
+    s.send(&[query()]).await;
+    let seen = s.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(v) if v[0].as_deref() == Some(&b"42"[..]))));
+    drop(s);
+    let note = tokio::time::timeout(WAIT, hooks.recv()).await.expect("webhook not called").unwrap();
+    assert_eq!(note["event"], "break_glass_session_started");
+    assert_eq!(note["route"], "pg");
+    gw.stop().await;
+    let er =
+        sessions(gw.data_dir()).into_iter().find(|s| s["principal"].as_str().unwrap_or("").contains("er")).unwrap();
+    assert_eq!(er["id"], note["session"]);
+    let frames = replay_json(gw.data_dir(), er["id"].as_str().unwrap());
+    assert!(frames.iter().any(|f| f["kind"] == "data"));
+    for f in &frames {
+        let marked = if f["kind"] == "data" { f["break_glass"] == true } else { f["meta"]["break_glass"] == true };
+        assert!(marked, "record not marked break-glass: {f}");
+    }
+}

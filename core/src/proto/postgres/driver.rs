@@ -234,7 +234,9 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         Ok(p) => Ok(access.decide(&route.name, p, &Request::Bytes)),
         Err(e) => Err(e.clone()),
     };
-    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), false, None) {
+    // Break-glass: the session and every record of it carry the mark, and the webhook is told.
+    let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
+    let sj = match open_session(&ctx, peer, tls_meta, principal, Some(&access), break_glass, None) {
         Ok(sj) => Arc::new(sj),
         Err(e) => {
             let _ = client.write_all(&error_fields("FATAL", "57P03", "the audit journal is unavailable")).await;
@@ -277,6 +279,9 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         Ok(None) => {}
     }
     let Ok(principal) = identified else { return };
+    if break_glass {
+        super::super::session::notify_break_glass(&ctx, &access, &sj, &principal, peer);
+    }
     if !pg.trusted_roles.iter().any(|r| principal.has_role(r))
         && let Some(why) = lexing_startup_parameter(&param)
     {
