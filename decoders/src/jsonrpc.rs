@@ -103,8 +103,21 @@ fn id_of(v: &Value) -> Result<Id, DecodeError> {
     }
 }
 
+/// Refuses a key that differs from one of `names` only in case: a server whose JSON reader
+/// matches keys without case (Go's `encoding/json`) would read `"Method"` as the method the
+/// gateway did not decide.
+fn no_case_twins(o: &Map<String, Value>, names: &[&str]) -> Result<(), DecodeError> {
+    for k in o.keys() {
+        if names.iter().any(|n| k != n && k.eq_ignore_ascii_case(n)) {
+            return Err(malformed("a key differs from a JSON-RPC member only in case, which servers read differently"));
+        }
+    }
+    Ok(())
+}
+
 fn message(v: Value) -> Result<Message, DecodeError> {
     let Value::Object(mut o) = v else { return Err(malformed("a message is a JSON object")) };
+    no_case_twins(&o, &["jsonrpc", "method", "params", "id", "result", "error"])?;
     if o.get("jsonrpc") != Some(&Value::String("2.0".into())) {
         return Err(malformed("`jsonrpc` must be exactly \"2.0\""));
     }
@@ -167,6 +180,7 @@ pub fn tool_call(m: &Message) -> Result<Option<ToolCall>, DecodeError> {
     }
     let params =
         params.as_ref().and_then(Value::as_object).ok_or_else(|| malformed("tools/call needs object params"))?;
+    no_case_twins(params, &["name", "arguments"])?;
     let name =
         params.get("name").and_then(Value::as_str).ok_or_else(|| malformed("tools/call needs a string `name`"))?;
     let arguments = match params.get("arguments") {
@@ -234,6 +248,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call"}"#,
             br#"{"jsonrpc":"2.0","id":1}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"m"}}"#,
             br#"[]"#,
@@ -244,6 +259,8 @@ mod tests {
         }
         let nameless = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, 1024).unwrap();
         assert!(tool_call(&nameless.messages()[0]).is_err(), "a tools/call policy cannot name is refused");
+        let twin = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","NAME":"delete_x"}}"#;
+        assert!(tool_call(&parse(twin, 1024).unwrap().messages()[0]).is_err(), "a name a server could read otherwise");
         assert!(matches!(parse(&[b' '; 100], 10), Err(DecodeError::TooLong { .. })));
         let deep = "[".repeat(10_000);
         assert!(parse(deep.as_bytes(), DEFAULT_MAX_BODY).is_err(), "nesting is bounded");
