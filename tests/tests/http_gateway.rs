@@ -298,9 +298,8 @@ async fn missing_bad_and_expired_credentials_get_401_and_rules_get_403() {
     assert_eq!(rules, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_event_arrives_before_the_stream_ends() {
-    let mut s = setup("").await;
+/// Opens `GET /stream` with the caller's key and reads until its first event.
+async fn first_event_of_stream(s: &Setup) -> (tokio::net::TcpStream, Vec<u8>) {
     let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
     let req = format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n");
     c.write_all(req.as_bytes()).await.unwrap();
@@ -311,6 +310,14 @@ async fn the_first_event_arrives_before_the_stream_ends() {
         assert!(n > 0, "closed before the first event");
         got.extend_from_slice(&buf[..n]);
     }
+    (c, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_event_arrives_before_the_stream_ends() {
+    let mut s = setup("").await;
+    let (mut c, mut got) = first_event_of_stream(&s).await;
+    let mut buf = [0u8; 4096];
     assert!(!String::from_utf8_lossy(&got).contains("second"), "the upstream has not sent the second event yet");
     s.upstream.release.notify_one();
     while !String::from_utf8_lossy(&got).contains("data: second") {
@@ -802,16 +809,7 @@ async fn a_request_body_still_streaming_when_the_response_ends_is_journaled_befo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_open_at_shutdown_is_closed_and_journaled() {
     let mut s = setup("[gateway]\ndrain_timeout = \"200ms\"\n").await;
-    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
-    let req = format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n");
-    c.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("data: first") {
-        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.expect("first event never arrived").unwrap();
-        assert!(n > 0, "closed before the first event");
-        got.extend_from_slice(&buf[..n]);
-    }
+    let (_c, _) = first_event_of_stream(&s).await;
     // The upstream stays quiet (it is never released); the gateway shuts down meanwhile.
     let stopped = tokio::time::Instant::now();
     s.gw.stop().await;

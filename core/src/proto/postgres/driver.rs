@@ -302,34 +302,18 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
-    let (mut upstream, upstream_tls): (Box<dyn Io>, _) =
-        match timeout(route.connect_timeout, connect_upstream(&route)).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(reason)) => {
-                let _ = deliver(
-                    &sj,
-                    &mut client,
-                    &error_fields("FATAL", "08006", "the database behind the gateway is unreachable"),
-                    strict,
-                    &counters[1],
-                )
-                .await;
-                close(reason).await;
-                return;
-            }
-            Err(_) => {
-                let _ = deliver(
-                    &sj,
-                    &mut client,
-                    &error_fields("FATAL", "08006", "the database behind the gateway is unreachable"),
-                    strict,
-                    &counters[1],
-                )
-                .await;
-                close(format!("upstream connect to {} timed out", route.upstream)).await;
-                return;
-            }
-        };
+    let connected = timeout(route.connect_timeout, connect_upstream(&route))
+        .await
+        .unwrap_or_else(|_| Err(format!("upstream connect to {} timed out", route.upstream)));
+    let (mut upstream, upstream_tls): (Box<dyn Io>, _) = match connected {
+        Ok(pair) => pair,
+        Err(reason) => {
+            let unreachable = error_fields("FATAL", "08006", "the database behind the gateway is unreachable");
+            let _ = deliver(&sj, &mut client, &unreachable, strict, &counters[1]).await;
+            close(reason).await;
+            return;
+        }
+    };
     let mut up_params = vec![(Bytes::from_static(b"user"), Bytes::from(pg.upstream_user.clone()))];
     for name in [&b"database"[..], b"application_name", b"client_encoding", b"DateStyle", b"options"] {
         if let Some(v) = param(name) {
