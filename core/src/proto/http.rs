@@ -438,6 +438,10 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
     if !path.starts_with('/') {
         return Err("the request path does not start with `/`");
     }
+    // Most paths have nothing to decode or resolve.
+    if !path.contains(['%', '\\']) && !path.contains("//") && !path.contains("/.") && path.is_ascii() {
+        return Ok(path.to_owned());
+    }
     if path.contains('\\') {
         return Err("the request path holds a backslash");
     }
