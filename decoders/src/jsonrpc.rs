@@ -108,7 +108,8 @@ fn id_of(v: &Value) -> Result<Id, DecodeError> {
 /// gateway did not decide.
 fn no_case_twins(o: &Map<String, Value>, names: &[&str]) -> Result<(), DecodeError> {
     for k in o.keys() {
-        if names.iter().any(|n| k != n && k.eq_ignore_ascii_case(n)) {
+        // Not only ASCII case: Go folds `ſ` to `s` and `K` (Kelvin) to `k` too.
+        if !k.is_ascii() || names.iter().any(|n| k != n && k.eq_ignore_ascii_case(n)) {
             return Err(malformed("a key differs from a JSON-RPC member only in case, which servers read differently"));
         }
     }
@@ -249,6 +250,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call"}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"param\u{17f}\":{}}".as_bytes(),
             br#"{"jsonrpc":"2.0","id":1}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"m"}}"#,
             br#"[]"#,

@@ -475,6 +475,7 @@ impl Config {
                 // A tool-call rule over an HTTP route that does not read tool calls (`mcp = true`)
                 // would let every call there through undecided: each HTTP route it covers must.
                 if *table == "mcp"
+                    && rc.effect != Effect::Allow
                     && let Some(r) = applicable.iter().find(|r| r.decodes("http") && !r.decodes("mcp"))
                 {
                     return Err(invalid(

@@ -205,7 +205,8 @@ impl OidcProvider {
         let generation = self.keys.usable_generation().await?;
         let now = jsonwebtoken::get_current_timestamp() as i64;
         let leeway = self.settings.leeway.as_secs() as i64;
-        let timely = now <= entry.exp + leeway && entry.nbf.is_none_or(|nbf| now + leeway >= nbf);
+        // `exp` is the principal's `expires_at`, which already holds the leeway.
+        let timely = now <= entry.exp && entry.nbf.is_none_or(|nbf| now + leeway >= nbf);
         (entry.generation == generation && timely).then_some(entry.principal)
     }
 
@@ -267,7 +268,12 @@ impl OidcProvider {
             roles,
             groups,
             method: AuthMethod::Oidc { provider: s.name.clone() },
-            expires_at: claims.get("exp").and_then(Value::as_f64).map(|e| e as i64),
+            // When the token stops being accepted (its `exp` plus the leeway): sessions opened
+            // with it end then (automatic logoff), not at once for a token taken within the leeway.
+            expires_at: claims
+                .get("exp")
+                .and_then(Value::as_f64)
+                .map(|e| (e as i64).saturating_add(i64::try_from(s.leeway.as_secs()).unwrap_or(i64::MAX))),
         })
     }
 

@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, CopyTarget, Expr, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor,
-    Visit, Visitor, visit_expressions, visit_relations,
+    AssignmentTarget, CopySource, CopyTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
+    SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor, visit_expressions, visit_relations,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -133,7 +133,9 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
 
 /// Functions that run SQL given as text, or read or write the server's files: a statement that
 /// calls one does more than its text shows.
-const OPAQUE_FUNCTIONS: [&str; 22] = [
+const OPAQUE_FUNCTIONS: [&str; 24] = [
+    "ts_stat",
+    "ts_rewrite",
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
@@ -177,6 +179,8 @@ struct Walk {
     aliases: Vec<String>,
     tables: Vec<String>,
     opaque: Option<String>,
+    /// A function was handed a whole row (`row_to_json(p.*)`).
+    whole_row: bool,
 }
 
 impl Visitor for Walk {
@@ -223,6 +227,17 @@ impl Visitor for Walk {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = e {
             self.opaque_name(&f.name);
+            if let FunctionArguments::List(list) = &f.args
+                && list.args.iter().any(|a| {
+                    matches!(
+                        a,
+                        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(_))
+                            | FunctionArg::Named { arg: FunctionArgExpr::QualifiedWildcard(_), .. }
+                    )
+                })
+            {
+                self.whole_row = true;
+            }
         }
         ControlFlow::Continue(())
     }
@@ -232,7 +247,9 @@ impl Walk {
     fn opaque_name(&mut self, name: &ObjectName) {
         if let Some(name) = name.0.last().and_then(|p| p.as_ident()) {
             let name = name.value.to_lowercase();
-            if OPAQUE_FUNCTIONS.contains(&name.as_str()) || name.starts_with("dblink") {
+            if OPAQUE_FUNCTIONS.contains(&name.as_str())
+                || ["dblink", "crosstab", "connectby"].iter().any(|p| name.starts_with(p))
+            {
                 self.opaque.get_or_insert(name);
             }
         }
@@ -298,16 +315,25 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // A whole row named by its table or alias (`SELECT p FROM patients p`,
             // `row_to_json(p)`) holds every column, and so does `COPY t TO …` without a column
             // list: unknown either way.
-            let copy_out_all = matches!(
-                s,
-                Statement::Copy { to: true, source: CopySource::Table { columns, .. }, .. } if columns.is_empty()
-            );
-            let columns = columns_of(s).filter(|cols| {
-                !copy_out_all
-                    && !cols.iter().any(|c| {
+            let columns = match s {
+                // COPY names its columns in its list, or all of them.
+                Statement::Copy { source: CopySource::Table { columns, .. }, to, .. } => {
+                    if columns.is_empty() {
+                        if *to { None } else { columns_of(s) }
+                    } else {
+                        Some(columns.iter().map(|c| c.value.to_lowercase()).collect())
+                    }
+                }
+                // In a query, a name that is a table or an alias there is a whole row
+                // (`SELECT p FROM patients p`); so is `p.*` handed to a function.
+                Statement::Query(_) if walk.whole_row => None,
+                Statement::Query(_) => columns_of(s).filter(|cols| {
+                    !cols.iter().any(|c| {
                         walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")))
                     })
-            });
+                }),
+                _ => columns_of(s),
+            };
             SqlStatement {
                 kind: kind_of(s),
                 tables,
@@ -482,6 +508,11 @@ mod tests {
         assert_eq!(cols("select row_to_json(p) from patients p"), None);
         assert_eq!(cols("select patients from patients"), None);
         assert_eq!(cols("copy patients to stdout"), None);
+        assert_eq!(cols("copy patients (ssn) to stdout"), Some(vec!["ssn".into()]));
+        assert_eq!(cols("select json_agg(p.*) from patients p"), None);
+        // Ordinary statements whose columns share a name with their table stay known.
+        assert_eq!(cols("update note set note = 'x' where id = 1"), Some(vec!["note".into(), "id".into()]));
+        assert!(guardrail(&classify("select * from ts_stat('select to_tsvector(ssn) from patients')")).is_some());
         assert_eq!(cols("select p.name from patients p"), Some(vec!["name".into()]));
         for sql in [
             "select query_to_xml('select * from secrets', true, true, '')",

@@ -408,18 +408,27 @@ fn decide_views(
     route: &str,
     principal: &Principal,
     operation: &Operation,
-    http_view: &Operation,
+    http_views: &[Operation],
 ) -> crate::policy::Decision {
     use crate::policy::Effect;
     let d = access.decide(route, principal, operation);
-    if operation == http_view || d.effect == Effect::Deny {
+    if d.effect == Effect::Deny {
         return d;
     }
-    let h = access.decide(route, principal, http_view);
-    let by_rule = !h.rule.ends_with(":default");
-    match (h.effect, d.effect) {
-        (Effect::Deny, _) if by_rule => h,
-        (Effect::RequireApproval, Effect::Allow) if by_rule => h,
+    let default = format!("route:{route}:default");
+    let mut held = None;
+    for view in http_views.iter().filter(|v| *v != operation) {
+        let h = access.decide(route, principal, view);
+        match h.effect {
+            Effect::Deny if h.rule != default => return h,
+            Effect::RequireApproval if h.rule != default => {
+                held.get_or_insert(h);
+            }
+            _ => {}
+        }
+    }
+    match (held, d.effect) {
+        (Some(h), Effect::Allow) => h,
         _ => d,
     }
 }
@@ -429,8 +438,9 @@ fn decide_views(
 /// repeated slashes merged, so that a rule on `/v1/admin/**` sees `/v1/%61dmin/x`,
 /// `/v1/./admin/x` and `/v1//admin/x` as the server will. A path that does not start with `/`
 /// (an HTTP/2 `:path` of `@host/…` would make the upstream URL name another host), or that
-/// encodes a slash, a backslash or NUL, or holds a backslash, is refused: servers disagree on
-/// what those mean.
+/// encodes a backslash or NUL, or holds a backslash, is refused: servers disagree on what those
+/// mean. An encoded slash stays encoded (model ids such as `org%2Fmodel`); the decision reads
+/// the path both ways (see `decide_views`).
 fn canonical_path(path: &str) -> Result<String, &'static str> {
     if path == "*" {
         return Ok(path.to_owned());
@@ -456,8 +466,8 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
                 return Err("the request path holds a malformed percent-escape");
             };
             let byte = u8::try_from(hi * 16 + lo).unwrap_or(0);
-            if matches!(byte, b'/' | b'\\' | 0) {
-                return Err("the request path encodes a slash, a backslash or NUL");
+            if matches!(byte, b'\\' | 0) {
+                return Err("the request path encodes a backslash or NUL");
             }
             if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
                 decoded.push(char::from(byte));
@@ -568,11 +578,17 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     // Every request is also an HTTP request: the rules on its method and path apply to it
     // whatever else it is (a gRPC call, a tool call), so neither a `content-type` nor a body
     // chosen by the caller can step around them.
-    let http_view = Operation::Http { method, path: path.clone() };
+    let http_view = Operation::Http { method: method.clone(), path: path.clone() };
     let mut operation = match grpc {
         Some((service, method)) => Operation::Grpc { service, method },
         None => http_view.clone(),
     };
+    // An encoded slash stays encoded on its way, but a server may decode it: the path it would
+    // then read is decided too (`/v1/admin%2Fusers` meets a rule on `/v1/admin/**`).
+    let mut http_views = vec![http_view];
+    if path.contains("%2F") {
+        http_views.push(Operation::Http { method, path: path.replace("%2F", "/") });
+    }
     // MCP routes read every POST body first, so the decision can see the tool being called. A
     // body that is not plain JSON-RPC (another encoding, not JSON-RPC at all, a batch with an
     // invalid element) is not inspectable there, and so not forwarded. Nothing is read for a
@@ -627,7 +643,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             reason: why.clone(),
             policy_version: access.policy.version.clone(),
         }),
-        (Ok(p), None) => Ok(decide_views(&access, &route.name, p, &operation, &http_view)),
+        (Ok(p), None) => Ok(decide_views(&access, &route.name, p, &operation, &http_views)),
     };
 
     // 2. The session (this request) and its decision, durable before anything is forwarded.
@@ -1465,10 +1481,6 @@ impl Pump {
                 () = self.abort.cancelled() => {
                     return self.fail("gateway shutdown", "gateway shutdown: drain deadline passed".into()).await;
                 }
-                () = self.gone.cancelled() => {
-                    let to = self.sides().1;
-                    return self.fail("caller went away", format!("{to} went away mid-body")).await;
-                }
                 () = async {
                     match self.expires {
                         Some(t) => tokio::time::sleep_until(t).await,
@@ -1478,7 +1490,13 @@ impl Pump {
                     let reason = "automatic logoff: the caller's credential expired during the stream".to_owned();
                     return self.fail("credential expired", reason).await;
                 }
+                // Before the caller's departure: hyper drops a body of known length once it has
+                // sent it all, and the end still to be read here is a complete response.
                 next = next_frame(&mut body, self.idle, self.deadline) => next,
+                () = self.gone.cancelled() => {
+                    let to = self.sides().1;
+                    return self.fail("caller went away", format!("{to} went away mid-body")).await;
+                }
             };
             let frame = match next {
                 Ok(f) => f,
@@ -1879,7 +1897,8 @@ mod tests {
         assert_eq!(c("/a%20b/%c3%a9").unwrap(), "/a%20b/%C3%A9", "other escapes stay, upper-cased");
         assert_eq!(c("/").unwrap(), "/");
         assert_eq!(c("*").unwrap(), "*");
-        for bad in ["@evil.example:80/v1", "v1/models", "/a%2fb", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%4"] {
+        assert_eq!(c("/v1/models/org%2fmodel").unwrap(), "/v1/models/org%2Fmodel");
+        for bad in ["@evil.example:80/v1", "v1/models", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%4"] {
             assert!(c(bad).is_err(), "{bad}");
         }
     }
