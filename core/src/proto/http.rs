@@ -412,7 +412,8 @@ fn decide_views(
 ) -> crate::policy::Decision {
     use crate::policy::Effect;
     let d = access.decide(route, principal, operation);
-    if d.effect == Effect::Deny {
+    // A plain HTTP request is its own only view: one evaluation, nothing more.
+    if d.effect == Effect::Deny || http_views.iter().all(|v| v == operation) {
         return d;
     }
     let default = format!("route:{route}:default");

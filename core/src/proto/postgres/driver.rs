@@ -295,7 +295,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             policy_version: Some(access.policy.version.clone()),
             break_glass: false,
         });
-        let _ = deliver(&sj, &mut client, &error_fields("FATAL", "42501", &why), strict, &counters[1]).await;
+        fatal(&sj, &mut client, strict, &counters[1], "42501", &why).await;
         close(why).await;
         return;
     }
@@ -308,8 +308,8 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let (mut upstream, upstream_tls): (Box<dyn Io>, _) = match connected {
         Ok(pair) => pair,
         Err(reason) => {
-            let unreachable = error_fields("FATAL", "08006", "the database behind the gateway is unreachable");
-            let _ = deliver(&sj, &mut client, &unreachable, strict, &counters[1]).await;
+            fatal(&sj, &mut client, strict, &counters[1], "08006", "the database behind the gateway is unreachable")
+                .await;
             close(reason).await;
             return;
         }
@@ -381,14 +381,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     if let Err(reason) =
         timeout(route.connect_timeout, login).await.unwrap_or_else(|_| Err("upstream login timed out".into()))
     {
-        let _ = deliver(
-            &sj,
-            &mut client,
-            &error_fields("FATAL", "08006", "the gateway could not log in to the database"),
-            strict,
-            &counters[1],
-        )
-        .await;
+        fatal(&sj, &mut client, strict, &counters[1], "08006", "the gateway could not log in to the database").await;
         close(reason).await;
         return;
     }
@@ -410,12 +403,13 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             Err(_) => Some("the catalog lookup for column rules timed out".to_owned()),
         };
         if let Some(reason) = reason {
-            let _ = deliver(
+            fatal(
                 &sj,
                 &mut client,
-                &error_fields("FATAL", "XX000", "the gateway could not prepare masking for this session"),
                 strict,
                 &counters[1],
+                "XX000",
+                "the gateway could not prepare masking for this session",
             )
             .await;
             close(format!("masking could not be prepared, session refused: {reason}")).await;
@@ -451,6 +445,18 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         ctx.cancel_keys.remove(k);
     }
     close(outcome).await;
+}
+
+/// A FATAL ErrorResponse to the caller, journaled like everything it receives.
+async fn fatal(
+    sj: &SessionJournal,
+    client: &mut Box<dyn Io>,
+    strict: bool,
+    count: &AtomicU64,
+    code: &str,
+    message: &str,
+) {
+    let _ = deliver(sj, client, &error_fields("FATAL", code, message), strict, count).await;
 }
 
 /// Journals `bytes` as what the caller received, then sends them.
@@ -800,8 +806,8 @@ async fn relay(
                         break_glass: false,
                     });
                     let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                    let bytes = error_fields("FATAL", "XX000", "a result could not be masked; the session ends");
-                    let _ = deliver(sj, client, &bytes, strict, &counters[1]).await;
+                    fatal(sj, client, strict, &counters[1], "XX000", "a result could not be masked; the session ends")
+                        .await;
                     return format!("masking failed, the rest of the result was withheld: {why}");
                 }
             };
@@ -819,8 +825,7 @@ async fn relay(
                 Ok(Some(pair)) => pair,
                 Ok(None) => break,
                 Err(e) => {
-                    let bytes = error_fields("FATAL", "08P01", &format!("malformed message: {e}"));
-                    let _ = deliver(sj, client, &bytes, strict, &counters[1]).await;
+                    fatal(sj, client, strict, &counters[1], "08P01", &format!("malformed message: {e}")).await;
                     return format!("caller sent a malformed message: {e}");
                 }
             };
