@@ -78,6 +78,29 @@ async fn a_provider_that_is_not_running_fails_closed() {
     let forged = with_claims(&token, |c| c["iss"] = serde_json::json!(issuer));
     let r = access.identity.authenticate_bearer(&forged).await;
     assert!(matches!(r, Err(AuthError::KeysUnavailable(_))), "{r:?}");
+
+    // Through a gateway: the caller gets a 401 that says so, without the provider's address or
+    // the transport error (those are for the journal and the operator).
+    let upstream = HttpUpstream::start().await;
+    let config = format!(
+        "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\n\n{}",
+        upstream.addr,
+        identity_config(&issuer, "")
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let url = format!("http://{}/v1/models", gw.addr("api"));
+    let (code, headers, body) =
+        tokio::task::block_in_place(|| curl(&["-H", &format!("Authorization: Bearer {forged}"), &url]));
+    assert_eq!(code, 401, "{body}");
+    let dead = issuer.trim_start_matches("http://");
+    assert!(!body.contains(dead) && !headers.contains(dead), "{headers}{body}");
+    gw.stop().await;
+    let reasons: Vec<String> = sessions(gw.data_dir())
+        .iter()
+        .flat_map(|s| replay_json(gw.data_dir(), s["id"].as_str().unwrap()))
+        .filter_map(|f| f["meta"]["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains(dead)), "the journal keeps the detail: {reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
