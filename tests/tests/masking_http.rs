@@ -176,6 +176,19 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ("/gz", response("application/json", "content-encoding: gzip\r\n", b"\x1f\x8b\x08\x00")),
         ("/img", response("image/png", "", b"\x89PNG\r\n\x1a\n")),
         ("/text", response("text/plain", "", b"SSN 219-09-9999 ok")),
+        // JSON sent as text, or with no type at all, is still JSON: field rules and escapes apply.
+        (
+            "/plain-json",
+            response("text/plain", "", br#" {"patient_name":"Quentin Zed","notes":"SSN 219\u002d09\u002d9999"}"#),
+        ),
+        (
+            "/untyped",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\nconnection: close\r\n\r\n{\"patient_name\":\"Quentin Zed\"}"
+                .to_vec(),
+        ),
+        ("/plain-lines", response("text/plain", "", b"{\"patient_name\":\"Quentin Zed\"}\n{\"mrn\":7}\n")),
+        ("/log", response("text/plain", "", b"[INFO] patient_name Quentin Zed, SSN 219-09-9999")),
+        ("/big-plain", response("text/plain", "", big.as_bytes())),
         // Codings that would lose their header on the way: a transfer coding hyper does not
         // undo, and a content coding that `Connection` names as hop-by-hop.
         (
@@ -219,9 +232,21 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
 
     let (code, _, body) = get("/text");
     assert_eq!((code, body.as_str()), (200, "SSN [PHI:SSN] ok"));
+    let (code, _, body) = get("/plain-json");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"patient_name": "[PHI:patient_name]", "notes": "SSN [PHI:SSN]"}));
+    let (code, _, body) = get("/untyped");
+    assert_eq!((code, body.as_str()), (200, r#"{"patient_name":"[PHI:patient_name]"}"#));
+    let (code, _, body) = get("/plain-lines");
+    assert_eq!((code, body.as_str()), (200, "{\"patient_name\":\"[PHI:patient_name]\"}\n{\"mrn\":null}\n"));
+    // Text that only starts with a bracket is text: detectors apply, field rules cannot.
+    let (code, _, body) = get("/log");
+    assert_eq!((code, body.as_str()), (200, "[INFO] patient_name [PHI:PERSON], SSN [PHI:SSN]"));
 
     for (path, why) in [
         ("/big", "inspection limit"),
+        ("/big-plain", "inspection limit"),
         ("/gz", "encoded (gzip)"),
         ("/img", "binary content"),
         ("/te", "encoded (gzip, chunked)"),
@@ -252,5 +277,5 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
         assert!(!text.contains("Quentin") && !text.contains("617-555-0199") && !text.contains("219-09-9999"), "{text}");
     }
-    assert_eq!(withheld, 5);
+    assert_eq!(withheld, 6);
 }

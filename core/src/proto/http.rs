@@ -1701,33 +1701,161 @@ async fn mask_response(
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
-            loop {
-                match tokio::time::timeout(route.idle_timeout, body.frame()).await {
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            if bytes.len() + data.len() > route.max_inspect_body {
-                                return Err(
-                                    crate::mask::MaskError::TooLarge { limit: route.max_inspect_body }.to_string()
-                                );
-                            }
-                            bytes.extend_from_slice(&data);
-                        }
-                    }
-                    Ok(Some(Err(e))) => return Err(format!("the upstream broke off the body: {e}")),
-                    Ok(None) => break,
-                    Err(_) => return Err(format!("the upstream sent nothing for {:?}", route.idle_timeout)),
-                }
-            }
+            while read_more(&mut body, &mut bytes, route).await? {}
             let masked = crate::mask::json::mask_document(profile, &bytes, tally).map_err(|e| e.to_string())?;
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
-            headers.remove(header::TRANSFER_ENCODING);
-            Ok((Full::new(Bytes::from(masked)).map_err(|never| match never {}).boxed(), None))
+            Ok(whole_body(headers, masked))
+        }
+        BodyKind::Text => {
+            // A text body (or one with no type at all) that reads as JSON is masked as JSON, so
+            // that field rules and `\u` escapes apply to it as to `application/json`.
+            let mut body = body;
+            let mut bytes = bytes::BytesMut::new();
+            let mut more = true;
+            let mut looks = JsonLook::Undecided;
+            while more && looks == JsonLook::Undecided {
+                more = read_more(&mut body, &mut bytes, route).await?;
+                looks = json_look(&bytes, more);
+            }
+            if looks == JsonLook::Json {
+                while more {
+                    more = read_more(&mut body, &mut bytes, route).await?;
+                }
+                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes)?));
+            }
+            let masker = BodyMasker::new(BodyKind::Text, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+            headers.remove(header::CONTENT_LENGTH);
+            let body =
+                if bytes.is_empty() { body } else { Prefixed { first: Some(bytes.freeze()), rest: body }.boxed() };
+            Ok((body, Some(masker)))
         }
         kind => {
             let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
             headers.remove(header::CONTENT_LENGTH);
             Ok((body, Some(masker)))
         }
+    }
+}
+
+/// Reads the next frame of a body that is inspected whole into `bytes`, within the route's
+/// inspection limit and idle timeout; false at the end of the body.
+async fn read_more(body: &mut Body, bytes: &mut bytes::BytesMut, route: &Route) -> Result<bool, String> {
+    match tokio::time::timeout(route.idle_timeout, body.frame()).await {
+        Ok(Some(Ok(frame))) => {
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > route.max_inspect_body {
+                    return Err(crate::mask::MaskError::TooLarge { limit: route.max_inspect_body }.to_string());
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Ok(true)
+        }
+        Ok(Some(Err(e))) => Err(format!("the upstream broke off the body: {e}")),
+        Ok(None) => Ok(false),
+        Err(_) => Err(format!("the upstream sent nothing for {:?}", route.idle_timeout)),
+    }
+}
+
+/// A masked body delivered whole, with its new length.
+fn whole_body(headers: &mut HeaderMap, masked: Vec<u8>) -> (Body, Option<BodyMasker>) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
+    headers.remove(header::TRANSFER_ENCODING);
+    (Full::new(Bytes::from(masked)).map_err(|never| match never {}).boxed(), None)
+}
+
+/// Whether the start of a text body reads as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonLook {
+    Json,
+    Text,
+    /// Not enough bytes yet.
+    Undecided,
+}
+
+/// At most this much leading white space is read before a text body is taken for text.
+const JSON_LOOK_MAX: usize = 64 * 1024;
+
+/// Looks at the first two significant bytes: `{` then `"` or `}`, or `[` then a value or `]`.
+/// `[INFO] …` and `{{template}}` stay text.
+fn json_look(bytes: &[u8], more: bool) -> JsonLook {
+    let mut significant = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace());
+    let undecided = if more && bytes.len() < JSON_LOOK_MAX { JsonLook::Undecided } else { JsonLook::Text };
+    let Some(first) = significant.next() else { return undecided };
+    if first != b'{' && first != b'[' {
+        return JsonLook::Text;
+    }
+    let Some(second) = significant.next() else {
+        return if more { undecided } else { JsonLook::Text };
+    };
+    let value_start = matches!(second, b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n');
+    match (first, second) {
+        (b'{', b'"' | b'}') => JsonLook::Json,
+        (b'[', b']') => JsonLook::Json,
+        (b'[', _) if value_start => JsonLook::Json,
+        _ => JsonLook::Text,
+    }
+}
+
+/// Masks a text body that looks like JSON: as one document if it is one, as JSON lines if every
+/// line is JSON, and as text otherwise.
+fn mask_json_ish(profile: &Arc<crate::mask::Profile>, tally: &Arc<Tally>, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return crate::mask::json::mask_document(profile, bytes, tally).map_err(|e| e.to_string());
+    }
+    let lines = bytes.split_inclusive(|&b| b == b'\n');
+    let all_json = lines.clone().all(|l| {
+        let t = l.trim_ascii();
+        t.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
+    });
+    if !all_json {
+        return Ok(profile.mask_text(bytes, tally));
+    }
+    let mut masker = BodyMasker::new(BodyKind::Ndjson, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for line in lines {
+        for unit in masker.unit(Bytes::copy_from_slice(line)).map_err(|e| e.to_string())? {
+            out.extend_from_slice(&unit);
+        }
+    }
+    for unit in masker.finish().map_err(|e| e.to_string())? {
+        out.extend_from_slice(&unit);
+    }
+    Ok(out)
+}
+
+/// A body whose first bytes were already read: they come first, then the rest.
+struct Prefixed {
+    first: Option<Bytes>,
+    rest: Body,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        std::pin::Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(rest.lower() + first);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
     }
 }
 
@@ -1859,8 +1987,25 @@ mod tests {
 
     use hyper::header::{HeaderMap, HeaderValue};
 
-    use super::{mask_headers, percent_decode, percent_encode};
+    use super::{JSON_LOOK_MAX, JsonLook, json_look, mask_headers, percent_decode, percent_encode};
     use crate::mask::{Detector, Profile, ProfileSpec, Tally};
+
+    #[test]
+    fn a_text_body_is_taken_for_json_only_when_it_starts_like_json() {
+        for json in
+            [&b"{\"a\":1}"[..], b"  \n{ }", b"[1,2]", b"[]", b"[\"x\"]", b"[-1]", b"[{\"a\":[]}]", b"[null]", b"[ ] "]
+        {
+            assert_eq!(json_look(json, false), JsonLook::Json, "{}", String::from_utf8_lossy(json));
+        }
+        for text in [&b"[INFO] started"[..], b"{{template}}", b"{ x }", b"hello {\"a\":1}", b"", b"   ", b"{"] {
+            assert_eq!(json_look(text, false), JsonLook::Text, "{}", String::from_utf8_lossy(text));
+        }
+        // More may come: wait for two significant bytes, but not through endless white space.
+        assert_eq!(json_look(b"  {", true), JsonLook::Undecided);
+        assert_eq!(json_look(b"", true), JsonLook::Undecided);
+        assert_eq!(json_look(b"  {\"", true), JsonLook::Json);
+        assert_eq!(json_look(&vec![b' '; JSON_LOOK_MAX], true), JsonLook::Text);
+    }
 
     #[test]
     fn every_content_header_value_is_masked_and_metadata_is_left_alone() {
