@@ -121,6 +121,12 @@ impl MasterKey {
         Ok((SessionCipher::new(&raw)?, out))
     }
 
+    /// Whether `wrapped` has the shape of a wrapped data key in either format (checked without
+    /// the master key, by `journal verify`).
+    pub fn well_formed(wrapped: &[u8]) -> bool {
+        wrapped.len() == 1 + KEY_LEN + 16 && wrapped[0] == WRAP_V2 || wrapped.len() == NONCE_LEN + KEY_LEN + 16
+    }
+
     /// Unwraps a session's data key.
     pub fn unwrap_session_key(&self, session: &[u8; 16], wrapped: &[u8]) -> Result<SessionCipher, JournalError> {
         if wrapped.len() == 1 + KEY_LEN + 16 && wrapped[0] == WRAP_V2 {

@@ -414,6 +414,16 @@ impl Store {
         Ok(self.db.put_cf(self.cf(CF_SESSIONS)?, summary_key(session), value)?)
     }
 
+    /// Writes (`Some`) or deletes (`None`) a session's wrapped data key.
+    pub fn put_raw_key(&self, session: &Uuid, value: Option<&[u8]>) -> Result<(), JournalError> {
+        let cf = self.cf(CF_KEYS)?;
+        match value {
+            Some(v) => self.db.put_cf(cf, session.as_bytes(), v)?,
+            None => self.db.delete_cf(cf, session.as_bytes())?,
+        }
+        Ok(())
+    }
+
     /// Overwrites the checkpoint stored for `seq` with raw bytes.
     pub fn put_raw_checkpoint(&self, seq: u64, value: &[u8]) -> Result<(), JournalError> {
         Ok(self.db.put_cf(self.cf(CF_META)?, checkpoint_key(seq), value)?)

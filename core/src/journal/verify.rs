@@ -339,6 +339,20 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
     let Some((opened_us, open)) = &seen.open else {
         return Ok(Some(format!("session {id} has no session-open record in its index")));
     };
+    // The data key is not in the chain either: without it the session's payloads are lost.
+    if open.sealed {
+        match store.wrapped_key(&id)? {
+            None => {
+                return Ok(Some(format!(
+                    "session {id} is sealed, but its data key is missing: its payloads cannot be read"
+                )));
+            }
+            Some(k) if !super::crypto::MasterKey::well_formed(&k) => {
+                return Ok(Some(format!("session {id}: its wrapped data key is malformed")));
+            }
+            Some(_) => {}
+        }
+    }
     let differs = |what: &str| Ok(Some(format!("session {id}: the summary's {what} differs from its records")));
     if summary.id != id {
         return differs("id");
