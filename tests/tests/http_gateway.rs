@@ -337,7 +337,8 @@ async fn the_first_event_arrives_before_the_stream_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_tool_calls_are_decided_by_tool_name() {
     let extra = "[[rule]]\nid = \"no-deletes\"\neffect = \"deny\"\nreason = \"agents may not delete records\"\n\
-                 mcp = { tools = [\"delete_*\"] }\n";
+                 mcp = { tools = [\"delete_*\"] }\n\
+                 [[rule]]\nid = \"exports-held\"\neffect = \"require_approval\"\nmcp = { tools = [\"export_*\"] }\n";
     let mut s = setup_with("mcp = true\nmax_inspect_body = 4096", extra).await;
     let auth = format!("Authorization: Bearer {CALLER_KEY}");
     let post = |body: &str| {
@@ -359,6 +360,14 @@ async fn mcp_tool_calls_are_decided_by_tool_name() {
     // One denied call refuses the whole batch.
     let batch = format!("[{read},{delete}]");
     assert_eq!(post(&batch).0, 403);
+    // A call held for approval does not hide a denied one behind it.
+    let export = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"export_records","arguments":{}}}"#;
+    let (code, _, body) = post(export);
+    assert_eq!(code, 403);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "exports-held");
+    let (code, _, body) = post(&format!("[{export},{delete}]"));
+    assert_eq!(code, 403);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "no-deletes", "{body}");
     // A body this route cannot inspect is refused, never forwarded unread.
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"read_record","arguments":{{"pad":"{}"}}}}}}"#,

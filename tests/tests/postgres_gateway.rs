@@ -891,6 +891,50 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     gw.stop().await;
 }
 
+/// In a string of several statements (a trusted role may send one), a statement held for
+/// approval does not hide a denied one: the deny is what the caller gets and what is journaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_does_not_hide_a_denied_one() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::FrontendMessage;
+    use bytes::Bytes;
+
+    let extra = format!(
+        "{}[[rule]]\nid = \"hold-reads\"\neffect = \"require_approval\"\nsql = {{ kinds = [\"select\"] }}\n\
+         [[rule]]\nid = \"no-deletes\"\neffect = \"deny\"\nreason = \"no deletes here\"\n\
+         sql = {{ kinds = [\"delete\"] }}\n",
+        api_key("dba", DBA_KEY, "dba"),
+    );
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("sql_trusted_roles = [\"dba\"]", &extra).await;
+    let mut s = Raw::login(gw.addr("pg"), DBA_KEY).await;
+    for (sql, rule) in [
+        ("select 41 + 1", "hold-reads"),
+        ("select 41 + 1; delete from pg_class where false", "no-deletes"),
+        ("delete from pg_class where false; select 1", "no-deletes"),
+    ] {
+        s.send(&[FrontendMessage::Query { sql: Bytes::from(sql) }]).await;
+        let seen = s.until_ready().await;
+        let message = seen
+            .iter()
+            .find_map(|m| match m {
+                BackendMessage::ErrorResponse(_) => m.field(b'M').map(|c| String::from_utf8_lossy(c).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        assert!(message.contains(rule), "{sql}: {seen:?}");
+        assert!(!seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{sql}: {seen:?}");
+    }
+    drop(s);
+    gw.stop().await;
+    let rules: Vec<String> = sessions(gw.data_dir())
+        .iter()
+        .flat_map(|l| replay_json(gw.data_dir(), l["id"].as_str().unwrap()))
+        .filter(|f| f["kind"] == "decision" && f["meta"]["effect"] != "allow")
+        .map(|f| f["meta"]["rule"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rules, ["hold-reads", "no-deletes", "no-deletes"]);
+}
+
 /// A reload puts the new policy in force for statements of sessions already open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_to_open_sessions() {

@@ -385,17 +385,25 @@ fn mcp_operations(rpc: &airlock_decoders::jsonrpc::Body) -> Result<Vec<Operation
     Ok(calls)
 }
 
-/// One operation to decide for a body with several tool calls: the first one the policy would
-/// refuse, else the first — so one denied call in a batch refuses the batch.
+/// One operation to decide for a body with several tool calls: the first one the policy denies,
+/// else the first one it holds for approval, else the first — so one denied call in a batch
+/// refuses the batch, and a held call never hides a denied one.
 fn calls_to_operation(
     calls: Vec<Operation>,
     access: &crate::config::Access,
     route: &str,
     p: Option<&Principal>,
 ) -> Operation {
-    let refused =
-        p.and_then(|p| calls.iter().position(|op| access.decide(route, p, op).effect != crate::policy::Effect::Allow));
-    let i = refused.unwrap_or(0);
+    use crate::policy::Effect;
+    let effects: Vec<Effect> = match p {
+        Some(p) if calls.len() > 1 => calls.iter().map(|op| access.decide(route, p, op).effect).collect(),
+        _ => Vec::new(),
+    };
+    let i = effects
+        .iter()
+        .position(|e| *e == Effect::Deny)
+        .or_else(|| effects.iter().position(|e| *e != Effect::Allow))
+        .unwrap_or(0);
     calls.into_iter().nth(i).unwrap_or(Operation::Bytes)
 }
 

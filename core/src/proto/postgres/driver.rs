@@ -697,15 +697,20 @@ fn decide_sql(
             Decision { effect: Effect::Deny, rule: rule.into(), reason, policy_version: access.policy.version.clone() };
         return (d, summary);
     }
-    let mut last = None;
+    // A denied statement refuses the string; a held one only if none is denied, so that a hold
+    // never hides a deny.
+    let (mut last, mut held) = (None, None);
     for s in statements.iter().flatten() {
         let d = access.decide(route, principal, &s.request());
-        if d.effect != Effect::Allow {
-            return (d, summary);
+        match d.effect {
+            Effect::Deny => return (d, summary),
+            Effect::Allow => last = Some(d),
+            _ => {
+                held.get_or_insert(d);
+            }
         }
-        last = Some(d);
     }
-    let d = last.unwrap_or_else(|| {
+    let d = held.or(last).unwrap_or_else(|| {
         access.decide(
             route,
             principal,
