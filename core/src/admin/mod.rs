@@ -54,5 +54,10 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// Binds the admin address, with a clear message when it is taken.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
+    if !addr.ip().is_loopback() {
+        // Metrics name routes and count decisions, errors and break-glass sessions.
+        tracing::warn!(%addr, "The admin listener has no authentication and is bound beyond loopback; \
+                               keep it on a management network or behind an authenticating proxy.");
+    }
     TcpListener::bind(addr).await.map_err(|source| crate::Error::Bind { what: "admin listener".into(), addr, source })
 }

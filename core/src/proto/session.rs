@@ -148,7 +148,7 @@ pub(crate) async fn journal_admission(
 }
 
 /// Fires the break-glass notification without holding up the session; its outcome is logged
-/// and counted.
+/// and counted. The task is tracked, so shutdown waits for a notification still on its way.
 pub(crate) fn notify_break_glass(
     ctx: &SessionCtx,
     access: &Access,
@@ -172,7 +172,7 @@ pub(crate) fn notify_break_glass(
     });
     let http = access.http.clone();
     let metrics = ctx.metrics.clone();
-    tokio::spawn(async move {
+    ctx.tracker.spawn(async move {
         let json = serde_json::to_vec(&body).unwrap_or_default();
         match http.post_json(&url, json, 64 * 1024).await {
             Ok(_) => info!(%session, "Break-glass notification delivered."),
