@@ -427,7 +427,19 @@ impl Writer {
         let records = self.store.cf(CF_RECORDS)?;
         let sessions = self.store.cf(CF_SESSIONS)?;
         let keys = self.store.cf(CF_KEYS)?;
-        let mut wb = WriteBatch::default();
+        // Sized up front: a batch of large records grown by doubling copied each of them again
+        // on every growth.
+        let capacity = 12
+            + batch
+                .iter()
+                .flat_map(|(group, _)| group.iter())
+                .map(|sub| {
+                    const PER_ENTRY: usize = 64; // tag, column family, key, lengths; an index entry
+                    let extra = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| v.len() + PER_ENTRY);
+                    PER_ENTRY + 1 + record::HASH_LEN + sub.body.len() + extra(&sub.summary) + extra(&sub.wrapped_key)
+                })
+                .sum::<usize>();
+        let mut wb = WriteBatch::with_capacity_bytes(capacity);
         // One index entry per run of a session's consecutive records (a group is one run).
         let mut run: Option<(Uuid, u64, u32)> = None;
         let end_run = |wb: &mut WriteBatch, run: Option<(Uuid, u64, u32)>| {
