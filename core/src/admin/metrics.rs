@@ -72,6 +72,8 @@ pub struct Metrics {
     pub journal_commit_seconds: Histogram,
     /// Checkpoints signed.
     pub journal_checkpoints: Counter,
+    /// Batched mode: WAL fsyncs, and how long each took.
+    pub journal_wal_sync_seconds: Histogram,
     /// Errors by kind.
     pub errors: Family<ErrorLabels, Counter>,
     /// Access decisions.
@@ -101,6 +103,7 @@ impl Metrics {
             journal_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             journal_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             journal_checkpoints: Counter::default(),
+            journal_wal_sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             errors: Family::default(),
             decisions: Family::default(),
             break_glass_sessions: Counter::default(),
@@ -119,6 +122,11 @@ impl Metrics {
             m.journal_commit_seconds.clone(),
         );
         registry.register("journal_checkpoints", "Signed checkpoints written", m.journal_checkpoints.clone());
+        registry.register(
+            "journal_wal_sync_seconds",
+            "Batched mode: time of each WAL fsync, done beside the writer",
+            m.journal_wal_sync_seconds.clone(),
+        );
         registry.register("errors", "Errors by kind", m.errors.clone());
         registry.register("decisions", "Access decisions by phase and effect", m.decisions.clone());
         registry.register("break_glass_sessions", "Sessions opened under break-glass", m.break_glass_sessions.clone());

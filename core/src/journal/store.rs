@@ -15,6 +15,8 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction as IterDirection, IteratorMode, Options};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -136,7 +138,7 @@ pub type RawRecord = (Box<[u8]>, Bytes);
 
 /// An open journal database.
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     // Secondary instances keep their own info log and manifest copy here.
     _secondary_dir: Option<tempfile::TempDir>,
 }
@@ -191,7 +193,7 @@ impl Store {
         opts.set_use_direct_io_for_flush_and_compaction(direct_io_supported(path));
         let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, _secondary_dir: None })
+        Ok(Self { db: Arc::new(db), _secondary_dir: None })
     }
 
     /// Opens the database read-only as a secondary instance; safe while the gateway runs.
@@ -207,7 +209,7 @@ impl Store {
         opts.set_max_open_files(-1);
         let db = DB::open_cf_as_secondary(&opts, path, dir.path(), ALL_CFS)?;
         db.try_catch_up_with_primary()?;
-        Ok(Self { db, _secondary_dir: Some(dir) })
+        Ok(Self { db: Arc::new(db), _secondary_dir: Some(dir) })
     }
 
     /// Opens the database for direct modification by tests and repair tools. The gateway must not
@@ -221,6 +223,11 @@ impl Store {
 
     pub(crate) fn db(&self) -> &DB {
         &self.db
+    }
+
+    /// The database, for a thread that outlives a borrow (the batched-mode WAL sync).
+    pub(crate) fn shared_db(&self) -> Arc<DB> {
+        self.db.clone()
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, JournalError> {

@@ -152,3 +152,42 @@ async fn a_corrupt_index_run_is_refused_not_expanded() {
     let e = store.session_seqs(&s.id()).unwrap_err().to_string();
     assert!(e.contains("passes the last record"), "{e}");
 }
+
+#[tokio::test]
+async fn batched_mode_fsyncs_the_wal_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.durability = Durability::Batched;
+    let metrics = Arc::new(Metrics::new());
+    let journal = Arc::new(Journal::open(&settings, metrics.clone()).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
+    let receipt = s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap();
+    assert_eq!(receipt.await.unwrap(), 2);
+    // The ticker syncs within a tick or two; the writer never waited for it.
+    let mut waited = 0;
+    while journal.unsynced() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        waited += 1;
+    }
+    assert!(!journal.unsynced(), "the WAL was not synced within a second");
+    assert!(metrics.render().contains("journal_wal_sync_seconds_count 1"), "{}", metrics.render());
+    // Shutdown joins the ticker too: the database can be opened again at once.
+    journal.shutdown().await.unwrap();
+    drop(s);
+    drop(journal);
+    let again = Journal::open(&settings, Arc::new(Metrics::new())).unwrap();
+    again.shutdown().await.unwrap();
+
+    // Strict mode syncs with each write, never beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.durability = Durability::Strict;
+    let metrics = Arc::new(Metrics::new());
+    let journal = Arc::new(Journal::open(&settings, metrics.clone()).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
+    s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!journal.unsynced());
+    assert!(metrics.render().contains("journal_wal_sync_seconds_count 0"), "{}", metrics.render());
+    journal.shutdown().await.unwrap();
+}

@@ -30,8 +30,18 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Most body bytes queued for the writer and not yet committed, whatever the record count. Half
 /// a full batch: enough to keep the writer busy, little enough to keep memory flat.
 const MAX_QUEUED_BYTES: usize = 8 << 20;
-/// How often the ticker wakes the writer (batched-mode fsync, timed checkpoints).
+/// How often the ticker wakes the writer (timed checkpoints) and, in batched mode, fsyncs the WAL.
 const TICK: Duration = Duration::from_millis(10);
+
+/// Batched mode: the WAL is fsynced by the ticker thread, so the writer goes on committing while
+/// the disk syncs (RocksDB allows a WAL sync concurrent with writes).
+#[derive(Debug, Default)]
+struct WalSync {
+    /// Written since the last sync.
+    dirty: AtomicBool,
+    /// A sync failed: the writer refuses everything after it.
+    failed: AtomicBool,
+}
 
 /// One record on its way to disk.
 #[derive(Debug)]
@@ -143,7 +153,10 @@ pub struct Journal {
     durability: Durability,
     master: Option<Arc<MasterKey>>,
     public_key: Vec<u8>,
-    thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
+    /// The writer and the ticker, joined at shutdown (the ticker holds the database open in
+    /// batched mode).
+    thread: std::sync::Mutex<Option<(thread::JoinHandle<()>, thread::JoinHandle<()>)>>,
+    wal: Arc<WalSync>,
 }
 
 impl Journal {
@@ -192,6 +205,9 @@ impl Journal {
         let depth = settings.queue_depth.clamp(1, Semaphore::MAX_PERMITS);
         let (tx, rx) = mpsc::channel(depth);
         let healthy = Arc::new(AtomicBool::new(true));
+        let wal = Arc::new(WalSync::default());
+        let sync_db = (settings.durability == Durability::Batched).then(|| store.shared_db());
+        let (tick_wal, tick_metrics) = (wal.clone(), metrics.clone());
         let mut writer = Writer {
             store,
             signing,
@@ -204,15 +220,14 @@ impl Journal {
             last_checkpoint: Instant::now(),
             checkpoint_every: settings.checkpoint_every_records.max(1),
             checkpoint_interval: settings.checkpoint_interval,
-            dirty: false,
-            last_sync: Instant::now(),
+            wal: wal.clone(),
             metrics,
             failed: false,
             healthy: healthy.clone(),
             last_checkpoint_written: None,
         };
         let tick_tx = tx.downgrade();
-        thread::Builder::new()
+        let tick = thread::Builder::new()
             .name("airlock-journal-tick".into())
             .spawn(move || {
                 while let Some(tx) = tick_tx.upgrade() {
@@ -222,6 +237,17 @@ impl Journal {
                         break;
                     }
                     thread::sleep(TICK);
+                    if let Some(db) = &sync_db
+                        && !tick_wal.failed.load(Ordering::Acquire)
+                        && tick_wal.dirty.swap(false, Ordering::AcqRel)
+                    {
+                        let started = Instant::now();
+                        if let Err(e) = db.flush_wal(true) {
+                            error!(error = %e, "Journal WAL sync failed; refusing further records.");
+                            tick_wal.failed.store(true, Ordering::Release);
+                        }
+                        tick_metrics.journal_wal_sync_seconds.observe(started.elapsed().as_secs_f64());
+                    }
                 }
             })
             .map_err(|e| JournalError::io(&settings.data_dir, e))?;
@@ -238,13 +264,19 @@ impl Journal {
             durability: settings.durability,
             master,
             public_key,
-            thread: std::sync::Mutex::new(Some(handle)),
+            thread: std::sync::Mutex::new(Some((handle, tick))),
+            wal,
         })
     }
 
     /// False once a write has failed; the gateway is then not ready.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Batched mode: whether records were written since the last WAL fsync.
+    pub fn unsynced(&self) -> bool {
+        self.wal.dirty.load(Ordering::Acquire)
     }
 
     /// The configured durability.
@@ -295,9 +327,9 @@ impl Journal {
             return Err(Arc::new(JournalError::Closed));
         }
         let result = rx.await.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed)));
-        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        let handles = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some((writer, tick)) = handles {
+            let _ = tokio::task::spawn_blocking(move || (writer.join(), tick.join())).await;
         }
         result
     }
@@ -313,9 +345,8 @@ struct Writer {
     last_checkpoint: Instant,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
-    /// Written but not yet fsynced (batched mode).
-    dirty: bool,
-    last_sync: Instant,
+    /// Batched mode: what is written but not yet fsynced, and whether a sync failed.
+    wal: Arc<WalSync>,
     metrics: Arc<Metrics>,
     /// A write failed: refuse everything after it so nothing continues unrecorded.
     failed: bool,
@@ -352,8 +383,8 @@ impl Writer {
             if due && let Err(e) = self.write_checkpoint() {
                 error!(error = %e, "Checkpoint write failed; refusing further records.");
             }
-            if self.dirty && self.last_sync.elapsed() >= TICK {
-                self.sync_wal();
+            if !self.failed && self.wal.failed.load(Ordering::Acquire) {
+                self.fail("journal_sync");
             }
             for cmd in control {
                 match cmd {
@@ -373,14 +404,13 @@ impl Writer {
         }
     }
 
-    /// Batched mode: fsync the WAL at most every tick.
+    /// Batched mode, at shutdown: fsync what the ticker has not.
     fn sync_wal(&mut self) {
-        if !self.dirty {
+        if !self.wal.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        self.last_sync = Instant::now();
         match self.store.db().flush_wal(true) {
-            Ok(()) => self.dirty = false,
+            Ok(()) => {}
             Err(e) => {
                 error!(error = %e, "Journal WAL sync failed; refusing further records.");
                 self.fail("journal_sync");
@@ -390,6 +420,9 @@ impl Writer {
 
     fn commit(&mut self, batch: &mut Vec<(Group, Ack)>) {
         let started = Instant::now();
+        if !self.failed && self.wal.failed.load(Ordering::Acquire) {
+            self.fail("journal_sync");
+        }
         if self.failed {
             for (_, ack) in batch.drain(..) {
                 ack.send(Err(Arc::new(JournalError::Closed)));
@@ -472,7 +505,7 @@ impl Writer {
         opts.set_sync(self.durability == Durability::Strict);
         self.store.db().write_opt(wb, &opts)?;
         if self.durability == Durability::Batched {
-            self.dirty = true;
+            self.wal.dirty.store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -505,7 +538,6 @@ impl Writer {
         let mut wb = WriteBatch::default();
         wb.put_cf(self.store.cf(CF_META)?, checkpoint_key(self.seq), json);
         self.store.db().write_opt(wb, &opts)?;
-        self.dirty = false;
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.metrics.journal_checkpoints.inc();
@@ -517,7 +549,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.dirty {
+        if self.wal.dirty.swap(false, Ordering::AcqRel) {
             warn!("Journal writer stopped with unsynced records; syncing.");
             let _ = self.store.db().flush_wal(true);
         }
