@@ -379,7 +379,33 @@ pub enum RecordError {
 
 /// Encodes a record body. Fails only if a field exceeds its limit.
 pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
-    let mut out = BytesMut::with_capacity(BODY_HEADER_LEN + 64);
+    encode_body_after(BytesMut::with_capacity(BODY_HEADER_LEN + 64), record).map(BytesMut::freeze)
+}
+
+/// Bytes of a stored envelope before the body: the version and the chain hash.
+pub const ENVELOPE_HEADER_LEN: usize = 1 + HASH_LEN;
+
+/// Encodes a record body after [`ENVELOPE_HEADER_LEN`] zero bytes, which the writer fills with
+/// [`fill_envelope_header`] once the chain hash is known: the body is not copied again to make
+/// the stored value.
+pub fn encode_body_in_envelope(record: &Record) -> Result<BytesMut, RecordError> {
+    let mut out = BytesMut::with_capacity(ENVELOPE_HEADER_LEN + BODY_HEADER_LEN + 64);
+    out.put_bytes(0, ENVELOPE_HEADER_LEN);
+    encode_body_after(out, record)
+}
+
+/// Writes the envelope header in front of a body from [`encode_body_in_envelope`]; the result
+/// equals [`encode_envelope`] of the body.
+pub fn fill_envelope_header(enveloped: &mut [u8], hash: &Hash) {
+    if let Some((version, rest)) = enveloped.split_first_mut()
+        && let Some(slot) = rest.get_mut(..HASH_LEN)
+    {
+        *version = ENVELOPE_VERSION;
+        slot.copy_from_slice(hash);
+    }
+}
+
+fn encode_body_after(mut out: BytesMut, record: &Record) -> Result<BytesMut, RecordError> {
     put_header(&mut out, record.kind.code(), &record.session, record.time_us);
     match &record.kind {
         RecordKind::SessionOpen(m) => put_meta(&mut out, m)?,
@@ -405,7 +431,7 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
             }
         }
     }
-    Ok(out.freeze())
+    Ok(out)
 }
 
 /// The fixed header of a data record, used as the AEAD's associated data so that a sealed payload

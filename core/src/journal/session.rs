@@ -10,7 +10,7 @@ use super::JournalError;
 use super::crypto::SessionCipher;
 use super::record::{
     CloseMeta, DataFrame, DecisionMeta, Direction, FrameFlags, MAX_PAYLOAD_LEN, OpenMeta, Payload, Record, RecordKind,
-    UpstreamMeta, data_aad, encode_body,
+    UpstreamMeta, data_aad, encode_body_in_envelope,
 };
 use super::store::SessionSummary;
 use super::writer::{Group, Journal, Receipt, Submission};
@@ -68,9 +68,9 @@ impl SessionJournal {
             bytes_from_client: 0,
             bytes_from_upstream: 0,
         };
-        let body = encode_body(&Record { session: id, time_us, kind: RecordKind::SessionOpen(meta) })?;
+        let enveloped = encode_body_in_envelope(&Record { session: id, time_us, kind: RecordKind::SessionOpen(meta) })?;
         let summary_json = encode_summary(&summary)?;
-        let open = Submission { session: id, body, summary: Some(summary_json), wrapped_key };
+        let open = Submission { session: id, enveloped, summary: Some(summary_json), wrapped_key };
         Ok(Self {
             journal,
             id,
@@ -191,7 +191,7 @@ impl SessionJournal {
         let _turn = self.turn.lock().await;
         let (records, bytes) = {
             let staged = self.staged_records()?;
-            (staged.len(), staged.iter().map(|s| s.body.len()).sum())
+            (staged.len(), staged.iter().map(|s| s.body().len()).sum())
         };
         let reserved = self.journal.reserve(records, bytes).await?;
         // Records staged since the count was taken stay for their own hand-off.
@@ -208,8 +208,8 @@ impl SessionJournal {
     }
 
     fn stage(&self, time_us: i64, kind: RecordKind, summary: Option<Vec<u8>>) -> Result<(), JournalError> {
-        let body = encode_body(&Record { session: self.id, time_us, kind })?;
-        self.staged_records()?.push(Submission { session: self.id, body, summary, wrapped_key: None });
+        let enveloped = encode_body_in_envelope(&Record { session: self.id, time_us, kind })?;
+        self.staged_records()?.push(Submission { session: self.id, enveloped, summary, wrapped_key: None });
         Ok(())
     }
 

@@ -8,14 +8,14 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::crypto::{GENESIS, MasterKey, SigningKey, chain_hash};
-use super::record::{self, Hash, encode_envelope};
+use super::record::{self, Hash};
 use super::store::{
     CF_KEYS, CF_META, CF_RECORDS, CF_SESSIONS, Checkpoint, META_PUBLIC_KEY, Store, checkpoint_key, index_key,
     index_value, summary_key,
@@ -47,7 +47,8 @@ struct WalSync {
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) session: Uuid,
-    pub(crate) body: Bytes,
+    /// The body after room for its envelope header ([`record::encode_body_in_envelope`]).
+    pub(crate) enveloped: BytesMut,
     /// New value of the session's summary in the index.
     pub(crate) summary: Option<Vec<u8>>,
     /// The session's wrapped data key, written with its first record.
@@ -74,7 +75,7 @@ impl Group {
     }
 
     fn body_bytes(&self) -> usize {
-        self.iter().map(|s| s.body.len()).sum()
+        self.iter().map(|s| s.body().len()).sum()
     }
 
     fn iter(&self) -> std::slice::Iter<'_, Submission> {
@@ -83,6 +84,21 @@ impl Group {
             Self::Many(v) => v.iter(),
             Self::Barrier => [].iter(),
         }
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, Submission> {
+        match self {
+            Self::One(s) => std::slice::from_mut(s).iter_mut(),
+            Self::Many(v) => v.iter_mut(),
+            Self::Barrier => [].iter_mut(),
+        }
+    }
+}
+
+impl Submission {
+    /// The encoded record body, as the chain hashes it.
+    pub(crate) fn body(&self) -> &[u8] {
+        self.enveloped.get(record::ENVELOPE_HEADER_LEN..).unwrap_or_default()
     }
 }
 
@@ -430,7 +446,7 @@ impl Writer {
             return;
         }
         let (seq0, hash0) = (self.seq, self.hash);
-        let result = self.write_batch(batch);
+        let result = self.write_batch(batch.as_mut_slice());
         let n = (self.seq - seq0) as usize;
         match result {
             Ok(()) => {
@@ -456,7 +472,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[(Group, Ack)]) -> Result<(), JournalError> {
+    fn write_batch(&mut self, batch: &mut [(Group, Ack)]) -> Result<(), JournalError> {
         let records = self.store.cf(CF_RECORDS)?;
         let sessions = self.store.cf(CF_SESSIONS)?;
         let keys = self.store.cf(CF_KEYS)?;
@@ -469,7 +485,7 @@ impl Writer {
                 .map(|sub| {
                     const PER_ENTRY: usize = 64; // tag, column family, key, lengths; an index entry
                     let extra = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| v.len() + PER_ENTRY);
-                    PER_ENTRY + 1 + record::HASH_LEN + sub.body.len() + extra(&sub.summary) + extra(&sub.wrapped_key)
+                    PER_ENTRY + sub.enveloped.len() + extra(&sub.summary) + extra(&sub.wrapped_key)
                 })
                 .sum::<usize>();
         let mut wb = WriteBatch::with_capacity_bytes(capacity);
@@ -480,10 +496,11 @@ impl Writer {
                 wb.put_cf(sessions, index_key(&session, first), index_value(count));
             }
         };
-        for sub in batch.iter().flat_map(|(group, _)| group.iter()) {
+        for sub in batch.iter_mut().flat_map(|(group, _)| group.iter_mut()) {
             self.seq += 1;
-            self.hash = chain_hash(&self.hash, self.seq, &sub.body);
-            wb.put_cf(records, self.seq.to_be_bytes(), encode_envelope(&self.hash, &sub.body));
+            self.hash = chain_hash(&self.hash, self.seq, sub.body());
+            record::fill_envelope_header(&mut sub.enveloped, &self.hash);
+            wb.put_cf(records, self.seq.to_be_bytes(), &sub.enveloped);
             run = match run {
                 Some((session, first, count)) if session == sub.session && count < u32::MAX => {
                     Some((session, first, count + 1))
