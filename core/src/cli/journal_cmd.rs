@@ -54,6 +54,12 @@ pub(super) fn verify(
             report.last_checkpoint_seq.map_or_else(|| "-".into(), |s| s.to_string()),
             report.unsigned_tail,
         );
+        if report.sessions_shredded > 0 {
+            println!(
+                "  {} sessions crypto-shredded (their records verify; their payloads are gone)",
+                report.sessions_shredded
+            );
+        }
         if report.anchor_verified == Some(true) {
             println!("  anchor matched");
         }

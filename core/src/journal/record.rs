@@ -385,24 +385,45 @@ pub fn encode_body(record: &Record) -> Result<Bytes, RecordError> {
 /// Bytes of a stored envelope before the body: the version and the chain hash.
 pub const ENVELOPE_HEADER_LEN: usize = 1 + HASH_LEN;
 
-/// Encodes a record body after [`ENVELOPE_HEADER_LEN`] zero bytes, which the writer fills with
-/// [`fill_envelope_header`] once the chain hash is known: the body is not copied again to make
-/// the stored value.
-pub fn encode_body_in_envelope(record: &Record) -> Result<BytesMut, RecordError> {
-    let mut out = BytesMut::with_capacity(ENVELOPE_HEADER_LEN + BODY_HEADER_LEN + 64);
-    out.put_bytes(0, ENVELOPE_HEADER_LEN);
-    encode_body_after(out, record)
+/// A record body behind room for its envelope header, which the writer fills in place once the
+/// chain hash is known, so the body is not copied again to make the stored value. Made only by
+/// [`encode_body_in_envelope`], so the room is always there.
+#[derive(Debug)]
+pub struct Enveloped(BytesMut);
+
+impl Enveloped {
+    /// The encoded body, as the chain hashes it.
+    pub fn body(&self) -> &[u8] {
+        self.0.get(ENVELOPE_HEADER_LEN..).unwrap_or_default()
+    }
+
+    /// Bytes of the stored value.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: the header's room is there.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Writes the header and returns the stored value: [`encode_envelope`] of the body.
+    pub fn with_header(&mut self, hash: &Hash) -> &[u8] {
+        if let Some((version, rest)) = self.0.split_first_mut()
+            && let Some(slot) = rest.get_mut(..HASH_LEN)
+        {
+            *version = ENVELOPE_VERSION;
+            slot.copy_from_slice(hash);
+        }
+        &self.0
+    }
 }
 
-/// Writes the envelope header in front of a body from [`encode_body_in_envelope`]; the result
-/// equals [`encode_envelope`] of the body.
-pub fn fill_envelope_header(enveloped: &mut [u8], hash: &Hash) {
-    if let Some((version, rest)) = enveloped.split_first_mut()
-        && let Some(slot) = rest.get_mut(..HASH_LEN)
-    {
-        *version = ENVELOPE_VERSION;
-        slot.copy_from_slice(hash);
-    }
+/// Encodes a record body behind [`ENVELOPE_HEADER_LEN`] bytes of room for its envelope header.
+pub fn encode_body_in_envelope(record: &Record) -> Result<Enveloped, RecordError> {
+    let mut out = BytesMut::with_capacity(ENVELOPE_HEADER_LEN + BODY_HEADER_LEN + 64);
+    out.put_bytes(0, ENVELOPE_HEADER_LEN);
+    encode_body_after(out, record).map(Enveloped)
 }
 
 fn encode_body_after(mut out: BytesMut, record: &Record) -> Result<BytesMut, RecordError> {

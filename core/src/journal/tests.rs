@@ -163,14 +163,13 @@ async fn batched_mode_fsyncs_the_wal_beside_the_writer() {
     let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
     let receipt = s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap();
     assert_eq!(receipt.await.unwrap(), 2);
-    // The ticker syncs within a tick or two; the writer never waited for it.
+    // The ticker syncs within a tick or two, beside the writer.
     let mut waited = 0;
-    while journal.unsynced() && waited < 200 {
+    while metrics.render().contains("journal_wal_sync_seconds_count 0") && waited < 200 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         waited += 1;
     }
-    assert!(!journal.unsynced(), "the WAL was not synced within a second");
-    assert!(metrics.render().contains("journal_wal_sync_seconds_count 1"), "{}", metrics.render());
+    assert!(!metrics.render().contains("journal_wal_sync_seconds_count 0"), "{}", metrics.render());
     // Shutdown joins the ticker too: the database can be opened again at once.
     journal.shutdown().await.unwrap();
     drop(s);
@@ -187,7 +186,6 @@ async fn batched_mode_fsyncs_the_wal_beside_the_writer() {
     let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
     s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!journal.unsynced());
     assert!(metrics.render().contains("journal_wal_sync_seconds_count 0"), "{}", metrics.render());
     journal.shutdown().await.unwrap();
 }

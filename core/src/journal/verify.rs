@@ -44,6 +44,9 @@ pub struct VerifyReport {
     pub last_hash: String,
     /// Sessions whose index runs and summary matched their records.
     pub sessions_verified: u64,
+    /// Of those, sealed sessions whose data key is gone (crypto-shredded): their records verify,
+    /// their payloads can no longer be read.
+    pub sessions_shredded: u64,
     /// Checkpoints whose signature and hash matched.
     pub checkpoints_verified: usize,
     /// Sequence number of the newest valid checkpoint.
@@ -202,10 +205,12 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
     }
     // The index is held against the records only where the chain vouches for them.
     let mut index_break = None;
-    let sessions_verified = if first_break.is_none() { check_index(store, last_seq, &mut index_break)? } else { 0 };
+    let (sessions_verified, sessions_shredded) =
+        if first_break.is_none() { check_index(store, last_seq, &mut index_break)? } else { (0, 0) };
     Ok(VerifyReport {
         ok: first_break.is_none() && index_break.is_none() && anchor_verified != Some(false),
         sessions_verified,
+        sessions_shredded,
         index_break,
         records_verified: verified,
         last_seq,
@@ -241,19 +246,25 @@ struct Seen {
 /// is shown without touching the chain: every record must be in exactly one run of its own
 /// session, and every summary must say what its session's open and close records say. Returns
 /// the number of sessions that matched.
-fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) -> Result<u64, JournalError> {
+fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) -> Result<(u64, u64), JournalError> {
     let words = usize::try_from(last_seq / 64 + 1).map_err(|_| JournalError::Index("journal too large".into()))?;
     let mut indexed = vec![0u64; words];
     let mut sessions: Vec<Uuid> = Vec::new();
-    let mut verified = 0u64;
+    // (sessions verified, of which shredded)
+    let mut counts = (0u64, 0u64);
     let mut current: Option<Seen> = None;
     let mut previous_end = 0u64;
     let finish =
-        |seen: Option<Seen>, first_break: &mut Option<Break>, verified: &mut u64| -> Result<(), JournalError> {
+        |seen: Option<Seen>, first_break: &mut Option<Break>, counts: &mut (u64, u64)| -> Result<(), JournalError> {
             let Some(seen) = seen else { return Ok(()) };
             match summary_problem(store, &seen)? {
                 Some(problem) => note(Break { seq: seen.first_seq, problem }, first_break),
-                None => *verified += 1,
+                None => {
+                    counts.0 += 1;
+                    if seen.open.as_ref().is_some_and(|(_, o)| o.sealed) && store.wrapped_key(&seen.id)?.is_none() {
+                        counts.1 += 1;
+                    }
+                }
             }
             Ok(())
         };
@@ -267,7 +278,7 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
             }
         };
         if current.as_ref().is_none_or(|c| c.id != id) {
-            finish(current.take(), first_break, &mut verified)?;
+            finish(current.take(), first_break, &mut counts)?;
             current = Some(Seen { id, first_seq: first, open: None, close: None });
             sessions.push(id);
             previous_end = 0;
@@ -306,7 +317,7 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
             }
         }
     }
-    finish(current.take(), first_break, &mut verified)?;
+    finish(current.take(), first_break, &mut counts)?;
     for seq in 1..=last_seq {
         if indexed[(seq / 64) as usize] & (1 << (seq % 64)) == 0 {
             let problem = format!("record {seq} is in no session's index: replay and `sessions` would not show it");
@@ -322,7 +333,7 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
         };
         note(Break { seq: last_seq.max(1), problem }, first_break);
     }
-    Ok(verified)
+    Ok(counts)
 }
 
 /// What is wrong with a session's summary, held against its open and close records.
@@ -339,19 +350,13 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
     let Some((opened_us, open)) = &seen.open else {
         return Ok(Some(format!("session {id} has no session-open record in its index")));
     };
-    // The data key is not in the chain either: without it the session's payloads are lost.
-    if open.sealed {
-        match store.wrapped_key(&id)? {
-            None => {
-                return Ok(Some(format!(
-                    "session {id} is sealed, but its data key is missing: its payloads cannot be read"
-                )));
-            }
-            Some(k) if !super::crypto::MasterKey::well_formed(&k) => {
-                return Ok(Some(format!("session {id}: its wrapped data key is malformed")));
-            }
-            Some(_) => {}
-        }
+    // The data key is not in the chain either. A missing one is a shredded session (its records
+    // still verify; its payloads are gone by design); one that is not a wrapped key was altered.
+    if open.sealed
+        && let Some(k) = store.wrapped_key(&id)?
+        && !super::crypto::MasterKey::well_formed(&k)
+    {
+        return Ok(Some(format!("session {id}: its wrapped data key is malformed")));
     }
     let differs = |what: &str| Ok(Some(format!("session {id}: the summary's {what} differs from its records")));
     if summary.id != id {

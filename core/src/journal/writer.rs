@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -47,8 +46,8 @@ struct WalSync {
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) session: Uuid,
-    /// The body after room for its envelope header ([`record::encode_body_in_envelope`]).
-    pub(crate) enveloped: BytesMut,
+    /// The body behind room for its envelope header.
+    pub(crate) enveloped: record::Enveloped,
     /// New value of the session's summary in the index.
     pub(crate) summary: Option<Vec<u8>>,
     /// The session's wrapped data key, written with its first record.
@@ -98,7 +97,7 @@ impl Group {
 impl Submission {
     /// The encoded record body, as the chain hashes it.
     pub(crate) fn body(&self) -> &[u8] {
-        self.enveloped.get(record::ENVELOPE_HEADER_LEN..).unwrap_or_default()
+        self.enveloped.body()
     }
 }
 
@@ -258,11 +257,13 @@ impl Journal {
                         && tick_wal.dirty.swap(false, Ordering::AcqRel)
                     {
                         let started = Instant::now();
-                        if let Err(e) = db.flush_wal(true) {
-                            error!(error = %e, "Journal WAL sync failed; refusing further records.");
-                            tick_wal.failed.store(true, Ordering::Release);
+                        match db.flush_wal(true) {
+                            Ok(()) => tick_metrics.journal_wal_sync_seconds.observe(started.elapsed().as_secs_f64()),
+                            Err(e) => {
+                                error!(error = %e, "Journal WAL sync failed; refusing further records.");
+                                tick_wal.failed.store(true, Ordering::Release);
+                            }
                         }
-                        tick_metrics.journal_wal_sync_seconds.observe(started.elapsed().as_secs_f64());
                     }
                 }
             })
@@ -288,11 +289,6 @@ impl Journal {
     /// False once a write has failed; the gateway is then not ready.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
-    }
-
-    /// Batched mode: whether records were written since the last WAL fsync.
-    pub fn unsynced(&self) -> bool {
-        self.wal.dirty.load(Ordering::Acquire)
     }
 
     /// The configured durability.
@@ -347,6 +343,10 @@ impl Journal {
         if let Some((writer, tick)) = handles {
             let _ = tokio::task::spawn_blocking(move || (writer.join(), tick.join())).await;
         }
+        // A sync that failed on the ticker after the writer's last look is still a failure.
+        if self.wal.failed.load(Ordering::Acquire) {
+            return Err(Arc::new(JournalError::Internal("a write-ahead log sync failed")));
+        }
         result
     }
 }
@@ -399,9 +399,7 @@ impl Writer {
             if due && let Err(e) = self.write_checkpoint() {
                 error!(error = %e, "Checkpoint write failed; refusing further records.");
             }
-            if !self.failed && self.wal.failed.load(Ordering::Acquire) {
-                self.fail("journal_sync");
-            }
+            self.check_sync();
             for cmd in control {
                 match cmd {
                     Command::Tick | Command::Append(..) => {}
@@ -436,9 +434,7 @@ impl Writer {
 
     fn commit(&mut self, batch: &mut Vec<(Group, Ack)>) {
         let started = Instant::now();
-        if !self.failed && self.wal.failed.load(Ordering::Acquire) {
-            self.fail("journal_sync");
-        }
+        self.check_sync();
         if self.failed {
             for (_, ack) in batch.drain(..) {
                 ack.send(Err(Arc::new(JournalError::Closed)));
@@ -499,8 +495,7 @@ impl Writer {
         for sub in batch.iter_mut().flat_map(|(group, _)| group.iter_mut()) {
             self.seq += 1;
             self.hash = chain_hash(&self.hash, self.seq, sub.body());
-            record::fill_envelope_header(&mut sub.enveloped, &self.hash);
-            wb.put_cf(records, self.seq.to_be_bytes(), &sub.enveloped);
+            wb.put_cf(records, self.seq.to_be_bytes(), sub.enveloped.with_header(&self.hash));
             run = match run {
                 Some((session, first, count)) if session == sub.session && count < u32::MAX => {
                     Some((session, first, count + 1))
@@ -527,6 +522,13 @@ impl Writer {
         Ok(())
     }
 
+    /// A failed sync on the ticker stops the journal as a failed write does.
+    fn check_sync(&mut self) {
+        if !self.failed && self.wal.failed.load(Ordering::Acquire) {
+            self.fail("journal_sync");
+        }
+    }
+
     fn fail(&mut self, kind: &'static str) {
         self.metrics.error(kind);
         self.failed = true;
@@ -534,6 +536,8 @@ impl Writer {
     }
 
     fn write_checkpoint(&mut self) -> Result<Option<Checkpoint>, JournalError> {
+        // Never sign over records whose sync failed.
+        self.check_sync();
         if self.failed {
             return Err(JournalError::Closed);
         }

@@ -1782,8 +1782,9 @@ enum JsonLook {
 /// At most this much leading white space is read before a text body is taken for text.
 const JSON_LOOK_MAX: usize = 64 * 1024;
 
-/// Looks at the first two significant bytes: `{` then `"` or `}`, or `[` then a value or `]`.
-/// `[INFO] …` and `{{template}}` stay text.
+/// Looks at the first two significant bytes: `{` then `"` or `}`, or `[` then `{`, `[`, `"` or
+/// `]`. `[INFO] …`, `[1] a citation`, `[2024-05-01 …]` and `{{template}}` stay text (an array of
+/// bare numbers has neither fields nor escapes, so text masking loses nothing on it).
 fn json_look(bytes: &[u8], more: bool) -> JsonLook {
     let mut significant = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace());
     let undecided = if more && bytes.len() < JSON_LOOK_MAX { JsonLook::Undecided } else { JsonLook::Text };
@@ -1794,11 +1795,8 @@ fn json_look(bytes: &[u8], more: bool) -> JsonLook {
     let Some(second) = significant.next() else {
         return if more { undecided } else { JsonLook::Text };
     };
-    let value_start = matches!(second, b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n');
     match (first, second) {
-        (b'{', b'"' | b'}') => JsonLook::Json,
-        (b'[', b']') => JsonLook::Json,
-        (b'[', _) if value_start => JsonLook::Json,
+        (b'{', b'"' | b'}') | (b'[', b'{' | b'[' | b'"' | b']') => JsonLook::Json,
         _ => JsonLook::Text,
     }
 }
@@ -2000,12 +1998,22 @@ mod tests {
 
     #[test]
     fn a_text_body_is_taken_for_json_only_when_it_starts_like_json() {
-        for json in
-            [&b"{\"a\":1}"[..], b"  \n{ }", b"[1,2]", b"[]", b"[\"x\"]", b"[-1]", b"[{\"a\":[]}]", b"[null]", b"[ ] "]
-        {
+        for json in [&b"{\"a\":1}"[..], b"  \n{ }", b"[]", b"[\"x\"]", b"[{\"a\":[]}]", b"[[1]]", b"[ ] "] {
             assert_eq!(json_look(json, false), JsonLook::Json, "{}", String::from_utf8_lossy(json));
         }
-        for text in [&b"[INFO] started"[..], b"{{template}}", b"{ x }", b"hello {\"a\":1}", b"", b"   ", b"{"] {
+        for text in [
+            &b"[INFO] started"[..],
+            b"[1] a citation",
+            b"[2024-05-01 12:00] up",
+            b"[-1]",
+            b"[null]",
+            b"{{template}}",
+            b"{ x }",
+            b"hello {\"a\":1}",
+            b"",
+            b"   ",
+            b"{",
+        ] {
             assert_eq!(json_look(text, false), JsonLook::Text, "{}", String::from_utf8_lossy(text));
         }
         // More may come: wait for two significant bytes, but not through endless white space.

@@ -705,7 +705,7 @@ fn decide_sql(
         match d.effect {
             Effect::Deny => return (d, summary),
             Effect::Allow => last = Some(d),
-            _ => {
+            Effect::RequireApproval => {
                 held.get_or_insert(d);
             }
         }
