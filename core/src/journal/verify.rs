@@ -257,13 +257,15 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
     let finish =
         |seen: Option<Seen>, first_break: &mut Option<Break>, counts: &mut (u64, u64)| -> Result<(), JournalError> {
             let Some(seen) = seen else { return Ok(()) };
-            match summary_problem(store, &seen)? {
-                Some(problem) => note(Break { seq: seen.first_seq, problem }, first_break),
-                None => {
+            let verdict = match summary_problem(store, &seen)? {
+                Some(problem) => Err(problem),
+                None => key_state(store, &seen)?,
+            };
+            match verdict {
+                Err(problem) => note(Break { seq: seen.first_seq, problem }, first_break),
+                Ok(shredded) => {
                     counts.0 += 1;
-                    if seen.open.as_ref().is_some_and(|(_, o)| o.sealed) && store.wrapped_key(&seen.id)?.is_none() {
-                        counts.1 += 1;
-                    }
+                    counts.1 += u64::from(shredded);
                 }
             }
             Ok(())
@@ -336,6 +338,20 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
     Ok(counts)
 }
 
+/// Whether a session's data key is gone (`Ok(true)`: shredded, its records still verify and its
+/// payloads are gone by design), or what is wrong with it: the key is not in the chain either,
+/// and one that is not a wrapped key was altered. Sessions without sealed payloads have none.
+fn key_state(store: &Store, seen: &Seen) -> Result<Result<bool, String>, JournalError> {
+    if !seen.open.as_ref().is_some_and(|(_, o)| o.sealed) {
+        return Ok(Ok(false));
+    }
+    Ok(match store.wrapped_key(&seen.id)? {
+        None => Ok(true),
+        Some(k) if super::crypto::MasterKey::well_formed(&k) => Ok(false),
+        Some(_) => Err(format!("session {}: its wrapped data key is malformed", seen.id)),
+    })
+}
+
 /// What is wrong with a session's summary, held against its open and close records.
 fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, JournalError> {
     let id = seen.id;
@@ -350,14 +366,6 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
     let Some((opened_us, open)) = &seen.open else {
         return Ok(Some(format!("session {id} has no session-open record in its index")));
     };
-    // The data key is not in the chain either. A missing one is a shredded session (its records
-    // still verify; its payloads are gone by design); one that is not a wrapped key was altered.
-    if open.sealed
-        && let Some(k) = store.wrapped_key(&id)?
-        && !super::crypto::MasterKey::well_formed(&k)
-    {
-        return Ok(Some(format!("session {id}: its wrapped data key is malformed")));
-    }
     let differs = |what: &str| Ok(Some(format!("session {id}: the summary's {what} differs from its records")));
     if summary.id != id {
         return differs("id");
