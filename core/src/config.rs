@@ -162,6 +162,11 @@ pub struct JournalConfig {
     /// Records that may wait for the writer thread before producers are slowed. Default: `8192`.
     #[serde(default = "default_queue_depth")]
     pub queue_depth: usize,
+    /// Bytes of records held in memory (one RocksDB memtable per column family, up to two while
+    /// one is written out) before they go to a table file. WAL files are kept up to two
+    /// memtables' worth. Default: `67108864` (64 MiB); at least 65536.
+    #[serde(default = "default_memtable_bytes")]
+    pub memtable_bytes: usize,
 }
 
 impl Default for JournalConfig {
@@ -175,6 +180,7 @@ impl Default for JournalConfig {
             master_key_file: None,
             encrypt: true,
             queue_depth: default_queue_depth(),
+            memtable_bytes: default_memtable_bytes(),
         }
     }
 }
@@ -457,6 +463,9 @@ fn default_checkpoint_interval() -> Dur {
 fn default_queue_depth() -> usize {
     8192
 }
+fn default_memtable_bytes() -> usize {
+    crate::journal::DEFAULT_MEMTABLE_BYTES
+}
 fn default_admin_listen() -> String {
     "127.0.0.1:9090".into()
 }
@@ -604,6 +613,9 @@ impl Config {
         if j.queue_depth == 0 {
             return Err(invalid("journal.queue_depth", "must be at least 1"));
         }
+        if j.memtable_bytes < 64 << 10 {
+            return Err(invalid("journal.memtable_bytes", "must be at least 65536"));
+        }
         if j.checkpoint_every_records == 0 {
             return Err(invalid("journal.checkpoint_every_records", "must be at least 1"));
         }
@@ -622,6 +634,7 @@ impl Config {
             checkpoint_interval: j.checkpoint_interval.0,
             encrypt: j.encrypt,
             queue_depth: j.queue_depth,
+            memtable_bytes: j.memtable_bytes,
         };
         let admin = if self.admin.enabled { Some(parse_addr("admin.listen", &self.admin.listen)?) } else { None };
         let mut names = HashSet::new();
@@ -837,6 +850,7 @@ upstream = "127.0.0.1:5432"
         assert_eq!(s.routes[0].max_connections, 1024);
         assert_eq!(s.routes[0].idle_timeout, Duration::from_secs(1800));
         assert_eq!(s.journal.durability, Durability::Strict);
+        assert_eq!(s.journal.memtable_bytes, 64 << 20);
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
     }
 
@@ -861,6 +875,12 @@ upstream = "127.0.0.1:5432"
         let text = format!("{MINIMAL}idle_timeout = \"soon\"\n");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("soon") && err.contains("line 11"), "{err}");
+
+        let text = MINIMAL.replace("durability = \"strict\"", "memtable_bytes = 4096");
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.starts_with("journal.memtable_bytes"), "{err}");
+        let text = MINIMAL.replace("durability = \"strict\"", "memtable_bytes = 1048576");
+        assert_eq!(Config::parse(&text).unwrap().build().unwrap().journal.memtable_bytes, 1 << 20);
     }
 
     #[test]

@@ -66,7 +66,12 @@ pub struct JournalSettings {
     pub encrypt: bool,
     /// Capacity of the channel to the writer thread, in records.
     pub queue_depth: usize,
+    /// Bytes of records RocksDB holds in a memtable before it writes them to a table file.
+    pub memtable_bytes: usize,
 }
+
+/// The default `memtable_bytes` (RocksDB's own default write buffer).
+pub const DEFAULT_MEMTABLE_BYTES: usize = 64 << 20;
 
 impl JournalSettings {
     /// Defaults for a data directory, with keys inside it.
@@ -81,6 +86,7 @@ impl JournalSettings {
             checkpoint_interval: Duration::from_secs(60),
             encrypt: true,
             queue_depth: 8192,
+            memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
