@@ -188,6 +188,16 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ),
         ("/plain-lines", response("text/plain", "", b"{\"patient_name\":\"Quentin Zed\"}\n{\"mrn\":7}\n")),
         ("/log", response("text/plain", "", b"[INFO] patient_name Quentin Zed, SSN 219-09-9999")),
+        // HTML is read as the browser shows it: character references decoded.
+        (
+            "/html",
+            response(
+                "text/html; charset=utf-8",
+                "",
+                b"<p>Mail <a href=\"mailto:jane&#64;example.org\">jane&#x40;example&period;org</a>, \
+                  SSN 219&#45;09&#45;9999 &amp; co</p>",
+            ),
+        ),
         ("/big-plain", response("text/plain", "", big.as_bytes())),
         // Codings that would lose their header on the way: a transfer coding hyper does not
         // undo, and a content coding that `Connection` names as hop-by-hop.
@@ -243,6 +253,11 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     // Text that only starts with a bracket is text: detectors apply, field rules cannot.
     let (code, _, body) = get("/log");
     assert_eq!((code, body.as_str()), (200, "[INFO] patient_name [PHI:PERSON], SSN [PHI:SSN]"));
+    let (code, _, body) = get("/html");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "<p>Mail <a href=\"mailto:[PHI:EMAIL]\">[PHI:EMAIL]</a>, SSN [PHI:SSN] &amp; co</p>")
+    );
 
     for (path, why) in [
         ("/big", "inspection limit"),
@@ -276,6 +291,7 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         }
         let text = stdout(&airlock(&["replay", id, "--data-dir", &data_dir]));
         assert!(!text.contains("Quentin") && !text.contains("617-555-0199") && !text.contains("219-09-9999"), "{text}");
+        assert!(!text.contains("jane&#") && !text.contains("219&#45;"), "{text}");
     }
     assert_eq!(withheld, 6);
 }

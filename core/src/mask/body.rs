@@ -55,6 +55,8 @@ pub enum BodyKind {
     Grpc,
     /// Text of some kind.
     Text,
+    /// HTML or XML: text whose character references are read decoded.
+    Markup,
     /// Binary content that cannot be inspected (images, archives, PDF, octet streams).
     Opaque,
 }
@@ -79,15 +81,13 @@ impl BodyKind {
             "application/json" => Self::Json,
             c if c.ends_with("+json") => Self::Json,
             c if c == "application/grpc" || c.starts_with("application/grpc+") => Self::Grpc,
+            "text/html" | "text/xml" | "application/xml" | "application/xhtml+xml" => Self::Markup,
+            c if c.ends_with("+xml") => Self::Markup,
             // Text that the detectors can read; anything else (archives, office documents,
             // DICOM, msgpack, form-encoded, gRPC-Web) is refused on a masked route.
             "" => Self::Text,
             c if c.starts_with("text/")
-                || c.ends_with("+xml")
-                || matches!(
-                    c,
-                    "application/xml" | "application/javascript" | "application/yaml" | "application/x-yaml"
-                ) =>
+                || matches!(c, "application/javascript" | "application/yaml" | "application/x-yaml") =>
             {
                 Self::Text
             }
@@ -126,6 +126,7 @@ impl BodyMasker {
             })),
             BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::new(profile, tally))),
             BodyKind::Text => Self::Text(Box::new(profile.stream(tally))),
+            BodyKind::Markup => Self::Text(Box::new(profile.markup_stream(tally))),
             BodyKind::Json => return Err(MaskError::Uninspectable("a JSON document must be masked whole")),
             BodyKind::Grpc => return Err(MaskError::Uninspectable("gRPC messages are masked by the gRPC masker")),
             BodyKind::Opaque => {
@@ -334,6 +335,50 @@ mod tests {
         assert!(out.contains("[PHI:EMAIL]") && !out.contains("example.com"), "{out}");
         let mut t = masker(BodyKind::Text);
         assert_eq!(run(&mut t, &["tel 617-55", "5-0123 end"]), "tel [PHI:PHONE] end");
+    }
+
+    #[test]
+    fn markup_is_judged_with_references_decoded_and_sent_as_written() {
+        let page = "<p title=\"a&amp;b\">Write to <a href=\"mailto:jane&#64;example.org\">jane&#x40;example&period;org</a>, \
+                    SSN 219&#45;09&#45;9999 &copy; &#169; &lt;b&gt;</p>";
+        let whole = run(&mut masker(BodyKind::Markup), &[page]);
+        assert_eq!(
+            whole,
+            "<p title=\"a&amp;b\">Write to <a href=\"mailto:[PHI:EMAIL]\">[PHI:EMAIL]</a>, SSN [PHI:SSN] &copy; &#169; \
+             &lt;b&gt;</p>"
+        );
+        // Every cut, through references too, gives the same bytes.
+        for cut in 0..=page.len() {
+            assert_eq!(run(&mut masker(BodyKind::Markup), &[&page[..cut], &page[cut..]]), whole, "cut at {cut}");
+        }
+        // As plain text, the references hide both.
+        let plain = run(&mut masker(BodyKind::Text), &[page]);
+        assert!(plain.contains("jane&#x40;example&period;org") && plain.contains("9999"), "{plain}");
+        assert_eq!(BodyKind::of(Some("text/html; charset=utf-8")), BodyKind::Markup);
+        assert_eq!(BodyKind::of(Some("application/atom+xml")), BodyKind::Markup);
+        assert_eq!(BodyKind::of(Some("text/plain")), BodyKind::Text);
+    }
+
+    #[test]
+    fn a_long_page_streams_in_any_pieces_and_passes_unmasked_bytes_as_written() {
+        let clean: String =
+            (0..400).map(|i| format!("<li>item&nbsp;{i} &amp; &#8212; caf&eacute; &#x2F; x</li>\n")).collect();
+        let dirty: String =
+            (0..300).map(|i| format!("<li>{i}: jane{i}&#64;example&period;org, 219&#45;09&#45;9999</li>\n")).collect();
+        assert!(clean.len() > 15_000 && dirty.len() > 15_000, "longer than the look-behind many times");
+        for (page, masked) in [(&clean, false), (&dirty, true)] {
+            let whole = run(&mut masker(BodyKind::Markup), &[page]);
+            for size in [1, 7, 64, 1000, 5000] {
+                let pieces: Vec<&str> = page.as_bytes().chunks(size).map(|c| std::str::from_utf8(c).unwrap()).collect();
+                assert_eq!(run(&mut masker(BodyKind::Markup), &pieces), whole, "pieces of {size}");
+            }
+            if masked {
+                assert!(!whole.contains("example") && !whole.contains("9999"), "{}", &whole[..300]);
+                assert_eq!(whole.matches("[PHI:EMAIL]").count(), 300);
+            } else {
+                assert_eq!(&whole, page);
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod body;
 pub mod detect;
 pub mod grpc;
 pub mod json;
+mod markup;
 mod scout;
 mod validate;
 
@@ -317,6 +318,20 @@ impl Profile {
 
     /// Writes `hay[from..to]` to `out` with each finding in it replaced.
     fn apply(&self, hay: &[u8], from: usize, to: usize, findings: &[Finding], out: &mut Vec<u8>, tally: &Tally) {
+        self.apply_with(hay, from..to, findings, out, tally, |a, b, out| out.extend_from_slice(&hay[a..b]));
+    }
+
+    /// [`Self::apply`], with `unmasked(a, b, out)` writing the text between findings (markup
+    /// writes the bytes it was decoded from).
+    fn apply_with(
+        &self,
+        hay: &[u8],
+        std::ops::Range { start: from, end: to }: std::ops::Range<usize>,
+        findings: &[Finding],
+        out: &mut Vec<u8>,
+        tally: &Tally,
+        mut unmasked: impl FnMut(usize, usize, &mut Vec<u8>),
+    ) {
         let mut at = from;
         for f in findings {
             let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
@@ -328,14 +343,14 @@ impl Profile {
             if s >= e {
                 continue;
             }
-            out.extend_from_slice(&hay[at..s]);
+            unmasked(at, s, out);
             let label = &self.detector.entities()[f.entity];
             self.replace(label, Some(f.entity), &hay[s..e], action, out);
             tally.add(label, 1);
             at = e;
         }
         if at < to {
-            out.extend_from_slice(&hay[at..to]);
+            unmasked(at, to, out);
         }
     }
 
@@ -402,7 +417,20 @@ impl Profile {
 
     /// A new stream over this profile.
     pub fn stream(self: &Arc<Self>, tally: Arc<Tally>) -> TextStream {
-        TextStream { cache: self.detector.live_cache(), profile: self.clone(), buf: Vec::new(), base: 0, tally }
+        TextStream {
+            cache: self.detector.live_cache(),
+            profile: self.clone(),
+            buf: Vec::new(),
+            base: 0,
+            tally,
+            source: None,
+        }
+    }
+
+    /// A new stream over HTML or XML: judged with character references decoded, sent as written
+    /// wherever nothing is masked.
+    pub fn markup_stream(self: &Arc<Self>, tally: Arc<Tally>) -> TextStream {
+        TextStream { source: Some(Box::default()), ..self.stream(tally) }
     }
 
     /// The first field rule for a JSON key at `path`.
@@ -473,12 +501,17 @@ pub struct TextStream {
     buf: Vec<u8>,
     base: usize,
     tally: Arc<Tally>,
+    /// Markup: `buf` holds the text decoded, this the bytes it was read from.
+    source: Option<Box<markup::Source>>,
 }
 
 impl TextStream {
     /// Takes the next piece; returns the masked text that is settled.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.buf.extend_from_slice(chunk);
+        match &mut self.source {
+            None => self.buf.extend_from_slice(chunk),
+            Some(src) => src.feed(chunk, &mut self.buf, false),
+        }
         // A character cut by the chunking waits for its last bytes: the text is judged only as
         // far as it is whole.
         let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
@@ -495,6 +528,9 @@ impl TextStream {
 
     /// The end of the text: everything held back, masked.
     pub fn finish(&mut self) -> Vec<u8> {
+        if let Some(src) = &mut self.source {
+            src.feed(&[], &mut self.buf, true);
+        }
         let n = self.buf.len();
         self.emit_final(n, n)
     }
@@ -512,10 +548,18 @@ impl TextStream {
             to += 1;
         }
         let mut out = Vec::with_capacity(to - self.base);
-        self.profile.apply(hay, self.base, to, &findings, &mut out, &self.tally);
+        match &self.source {
+            None => self.profile.apply(hay, self.base, to, &findings, &mut out, &self.tally),
+            Some(src) => self.profile.apply_with(hay, self.base..to, &findings, &mut out, &self.tally, |a, b, out| {
+                out.extend_from_slice(src.raw(a, b));
+            }),
+        }
         self.base = to;
         if self.base > 4 * detect::LOOKBEHIND {
             let cut = self.base - detect::LOOKBEHIND;
+            if let Some(src) = &mut self.source {
+                src.trim(cut);
+            }
             self.buf.drain(..cut);
             self.base -= cut;
         }
@@ -524,10 +568,10 @@ impl TextStream {
 }
 
 /// Fuzz entry point: the first byte picks how the rest is cut (a chunk size) and the second
-/// which masker runs — the text stream, the SSE body masker over the same bytes, or the JSON
-/// document masker over the whole rest. Nothing may panic; the text stream's output for any cut
-/// must equal masking the whole input at once; a JSON document's output must read as the tree
-/// walk's.
+/// which masker runs — the text stream, the SSE body masker over the same bytes, the JSON
+/// document masker over the whole rest, or the markup stream. Nothing may panic; the text
+/// stream's output for any cut must equal masking the whole input at once, and the markup
+/// stream's the output for one piece; a JSON document's output must read as the tree walk's.
 pub fn fuzz_stream(data: &[u8]) {
     let [size, which, rest @ ..] = data else { return };
     static PROFILE: std::sync::OnceLock<Option<Arc<Profile>>> = std::sync::OnceLock::new();
@@ -543,7 +587,21 @@ pub fn fuzz_stream(data: &[u8]) {
     };
     let step = usize::from(*size).max(1);
     let tally = Arc::new(Tally::default());
-    if which % 3 == 2 {
+    if which % 4 == 3 {
+        // Markup: any cut gives the bytes of one piece.
+        let run = |step: usize| {
+            let mut s = profile.markup_stream(Arc::new(Tally::default()));
+            let mut out = Vec::new();
+            for chunk in rest.chunks(step) {
+                out.extend(s.push(chunk));
+            }
+            out.extend(s.finish());
+            out
+        };
+        if rest.len() <= MAX_HOLD {
+            assert_eq!(run(step), run(rest.len().max(1)), "a cut changed the masked markup");
+        }
+    } else if which % 4 == 2 {
         let out = json::mask_document(&profile, rest, &tally);
         assert!(out.is_ok(), "a JSON document could not be masked: {out:?}");
         if let (Ok(out), Ok(mut tree)) = (out, serde_json::from_slice::<serde_json::Value>(rest)) {
@@ -551,7 +609,7 @@ pub fn fuzz_stream(data: &[u8]) {
             let got = serde_json::from_slice::<serde_json::Value>(&out).ok();
             assert_eq!(got, Some(tree), "the document masked in its text differs from the tree walk");
         }
-    } else if which % 3 == 0 {
+    } else if which % 4 == 0 {
         let mut s = profile.stream(tally.clone());
         let mut out = Vec::new();
         for chunk in rest.chunks(step) {

@@ -25,7 +25,10 @@ fn profile() -> Arc<Profile> {
 }
 
 fn streamed(p: &Arc<Profile>, text: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut s = p.stream(Arc::new(Tally::default()));
+    streamed_with(p.stream(Arc::new(Tally::default())), text, cuts)
+}
+
+fn streamed_with(mut s: TextStream, text: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut at = 0;
     for &c in cuts {
@@ -84,6 +87,22 @@ proptest! {
         cuts.sort_unstable();
         let whole = p.mask_text(t, &Tally::default());
         prop_assert_eq!(streamed(&p, t, &cuts), whole);
+    }
+
+    #[test]
+    fn markup_in_any_pieces_masks_like_one_piece_and_clean_markup_passes_as_written(
+        text in "([a-z@.<>; 0-9-]|&|&#|&#[0-9]{1,3};?|&#x[0-9a-fA-F]{1,3};?|&commat;|&period;|&lt;|&amp|&#64;){0,80}",
+        mut cuts in proptest::collection::vec(0usize..400, 0..8),
+    ) {
+        let p = profile();
+        let t = text.as_bytes();
+        cuts.iter_mut().for_each(|c| *c %= t.len() + 1);
+        cuts.sort_unstable();
+        let whole = streamed_with(p.markup_stream(Arc::new(Tally::default())), t, &[]);
+        prop_assert_eq!(streamed_with(p.markup_stream(Arc::new(Tally::default())), t, &cuts), whole.clone());
+        if !whole.windows(5).any(|w| w == b"[PHI:") {
+            prop_assert_eq!(whole, t.to_vec());
+        }
     }
 
     #[test]
