@@ -295,3 +295,61 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     }
     assert_eq!(withheld, 6);
 }
+
+/// A JSON body read whole for masking is read within the route's `request_timeout`, not only its
+/// idle timeout: an upstream that drips one byte at a time is cut off at the deadline, and the
+/// caller gets a clean refusal instead of waiting for as long as the upstream keeps dripping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripping_body_on_a_masked_route_is_cut_off_at_the_request_timeout() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // 1 + 30 bytes over about 9 s, never idle for long.
+                let _ = s.write_all(b"1\r\n[\r\n").await;
+                for _ in 0..30 {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    if s.write_all(b"1\r\n1\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"1\r\n]\r\n0\r\n\r\n").await;
+            });
+        }
+    });
+    let config = format!(
+        "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{upstream}\"\n\
+         mask = \"agent\"\nrequest_timeout = \"1s\"\nidle_timeout = \"5s\"\n\n{}\
+         [[masking.profile]]\nname = \"agent\"\n",
+        keys()
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let url = format!("http://{}/slow", gw.addr("api"));
+    let auth = format!("authorization: Bearer {AGENT_KEY}");
+    let started = std::time::Instant::now();
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url]));
+    let took = started.elapsed();
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("request timeout"), "{body}");
+    assert!(took < std::time::Duration::from_secs(4), "cut off at the 1 s deadline, not after the drip: {took:?}");
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    let data_dir = gw.data_dir().display().to_string();
+    let show: serde_json::Value = serde_json::from_str(&stdout(&airlock(&[
+        "sessions",
+        "show",
+        list[0]["id"].as_str().unwrap(),
+        "--json",
+        "--data-dir",
+        &data_dir,
+    ])))
+    .unwrap();
+    assert!(show["decisions"].as_array().unwrap().iter().any(|d| d["rule"] == "mask:fail-closed"), "{show}");
+}

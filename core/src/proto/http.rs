@@ -935,8 +935,16 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let mut masker = None;
     if let Some(profile) = &mask {
-        match mask_response(route, profile, &tally, &mut parts.headers, body, is_grpc.then_some(grpc_path.as_str()))
-            .await
+        match mask_response(
+            route,
+            profile,
+            &tally,
+            &mut parts.headers,
+            body,
+            is_grpc.then_some(grpc_path.as_str()),
+            deadline,
+        )
+        .await
         {
             Ok((b, m)) => {
                 body = b;
@@ -1665,6 +1673,7 @@ async fn mask_response(
     headers: &mut HeaderMap,
     body: Body,
     grpc_path: Option<&str>,
+    deadline: Option<Instant>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
     // Any header can quote a value: the gRPC status message (a Trailers-Only answer carries it
     // here), a redirect target, a file name, custom metadata. Binary headers cannot be read, so
@@ -1709,7 +1718,7 @@ async fn mask_response(
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
-            while read_more(&mut body, &mut bytes, route).await? {}
+            while read_more(&mut body, &mut bytes, route, deadline).await? {}
             let masked = crate::mask::json::mask_document(profile, &bytes, tally).map_err(|e| e.to_string())?;
             Ok(whole_body(headers, masked))
         }
@@ -1721,12 +1730,12 @@ async fn mask_response(
             let mut more = true;
             let mut looks = JsonLook::Undecided;
             while more && looks == JsonLook::Undecided {
-                more = read_more(&mut body, &mut bytes, route).await?;
+                more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 looks = json_look(&bytes, more);
             }
             if looks == JsonLook::Json {
                 while more {
-                    more = read_more(&mut body, &mut bytes, route).await?;
+                    more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
                 return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes)?));
             }
@@ -1745,9 +1754,15 @@ async fn mask_response(
 }
 
 /// Reads the next frame of a body that is inspected whole into `bytes`, within the route's
-/// inspection limit and idle timeout; false at the end of the body.
-async fn read_more(body: &mut Body, bytes: &mut bytes::BytesMut, route: &Route) -> Result<bool, String> {
-    match tokio::time::timeout(route.idle_timeout, body.frame()).await {
+/// inspection limit and idle timeout and before the exchange's deadline; false at the end of the
+/// body.
+async fn read_more(
+    body: &mut Body,
+    bytes: &mut bytes::BytesMut,
+    route: &Route,
+    deadline: Option<Instant>,
+) -> Result<bool, String> {
+    match next_frame(body, route.idle_timeout, deadline).await {
         Ok(Some(Ok(frame))) => {
             if let Ok(data) = frame.into_data() {
                 if bytes.len() + data.len() > route.max_inspect_body {
@@ -1759,7 +1774,7 @@ async fn read_more(body: &mut Body, bytes: &mut bytes::BytesMut, route: &Route) 
         }
         Ok(Some(Err(e))) => Err(format!("the upstream broke off the body: {e}")),
         Ok(None) => Ok(false),
-        Err(_) => Err(format!("the upstream sent nothing for {:?}", route.idle_timeout)),
+        Err(stall) => Err(stall.reason("the upstream")),
     }
 }
 
