@@ -188,14 +188,15 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ),
         ("/plain-lines", response("text/plain", "", b"{\"patient_name\":\"Quentin Zed\"}\n{\"mrn\":7}\n")),
         ("/log", response("text/plain", "", b"[INFO] patient_name Quentin Zed, SSN 219-09-9999")),
-        // HTML is read as the browser shows it: character references decoded.
+        // HTML is read as the browser shows it: character references decoded, a highlight's tags
+        // not splitting what it highlights.
         (
             "/html",
             response(
                 "text/html; charset=utf-8",
                 "",
                 b"<p>Mail <a href=\"mailto:jane&#64;example.org\">jane&#x40;example&period;org</a>, \
-                  SSN 219&#45;09&#45;9999 &amp; co</p>",
+                  SSN 219&#45;09&#45;9999 &amp; co, <mark>219</mark>-09-9999</p>",
             ),
         ),
         ("/big-plain", response("text/plain", "", big.as_bytes())),
@@ -256,7 +257,10 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     let (code, _, body) = get("/html");
     assert_eq!(
         (code, body.as_str()),
-        (200, "<p>Mail <a href=\"mailto:[PHI:EMAIL]\">[PHI:EMAIL]</a>, SSN [PHI:SSN] &amp; co</p>")
+        (
+            200,
+            "<p>Mail <a href=\"mailto:[PHI:EMAIL]\">[PHI:EMAIL]</a>, SSN [PHI:SSN] &amp; co, <mark>[PHI:SSN]</mark></p>"
+        )
     );
 
     for (path, why) in [

@@ -1,55 +1,82 @@
-//! Markup (HTML, XML) is judged as its reader will see it: character references decoded.
+//! Markup (HTML, XML) is judged as its reader will see it: character references decoded, and
+//! inline tags that split a word gone.
 //!
-//! `jane&#64;example.org` renders as an e-mail address and `219&#45;09&#45;9999` as an SSN, but
-//! the detectors read bytes; a page that writes identifiers with references (a common way to
-//! hide e-mail addresses from harvesters) would pass them unmasked. A [`Source`] keeps the
-//! bytes as they arrived beside the decoded text the detectors scan, with the offset each
-//! decoded byte came from. What is not masked is sent as it arrived, byte for byte; a masked
-//! span replaces the references it was read from. Only references to characters with no
-//! meaning to markup are decoded, so decoding can never open a tag or end an attribute:
-//! `&lt;`, `&#60;`, `&amp;` and their kind stay as written (and undecoded).
+//! `jane&#64;example.org` renders as an e-mail address, `219&#45;09&#45;9999` and
+//! `<em>219</em>-09-9999` (a search result's highlight) as an SSN, but the detectors read bytes;
+//! a page that writes identifiers that way (references are a common way to hide e-mail
+//! addresses from harvesters) would pass them unmasked. A [`Source`] keeps the bytes as they
+//! arrived beside the text the detectors scan, with the offset each scanned byte came from.
+//! What is not masked is sent as it arrived, byte for byte; a masked span replaces the
+//! references it was read from and keeps its inline tags after the replacement, so the markup
+//! stays balanced (`<em>[PHI:SSN]</em>`).
+//!
+//! Only references to characters with no meaning to markup are decoded, so decoding can never
+//! open a tag or end an attribute: `&lt;`, `&#60;`, `&amp;` and their kind stay as written. Only
+//! bare inline tags (`<b>`, `</span>`: no attributes, whose text the detectors still read as it
+//! is) are taken out; any other tag stays in the scanned text, where it separates words as the
+//! page's layout does.
 
 /// The longest reference waited for across a cut (`&#x` and a run of zeros is still one
 /// character to a browser, but a run this long is taken as text).
 const MAX_REF: usize = 40;
 
-/// Markup bytes as they arrived, and where each byte of the decoded text came from.
+/// The longest bare inline tag (`</strike>`).
+const MAX_TAG: usize = 10;
+
+/// Markup bytes as they arrived, and where each byte of the scanned text came from.
 #[derive(Debug, Default)]
 pub(super) struct Source {
     raw: Vec<u8>,
-    /// `from[i]`: the offset in `raw` of the character (or reference) decoded byte `i` is part of.
+    /// `from[i]`: where in `raw` the character (or reference) of scanned byte `i` starts,
+    /// counting the tags taken out just before it as its own.
     from: Vec<usize>,
-    /// `raw[..decoded]` has been decoded; the rest is a reference still arriving.
+    /// Where the last character scanned ends: tags after it belong to the next one.
+    tail: usize,
+    /// `raw[..decoded]` has been read; the rest is a reference or tag still arriving.
     decoded: usize,
+    /// The markup has ended: tags after the last character are the end's.
+    ended: bool,
 }
 
 impl Source {
-    /// Appends `chunk` and decodes what can be decoded into `text`; at the end, a reference
+    /// Appends `chunk` and reads what can be read into `text`; at the end, a reference or tag
     /// still incomplete is text.
     pub(super) fn feed(&mut self, chunk: &[u8], text: &mut Vec<u8>, at_end: bool) {
         self.raw.extend_from_slice(chunk);
+        self.ended = at_end;
         let raw = &self.raw;
         let mut i = self.decoded;
+        // One character of `n` scanned bytes read from `raw[at..to]`.
+        let unit = |from: &mut Vec<usize>, tail: &mut usize, n: usize, to: usize| {
+            from.extend(std::iter::repeat_n(*tail, n));
+            *tail = to;
+        };
         while i < raw.len() {
-            let next = memchr::memchr(b'&', &raw[i..]).map_or(raw.len(), |k| i + k);
-            text.extend_from_slice(&raw[i..next]);
-            self.from.extend(i..next);
+            let next = memchr::memchr2(b'&', b'<', &raw[i..]).map_or(raw.len(), |k| i + k);
+            if next > i {
+                text.extend_from_slice(&raw[i..next]);
+                unit(&mut self.from, &mut self.tail, 1, i + 1);
+                self.from.extend(i + 1..next);
+                self.tail = next;
+            }
             i = next;
             if i == raw.len() {
                 break;
             }
-            match reference(&raw[i..], at_end) {
+            let read = if raw[i] == b'<' { inline_tag(&raw[i..], at_end) } else { reference(&raw[i..], at_end) };
+            match read {
                 Ref::Incomplete => break,
+                Ref::Gone(len) => i += len,
                 Ref::Char(c, len) => {
                     let mut utf8 = [0u8; 4];
                     let s = c.encode_utf8(&mut utf8);
                     text.extend_from_slice(s.as_bytes());
-                    self.from.extend(std::iter::repeat_n(i, s.len()));
+                    unit(&mut self.from, &mut self.tail, s.len(), i + len);
                     i += len;
                 }
                 Ref::Text => {
-                    text.push(b'&');
-                    self.from.push(i);
+                    text.push(raw[i]);
+                    unit(&mut self.from, &mut self.tail, 1, i + 1);
                     i += 1;
                 }
             }
@@ -57,30 +84,78 @@ impl Source {
         self.decoded = i;
     }
 
-    /// The bytes that decoded to `text[a..b]`.
+    /// The bytes that `text[a..b]` was read from. Past the last character: the tags after it,
+    /// once the markup has ended.
     pub(super) fn raw(&self, a: usize, b: usize) -> &[u8] {
-        let at = |i: usize| self.from.get(i).copied().unwrap_or(self.decoded);
-        &self.raw[at(a)..at(b)]
+        let start = self.from.get(a).copied().unwrap_or(self.tail);
+        let end = match self.from.get(b) {
+            Some(&r) => r,
+            None if self.ended => self.decoded,
+            None => self.tail,
+        };
+        &self.raw[start..end]
     }
 
-    /// The decoded text lost its first `cut` bytes; drops what only they came from.
+    /// The scanned text lost its first `cut` bytes (fewer than it has); drops what only they
+    /// came from.
     pub(super) fn trim(&mut self, cut: usize) {
-        let rcut = self.from.get(cut).copied().unwrap_or(self.decoded);
+        let rcut = self.from[cut];
         self.from.drain(..cut);
         for f in &mut self.from {
             *f -= rcut;
         }
         self.raw.drain(..rcut);
+        self.tail -= rcut;
         self.decoded -= rcut;
     }
 }
 
+impl super::Written for Source {
+    fn unmasked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.raw(a, b));
+    }
+
+    /// The inline tags that open a masked span.
+    fn before_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        let raw = self.raw(a, b);
+        out.extend_from_slice(&raw[..leading_tags(raw)]);
+    }
+
+    /// The other inline tags of a masked span, in order.
+    fn after_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        let raw = self.raw(a, b);
+        let mut i = leading_tags(raw);
+        while let Some(k) = memchr::memchr(b'<', &raw[i..]) {
+            i += k;
+            match inline_tag(&raw[i..], true) {
+                Ref::Gone(len) => {
+                    out.extend_from_slice(&raw[i..i + len]);
+                    i += len;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+}
+
+/// The length of the inline tags at the start of `raw`.
+fn leading_tags(raw: &[u8]) -> usize {
+    let mut i = 0;
+    while let Ref::Gone(len) = inline_tag(&raw[i..], true) {
+        i += len;
+    }
+    i
+}
+
+/// What is at a `&` or a `<`.
 #[derive(Debug, PartialEq)]
 enum Ref {
     /// The reference may go on in bytes not yet arrived.
     Incomplete,
     /// A character and the length of its reference.
     Char(char, usize),
+    /// A tag that is taken out, and its length.
+    Gone(usize),
     /// Not a reference that is decoded: the `&` is text.
     Text,
 }
@@ -145,6 +220,33 @@ fn reference(s: &[u8], at_end: bool) -> Ref {
         None => Ref::Text,
     }
 }
+
+/// The bare inline tag at the start of `s` (which starts with `<`), if it is one.
+fn inline_tag(s: &[u8], at_end: bool) -> Ref {
+    if s.first() != Some(&b'<') {
+        return Ref::Text;
+    }
+    let mut j = 1 + usize::from(s.get(1) == Some(&b'/'));
+    let start = j;
+    while s.get(j).is_some_and(u8::is_ascii_alphanumeric) && j < MAX_TAG {
+        j += 1;
+    }
+    if j >= s.len() {
+        return if at_end || j >= MAX_TAG { Ref::Text } else { Ref::Incomplete };
+    }
+    if s[j] != b'>' {
+        return Ref::Text;
+    }
+    let name = s[start..j].to_ascii_lowercase();
+    if INLINE.contains(&name.as_slice()) { Ref::Gone(j + 1) } else { Ref::Text }
+}
+
+/// HTML elements whose tags do not separate the words around them (phrasing content).
+const INLINE: &[&[u8]] = &[
+    b"a", b"abbr", b"b", b"bdi", b"bdo", b"cite", b"code", b"data", b"del", b"dfn", b"em", b"font", b"i", b"ins",
+    b"kbd", b"mark", b"nobr", b"q", b"s", b"samp", b"small", b"span", b"strike", b"strong", b"sub", b"sup", b"time",
+    b"tt", b"u", b"var", b"wbr",
+];
 
 /// A character whose reference can be replaced by the character itself without changing what
 /// the markup means: not markup syntax, not a control character, not a noncharacter.
@@ -240,6 +342,28 @@ mod tests {
             src.feed(&whole.as_bytes()[cut..], &mut text, true);
             assert_eq!(String::from_utf8(text).unwrap(), decode(whole).0, "cut at {cut}");
             assert_eq!(src.raw(0, usize::MAX), whole.as_bytes());
+        }
+    }
+
+    #[test]
+    fn bare_inline_tags_are_taken_out_and_belong_to_what_follows() {
+        let page = "SSN <em>219</em>-09-<B>9999</B> <b class=x>a</b> <br>x<div>y</div> <spanx>z</ span>";
+        let (text, src) = decode(page);
+        assert_eq!(text, "SSN 219-09-9999 <b class=x>a <br>x<div>y</div> <spanx>z</ span>");
+        assert_eq!(src.raw(0, 4), b"SSN ");
+        assert_eq!(src.raw(4, 15), b"<em>219</em>-09-<B>9999".as_slice(), "`</B>` goes with the space after it");
+        assert_eq!(src.raw(0, text.len()), page.as_bytes());
+        // Cut anywhere, with the text before the cut taken (as a stream emits it) before the
+        // rest arrives: every byte is still accounted for once.
+        for cut in 0..=page.len() {
+            let mut src = Source::default();
+            let mut text = Vec::new();
+            src.feed(&page.as_bytes()[..cut], &mut text, false);
+            let first = text.len();
+            let mut out = src.raw(0, first).to_vec();
+            src.feed(&page.as_bytes()[cut..], &mut text, true);
+            out.extend_from_slice(src.raw(first, text.len()));
+            assert_eq!(out, page.as_bytes(), "cut at {cut}");
         }
     }
 

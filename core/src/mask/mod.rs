@@ -318,11 +318,10 @@ impl Profile {
 
     /// Writes `hay[from..to]` to `out` with each finding in it replaced.
     fn apply(&self, hay: &[u8], from: usize, to: usize, findings: &[Finding], out: &mut Vec<u8>, tally: &Tally) {
-        self.apply_with(hay, from..to, findings, out, tally, |a, b, out| out.extend_from_slice(&hay[a..b]));
+        self.apply_with(hay, from..to, findings, out, tally, &AsIs(hay));
     }
 
-    /// [`Self::apply`], with `unmasked(a, b, out)` writing the text between findings (markup
-    /// writes the bytes it was decoded from).
+    /// [`Self::apply`] over a text read from other bytes (markup), which `written` writes.
     fn apply_with(
         &self,
         hay: &[u8],
@@ -330,7 +329,7 @@ impl Profile {
         findings: &[Finding],
         out: &mut Vec<u8>,
         tally: &Tally,
-        mut unmasked: impl FnMut(usize, usize, &mut Vec<u8>),
+        written: &impl Written,
     ) {
         let mut at = from;
         for f in findings {
@@ -343,15 +342,16 @@ impl Profile {
             if s >= e {
                 continue;
             }
-            unmasked(at, s, out);
+            written.unmasked(at, s, out);
+            written.before_masked(s, e, out);
             let label = &self.detector.entities()[f.entity];
             self.replace(label, Some(f.entity), &hay[s..e], action, out);
+            written.after_masked(s, e, out);
             tally.add(label, 1);
             at = e;
         }
-        if at < to {
-            unmasked(at, to, out);
-        }
+        // Even when no text is left: markup may still have tags to write.
+        written.unmasked(at, to, out);
     }
 
     /// The replacement for `value`.
@@ -455,6 +455,25 @@ impl Profile {
     }
 }
 
+/// How a text that masking scanned is written out.
+trait Written {
+    /// Writes the text between findings, `text[a..b]`, as it arrived.
+    fn unmasked(&self, a: usize, b: usize, out: &mut Vec<u8>);
+    /// Writes, before the replacement of `text[a..b]`, what of its bytes must stay.
+    fn before_masked(&self, _a: usize, _b: usize, _out: &mut Vec<u8>) {}
+    /// Writes, after the replacement of `text[a..b]`, what of its bytes must stay.
+    fn after_masked(&self, _a: usize, _b: usize, _out: &mut Vec<u8>) {}
+}
+
+/// A text that arrived as it is scanned.
+struct AsIs<'a>(&'a [u8]);
+
+impl Written for AsIs<'_> {
+    fn unmasked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0[a..b]);
+    }
+}
+
 /// The four digits of a year in a date value, if it has one.
 fn year(value: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(value).ok()?;
@@ -550,9 +569,7 @@ impl TextStream {
         let mut out = Vec::with_capacity(to - self.base);
         match &self.source {
             None => self.profile.apply(hay, self.base, to, &findings, &mut out, &self.tally),
-            Some(src) => self.profile.apply_with(hay, self.base..to, &findings, &mut out, &self.tally, |a, b, out| {
-                out.extend_from_slice(src.raw(a, b));
-            }),
+            Some(src) => self.profile.apply_with(hay, self.base..to, &findings, &mut out, &self.tally, src.as_ref()),
         }
         self.base = to;
         if self.base > 4 * detect::LOOKBEHIND {

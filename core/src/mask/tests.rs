@@ -91,7 +91,7 @@ proptest! {
 
     #[test]
     fn markup_in_any_pieces_masks_like_one_piece_and_clean_markup_passes_as_written(
-        text in "([a-z@.<>; 0-9-]|&|&#|&#[0-9]{1,3};?|&#x[0-9a-fA-F]{1,3};?|&commat;|&period;|&lt;|&amp|&#64;){0,80}",
+        text in "([a-z@.<>/; 0-9-]|&|&#|&#[0-9]{1,3};?|&#x[0-9a-fA-F]{1,3};?|&commat;|&period;|&lt;|&amp|&#64;|<em>|</em>|<B>|</b|<div>){0,80}",
         mut cuts in proptest::collection::vec(0usize..400, 0..8),
     ) {
         let p = profile();
