@@ -163,16 +163,19 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| airlock::mask::json::mask_document(&p, std::hint::black_box(input), &Tally::default()))
             });
         }
-        g.bench_function("stream_4k_chunks", |b| {
-            b.iter(|| {
-                let mut s = p.stream(Arc::new(Tally::default()));
-                let mut n = 0;
-                for chunk in input.chunks(4096) {
-                    n += s.push(chunk).len();
-                }
-                n + s.finish().len()
-            })
-        });
+        for (id, markup) in [("stream_4k_chunks", false), ("markup_4k_chunks", true)] {
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    let tally = Arc::new(Tally::default());
+                    let mut s = if markup { p.markup_stream(tally) } else { p.stream(tally) };
+                    let mut n = 0;
+                    for chunk in input.chunks(4096) {
+                        n += s.push(chunk).len();
+                    }
+                    n + s.finish().len()
+                })
+            });
+        }
         g.finish();
     }
 }
