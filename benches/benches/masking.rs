@@ -167,7 +167,7 @@ fn bench(c: &mut Criterion) {
             g.bench_function(id, |b| {
                 b.iter(|| {
                     let tally = Arc::new(Tally::default());
-                    let mut s = if markup { p.markup_stream(tally) } else { p.stream(tally) };
+                    let mut s = if markup { p.markup_stream(tally, true) } else { p.stream(tally) };
                     let mut n = 0;
                     for chunk in input.chunks(4096) {
                         n += s.push(chunk).len();

@@ -164,7 +164,7 @@ pub struct JournalConfig {
     pub queue_depth: usize,
     /// Bytes of records held in memory (one RocksDB memtable per column family, up to two while
     /// one is written out) before they go to a table file. WAL files are kept up to two
-    /// memtables' worth. Default: `67108864` (64 MiB); at least 65536.
+    /// memtables' worth. Default: `67108864` (64 MiB); 65536 to 1073741824.
     #[serde(default = "default_memtable_bytes")]
     pub memtable_bytes: usize,
 }
@@ -613,8 +613,8 @@ impl Config {
         if j.queue_depth == 0 {
             return Err(invalid("journal.queue_depth", "must be at least 1"));
         }
-        if j.memtable_bytes < 64 << 10 {
-            return Err(invalid("journal.memtable_bytes", "must be at least 65536"));
+        if !(64 << 10..=1 << 30).contains(&j.memtable_bytes) {
+            return Err(invalid("journal.memtable_bytes", "must be from 65536 (64 KiB) to 1073741824 (1 GiB)"));
         }
         if j.checkpoint_every_records == 0 {
             return Err(invalid("journal.checkpoint_every_records", "must be at least 1"));

@@ -199,6 +199,8 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
                   SSN 219&#45;09&#45;9999 &amp; co, <mark>219</mark>-09-9999</p>",
             ),
         ),
+        // JSON labeled HTML (PHP's default) is JSON too.
+        ("/html-json", response("text/html", "", br#"{"patient_name":"Quentin Zed","note":"jane\u0040example.org"}"#)),
         ("/big-plain", response("text/plain", "", big.as_bytes())),
         // Codings that would lose their header on the way: a transfer coding hyper does not
         // undo, and a content coding that `Connection` names as hop-by-hop.
@@ -254,6 +256,10 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     // Text that only starts with a bracket is text: detectors apply, field rules cannot.
     let (code, _, body) = get("/log");
     assert_eq!((code, body.as_str()), (200, "[INFO] patient_name [PHI:PERSON], SSN [PHI:SSN]"));
+    let (code, _, body) = get("/html-json");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"patient_name": "[PHI:patient_name]", "note": "[PHI:EMAIL]"}));
     let (code, _, body) = get("/html");
     assert_eq!(
         (code, body.as_str()),

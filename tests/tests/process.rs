@@ -139,6 +139,20 @@ async fn kill_9_after_wal_bound_flushes_loses_nothing_the_client_received() {
     let journaled = direction_bytes(&replay_json(&data, list[0]["id"].as_str().unwrap()), "upstream_to_client");
     assert!(journaled.len() >= received.len());
     assert_eq!(&journaled[..received.len()], &received[..], "every byte the client received is journaled");
+
+    // The gateway recovers on that journal: it replays the WAL, continues the chain, and signs.
+    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"after restart\n").unwrap();
+    let mut buf = [0u8; 14];
+    s.read_exact(&mut buf).unwrap();
+    drop(s);
+    assert!(gw.signal_and_wait("-TERM").success());
+    let out = airlock(&["journal", "verify", "--json", "--data-dir", &d]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success() && report["unsigned_tail"] == 0, "{report}");
+    assert_eq!(sessions(&data).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

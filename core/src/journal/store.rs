@@ -201,7 +201,7 @@ impl Store {
         // than ones the VM has not touched for a while. (Reusing the
         // WAL files themselves, `recycle_log_file_num`, was faster still but makes RocksDB's
         // secondary reader, which the CLI uses, loop forever on the stale tail of a reused file.)
-        opts.set_max_total_wal_size(2 * memtable_bytes as u64);
+        opts.set_max_total_wal_size((memtable_bytes as u64).saturating_mul(2));
         let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(memtable_bytes)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Self { db: Arc::new(db), _secondary_dir: None })

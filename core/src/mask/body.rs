@@ -55,8 +55,11 @@ pub enum BodyKind {
     Grpc,
     /// Text of some kind.
     Text,
-    /// HTML or XML: text whose character references are read decoded.
-    Markup,
+    /// HTML: text whose character references are read decoded and whose bare inline tags
+    /// (`<em>`) do not split words.
+    Html,
+    /// Other XML: text whose character references are read decoded.
+    Xml,
     /// Binary content that cannot be inspected (images, archives, PDF, octet streams).
     Opaque,
 }
@@ -81,8 +84,9 @@ impl BodyKind {
             "application/json" => Self::Json,
             c if c.ends_with("+json") => Self::Json,
             c if c == "application/grpc" || c.starts_with("application/grpc+") => Self::Grpc,
-            "text/html" | "text/xml" | "application/xml" | "application/xhtml+xml" => Self::Markup,
-            c if c.ends_with("+xml") => Self::Markup,
+            "text/html" | "application/xhtml+xml" => Self::Html,
+            "text/xml" | "application/xml" => Self::Xml,
+            c if c.ends_with("+xml") => Self::Xml,
             // Text that the detectors can read; anything else (archives, office documents,
             // DICOM, msgpack, form-encoded, gRPC-Web) is refused on a masked route.
             "" => Self::Text,
@@ -126,7 +130,8 @@ impl BodyMasker {
             })),
             BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::new(profile, tally))),
             BodyKind::Text => Self::Text(Box::new(profile.stream(tally))),
-            BodyKind::Markup => Self::Text(Box::new(profile.markup_stream(tally))),
+            BodyKind::Html => Self::Text(Box::new(profile.markup_stream(tally, true))),
+            BodyKind::Xml => Self::Text(Box::new(profile.markup_stream(tally, false))),
             BodyKind::Json => return Err(MaskError::Uninspectable("a JSON document must be masked whole")),
             BodyKind::Grpc => return Err(MaskError::Uninspectable("gRPC messages are masked by the gRPC masker")),
             BodyKind::Opaque => {
@@ -341,7 +346,7 @@ mod tests {
     fn markup_is_judged_with_references_decoded_and_sent_as_written() {
         let page = "<p title=\"a&amp;b\">Write to <a href=\"mailto:jane&#64;example.org\">jane&#x40;example&period;org</a>, \
                     SSN 219&#45;09&#45;9999 &copy; &#169; &lt;b&gt; or <em>078</em>-05-<b>1121</b>.</p>";
-        let whole = run(&mut masker(BodyKind::Markup), &[page]);
+        let whole = run(&mut masker(BodyKind::Html), &[page]);
         assert_eq!(
             whole,
             "<p title=\"a&amp;b\">Write to <a href=\"mailto:[PHI:EMAIL]\">[PHI:EMAIL]</a>, SSN [PHI:SSN] &copy; &#169; \
@@ -349,7 +354,7 @@ mod tests {
         );
         // Every cut, through references too, gives the same bytes.
         for cut in 0..=page.len() {
-            assert_eq!(run(&mut masker(BodyKind::Markup), &[&page[..cut], &page[cut..]]), whole, "cut at {cut}");
+            assert_eq!(run(&mut masker(BodyKind::Html), &[&page[..cut], &page[cut..]]), whole, "cut at {cut}");
         }
         // As plain text, the references hide both.
         let plain = run(&mut masker(BodyKind::Text), &[page]);
@@ -357,27 +362,49 @@ mod tests {
             plain.contains("jane&#x40;example&period;org") && plain.contains("9999") && plain.contains("1121"),
             "{plain}"
         );
-        assert_eq!(BodyKind::of(Some("text/html; charset=utf-8")), BodyKind::Markup);
-        assert_eq!(BodyKind::of(Some("application/atom+xml")), BodyKind::Markup);
+        assert_eq!(BodyKind::of(Some("text/html; charset=utf-8")), BodyKind::Html);
+        assert_eq!(BodyKind::of(Some("application/atom+xml")), BodyKind::Xml);
         assert_eq!(BodyKind::of(Some("text/plain")), BodyKind::Text);
+    }
+
+    #[test]
+    fn inline_tags_are_kept_once_and_never_glue_what_they_separate() {
+        let html = |units: &[&str]| run(&mut masker(BodyKind::Html), units);
+        // Tags after the last character are written once, by the end.
+        assert_eq!(html(&["Call <em>617-555-0199</em>"]), "Call <em>[PHI:PHONE]</em>");
+        assert_eq!(html(&["Call <em>617-555-0199", "</em>"]), "Call <em>[PHI:PHONE]</em>");
+        assert_eq!(html(&["<em>", "</em>"]), "<em></em>");
+        // A tag between two letters or digits still separates them, as `>` did before.
+        assert_eq!(html(&["<b>SSN</b>219-09-9999"]), "<b>SSN</b>[PHI:SSN]");
+        assert_eq!(html(&["219-09-9999<sup>1</sup>"]), "[PHI:SSN]<sup>1</sup>");
+        assert_eq!(html(&["<a>219-09-9999</a><b>617-555-0199</b>"]), "<a>[PHI:SSN]</a><b>[PHI:PHONE]</b>");
+        // In other XML, `<data>` is an element like any other: its tags stay in the text.
+        assert_eq!(run(&mut masker(BodyKind::Xml), &["<data>219-09-9999</data>"]), "<data>[PHI:SSN]</data>");
+        assert_eq!(run(&mut masker(BodyKind::Xml), &["<b>219</b>-09-9999"]), "<b>219</b>-09-9999");
+        // A run of tags with no text between them does not hold the stream back.
+        let mut m = masker(BodyKind::Html);
+        let out = m.unit(Bytes::from("<b>".repeat(10_000))).unwrap();
+        assert!(out.iter().map(Bytes::len).sum::<usize>() > 29_000, "the run is emitted as it comes");
     }
 
     #[test]
     fn a_long_page_streams_in_any_pieces_and_passes_unmasked_bytes_as_written() {
         let clean: String =
             (0..400).map(|i| format!("<li>item&nbsp;{i} &amp; &#8212; caf&eacute; &#x2F; x</li>\n")).collect();
-        let dirty: String =
-            (0..300).map(|i| format!("<li>{i}: jane{i}&#64;example&period;org, 219&#45;09&#45;9999</li>\n")).collect();
+        let dirty: String = (0..300)
+            .map(|i| format!("<li>{i}: jane{i}&#64;example&period;org, <em>219</em>&#45;09&#45;9999</li>\n"))
+            .collect();
         assert!(clean.len() > 15_000 && dirty.len() > 15_000, "longer than the look-behind many times");
         for (page, masked) in [(&clean, false), (&dirty, true)] {
-            let whole = run(&mut masker(BodyKind::Markup), &[page]);
+            let whole = run(&mut masker(BodyKind::Html), &[page]);
             for size in [1, 7, 64, 1000, 5000] {
                 let pieces: Vec<&str> = page.as_bytes().chunks(size).map(|c| std::str::from_utf8(c).unwrap()).collect();
-                assert_eq!(run(&mut masker(BodyKind::Markup), &pieces), whole, "pieces of {size}");
+                assert_eq!(run(&mut masker(BodyKind::Html), &pieces), whole, "pieces of {size}");
             }
             if masked {
                 assert!(!whole.contains("example") && !whole.contains("9999"), "{}", &whole[..300]);
                 assert_eq!(whole.matches("[PHI:EMAIL]").count(), 300);
+                assert_eq!(whole.matches("<em>[PHI:SSN]</em>").count(), 300);
             } else {
                 assert_eq!(&whole, page);
             }

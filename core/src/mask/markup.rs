@@ -1,5 +1,5 @@
 //! Markup (HTML, XML) is judged as its reader will see it: character references decoded, and
-//! inline tags that split a word gone.
+//! in HTML, inline tags that split a word gone.
 //!
 //! `jane&#64;example.org` renders as an e-mail address, `219&#45;09&#45;9999` and
 //! `<em>219</em>-09-9999` (a search result's highlight) as an SSN, but the detectors read bytes;
@@ -7,14 +7,15 @@
 //! addresses from harvesters) would pass them unmasked. A [`Source`] keeps the bytes as they
 //! arrived beside the text the detectors scan, with the offset each scanned byte came from.
 //! What is not masked is sent as it arrived, byte for byte; a masked span replaces the
-//! references it was read from and keeps its inline tags after the replacement, so the markup
+//! references it was read from and keeps its inline tags around the replacement, so the markup
 //! stays balanced (`<em>[PHI:SSN]</em>`).
 //!
 //! Only references to characters with no meaning to markup are decoded, so decoding can never
-//! open a tag or end an attribute: `&lt;`, `&#60;`, `&amp;` and their kind stay as written. Only
-//! bare inline tags (`<b>`, `</span>`: no attributes, whose text the detectors still read as it
-//! is) are taken out; any other tag stays in the scanned text, where it separates words as the
-//! page's layout does.
+//! open a tag or end an attribute: `&lt;`, `&#60;`, `&amp;`, white space and their kind stay as
+//! written. Only bare inline tags of HTML (`<b>`, `</span>`: no attributes, whose text the
+//! detectors would still read as it is) are taken out, and where one stood between two letters
+//! or digits a space stands for it (`<b>SSN</b>219-09-9999` still reads as two words). Any
+//! other tag stays in the scanned text, where it separates words as `>` always did.
 
 /// The longest reference waited for across a cut (`&#x` and a run of zeros is still one
 /// character to a browser, but a run this long is taken as text).
@@ -23,15 +24,23 @@ const MAX_REF: usize = 40;
 /// The longest bare inline tag (`</strike>`).
 const MAX_TAG: usize = 10;
 
+/// The most tags taken out in a row; past them a tag is text, so that a run of tags with no
+/// text between them cannot keep the stream from emitting.
+const MAX_GONE: usize = 64;
+
 /// Markup bytes as they arrived, and where each byte of the scanned text came from.
 #[derive(Debug, Default)]
 pub(super) struct Source {
+    /// HTML: bare inline tags are taken out (in other XML they are elements like any other).
+    html: bool,
     raw: Vec<u8>,
     /// `from[i]`: where in `raw` the character (or reference) of scanned byte `i` starts,
     /// counting the tags taken out just before it as its own.
     from: Vec<usize>,
     /// Where the last character scanned ends: tags after it belong to the next one.
     tail: usize,
+    /// Tags taken out since the last character.
+    gone: usize,
     /// `raw[..decoded]` has been read; the rest is a reference or tag still arriving.
     decoded: usize,
     /// The markup has ended: tags after the last character are the end's.
@@ -39,44 +48,44 @@ pub(super) struct Source {
 }
 
 impl Source {
+    /// A source for HTML (`html`) or other XML.
+    pub(super) fn new(html: bool) -> Self {
+        Self { html, ..Self::default() }
+    }
+
     /// Appends `chunk` and reads what can be read into `text`; at the end, a reference or tag
     /// still incomplete is text.
     pub(super) fn feed(&mut self, chunk: &[u8], text: &mut Vec<u8>, at_end: bool) {
         self.raw.extend_from_slice(chunk);
         self.ended = at_end;
-        let raw = &self.raw;
         let mut i = self.decoded;
-        // One character of `n` scanned bytes read from `raw[at..to]`.
-        let unit = |from: &mut Vec<usize>, tail: &mut usize, n: usize, to: usize| {
-            from.extend(std::iter::repeat_n(*tail, n));
-            *tail = to;
-        };
-        while i < raw.len() {
-            let next = memchr::memchr2(b'&', b'<', &raw[i..]).map_or(raw.len(), |k| i + k);
+        while i < self.raw.len() {
+            let next = memchr::memchr2(b'&', b'<', &self.raw[i..]).map_or(self.raw.len(), |k| i + k);
             if next > i {
-                text.extend_from_slice(&raw[i..next]);
-                unit(&mut self.from, &mut self.tail, 1, i + 1);
-                self.from.extend(i + 1..next);
-                self.tail = next;
+                self.unit(text, i, None, next);
             }
             i = next;
-            if i == raw.len() {
+            if i == self.raw.len() {
                 break;
             }
-            let read = if raw[i] == b'<' { inline_tag(&raw[i..], at_end) } else { reference(&raw[i..], at_end) };
+            let rest = &self.raw[i..];
+            let read = match rest[0] {
+                b'<' if self.html && self.gone < MAX_GONE => inline_tag(rest, at_end),
+                b'<' => Ref::Text,
+                _ => reference(rest, at_end),
+            };
             match read {
                 Ref::Incomplete => break,
-                Ref::Gone(len) => i += len,
+                Ref::Gone(len) => {
+                    self.gone += 1;
+                    i += len;
+                }
                 Ref::Char(c, len) => {
-                    let mut utf8 = [0u8; 4];
-                    let s = c.encode_utf8(&mut utf8);
-                    text.extend_from_slice(s.as_bytes());
-                    unit(&mut self.from, &mut self.tail, s.len(), i + len);
+                    self.unit(text, i, Some(c), i + len);
                     i += len;
                 }
                 Ref::Text => {
-                    text.push(raw[i]);
-                    unit(&mut self.from, &mut self.tail, 1, i + 1);
+                    self.unit(text, i, None, i + 1);
                     i += 1;
                 }
             }
@@ -84,16 +93,47 @@ impl Source {
         self.decoded = i;
     }
 
-    /// The bytes that `text[a..b]` was read from. Past the last character: the tags after it,
-    /// once the markup has ended.
-    pub(super) fn raw(&self, a: usize, b: usize) -> &[u8] {
+    /// Scans `raw[at..to]`: as the character `c`, or (`None`) as it is. Where tags taken out
+    /// just before it would join two letters or digits, a space read from the tags goes first.
+    fn unit(&mut self, text: &mut Vec<u8>, at: usize, c: Option<char>, to: usize) {
+        let mut utf8 = [0u8; 4];
+        let bytes = match c {
+            Some(c) => c.encode_utf8(&mut utf8).as_bytes(),
+            None => &self.raw[at..to],
+        };
+        let word = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+        if self.gone > 0 && word(text.last()) && word(bytes.first()) {
+            text.push(b' ');
+            self.from.push(self.tail);
+            self.tail = at;
+        }
+        self.gone = 0;
+        text.extend_from_slice(bytes);
+        self.from.push(self.tail);
+        // The other bytes of a decoded character map to its start; of text, to themselves.
+        match c {
+            Some(_) => self.from.extend(std::iter::repeat_n(self.tail, bytes.len() - 1)),
+            None => self.from.extend(at + 1..to),
+        }
+        self.tail = to;
+    }
+
+    /// The bytes that `text[a..b]` was read from. Past the last character, once the markup has
+    /// ended and with `trailing`: the tags after it too.
+    fn span(&self, a: usize, b: usize, trailing: bool) -> &[u8] {
         let start = self.from.get(a).copied().unwrap_or(self.tail);
         let end = match self.from.get(b) {
             Some(&r) => r,
-            None if self.ended => self.decoded,
+            None if self.ended && trailing => self.decoded,
             None => self.tail,
         };
         &self.raw[start..end]
+    }
+
+    /// The bytes that `text[a..b]` was read from, and past the end of the markup, the tags
+    /// after its last character.
+    pub(super) fn raw(&self, a: usize, b: usize) -> &[u8] {
+        self.span(a, b, true)
     }
 
     /// The scanned text lost its first `cut` bytes (fewer than it has); drops what only they
@@ -117,13 +157,14 @@ impl super::Written for Source {
 
     /// The inline tags that open a masked span.
     fn before_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
-        let raw = self.raw(a, b);
+        let raw = self.span(a, b, false);
         out.extend_from_slice(&raw[..leading_tags(raw)]);
     }
 
-    /// The other inline tags of a masked span, in order.
+    /// The other inline tags of a masked span, in order (the tags after the last character of
+    /// the markup are not the span's: the end writes them).
     fn after_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
-        let raw = self.raw(a, b);
+        let raw = self.span(a, b, false);
         let mut i = leading_tags(raw);
         while let Some(k) = memchr::memchr(b'<', &raw[i..]) {
             i += k;
@@ -200,8 +241,7 @@ fn reference(s: &[u8], at_end: bool) -> Ref {
             None => Ref::Text,
         };
     }
-    // Named: letters and digits, then `;` (required here: the names decoded have no legacy
-    // form without it).
+    // Named: letters and digits, then `;` (required: no name decoded here has a legacy form).
     let mut j = 1;
     while s.get(j).is_some_and(u8::is_ascii_alphanumeric) {
         j += 1;
@@ -249,18 +289,19 @@ const INLINE: &[&[u8]] = &[
 ];
 
 /// A character whose reference can be replaced by the character itself without changing what
-/// the markup means: not markup syntax, not a control character, not a noncharacter.
+/// the markup means: not markup syntax, not white space (which ends an unquoted attribute, and a
+/// `partial` mask writes the value's separators), not a control character, not a noncharacter.
 fn harmless(c: char) -> bool {
     match c {
         '<' | '>' | '&' | '"' | '\'' => false,
-        '\t' | '\n' => true,
-        c if c < ' ' || ('\u{7f}'..'\u{a0}').contains(&c) => false,
+        c if c.is_whitespace() || c.is_control() => false,
         c => !('\u{fdd0}'..='\u{fdef}').contains(&c) && (u32::from(c) & 0xfffe) != 0xfffe,
     }
 }
 
-/// The named references that can spell identifiers: ASCII punctuation and spaces. Letters and
-/// digits have no names; references to other characters are decoded by number only.
+/// The named references that can spell identifiers: ASCII punctuation and dashes. Letters and
+/// digits have no names; references to other characters are decoded by number only. (Browsers
+/// also read a few legacy names without their `;`, such as `&nbsp`; none of them is here.)
 fn named(name: &[u8]) -> Option<char> {
     Some(match name {
         b"commat" => '@',
@@ -291,9 +332,6 @@ fn named(name: &[u8]) -> Option<char> {
         b"hyphen" | b"dash" => '\u{2010}',
         b"ndash" => '\u{2013}',
         b"minus" => '\u{2212}',
-        b"nbsp" | b"NonBreakingSpace" => '\u{a0}',
-        b"Tab" => '\t',
-        b"NewLine" => '\n',
         _ => return None,
     })
 }
@@ -303,7 +341,7 @@ mod tests {
     use super::*;
 
     fn decode(s: &str) -> (String, Source) {
-        let mut src = Source::default();
+        let mut src = Source::new(true);
         let mut text = Vec::new();
         src.feed(s.as_bytes(), &mut text, true);
         (String::from_utf8(text).unwrap(), src)
@@ -316,7 +354,18 @@ mod tests {
         // Browsers end a numeric reference at the first non-digit even without `;`.
         assert_eq!(decode("a&#64b &#x40z").0, "a@b @z");
         // Markup syntax, controls and nonsense are not decoded.
-        for s in ["&#60;b&#62;", "&lt;", "&amp;", "&#34;&#39;", "&#0;", "&#x1;", "&#150;", "&#xFFFE;", "&#99999999;"] {
+        for s in [
+            "&#60;b&#62;",
+            "&lt;",
+            "&amp;",
+            "&#34;&#39;",
+            "&#0;",
+            "&#x1;",
+            "&#150;",
+            "&#xFFFE;",
+            "&#99999999;",
+            "&#32;&#9;&nbsp;",
+        ] {
             assert_eq!(decode(s).0, s);
         }
         assert_eq!(decode("AT&T & co &unknown; &#;").0, "AT&T & co &unknown; &#;");
@@ -336,7 +385,7 @@ mod tests {
     fn a_reference_cut_in_two_waits_for_its_end() {
         let whole = "mail jane&#64;example.org or &#x3;x &lt;&commat;";
         for cut in 0..=whole.len() {
-            let mut src = Source::default();
+            let mut src = Source::new(true);
             let mut text = Vec::new();
             src.feed(&whole.as_bytes()[..cut], &mut text, false);
             src.feed(&whole.as_bytes()[cut..], &mut text, true);
@@ -356,7 +405,7 @@ mod tests {
         // Cut anywhere, with the text before the cut taken (as a stream emits it) before the
         // rest arrives: every byte is still accounted for once.
         for cut in 0..=page.len() {
-            let mut src = Source::default();
+            let mut src = Source::new(true);
             let mut text = Vec::new();
             src.feed(&page.as_bytes()[..cut], &mut text, false);
             let first = text.len();
@@ -370,7 +419,7 @@ mod tests {
     #[test]
     fn an_endless_reference_is_text() {
         let long = format!("&#{}", "0".repeat(100));
-        let mut src = Source::default();
+        let mut src = Source::new(true);
         let mut text = Vec::new();
         src.feed(long.as_bytes(), &mut text, false);
         assert_eq!(text, long.as_bytes(), "not held back beyond {MAX_REF} bytes");

@@ -1722,9 +1722,10 @@ async fn mask_response(
             let masked = crate::mask::json::mask_document(profile, &bytes, tally).map_err(|e| e.to_string())?;
             Ok(whole_body(headers, masked))
         }
-        BodyKind::Text => {
-            // A text body (or one with no type at all) that reads as JSON is masked as JSON, so
-            // that field rules and `\u` escapes apply to it as to `application/json`.
+        kind @ (BodyKind::Text | BodyKind::Html | BodyKind::Xml) => {
+            // A text or markup body (or one with no type at all) that reads as JSON is masked as
+            // JSON, so that field rules and `\u` escapes apply to it as to `application/json`
+            // (PHP, for one, labels everything `text/html`).
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
             let mut more = true;
@@ -1739,7 +1740,7 @@ async fn mask_response(
                 }
                 return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes)?));
             }
-            let masker = BodyMasker::new(BodyKind::Text, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+            let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
             headers.remove(header::CONTENT_LENGTH);
             let body =
                 if bytes.is_empty() { body } else { Prefixed { first: Some(bytes.freeze()), rest: body }.boxed() };
