@@ -201,6 +201,8 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ),
         // JSON labeled HTML (PHP's default) is JSON too.
         ("/html-json", response("text/html", "", br#"{"patient_name":"Quentin Zed","note":"jane\u0040example.org"}"#)),
+        // HTML that only starts like JSON is still HTML.
+        ("/html-not-json", response("text/html", "", b"[{}]\n<p>jane&#64;example.org</p>")),
         ("/big-plain", response("text/plain", "", big.as_bytes())),
         // Codings that would lose their header on the way: a transfer coding hyper does not
         // undo, and a content coding that `Connection` names as hop-by-hop.
@@ -260,6 +262,8 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v, serde_json::json!({"patient_name": "[PHI:patient_name]", "note": "[PHI:EMAIL]"}));
+    let (code, _, body) = get("/html-not-json");
+    assert_eq!((code, body.as_str()), (200, "[{}]\n<p>[PHI:EMAIL]</p>"));
     let (code, _, body) = get("/html");
     assert_eq!(
         (code, body.as_str()),

@@ -381,6 +381,15 @@ mod tests {
         // In other XML, `<data>` is an element like any other: its tags stay in the text.
         assert_eq!(run(&mut masker(BodyKind::Xml), &["<data>219-09-9999</data>"]), "<data>[PHI:SSN]</data>");
         assert_eq!(run(&mut masker(BodyKind::Xml), &["<b>219</b>-09-9999"]), "<b>219</b>-09-9999");
+        // `partial` writes the value's own separators, not the space that stands for a tag.
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let spec = ProfileSpec {
+            actions: vec![("CREDIT_CARD".into(), crate::mask::Action::Partial(4))],
+            ..ProfileSpec::redact_all("t")
+        };
+        let p = Arc::new(Profile::new(det, spec, None).unwrap());
+        let mut m = BodyMasker::new(BodyKind::Html, p, Arc::new(Tally::default())).unwrap();
+        assert_eq!(run(&mut m, &["Card 4111 1111 1111<b>1111</b>."]), "Card **** **** ****1111<b></b>.");
         // A run of tags with no text between them does not hold the stream back.
         let mut m = masker(BodyKind::Html);
         let out = m.unit(Bytes::from("<b>".repeat(10_000))).unwrap();

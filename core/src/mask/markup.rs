@@ -155,8 +155,20 @@ impl super::Written for Source {
         out.extend_from_slice(self.raw(a, b));
     }
 
-    /// The inline tags that open a masked span.
+    /// Without the spaces that stand for removed tags (read from tags only: they end in `>`).
+    fn shown<'t>(&self, text: &'t [u8], a: usize, b: usize) -> std::borrow::Cow<'t, [u8]> {
+        let stands_in = |i: usize| text[i] == b' ' && self.span(i, i + 1, false).last() == Some(&b'>');
+        if !self.html || !(a..b).any(stands_in) {
+            return text[a..b].into();
+        }
+        (a..b).filter(|&i| !stands_in(i)).map(|i| text[i]).collect::<Vec<u8>>().into()
+    }
+
+    /// The inline tags that open a masked span (HTML: in other XML no tag was taken out).
     fn before_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        if !self.html {
+            return;
+        }
         let raw = self.span(a, b, false);
         out.extend_from_slice(&raw[..leading_tags(raw)]);
     }
@@ -164,6 +176,9 @@ impl super::Written for Source {
     /// The other inline tags of a masked span, in order (the tags after the last character of
     /// the markup are not the span's: the end writes them).
     fn after_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        if !self.html {
+            return;
+        }
         let raw = self.span(a, b, false);
         let mut i = leading_tags(raw);
         while let Some(k) = memchr::memchr(b'<', &raw[i..]) {

@@ -345,7 +345,10 @@ impl Profile {
             written.unmasked(at, s, out);
             written.before_masked(s, e, out);
             let label = &self.detector.entities()[f.entity];
-            self.replace(label, Some(f.entity), &hay[s..e], action, out);
+            // `partial` writes the value's own separators: only those that were in the input.
+            let value =
+                if matches!(action, Action::Partial(_)) { written.shown(hay, s, e) } else { (&hay[s..e]).into() };
+            self.replace(label, Some(f.entity), &value, action, out);
             written.after_masked(s, e, out);
             tally.add(label, 1);
             at = e;
@@ -459,6 +462,11 @@ impl Profile {
 trait Written {
     /// Writes the text between findings, `text[a..b]`, as it arrived.
     fn unmasked(&self, a: usize, b: usize, out: &mut Vec<u8>);
+    /// The characters of `text[a..b]` that were in the input (markup: not a space standing for
+    /// a removed tag).
+    fn shown<'t>(&self, text: &'t [u8], a: usize, b: usize) -> std::borrow::Cow<'t, [u8]> {
+        text[a..b].into()
+    }
     /// Writes, before the replacement of `text[a..b]`, what of its bytes must stay.
     fn before_masked(&self, _a: usize, _b: usize, _out: &mut Vec<u8>) {}
     /// Writes, after the replacement of `text[a..b]`, what of its bytes must stay.

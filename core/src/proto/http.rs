@@ -1738,7 +1738,7 @@ async fn mask_response(
                 while more {
                     more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
-                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes)?));
+                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, kind)?));
             }
             let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
             headers.remove(header::CONTENT_LENGTH);
@@ -1819,7 +1819,12 @@ fn json_look(bytes: &[u8], more: bool) -> JsonLook {
 
 /// Masks a text body that looks like JSON: as one document if it is one, as JSON lines if every
 /// line is JSON, and as text otherwise.
-fn mask_json_ish(profile: &Arc<crate::mask::Profile>, tally: &Arc<Tally>, bytes: &[u8]) -> Result<Vec<u8>, String> {
+fn mask_json_ish(
+    profile: &Arc<crate::mask::Profile>,
+    tally: &Arc<Tally>,
+    bytes: &[u8],
+    kind: BodyKind,
+) -> Result<Vec<u8>, String> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
         return crate::mask::json::mask_document(profile, bytes, tally).map_err(|e| e.to_string());
     }
@@ -1828,12 +1833,15 @@ fn mask_json_ish(profile: &Arc<crate::mask::Profile>, tally: &Arc<Tally>, bytes:
         let t = l.trim_ascii();
         t.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
     });
-    if !all_json {
-        return Ok(profile.mask_text(bytes, tally));
-    }
-    let mut masker = BodyMasker::new(BodyKind::Ndjson, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+    // Not JSON after all: masked as what its type says (text or markup), in one piece.
+    let (mut masker, units) = if all_json {
+        (BodyMasker::new(BodyKind::Ndjson, profile.clone(), tally.clone()), lines.collect::<Vec<_>>())
+    } else {
+        (BodyMasker::new(kind, profile.clone(), tally.clone()), vec![bytes])
+    };
+    let masker = masker.as_mut().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(bytes.len());
-    for line in lines {
+    for line in units {
         for unit in masker.unit(Bytes::copy_from_slice(line)).map_err(|e| e.to_string())? {
             out.extend_from_slice(&unit);
         }
