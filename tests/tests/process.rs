@@ -27,53 +27,83 @@ fn config_with_admin(
     )
 }
 
+/// A strict-mode gateway over an echo upstream, to be killed and restarted on its journal.
+struct Crashable {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    probe: std::net::SocketAddr,
+    text: String,
+}
+
+impl Crashable {
+    /// `journal`: more `[journal]` settings.
+    async fn start(journal: &str) -> (Self, GatewayProcess) {
+        let upstream = echo_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = free_port();
+        let admin = free_port();
+        let text = config_with_admin(&data, port, upstream, "strict", admin)
+            .replace("durability = \"strict\"\n", &format!("durability = \"strict\"\n{journal}"));
+        let c = Self {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            probe: std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
+            dir,
+            data,
+            text,
+        };
+        let gw = GatewayProcess::start(c.dir.path(), &c.text, c.probe).unwrap();
+        (c, gw)
+    }
+
+    /// After the kill: the journal verifies as the crash left it, holds one session without a
+    /// close record, and every byte the client received is in it.
+    fn check_crashed(&self, received: &[u8]) {
+        let out = airlock(&["journal", "verify", "--data-dir", &self.data.display().to_string()]);
+        assert!(out.status.success(), "after kill -9: {}{}", stdout(&out), stderr(&out));
+        let list = sessions(&self.data);
+        assert_eq!(list.len(), 1);
+        assert!(list[0].get("close_reason").is_none(), "killed mid-session: no close record");
+        let journaled =
+            direction_bytes(&replay_json(&self.data, list[0]["id"].as_str().unwrap()), "upstream_to_client");
+        assert!(journaled.len() >= received.len());
+        assert_eq!(&journaled[..received.len()], received, "every byte the client received is journaled");
+    }
+
+    /// The gateway recovers on that journal: it replays the WAL, continues the chain, serves a
+    /// new session and signs a final checkpoint at SIGTERM.
+    fn restart_and_check(&self) {
+        let mut gw = GatewayProcess::start(self.dir.path(), &self.text, self.probe).unwrap();
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"after restart\n").unwrap();
+        let mut buf = [0u8; 14];
+        s.read_exact(&mut buf).unwrap();
+        drop(s);
+        let status = gw.signal_and_wait("-TERM");
+        assert!(status.success(), "{status}");
+        let out = airlock(&["journal", "verify", "--json", "--data-dir", &self.data.display().to_string()]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["unsigned_tail"], 0, "SIGTERM signs a final checkpoint: {report}");
+        let list = sessions(&self.data);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1]["bytes_from_client"], 14);
+        assert_eq!(list[1]["close_reason"], "both sides closed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_strict_mode_loses_nothing_the_client_received() {
-    let upstream = echo_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let admin = free_port();
-    let probe = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
-    let text = config_with_admin(&data, port, upstream, "strict", admin);
-    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
-
-    let writer = stream_until_killed(addr, 50);
+    let (c, mut gw) = Crashable::start("").await;
+    let writer = stream_until_killed(c.addr, 50);
     std::thread::sleep(Duration::from_millis(700));
     gw.signal_and_wait("-KILL");
     let received = writer.join().unwrap();
     assert!(received.len() > 1000, "traffic flowed before the kill ({} bytes)", received.len());
-
-    // Verify the journal as left by the crash, then restart on it.
-    let d = data.display().to_string();
-    let out = airlock(&["journal", "verify", "--data-dir", &d]);
-    assert!(out.status.success(), "after kill -9: {}{}", stdout(&out), stderr(&out));
-    let list = sessions(&data);
-    assert_eq!(list.len(), 1);
-    let id = list[0]["id"].as_str().unwrap();
-    assert!(list[0].get("close_reason").is_none(), "killed mid-session: no close record");
-    let journaled = direction_bytes(&replay_json(&data, id), "upstream_to_client");
-    assert!(journaled.len() >= received.len());
-    assert_eq!(&journaled[..received.len()], &received[..], "every byte the client received is journaled");
-
-    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"after restart\n").unwrap();
-    let mut buf = [0u8; 14];
-    s.read_exact(&mut buf).unwrap();
-    drop(s);
-    let status = gw.signal_and_wait("-TERM");
-    assert!(status.success(), "{status}");
-    let out = airlock(&["journal", "verify", "--json", "--data-dir", &d]);
-    assert!(out.status.success(), "{}", stdout(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["unsigned_tail"], 0, "SIGTERM signs a final checkpoint: {report}");
-    let list = sessions(&data);
-    assert_eq!(list.len(), 2);
-    let last = &list[1];
-    assert_eq!(last["bytes_from_client"], 14);
-    assert_eq!(last["close_reason"], "both sides closed");
+    c.check_crashed(&received);
+    c.restart_and_check();
 }
 
 /// Streams `len`-byte messages through `addr` in a blocking thread, each echoed back before the
@@ -103,22 +133,13 @@ fn stream_until_killed(addr: std::net::SocketAddr, len: usize) -> std::thread::J
 /// The journal bounds its WAL (`memtable_bytes`), so RocksDB flushes every column family and
 /// deletes WAL files while sessions stream. Small memtables make that happen many times within a
 /// second; the journal a crash leaves behind must still verify and hold exactly what the client
-/// received.
+/// received, and the gateway must recover on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_after_wal_bound_flushes_loses_nothing_the_client_received() {
-    let upstream = echo_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let admin = free_port();
-    let probe = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
-    let text = config_with_admin(&data, port, upstream, "strict", admin)
-        .replace("durability = \"strict\"\n", "durability = \"strict\"\nmemtable_bytes = 65536\n");
-    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
-    let writer = stream_until_killed(addr, 16 << 10);
+    let (c, mut gw) = Crashable::start("memtable_bytes = 65536\n").await;
+    let writer = stream_until_killed(c.addr, 16 << 10);
     // Kill once the WAL bound has made RocksDB flush a few times (bounded: 10 s).
-    let log = data.join("journal").join("LOG");
+    let log = c.data.join("journal").join("LOG");
     let flushes =
         || std::fs::read_to_string(&log).unwrap_or_default().matches("\"flush_reason\": \"WAL Full\"").count();
     for _ in 0..200 {
@@ -130,29 +151,8 @@ async fn kill_9_after_wal_bound_flushes_loses_nothing_the_client_received() {
     gw.signal_and_wait("-KILL");
     let received = writer.join().unwrap();
     assert!(flushes() >= 6, "the WAL bound made RocksDB flush before the kill ({} bytes streamed)", received.len());
-
-    let d = data.display().to_string();
-    let out = airlock(&["journal", "verify", "--data-dir", &d]);
-    assert!(out.status.success(), "after kill -9: {}{}", stdout(&out), stderr(&out));
-    let list = sessions(&data);
-    assert_eq!(list.len(), 1);
-    let journaled = direction_bytes(&replay_json(&data, list[0]["id"].as_str().unwrap()), "upstream_to_client");
-    assert!(journaled.len() >= received.len());
-    assert_eq!(&journaled[..received.len()], &received[..], "every byte the client received is journaled");
-
-    // The gateway recovers on that journal: it replays the WAL, continues the chain, and signs.
-    let mut gw = GatewayProcess::start(dir.path(), &text, probe).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"after restart\n").unwrap();
-    let mut buf = [0u8; 14];
-    s.read_exact(&mut buf).unwrap();
-    drop(s);
-    assert!(gw.signal_and_wait("-TERM").success());
-    let out = airlock(&["journal", "verify", "--json", "--data-dir", &d]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success() && report["unsigned_tail"] == 0, "{report}");
-    assert_eq!(sessions(&data).len(), 2);
+    c.check_crashed(&received);
+    c.restart_and_check();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
