@@ -39,6 +39,10 @@ pub struct SqlStatement {
     /// (`query_to_xml`, `dblink`, `pg_read_file`, `lo_import` …): what that touches is not in the
     /// statement for the rules to see.
     pub opaque_call: Option<String>,
+    /// It defines code the server runs later — a function, procedure, trigger, rule or
+    /// extension — whose body is not SQL the rules see (`CREATE FUNCTION f() … AS $$ DROP TABLE
+    /// patients $$`, then `SELECT f()`).
+    pub server_code: bool,
 }
 
 impl SqlStatement {
@@ -56,6 +60,17 @@ fn kind_of(s: &Statement) -> SqlKind {
         Statement::Delete(_) => SqlKind::Delete,
         Statement::Merge(_) => SqlKind::Merge,
         Statement::CreateTable(_)
+        | Statement::CreateFunction(_)
+        | Statement::CreateProcedure { .. }
+        | Statement::CreateTrigger(_)
+        | Statement::CreateRule(_)
+        | Statement::CreateExtension(_)
+        | Statement::CreateSequence { .. }
+        | Statement::CreateType { .. }
+        | Statement::CreateDomain(_)
+        | Statement::CreatePolicy(_)
+        | Statement::CreateAggregate(_)
+        | Statement::CreateOperator(_)
         | Statement::CreateView(_)
         | Statement::CreateIndex(_)
         | Statement::CreateSchema { .. }
@@ -310,6 +325,14 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 );
             let destructive_ddl =
                 matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
+            let server_code = matches!(
+                s,
+                Statement::CreateFunction(_)
+                    | Statement::CreateProcedure { .. }
+                    | Statement::CreateTrigger(_)
+                    | Statement::CreateRule(_)
+                    | Statement::CreateExtension(_)
+            );
             // Reading a setting (`SHOW client_encoding`) changes nothing.
             let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
             // A whole row named by its table or alias (`SELECT p FROM patients p`,
@@ -343,6 +366,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 columns,
                 changes_lexing,
                 opaque_call: walk.opaque,
+                server_code,
             }
         })
         .collect())
@@ -423,6 +447,14 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
                 ),
             ));
         }
+        if s.server_code {
+            return Some((
+                "guard:server_code",
+                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE and EXTENSION define code the server runs later, which \
+                 the rules cannot see; they are blocked for this role"
+                    .into(),
+            ));
+        }
         if s.copy_program {
             return Some((
                 "guard:copy_program",
@@ -460,6 +492,27 @@ mod tests {
         let long = format!("SELECT a FROM cache_t3 WHERE b = '{}'", "y".repeat(CACHE_MAX_SQL));
         assert!(!Arc::ptr_eq(&classify_cached(&long), &classify_cached(&long)));
         assert_eq!(*classify_cached(&long), classify(&long));
+    }
+
+    #[test]
+    fn code_the_server_runs_later_is_ddl_and_blocked() {
+        for sql in [
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DROP TABLE patients $$",
+            "CREATE OR REPLACE FUNCTION f() RETURNS void AS 'DELETE FROM patients' LANGUAGE sql",
+            "CREATE TRIGGER t AFTER INSERT ON a FOR EACH ROW EXECUTE FUNCTION f()",
+            "CREATE RULE r AS ON SELECT TO t DO INSTEAD DELETE FROM patients",
+            "CREATE EXTENSION dblink",
+        ] {
+            let c = classify(sql);
+            assert_eq!(c.as_ref().map(|s| s[0].kind), Ok(SqlKind::Ddl), "{sql}");
+            assert_eq!(guardrail(&c).map(|g| g.0), Some("guard:server_code"), "{sql}");
+        }
+        // What the parser cannot read is refused anyway; calling existing code is a call.
+        for sql in ["DO $$BEGIN EXECUTE 'DROP TABLE patients'; END$$", "CREATE PROCEDURE p() LANGUAGE sql AS $$ x $$"] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some("guard:unparsed"), "{sql}");
+        }
+        assert_eq!(classify("CALL p()").map(|s| s[0].kind), Ok(SqlKind::Call));
+        assert_eq!(guardrail(&classify("CREATE VIEW v AS SELECT 1")), None);
     }
 
     #[test]
