@@ -192,6 +192,8 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
                     "select * from secrets",
                     "select x from public.secrets",
                     "select x from \"secrets\"",
+                    "copy secrets to stdout",
+                    "copy t to '/tmp/airlock-never-written'",
                     "create function f() returns int language sql as $$ delete from t returning 1 $$",
                     "select 42",
                 ],
@@ -219,7 +221,8 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
     assert!(agent.contains("guard:no_where") && agent.contains("UPDATE and DELETE need a WHERE clause"), "{agent}");
     assert!(agent.contains("2\n"), "the delete did not run: {agent}");
     assert!(agent.contains("guard:server_code"), "no code for the server to run later: {agent}");
-    assert_eq!(agent.matches("rule `no-secrets`").count(), 3, "qualified and quoted names too: {agent}");
+    assert_eq!(agent.matches("rule `no-secrets`").count(), 4, "qualified and quoted names, and COPY: {agent}");
+    assert!(agent.contains("guard:copy_file"), "no server files: {agent}");
     assert!(agent.contains("42\n"), "the session is still usable after refusals: {agent}");
     // psql's \copy in and out run COPY FROM STDIN / TO STDOUT through the gateway.
     let copy = text(&outs[2]);

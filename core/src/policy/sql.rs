@@ -26,7 +26,9 @@ pub struct SqlStatement {
     pub has_where: bool,
     /// COPY … TO/FROM PROGRAM.
     pub copy_program: bool,
-    /// DROP, TRUNCATE or ALTER.
+    /// COPY … TO/FROM a file on the server.
+    pub copy_file: bool,
+    /// DROP, TRUNCATE or ALTER (of any object).
     pub destructive_ddl: bool,
     /// Columns it names (projection, predicates, assignments, insert lists), lower-case; `None`
     /// when they cannot be known (`SELECT *`, an INSERT without a column list).
@@ -71,15 +73,30 @@ fn kind_of(s: &Statement) -> SqlKind {
         | Statement::CreatePolicy(_)
         | Statement::CreateAggregate(_)
         | Statement::CreateOperator(_)
+        | Statement::AlterSchema(_)
+        | Statement::AlterIndex { .. }
+        | Statement::AlterView(_)
+        | Statement::AlterFunction(_)
+        | Statement::AlterType(_)
+        | Statement::AlterCollation(_)
+        | Statement::AlterOperator(_)
+        | Statement::AlterOperatorFamily(_)
+        | Statement::AlterOperatorClass(_)
+        | Statement::AlterTextSearch(_)
+        | Statement::AlterPolicy(_)
+        | Statement::AlterTrigger(_)
+        | Statement::Comment { .. }
         | Statement::CreateView(_)
         | Statement::CreateIndex(_)
         | Statement::CreateSchema { .. }
         | Statement::AlterTable(_)
         | Statement::Drop { .. }
         | Statement::Truncate { .. } => SqlKind::Ddl,
-        Statement::Grant(_) | Statement::Revoke(_) | Statement::CreateRole(_) | Statement::AlterRole { .. } => {
-            SqlKind::Dcl
-        }
+        Statement::Grant(_)
+        | Statement::Revoke(_)
+        | Statement::CreateRole(_)
+        | Statement::AlterRole { .. }
+        | Statement::AlterUser(_) => SqlKind::Dcl,
         Statement::Copy { .. } => SqlKind::Copy,
         Statement::Call(_) => SqlKind::Call,
         Statement::Set(_) => SqlKind::Set,
@@ -282,6 +299,26 @@ fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// Objects a statement names outside of the relations `visit_relations` reports: the table of a
+/// `COPY t TO …`, what a DROP drops, the tables of a GRANT or REVOKE, the object of a COMMENT.
+fn named_objects(s: &Statement) -> Vec<&ObjectName> {
+    use sqlparser::ast::GrantObjects;
+    fn granted(objects: &Option<GrantObjects>) -> Vec<&ObjectName> {
+        match objects {
+            Some(GrantObjects::Tables(t) | GrantObjects::Views(t) | GrantObjects::Sequences(t)) => t.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+    match s {
+        Statement::Copy { source: CopySource::Table { table_name, .. }, .. } => vec![table_name],
+        Statement::Drop { names, .. } => names.iter().collect(),
+        Statement::Grant(g) => granted(&g.objects),
+        Statement::Revoke(r) => granted(&r.objects),
+        Statement::Comment { object_name, .. } => vec![object_name],
+        _ => Vec::new(),
+    }
+}
+
 /// The statement that runs: `EXPLAIN ANALYZE DELETE …` runs the DELETE, and `PREPARE p AS …`
 /// is judged by what it prepares (its later `EXECUTE p` names no table). A plain EXPLAIN is
 /// judged by its statement too: refusing to plan what may not run costs little.
@@ -310,6 +347,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 relation_names(name).into_iter().for_each(&mut add);
                 ControlFlow::<()>::Continue(())
             });
+            named_objects(s).into_iter().flat_map(relation_names).for_each(&mut add);
             let mut walk = Walk::default();
             let _ = outer.visit(&mut walk);
             walk.tables.iter().cloned().for_each(&mut add);
@@ -323,8 +361,28 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                     s,
                     Statement::Copy { source: CopySource::Query(_), target: CopyTarget::Program { .. }, .. }
                 );
-            let destructive_ddl =
-                matches!(s, Statement::Drop { .. } | Statement::Truncate { .. } | Statement::AlterTable(_));
+            let copy_file = matches!(s, Statement::Copy { target: CopyTarget::File { .. }, .. });
+            let destructive_ddl = matches!(
+                s,
+                Statement::Drop { .. }
+                    | Statement::Truncate { .. }
+                    | Statement::AlterTable(_)
+                    | Statement::AlterSchema(_)
+                    | Statement::AlterIndex { .. }
+                    | Statement::AlterView(_)
+                    | Statement::AlterFunction(_)
+                    | Statement::AlterType(_)
+                    | Statement::AlterCollation(_)
+                    | Statement::AlterOperator(_)
+                    | Statement::AlterOperatorFamily(_)
+                    | Statement::AlterOperatorClass(_)
+                    | Statement::AlterTextSearch(_)
+                    | Statement::AlterRole { .. }
+                    | Statement::AlterUser(_)
+                    | Statement::AlterPolicy(_)
+                    | Statement::AlterTrigger(_)
+                    | Statement::AlterDefaultPrivileges(_)
+            );
             let server_code = matches!(
                 s,
                 Statement::CreateFunction(_)
@@ -332,6 +390,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                     | Statement::CreateTrigger(_)
                     | Statement::CreateRule(_)
                     | Statement::CreateExtension(_)
+                    | Statement::Load { .. }
             );
             // Reading a setting (`SHOW client_encoding`) changes nothing.
             let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
@@ -362,6 +421,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 tables,
                 has_where,
                 copy_program,
+                copy_file,
                 destructive_ddl,
                 columns,
                 changes_lexing,
@@ -450,8 +510,16 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if s.server_code {
             return Some((
                 "guard:server_code",
-                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE and EXTENSION define code the server runs later, which \
-                 the rules cannot see; they are blocked for this role"
+                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE and EXTENSION and LOAD give the server code to run, \
+                 which the rules cannot see; they are blocked for this role"
+                    .into(),
+            ));
+        }
+        if s.copy_file {
+            return Some((
+                "guard:copy_file",
+                "COPY … TO/FROM a file reaches the server's files, which the rules cannot see; it is blocked for this \
+                 role"
                     .into(),
             ));
         }
@@ -513,6 +581,42 @@ mod tests {
         }
         assert_eq!(classify("CALL p()").map(|s| s[0].kind), Ok(SqlKind::Call));
         assert_eq!(guardrail(&classify("CREATE VIEW v AS SELECT 1")), None);
+    }
+
+    #[test]
+    fn every_statement_names_the_tables_it_touches() {
+        for sql in [
+            "COPY secrets TO STDOUT",
+            "COPY secrets (x) TO STDOUT",
+            "COPY public.secrets FROM STDIN",
+            "DROP TABLE secrets",
+            "DROP VIEW IF EXISTS other, secrets",
+            "GRANT SELECT ON secrets TO bob",
+            "REVOKE ALL ON TABLE secrets FROM bob",
+            "COMMENT ON TABLE secrets IS 'x'",
+            "TRUNCATE secrets",
+            "LOCK TABLE secrets",
+        ] {
+            let c = classify(sql).unwrap();
+            assert!(c[0].tables.iter().any(|t| t == "secrets"), "{sql}: {:?}", c[0].tables);
+        }
+    }
+
+    #[test]
+    fn server_files_libraries_and_every_alter_are_blocked() {
+        for (sql, rule) in [
+            ("COPY t TO '/tmp/x'", "guard:copy_file"),
+            ("COPY t FROM '/etc/passwd'", "guard:copy_file"),
+            ("LOAD 'plpgsql'", "guard:server_code"),
+            ("ALTER FUNCTION f() SECURITY DEFINER", "guard:ddl"),
+            ("ALTER VIEW v RENAME TO w", "guard:ddl"),
+            ("ALTER ROLE bob SUPERUSER", "guard:ddl"),
+            ("ALTER SCHEMA s OWNER TO bob", "guard:ddl"),
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some(rule), "{sql}");
+        }
+        assert_eq!(guardrail(&classify("COPY t TO STDOUT")), None);
+        assert_eq!(classify("ALTER VIEW v RENAME TO w").map(|s| s[0].kind), Ok(SqlKind::Ddl));
     }
 
     #[test]
