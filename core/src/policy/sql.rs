@@ -37,9 +37,9 @@ pub struct SqlStatement {
     /// (`standard_conforming_strings`, `client_encoding`): after such a change the server and
     /// this parser could read one string differently.
     pub changes_lexing: bool,
-    /// It calls a function that runs SQL given as text or reaches the server's files
-    /// (`query_to_xml`, `dblink`, `pg_read_file`, `lo_import` …): what that touches is not in the
-    /// statement for the rules to see.
+    /// It calls a function that runs SQL given as text or reaches the server's files or large
+    /// objects (`query_to_xml`, `dblink`, `pg_read_file`, `lo_import`, `lo_get` …): what that
+    /// touches is not in the statement for the rules to see.
     pub opaque_call: Option<String>,
     /// It defines code the server runs later — a function, procedure, trigger, rule or
     /// extension — whose body is not SQL the rules see (`CREATE FUNCTION f() … AS $$ DROP TABLE
@@ -163,9 +163,9 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
     Some(cols)
 }
 
-/// Functions that run SQL given as text, or read or write the server's files: a statement that
-/// calls one does more than its text shows.
-const OPAQUE_FUNCTIONS: [&str; 24] = [
+/// Functions that run SQL given as text, read or write the server's files, or its large objects
+/// (data kept outside any table): a statement that calls one does more than its text shows.
+const OPAQUE_FUNCTIONS: [&str; 30] = [
     "ts_stat",
     "ts_rewrite",
     "query_to_xml",
@@ -186,6 +186,12 @@ const OPAQUE_FUNCTIONS: [&str; 24] = [
     "dblink_open",
     "lo_import",
     "lo_export",
+    "lo_get",
+    "lo_open",
+    "loread",
+    "lo_put",
+    "lowrite",
+    "lo_from_bytea",
     "pg_read_file",
     "pg_read_binary_file",
     "pg_ls_dir",
@@ -607,6 +613,7 @@ mod tests {
         for (sql, rule) in [
             ("COPY t TO '/tmp/x'", "guard:copy_file"),
             ("COPY t FROM '/etc/passwd'", "guard:copy_file"),
+            ("SELECT lo_get(16401)", "guard:opaque_call"),
             ("LOAD 'plpgsql'", "guard:server_code"),
             ("ALTER FUNCTION f() SECURITY DEFINER", "guard:ddl"),
             ("ALTER VIEW v RENAME TO w", "guard:ddl"),
