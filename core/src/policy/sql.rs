@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor, visit_expressions, visit_relations,
+    SelectItem, Set, SetExpr, Statement, TableFactor, Visit, Visitor, visit_expressions, visit_relations,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -37,10 +37,14 @@ pub struct SqlStatement {
     /// (`standard_conforming_strings`, `client_encoding`): after such a change the server and
     /// this parser could read one string differently.
     pub changes_lexing: bool,
-    /// It calls a function that runs SQL given as text or reaches the server's files or large
-    /// objects (`query_to_xml`, `dblink`, `pg_read_file`, `lo_import`, `lo_get` …): what that
-    /// touches is not in the statement for the rules to see.
+    /// It calls a function that runs SQL given as text, reaches the server's files or large
+    /// objects, or sets a setting named at run time (`query_to_xml`, `dblink`, `pg_read_file`,
+    /// `lo_get`, `set_config` …): what that touches is not in the statement for the rules to see.
     pub opaque_call: Option<String>,
+    /// It changes whose privileges the upstream session runs with (`SET ROLE`, `SET SESSION
+    /// AUTHORIZATION`, `SET role = …`): the gateway's upstream user may be a member of roles that
+    /// can do far more than the caller.
+    pub changes_role: bool,
     /// It defines code the server runs later — a function, procedure, trigger, rule or
     /// extension — whose body is not SQL the rules see (`CREATE FUNCTION f() … AS $$ DROP TABLE
     /// patients $$`, then `SELECT f()`).
@@ -164,8 +168,11 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
 }
 
 /// Functions that run SQL given as text, read or write the server's files, or its large objects
-/// (data kept outside any table): a statement that calls one does more than its text shows.
-const OPAQUE_FUNCTIONS: [&str; 30] = [
+/// (data kept outside any table), or set a setting named at run time (`set_config`, which can
+/// change the role or how SQL text is read): a statement that calls one does more than its text
+/// shows.
+const OPAQUE_FUNCTIONS: [&str; 31] = [
+    "set_config",
     "ts_stat",
     "ts_rewrite",
     "query_to_xml",
@@ -368,6 +375,14 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                     Statement::Copy { source: CopySource::Query(_), target: CopyTarget::Program { .. }, .. }
                 );
             let copy_file = matches!(s, Statement::Copy { target: CopyTarget::File { .. }, .. });
+            let changes_role = match s {
+                Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => true,
+                Statement::Set(Set::SingleAssignment { variable, .. }) => {
+                    let name = last_segment(&variable.to_string());
+                    name == "role" || name == "session_authorization"
+                }
+                _ => false,
+            };
             let destructive_ddl = matches!(
                 s,
                 Statement::Drop { .. }
@@ -428,6 +443,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 has_where,
                 copy_program,
                 copy_file,
+                changes_role,
                 destructive_ddl,
                 columns,
                 changes_lexing,
@@ -508,9 +524,18 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
             return Some((
                 "guard:opaque_call",
                 format!(
-                    "`{f}` runs SQL given as text or reaches the server's files, which the rules cannot see; \
+                    "`{f}` runs SQL given as text, reaches the server's files or large objects, or sets a setting \
+                     named at run time, which the rules cannot see; \
                      it is blocked for this role"
                 ),
+            ));
+        }
+        if s.changes_role {
+            return Some((
+                "guard:role",
+                "SET ROLE and SET SESSION AUTHORIZATION change whose privileges the session runs with; they are \
+                 blocked for this role"
+                    .into(),
             ));
         }
         if s.server_code {
@@ -609,10 +634,15 @@ mod tests {
     }
 
     #[test]
-    fn server_files_libraries_and_every_alter_are_blocked() {
+    fn server_files_libraries_roles_and_every_alter_are_blocked() {
         for (sql, rule) in [
             ("COPY t TO '/tmp/x'", "guard:copy_file"),
             ("COPY t FROM '/etc/passwd'", "guard:copy_file"),
+            ("SET ROLE postgres", "guard:role"),
+            ("SET LOCAL ROLE postgres", "guard:role"),
+            ("SET SESSION AUTHORIZATION postgres", "guard:role"),
+            ("SET role = 'postgres'", "guard:role"),
+            ("SELECT set_config('role', 'postgres', false)", "guard:opaque_call"),
             ("SELECT lo_get(16401)", "guard:opaque_call"),
             ("LOAD 'plpgsql'", "guard:server_code"),
             ("ALTER FUNCTION f() SECURITY DEFINER", "guard:ddl"),
