@@ -58,6 +58,26 @@ impl SqlStatement {
     }
 }
 
+/// ALTER of a schema object (a table, view, function, type …; roles are DCL).
+fn alters_object(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::AlterTable(_)
+            | Statement::AlterSchema(_)
+            | Statement::AlterIndex { .. }
+            | Statement::AlterView(_)
+            | Statement::AlterFunction(_)
+            | Statement::AlterType(_)
+            | Statement::AlterCollation(_)
+            | Statement::AlterOperator(_)
+            | Statement::AlterOperatorFamily(_)
+            | Statement::AlterOperatorClass(_)
+            | Statement::AlterTextSearch(_)
+            | Statement::AlterPolicy(_)
+            | Statement::AlterTrigger(_)
+    )
+}
+
 fn kind_of(s: &Statement) -> SqlKind {
     match s {
         Statement::Query(_) | Statement::Explain { .. } | Statement::ShowVariable { .. } => SqlKind::Select,
@@ -77,30 +97,19 @@ fn kind_of(s: &Statement) -> SqlKind {
         | Statement::CreatePolicy(_)
         | Statement::CreateAggregate(_)
         | Statement::CreateOperator(_)
-        | Statement::AlterSchema(_)
-        | Statement::AlterIndex { .. }
-        | Statement::AlterView(_)
-        | Statement::AlterFunction(_)
-        | Statement::AlterType(_)
-        | Statement::AlterCollation(_)
-        | Statement::AlterOperator(_)
-        | Statement::AlterOperatorFamily(_)
-        | Statement::AlterOperatorClass(_)
-        | Statement::AlterTextSearch(_)
-        | Statement::AlterPolicy(_)
-        | Statement::AlterTrigger(_)
         | Statement::Comment { .. }
         | Statement::CreateView(_)
         | Statement::CreateIndex(_)
         | Statement::CreateSchema { .. }
-        | Statement::AlterTable(_)
         | Statement::Drop { .. }
         | Statement::Truncate { .. } => SqlKind::Ddl,
+        s if alters_object(s) => SqlKind::Ddl,
         Statement::Grant(_)
         | Statement::Revoke(_)
         | Statement::CreateRole(_)
         | Statement::AlterRole { .. }
-        | Statement::AlterUser(_) => SqlKind::Dcl,
+        | Statement::AlterUser(_)
+        | Statement::AlterDefaultPrivileges(_) => SqlKind::Dcl,
         Statement::Copy { .. } => SqlKind::Copy,
         Statement::Call(_) => SqlKind::Call,
         Statement::Set(_) => SqlKind::Set,
@@ -383,27 +392,15 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 }
                 _ => false,
             };
-            let destructive_ddl = matches!(
-                s,
-                Statement::Drop { .. }
-                    | Statement::Truncate { .. }
-                    | Statement::AlterTable(_)
-                    | Statement::AlterSchema(_)
-                    | Statement::AlterIndex { .. }
-                    | Statement::AlterView(_)
-                    | Statement::AlterFunction(_)
-                    | Statement::AlterType(_)
-                    | Statement::AlterCollation(_)
-                    | Statement::AlterOperator(_)
-                    | Statement::AlterOperatorFamily(_)
-                    | Statement::AlterOperatorClass(_)
-                    | Statement::AlterTextSearch(_)
-                    | Statement::AlterRole { .. }
-                    | Statement::AlterUser(_)
-                    | Statement::AlterPolicy(_)
-                    | Statement::AlterTrigger(_)
-                    | Statement::AlterDefaultPrivileges(_)
-            );
+            let destructive_ddl = alters_object(s)
+                || matches!(
+                    s,
+                    Statement::Drop { .. }
+                        | Statement::Truncate { .. }
+                        | Statement::AlterRole { .. }
+                        | Statement::AlterUser(_)
+                        | Statement::AlterDefaultPrivileges(_)
+                );
             let server_code = matches!(
                 s,
                 Statement::CreateFunction(_)
