@@ -250,9 +250,15 @@ impl TestGateway {
     /// Starts a gateway from TOML `routes` (one or more `[[route]]` tables) plus extra sections;
     /// `journal.data_dir` and `admin.listen` are filled in.
     pub async fn start(extra: &str) -> anyhow::Result<Self> {
+        Self::start_with_journal("", extra).await
+    }
+
+    /// [`TestGateway::start`] with `journal` (lines such as `durability = "batched"`) added to
+    /// the `[journal]` table.
+    pub async fn start_with_journal(journal: &str, extra: &str) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let text = format!(
-            "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = 50\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}",
+            "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = 50\n{journal}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}",
             data.path().display()
         );
         let settings = airlock::config::Config::parse(&text)?.build()?;
