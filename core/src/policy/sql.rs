@@ -177,11 +177,9 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
 }
 
 /// Functions that run SQL given as text, read or write the server's files, or its large objects
-/// (data kept outside any table), or set a setting named at run time (`set_config`, which can
-/// change the role or how SQL text is read): a statement that calls one does more than its text
-/// shows.
-const OPAQUE_FUNCTIONS: [&str; 31] = [
-    "set_config",
+/// (data kept outside any table): a statement that calls one does more than its text shows.
+/// (`set_config` is judged by the setting it names; see [`Walk::set_config`].)
+const OPAQUE_FUNCTIONS: [&str; 30] = [
     "ts_stat",
     "ts_rewrite",
     "query_to_xml",
@@ -281,6 +279,7 @@ impl Visitor for Walk {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = e {
             self.opaque_name(&f.name);
+            self.set_config(f);
             if let FunctionArguments::List(list) = &f.args
                 && list.args.iter().any(|a| {
                     matches!(
@@ -298,6 +297,33 @@ impl Visitor for Walk {
 }
 
 impl Walk {
+    /// `set_config(name, …)` is `SET name`: harmless for most settings (pg_dump and its kin set
+    /// `search_path` so), but not for the role or the settings that change how SQL text is read,
+    /// nor for a name the statement computes, which the rules cannot know.
+    fn set_config(&mut self, f: &sqlparser::ast::Function) {
+        use sqlparser::ast::{Value, ValueWithSpan};
+        if f.name.0.last().and_then(|p| p.as_ident()).is_none_or(|i| !i.value.eq_ignore_ascii_case("set_config")) {
+            return;
+        }
+        let first = match &f.args {
+            FunctionArguments::List(list) => list.args.first(),
+            _ => None,
+        };
+        let named = match first {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan {
+                value: Value::SingleQuotedString(s),
+                ..
+            })))) => Some(s.to_lowercase()),
+            _ => None,
+        };
+        let harmless = named.is_some_and(|n| {
+            !["role", "session_authorization"].contains(&n.as_str()) && !LEXING_SETTINGS.contains(&n.as_str())
+        });
+        if !harmless {
+            self.opaque.get_or_insert_with(|| "set_config".to_owned());
+        }
+    }
+
     fn opaque_name(&mut self, name: &ObjectName) {
         if let Some(name) = name.0.last().and_then(|p| p.as_ident()) {
             let name = name.value.to_lowercase();
@@ -640,6 +666,9 @@ mod tests {
             ("SET SESSION AUTHORIZATION postgres", "guard:role"),
             ("SET role = 'postgres'", "guard:role"),
             ("SELECT set_config('role', 'postgres', false)", "guard:opaque_call"),
+            ("SELECT set_config('ROLE', 'postgres', false)", "guard:opaque_call"),
+            ("SELECT set_config('standard_conforming_strings', 'off', false)", "guard:lexing"),
+            ("SELECT set_config(concat('ro', 'le'), 'postgres', false)", "guard:opaque_call"),
             ("SELECT lo_get(16401)", "guard:opaque_call"),
             ("LOAD 'plpgsql'", "guard:server_code"),
             ("ALTER FUNCTION f() SECURITY DEFINER", "guard:ddl"),
@@ -650,6 +679,8 @@ mod tests {
             assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some(rule), "{sql}");
         }
         assert_eq!(guardrail(&classify("COPY t TO STDOUT")), None);
+        // What pg_dump, vacuumdb and plain-text dumps run on connecting.
+        assert_eq!(guardrail(&classify("SELECT pg_catalog.set_config('search_path', '', false)")), None);
         assert_eq!(classify("ALTER VIEW v RENAME TO w").map(|s| s[0].kind), Ok(SqlKind::Ddl));
     }
 
