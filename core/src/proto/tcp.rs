@@ -291,7 +291,7 @@ struct Pump<'a> {
     sides: (&'static str, &'static str),
     bytes: &'a AtomicU64,
     activity: &'a Activity,
-    /// Directions that have ended (their FIN read).
+    /// Directions whose FIN has been passed on.
     fins: &'a AtomicUsize,
     metric: prometheus_client::metrics::counter::Counter,
 }
@@ -315,10 +315,9 @@ impl Pump<'_> {
                 })?;
                 let fin = n == 0;
                 let chunk = buf.split().freeze();
-                // Batched: the second FIN ends the relay, and the session's close record, written
-                // at once, carries it (one hand-off to the writer fewer per connection).
-                let last = fin && self.fins.fetch_add(1, Ordering::AcqRel) == 1;
-                let receipt = if last && !strict {
+                // Batched: a FIN is staged; the writing side hands it to the writer once it has
+                // passed it on (below).
+                let receipt = if fin && !strict {
                     self.sj.stage_data(self.direction, fin, &chunk).map_err(End::journal)?;
                     None
                 } else {
@@ -354,6 +353,12 @@ impl Pump<'_> {
                     receipt.await.map_err(End::journal)?;
                 }
                 if fin {
+                    // Batched: the direction that finishes first journals its FIN now; the last
+                    // one ends the relay, and the session's close record, written right after,
+                    // carries it (one hand-off to the writer fewer per connection).
+                    if !strict && self.fins.fetch_add(1, Ordering::AcqRel) == 0 {
+                        self.sj.flush().await.map_err(End::journal)?.await.map_err(End::journal)?;
+                    }
                     break;
                 }
             }
