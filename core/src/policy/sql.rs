@@ -58,6 +58,24 @@ impl SqlStatement {
     }
 }
 
+/// DROP of an object other than those `Statement::Drop` covers (sqlparser gives these their own
+/// statements).
+fn drops_object(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::DropFunction(_)
+            | Statement::DropDomain(_)
+            | Statement::DropProcedure { .. }
+            | Statement::DropPolicy(_)
+            | Statement::DropRule(_)
+            | Statement::DropExtension(_)
+            | Statement::DropOperator(_)
+            | Statement::DropOperatorFamily(_)
+            | Statement::DropOperatorClass(_)
+            | Statement::DropTrigger(_)
+    )
+}
+
 /// ALTER of a schema object (a table, view, function, type …; roles are DCL).
 fn alters_object(s: &Statement) -> bool {
     matches!(
@@ -103,7 +121,7 @@ fn kind_of(s: &Statement) -> SqlKind {
         | Statement::CreateSchema { .. }
         | Statement::Drop { .. }
         | Statement::Truncate { .. } => SqlKind::Ddl,
-        s if alters_object(s) => SqlKind::Ddl,
+        s if alters_object(s) || drops_object(s) => SqlKind::Ddl,
         Statement::Grant(_)
         | Statement::Revoke(_)
         | Statement::CreateRole(_)
@@ -348,7 +366,8 @@ fn contains_ignore_case(hay: &str, needle: &str) -> bool {
 }
 
 /// Objects a statement names outside of the relations `visit_relations` reports: the table of a
-/// `COPY t TO …`, what a DROP drops, the tables of a GRANT or REVOKE, the object of a COMMENT.
+/// `COPY t TO …`, what a DROP drops (and the table of a dropped trigger, policy or rule), the
+/// tables of a GRANT or REVOKE, the object of a COMMENT.
 fn named_objects(s: &Statement) -> Vec<&ObjectName> {
     use sqlparser::ast::GrantObjects;
     fn granted(objects: &Option<GrantObjects>) -> Vec<&ObjectName> {
@@ -363,6 +382,9 @@ fn named_objects(s: &Statement) -> Vec<&ObjectName> {
         Statement::Grant(g) => granted(&g.objects),
         Statement::Revoke(r) => granted(&r.objects),
         Statement::Comment { object_name, .. } => vec![object_name],
+        Statement::DropTrigger(t) => t.table_name.iter().collect(),
+        Statement::DropPolicy(p) => vec![&p.table_name],
+        Statement::DropRule(r) => vec![&r.table_name],
         _ => Vec::new(),
     }
 }
@@ -419,6 +441,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 _ => false,
             };
             let destructive_ddl = alters_object(s)
+                || drops_object(s)
                 || matches!(
                     s,
                     Statement::Drop { .. }
@@ -435,6 +458,17 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                     | Statement::CreateRule(_)
                     | Statement::CreateExtension(_)
                     | Statement::Load { .. }
+                    // They bind a function to a new name (an aggregate over `set_config`, an
+                    // operator over `lo_get`) that the function walk cannot recognise.
+                    | Statement::CreateAggregate(_)
+                    | Statement::CreateOperator(_)
+                    | Statement::CreateOperatorClass(_)
+                    | Statement::CreateOperatorFamily(_)
+                    // A foreign server reaches what dblink reaches.
+                    | Statement::CreateServer(_)
+                    | Statement::CreateForeignTable(_)
+                    | Statement::CreateForeignDataWrapper(_)
+                    | Statement::CreateUserMapping(_)
             );
             // Reading a setting (`SHOW client_encoding`) changes nothing.
             let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
@@ -564,8 +598,9 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if s.server_code {
             return Some((
                 "guard:server_code",
-                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE and EXTENSION and LOAD give the server code to run, \
-                 which the rules cannot see; they are blocked for this role"
+                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE, EXTENSION, AGGREGATE, OPERATOR and SERVER, foreign \
+                 tables and LOAD give the server code to run or new names for it, which the rules cannot see; \
+                 they are blocked for this role"
                     .into(),
             ));
         }
@@ -650,6 +685,8 @@ mod tests {
             "COMMENT ON TABLE secrets IS 'x'",
             "TRUNCATE secrets",
             "LOCK TABLE secrets",
+            "DROP TRIGGER audit ON secrets",
+            "DROP POLICY p ON secrets",
         ] {
             let c = classify(sql).unwrap();
             assert!(c[0].tables.iter().any(|t| t == "secrets"), "{sql}: {:?}", c[0].tables);
@@ -671,6 +708,15 @@ mod tests {
             ("SELECT set_config(concat('ro', 'le'), 'postgres', false)", "guard:opaque_call"),
             ("SELECT lo_get(16401)", "guard:opaque_call"),
             ("LOAD 'plpgsql'", "guard:server_code"),
+            ("DROP TRIGGER audit ON patients", "guard:ddl"),
+            ("DROP FUNCTION f()", "guard:ddl"),
+            ("DROP POLICY p ON patients", "guard:ddl"),
+            (
+                "CREATE AGGREGATE a(text, boolean) (SFUNC = set_config, STYPE = text, INITCOND = 'role')",
+                "guard:server_code",
+            ),
+            ("CREATE OPERATOR ### (RIGHTARG = oid, FUNCTION = lo_get)", "guard:server_code"),
+            ("CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw", "guard:server_code"),
             ("ALTER FUNCTION f() SECURITY DEFINER", "guard:ddl"),
             ("ALTER VIEW v RENAME TO w", "guard:ddl"),
             ("ALTER ROLE bob SUPERUSER", "guard:ddl"),
