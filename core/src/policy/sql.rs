@@ -22,7 +22,7 @@ pub struct SqlStatement {
     pub kind: SqlKind,
     /// Tables it reads or writes, lower-case.
     pub tables: Vec<String>,
-    /// UPDATE/DELETE: whether it has a WHERE clause.
+    /// Whether every UPDATE and DELETE in it (nested ones too) has a WHERE clause.
     pub has_where: bool,
     /// COPY … TO/FROM PROGRAM.
     pub copy_program: bool,
@@ -251,10 +251,28 @@ struct Walk {
     opaque: Option<String>,
     /// A function was handed a whole row (`row_to_json(p.*)`).
     whole_row: bool,
+    /// Every INSERT, UPDATE, DELETE and MERGE in the statement, the statement itself included
+    /// (`WITH d AS (DELETE FROM t RETURNING *) SELECT …` and `COPY (DELETE …) TO STDOUT` write
+    /// too): its kind, and for UPDATE and DELETE whether it has a WHERE.
+    writes: Vec<(SqlKind, bool)>,
+    /// Some query in the statement, at any depth, selects `*`.
+    wildcard: bool,
 }
 
 impl Visitor for Walk {
     type Break = ();
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        let write = match s {
+            Statement::Insert(_) => Some((SqlKind::Insert, true)),
+            Statement::Update(u) => Some((SqlKind::Update, u.selection.is_some())),
+            Statement::Delete(d) => Some((SqlKind::Delete, d.selection.is_some())),
+            Statement::Merge(_) => Some((SqlKind::Merge, true)),
+            _ => None,
+        };
+        self.writes.extend(write);
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } = tf {
@@ -272,6 +290,7 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        self.wildcard |= query_has_wildcard(q);
         fn tables(body: &SetExpr, out: &mut Vec<String>) {
             match body {
                 // `TABLE patients`: a relation that `visit_relations` does not report.
@@ -421,10 +440,18 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             let mut walk = Walk::default();
             let _ = outer.visit(&mut walk);
             walk.tables.iter().cloned().for_each(&mut add);
-            let has_where = match s {
-                Statement::Update(u) => u.selection.is_some(),
-                Statement::Delete(d) => d.selection.is_some(),
-                _ => true,
+            // Every UPDATE and DELETE in it needs its WHERE.
+            let has_where = walk.writes.iter().all(|&(_, w)| w);
+            // A query or COPY that writes is judged as the write it carries (the most
+            // destructive one).
+            let kind = match kind_of(s) {
+                SqlKind::Select | SqlKind::Copy | SqlKind::Other => {
+                    let rank = |k: &SqlKind| {
+                        [SqlKind::Insert, SqlKind::Merge, SqlKind::Update, SqlKind::Delete].iter().position(|x| x == k)
+                    };
+                    walk.writes.iter().map(|&(k, _)| k).max_by_key(rank).unwrap_or(kind_of(s))
+                }
+                k => k,
             };
             let copy_program = matches!(s, Statement::Copy { target: CopyTarget::Program { .. }, .. })
                 || matches!(
@@ -476,6 +503,9 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // `row_to_json(p)`) holds every column, and so does `COPY t TO …` without a column
             // list: unknown either way.
             let columns = match s {
+                // A `*` anywhere (`COPY (SELECT * …)`, a view or table made of one, a subquery
+                // renamed outside) hands on every column, named or not.
+                _ if walk.wildcard => None,
                 // COPY names its columns in its list, or all of them.
                 Statement::Copy { source: CopySource::Table { columns, .. }, to, .. } => {
                     if columns.is_empty() {
@@ -495,7 +525,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 _ => columns_of(s),
             };
             SqlStatement {
-                kind: kind_of(s),
+                kind,
                 tables,
                 has_where,
                 copy_program,
@@ -566,7 +596,16 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if s.destructive_ddl {
             return Some(("guard:ddl", "DROP, TRUNCATE and ALTER are blocked for this role".into()));
         }
-        if matches!(s.kind, SqlKind::Update | SqlKind::Delete) && !s.has_where {
+        if s.server_code {
+            return Some((
+                "guard:server_code",
+                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE, EXTENSION, AGGREGATE, OPERATOR and SERVER, foreign \
+                 tables and LOAD give the server code to run or new names for it, which the rules cannot see; \
+                 they are blocked for this role"
+                    .into(),
+            ));
+        }
+        if !s.has_where {
             return Some(("guard:no_where", "UPDATE and DELETE need a WHERE clause".into()));
         }
         if s.changes_lexing {
@@ -592,15 +631,6 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
                 "guard:role",
                 "SET ROLE and SET SESSION AUTHORIZATION change whose privileges the session runs with; they are \
                  blocked for this role"
-                    .into(),
-            ));
-        }
-        if s.server_code {
-            return Some((
-                "guard:server_code",
-                "CREATE FUNCTION, PROCEDURE, TRIGGER, RULE, EXTENSION, AGGREGATE, OPERATOR and SERVER, foreign \
-                 tables and LOAD give the server code to run or new names for it, which the rules cannot see; \
-                 they are blocked for this role"
                     .into(),
             ));
         }
@@ -670,6 +700,43 @@ mod tests {
         }
         assert_eq!(classify("CALL p()").map(|s| s[0].kind), Ok(SqlKind::Call));
         assert_eq!(guardrail(&classify("CREATE VIEW v AS SELECT 1")), None);
+    }
+
+    #[test]
+    fn a_write_inside_a_query_or_copy_is_judged_as_a_write() {
+        for (sql, kind, rule) in [
+            ("WITH x AS (SELECT 1) DELETE FROM patients", SqlKind::Delete, Some("guard:no_where")),
+            ("WITH d AS (DELETE FROM patients RETURNING *) SELECT * FROM d", SqlKind::Delete, Some("guard:no_where")),
+            ("COPY (DELETE FROM patients RETURNING *) TO STDOUT", SqlKind::Delete, Some("guard:no_where")),
+            ("WITH u AS (UPDATE t SET x = 1 RETURNING *) SELECT 1", SqlKind::Update, Some("guard:no_where")),
+            (
+                "CREATE TABLE c AS WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                SqlKind::Ddl,
+                Some("guard:no_where"),
+            ),
+            ("WITH d AS (DELETE FROM patients WHERE id = 1 RETURNING *) SELECT * FROM d", SqlKind::Delete, None),
+            ("WITH i AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM i", SqlKind::Insert, None),
+            ("WITH x AS (SELECT 1) SELECT * FROM x", SqlKind::Select, None),
+        ] {
+            let c = classify(sql);
+            assert_eq!(c.as_ref().map(|s| s[0].kind), Ok(kind), "{sql}");
+            assert_eq!(guardrail(&c).map(|g| g.0), rule, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_star_at_any_depth_makes_the_columns_unknown() {
+        for sql in [
+            "COPY (SELECT * FROM patients) TO STDOUT",
+            "CREATE VIEW v AS SELECT * FROM patients",
+            "CREATE TABLE c AS SELECT * FROM patients",
+            "DECLARE c CURSOR FOR SELECT * FROM patients",
+            "SELECT s FROM (SELECT * FROM patients) t(id, s)",
+            "INSERT INTO t SELECT * FROM patients",
+        ] {
+            assert_eq!(classify(sql).unwrap()[0].columns, None, "{sql}");
+        }
+        assert_eq!(classify("SELECT count(*) FROM patients").unwrap()[0].columns, Some(vec![]));
     }
 
     #[test]
