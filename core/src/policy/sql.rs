@@ -76,6 +76,9 @@ fn drops_object(s: &Statement) -> bool {
     )
 }
 
+/// The kinds that write, least destructive first.
+const WRITES: [SqlKind; 4] = [SqlKind::Insert, SqlKind::Merge, SqlKind::Update, SqlKind::Delete];
+
 /// ALTER of a schema object (a table, view, function, type …; roles are DCL).
 fn alters_object(s: &Statement) -> bool {
     matches!(
@@ -445,11 +448,8 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // A query or COPY that writes is judged as the write it carries (the most
             // destructive one).
             let kind = match kind_of(s) {
-                SqlKind::Select | SqlKind::Copy | SqlKind::Other => {
-                    let rank = |k: &SqlKind| {
-                        [SqlKind::Insert, SqlKind::Merge, SqlKind::Update, SqlKind::Delete].iter().position(|x| x == k)
-                    };
-                    walk.writes.iter().map(|&(k, _)| k).max_by_key(rank).unwrap_or(kind_of(s))
+                k @ (SqlKind::Select | SqlKind::Copy | SqlKind::Other) => {
+                    walk.writes.iter().map(|&(w, _)| w).max_by_key(|w| WRITES.iter().position(|x| x == w)).unwrap_or(k)
                 }
                 k => k,
             };
