@@ -11,6 +11,15 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 ROUNDS=${1:-3}
 SECS=${2:-5}
+# Both gateways keep their journals across rounds: each journals ~500 MB/s of echo throughput, so
+# a run needs about 1 GB per measured second. A full disk stops the journal (fail closed) and the
+# run with it, so check first.
+need_kb=$((ROUNDS * SECS * 1024 * 1024))
+free_kb=$(df -Pk "$WORK" | awk 'NR == 2 {print $4}')
+if [ "$free_kb" -lt "$need_kb" ]; then
+  echo "tcp_compare: about $((need_kb / 1024 / 1024)) GB free needed in $WORK, $((free_kb / 1024 / 1024)) GB there" >&2
+  exit 1
+fi
 cargo build --profile bench -q -p airlock -p airlock-benches --bins --benches
 LOAD=$TARGET/release/tcp_load
 
