@@ -38,9 +38,10 @@ pub(crate) fn into_string(bytes: Vec<u8>) -> String {
 /// kilobytes arriving in pieces) is judged on what has arrived.
 pub const MAX_HOLD: usize = 2048;
 
-/// Most streams (choices, blocks, event types) one response keeps; past it, a new field is
-/// masked event by event (an upstream cannot make the gateway keep unbounded state).
-pub const MAX_STREAMS: usize = 64;
+/// Most streams (choices, blocks, event types) one response keeps: an upstream cannot make the
+/// gateway keep unbounded state. Past it the response is cut off, since a value split across
+/// the pieces of a stream that is not kept could not be judged whole.
+pub const MAX_STREAMS: usize = 128;
 
 /// What is done to a detected value or a named field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,10 @@ pub enum MaskError {
     /// The content cannot be masked (no schema for a binary format, say).
     #[error("the response cannot be masked: {0}")]
     Uninspectable(&'static str),
+    /// A streamed response opened more streams of pieces (choices, blocks, event types) than
+    /// the gateway keeps.
+    #[error("the response streams more than {0} pieces of text at once on a masked route")]
+    TooManyStreams(usize),
     /// A JSON document that must be re-serialized could not be.
     #[error("the masked JSON could not be re-serialized: {0}")]
     Json(#[source] serde_json::Error),
@@ -304,15 +309,26 @@ impl Profile {
     /// the keyword detectors, as if the text read `name: value` — so `"mrn": "028939"` and a
     /// `member_id` column are found although the value alone says nothing.
     pub fn mask_keyed(&self, key: &str, value: &[u8], tally: &Tally) -> Vec<u8> {
-        let mut hay = Vec::with_capacity(key.len() + 2 + value.len());
-        hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
-        hay.extend_from_slice(b": ");
-        let start = hay.len();
-        hay.extend_from_slice(value);
+        let (hay, start) = keyed(key, value);
         let mut findings = self.detector.find_all(&hay);
         findings.retain(|f| f.start >= start);
         let mut out = Vec::with_capacity(value.len());
         self.apply(&hay, start, hay.len(), &findings, &mut out, tally);
+        out
+    }
+
+    /// [`Self::mask_keyed`] over a whole XML (or, with `html`, HTML) value: judged as its
+    /// reader sees it, as [`Self::markup_stream`] does, and written as it arrived where nothing
+    /// is masked.
+    pub fn mask_markup_keyed(&self, key: &str, value: &[u8], html: bool, tally: &Tally) -> Vec<u8> {
+        let mut source = markup::Source::new(html);
+        let mut text = Vec::with_capacity(value.len());
+        source.feed(value, &mut text, true);
+        let (hay, start) = keyed(key, &text);
+        let mut findings = self.detector.find_all(&hay);
+        findings.retain(|f| f.start >= start);
+        let mut out = Vec::with_capacity(value.len());
+        self.apply_with(&hay, start..hay.len(), &findings, &mut out, tally, &Shifted(&source, start));
         out
     }
 
@@ -471,6 +487,34 @@ trait Written {
     fn before_masked(&self, _a: usize, _b: usize, _out: &mut Vec<u8>) {}
     /// Writes, after the replacement of `text[a..b]`, what of its bytes must stay.
     fn after_masked(&self, _a: usize, _b: usize, _out: &mut Vec<u8>) {}
+}
+
+/// `name: value` with the name's `_` and `-` read as spaces, and where the value starts.
+fn keyed(key: &str, value: &[u8]) -> (Vec<u8>, usize) {
+    let mut hay = Vec::with_capacity(key.len() + 2 + value.len());
+    hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
+    hay.extend_from_slice(b": ");
+    let start = hay.len();
+    hay.extend_from_slice(value);
+    (hay, start)
+}
+
+/// A written text scanned behind a prefix of this many bytes (a key) that is not written.
+struct Shifted<'a, W>(&'a W, usize);
+
+impl<W: Written> Written for Shifted<'_, W> {
+    fn unmasked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        self.0.unmasked(a - self.1, b - self.1, out);
+    }
+    fn shown<'t>(&self, text: &'t [u8], a: usize, b: usize) -> std::borrow::Cow<'t, [u8]> {
+        self.0.shown(&text[self.1..], a - self.1, b - self.1)
+    }
+    fn before_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        self.0.before_masked(a - self.1, b - self.1, out);
+    }
+    fn after_masked(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        self.0.after_masked(a - self.1, b - self.1, out);
+    }
 }
 
 /// A text that arrived as it is scanned.

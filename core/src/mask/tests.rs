@@ -183,3 +183,26 @@ fn a_byte_pattern_ending_inside_a_character_does_not_panic_a_stream() {
         assert!(std::str::from_utf8(&out).is_ok(), "cut {cut}: {out:?}");
     }
 }
+
+#[test]
+fn a_whole_markup_value_masks_as_the_markup_stream_does_and_keeps_its_key_as_context() {
+    let p = profile();
+    let t = Tally::default();
+    for text in [
+        "<note>SSN 219&#45;09&#45;9999, mail jane&#64;example.org</note>",
+        "<p>clean &amp; &#60;plain&#62; text</p>",
+        "<r><ssn>219-09-9999</ssn>&#x20;</r>",
+    ] {
+        let whole = streamed_with(p.markup_stream(Arc::new(Tally::default()), false), text.as_bytes(), &[]);
+        assert_eq!(p.mask_markup_keyed("note", text.as_bytes(), false, &t), whole, "{text}");
+    }
+    let out = p.mask_markup_keyed("note", b"<n>219&#45;09&#45;9999</n>", false, &t);
+    assert_eq!(String::from_utf8(out).unwrap(), "<n>[PHI:SSN]</n>");
+    // The key says what a bare value is, as for a text column (`mrn: 00123456`).
+    let bare = b"00123456&#32;";
+    assert_eq!(p.mask_markup_keyed("remarks", bare, false, &t), bare);
+    assert_eq!(String::from_utf8(p.mask_markup_keyed("mrn", bare, false, &t)).unwrap(), "[PHI:MRN]&#32;");
+    // In HTML a tag inside the value is taken out and written back around the mask.
+    let out = p.mask_markup_keyed("body", b"<em>219</em>-09-9999!", true, &t);
+    assert_eq!(String::from_utf8(out).unwrap(), "<em>[PHI:SSN]</em>!");
+}

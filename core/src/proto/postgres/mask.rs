@@ -11,7 +11,8 @@
 //!   other type that could hold text (arrays, records, citext, enums, bytea) is NULL — fail closed.
 //! - Every other value of a text type (text, varchar, char, name, json, jsonb, xml, and, in text
 //!   format, any type the gateway does not know to be structured) goes through the detectors;
-//!   JSON values through the JSON masker. A structured value (a number, a date) in which a
+//!   JSON values through the JSON masker, XML values read with their character references
+//!   decoded (`219&#45;09&#45;9999` is an SSN to whoever reads the document). A structured value (a number, a date) in which a
 //!   detector finds something becomes NULL rather than an unparseable string; binary values of
 //!   structured types are masked by column rules only.
 //! - A DataRow with no RowDescription before it in its result cannot be masked: the session ends
@@ -36,6 +37,8 @@ const TEXT_TYPES: &[i32] = &[25, 1043, 1042, 19, 18, 705, 142];
 /// `json` and `jsonb`.
 const JSON: i32 = 114;
 const JSONB: i32 = 3802;
+/// `xml`.
+const XML: i32 = 142;
 /// Built-in types whose text form is structured: masking one to a string would break the
 /// caller's parser, so a finding there makes the value NULL.
 const STRUCTURED: &[i32] = &[
@@ -50,6 +53,9 @@ enum Column {
     Pass,
     /// The detectors over a text value (or JSON, or the version byte then JSON for jsonb binary).
     Text { json: bool, jsonb_binary: bool },
+    /// An `xml` value: the detectors over it as its reader sees it (character references
+    /// decoded), written as it came where nothing is masked.
+    Xml,
     /// The detectors over a structured value in text form: a finding makes it NULL.
     Structured,
     /// A column rule.
@@ -301,7 +307,9 @@ impl PgMasker {
                 jsonb_binary,
             };
         }
-        if text || json {
+        if f.type_oid == XML {
+            Column::Xml
+        } else if text || json {
             Column::Text { json, jsonb_binary }
         } else if binary {
             match f.type_oid {
@@ -344,6 +352,10 @@ impl PgMasker {
                 None
             }
             Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary)),
+            Column::Xml => {
+                let masked = self.profile.mask_markup_keyed(name, &v, false, &self.tally);
+                Some(if masked == v[..] { v } else { masked.into() })
+            }
             Column::Structured => {
                 let masked = self.profile.mask_keyed(name, &v, &self.tally);
                 if masked == v[..] { Some(v) } else { None }
