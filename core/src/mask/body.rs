@@ -34,12 +34,20 @@ pub enum BodyMasker {
 #[derive(Debug)]
 pub struct SseMasker {
     events: EventMasker,
-    /// Non-JSON data, one stream per event type.
-    text: BTreeMap<Option<String>, TextStream>,
+    /// Data that is text, or a JSON string: one stream per event type.
+    text: BTreeMap<TextKey, TextStream>,
     /// The JSON events carried SSE event names (Anthropic's style: the name repeats `type`).
     named: bool,
     profile: Arc<Profile>,
     tally: Arc<Tally>,
+}
+
+/// Which text stream an SSE event's data goes to: its event type, and whether the data is a
+/// JSON string (decoded before it is masked, encoded again after).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TextKey {
+    Raw(Option<String>),
+    Json(Option<String>),
 }
 
 /// What kind of body a content type is, for masking.
@@ -152,7 +160,7 @@ impl BodyMasker {
                 // Always re-serialized: a line equal after parsing may still differ in bytes (a
                 // duplicate key the client would read first).
                 match serde_json::from_slice::<Value>(trimmed) {
-                    Ok(v) => m.event(v).iter().map(ndjson_line).collect(),
+                    Ok(v) => m.event(v)?.iter().map(ndjson_line).collect(),
                     // A line that is not JSON is masked as text (it is whole).
                     Err(_) => Ok(vec![Bytes::from(m.profile().mask_text(&unit, m.tally()))]),
                 }
@@ -201,7 +209,11 @@ impl SseMasker {
     fn block(&mut self, unit: Bytes) -> Result<Vec<Bytes>, MaskError> {
         let mut buf = BytesMut::from(&unit[..]);
         let block = SseDecoder::new(unit.len().max(1)).decode_eof(&mut buf).ok().flatten();
-        let Some(event) = block.and_then(|b| b.event) else {
+        // What is left at the end of the body without the blank line that ends an event: the
+        // standard has clients discard it, so it is not sent (nor judged without the event's
+        // JSON read).
+        let Some(block) = block else { return Ok(Vec::new()) };
+        let Some(event) = block.event else {
             // Comments, keep-alives, `retry`/`id`-only blocks: nothing to mask but the comment
             // text, which is masked as a whole.
             let masked = self.profile.mask_text(&unit, &self.tally);
@@ -227,7 +239,7 @@ impl SseMasker {
             }
             Ok(v) if v.is_object() => {
                 self.named |= event.event.is_some();
-                let mut values = self.events.event(v);
+                let mut values = self.events.event(v)?;
                 let Some(last) = values.pop() else { return Ok(Vec::new()) };
                 let mut out = Vec::with_capacity(values.len() + 1);
                 for extra in &values {
@@ -236,19 +248,18 @@ impl SseMasker {
                 out.push(self.json_event(&last, Some(&event))?);
                 Ok(out)
             }
+            // A JSON string is read as its reader will read it, `\u` escapes decoded, in a
+            // stream of its own per event type (a model may stream its tokens this way).
+            Ok(Value::String(text)) => {
+                let masked = self.text_stream(TextKey::Json(event.event.clone()))?.push(text.as_bytes());
+                if masked.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let data = serde_json::to_string(&super::into_string(masked)).map_err(MaskError::Json)?;
+                Ok(vec![sse::encode(&Event { data, ..event })])
+            }
             _ => {
-                let room = self.text.len() < MAX_STREAMS;
-                let masked = match self.text.get_mut(&event.event) {
-                    Some(stream) => stream.push(event.data.as_bytes()),
-                    None if room => {
-                        let mut stream = self.profile.stream(self.tally.clone());
-                        let out = stream.push(event.data.as_bytes());
-                        self.text.insert(event.event.clone(), stream);
-                        out
-                    }
-                    // Past the cap, each event is masked on its own.
-                    None => self.profile.mask_text(event.data.as_bytes(), &self.tally),
-                };
+                let masked = self.text_stream(TextKey::Raw(event.event.clone()))?.push(event.data.as_bytes());
                 if masked.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -258,16 +269,29 @@ impl SseMasker {
         }
     }
 
+    /// The text stream of one event type; a response may not open more than
+    /// [`MAX_STREAMS`]: past them it is cut off.
+    fn text_stream(&mut self, key: TextKey) -> Result<&mut TextStream, MaskError> {
+        if !self.text.contains_key(&key) && self.text.len() >= MAX_STREAMS {
+            return Err(MaskError::TooManyStreams(MAX_STREAMS));
+        }
+        Ok(self.text.entry(key).or_insert_with(|| self.profile.stream(self.tally.clone())))
+    }
+
     fn flush_all(&mut self) -> Result<Vec<Bytes>, MaskError> {
         let mut out = Vec::new();
         for v in self.events.finish() {
             out.push(self.json_event(&v, None)?);
         }
-        for (name, mut stream) in std::mem::take(&mut self.text) {
+        for (key, mut stream) in std::mem::take(&mut self.text) {
             let rest = stream.finish();
             if !rest.is_empty() {
-                let data = super::into_string(rest);
-                out.push(sse::encode(&Event { event: name, data, id: None, retry: None }));
+                let rest = super::into_string(rest);
+                let (event, data) = match key {
+                    TextKey::Raw(name) => (name, rest),
+                    TextKey::Json(name) => (name, serde_json::to_string(&rest).map_err(MaskError::Json)?),
+                };
+                out.push(sse::encode(&Event { event, data, id: None, retry: None }));
             }
         }
         Ok(out)
@@ -340,6 +364,35 @@ mod tests {
         assert!(out.contains("[PHI:EMAIL]") && !out.contains("example.com"), "{out}");
         let mut t = masker(BodyKind::Text);
         assert_eq!(run(&mut t, &["tel 617-55", "5-0123 end"]), "tel [PHI:PHONE] end");
+    }
+
+    #[test]
+    fn json_string_data_is_read_decoded_and_joined_across_events() {
+        let mut m = masker(BodyKind::Sse);
+        let out = run(&mut m, &["data: \"mail jane\\u0040exam\"\n\n", "data: \"ple.org now\"\n\n"]);
+        assert!(out.contains("[PHI:EMAIL]") && !out.contains("example") && !out.contains("ple.org"), "{out}");
+        for block in sse::decode_all(out.as_bytes(), 7).unwrap() {
+            let data = block.event.unwrap().data;
+            assert!(serde_json::from_str::<Value>(&data).unwrap().is_string(), "{data}");
+        }
+    }
+
+    #[test]
+    fn an_unterminated_last_event_is_not_sent() {
+        // Clients discard it (the standard says so); its JSON is not there to be read.
+        let mut m = masker(BodyKind::Sse);
+        let tail = "data: {\"note\":\"jane\\u0040example.org\"}\n";
+        assert_eq!(run(&mut m, &["data: {\"ok\":1}\n\n", tail]), "data: {\"ok\":1}\n\n");
+    }
+
+    #[test]
+    fn too_many_event_types_fail_closed() {
+        let mut m = masker(BodyKind::Sse);
+        for i in 0..MAX_STREAMS {
+            m.unit(Bytes::from(format!("event: e{i}\ndata: 219\n\n"))).unwrap();
+        }
+        let err = m.unit(Bytes::from_static(b"event: last\ndata: 219\n\n")).unwrap_err();
+        assert!(matches!(err, MaskError::TooManyStreams(_)), "{err}");
     }
 
     #[test]

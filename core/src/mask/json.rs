@@ -261,8 +261,9 @@ impl EventMasker {
     }
 
     /// Masks one event. Returns the events to send in its place, in order (extra delta events
-    /// carrying released text may come first).
-    pub fn event(&mut self, mut v: Value) -> Vec<Value> {
+    /// carrying released text may come first). An event that would open more than
+    /// [`super::MAX_STREAMS`] streams is refused: its pieces cannot be judged joined.
+    pub fn event(&mut self, mut v: Value) -> Result<Vec<Value>, super::MaskError> {
         let (sites, ends, ends_before) = shape(&v);
         let mut out = Vec::new();
         for prefix in &ends_before {
@@ -276,7 +277,7 @@ impl EventMasker {
             let Some(Value::String(text)) = get_path(&v, path) else { continue };
             let text = text.clone();
             if !self.deltas.contains_key(k) && self.deltas.len() >= super::MAX_STREAMS {
-                continue; // past the cap: masked whole by the walk below
+                return Err(super::MaskError::TooManyStreams(super::MAX_STREAMS));
             }
             let delta = self.deltas.entry(k.clone()).or_insert_with(|| Delta {
                 stream: self.profile.stream(self.tally.clone()),
@@ -318,7 +319,7 @@ impl EventMasker {
             }
         }
         out.push(v);
-        out
+        Ok(out)
     }
 
     /// The profile it masks with.
@@ -364,9 +365,15 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
         for (i, c) in choices.iter().enumerate() {
             let n = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
             let base = vec![key("choices"), PathSeg::Index(Some(i))];
-            for field in
-                [&["delta", "content"][..], &["delta", "reasoning_content"], &["delta", "reasoning"], &["text"]]
-            {
+            for field in [
+                &["delta", "content"][..],
+                &["delta", "reasoning_content"],
+                &["delta", "reasoning"],
+                &["delta", "refusal"],
+                &["delta", "audio", "transcript"],
+                &["delta", "function_call", "arguments"],
+                &["text"],
+            ] {
                 let mut p = base.clone();
                 p.extend(field.iter().map(|f| key(f)));
                 if get_path(v, &p).is_some_and(Value::is_string) {
@@ -417,6 +424,42 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
         }
         Some(t) if t.starts_with("response.") && t.ends_with(".done") => ends_before.push(responses_key(v)),
         _ => {}
+    }
+    // Gemini: candidates, each with parts of text.
+    if let Some(candidates) = v.get("candidates").and_then(Value::as_array) {
+        for (i, c) in candidates.iter().enumerate() {
+            let n = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+            let parts = c.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array);
+            for (j, part) in parts.into_iter().flatten().enumerate() {
+                if part.get("text").is_some_and(Value::is_string) {
+                    let p = vec![
+                        key("candidates"),
+                        PathSeg::Index(Some(i)),
+                        key("content"),
+                        key("parts"),
+                        PathSeg::Index(Some(j)),
+                        key("text"),
+                    ];
+                    sites.push((format!("gemini/{n}/{j}"), p));
+                }
+            }
+            if c.get("finishReason").is_some_and(|f| !f.is_null()) {
+                ends.push(format!("gemini/{n}/"));
+            }
+        }
+    }
+    // Hugging Face TGI (`token.text`) and llama.cpp's own `/completion` (`content`).
+    if v.get("token").and_then(|t| t.get("text")).is_some_and(Value::is_string) {
+        sites.push(("tgi/".into(), vec![key("token"), key("text")]));
+    }
+    if v.get("generated_text").is_some_and(|g| !g.is_null()) {
+        ends.push("tgi/".into());
+    }
+    if v.get("content").is_some_and(Value::is_string) && v.get("stop").is_some_and(Value::is_boolean) {
+        sites.push(("llamacpp/".into(), vec![key("content")]));
+        if v.get("stop").and_then(Value::as_bool) == Some(true) {
+            ends.push("llamacpp/".into());
+        }
     }
     // Ollama generate and chat.
     for field in [&["response"][..], &["thinking"], &["message", "content"], &["message", "thinking"]] {
@@ -657,9 +700,9 @@ mod tests {
         let mut m = EventMasker::new(p, tally.clone());
         let mut out = Vec::new();
         for piece in ["My SSN is 123-4", "5-67", "89 and mail jo", "e@exa", "mple.com ok"] {
-            out.extend(m.event(chunk(Some(piece), None)));
+            out.extend(m.event(chunk(Some(piece), None)).unwrap());
         }
-        out.extend(m.event(chunk(None, Some("stop"))));
+        out.extend(m.event(chunk(None, Some("stop"))).unwrap());
         out.extend(m.finish());
         assert_eq!(concat_content(&out), "My SSN is [PHI:SSN] and mail [PHI:EMAIL] ok");
         assert!(out.iter().all(|e| !e.to_string().contains("6789") && !e.to_string().contains("mple.com")));
@@ -670,8 +713,8 @@ mod tests {
     fn text_held_at_the_end_of_the_stream_comes_out_in_an_event_shaped_like_the_last() {
         let p = profile(vec![]);
         let mut m = EventMasker::new(p, Arc::new(Tally::default()));
-        let mut out = m.event(chunk(Some("reach me at 617-555-01"), None));
-        out.extend(m.event(chunk(Some("23"), None)));
+        let mut out = m.event(chunk(Some("reach me at 617-555-01"), None)).unwrap();
+        out.extend(m.event(chunk(Some("23"), None)).unwrap());
         let tail = m.finish();
         assert_eq!(tail.len(), 1, "{tail:?}");
         assert_eq!(tail[0]["id"], "c1");
@@ -685,9 +728,9 @@ mod tests {
         let mut m = EventMasker::new(p, Arc::new(Tally::default()));
         let d =
             |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
-        let mut out = m.event(d("SSN 123-45-"));
-        out.extend(m.event(d("6789 Bob")));
-        out.extend(m.event(json!({"type": "content_block_stop", "index": 0})));
+        let mut out = m.event(d("SSN 123-45-")).unwrap();
+        out.extend(m.event(d("6789 Bob")).unwrap());
+        out.extend(m.event(json!({"type": "content_block_stop", "index": 0})).unwrap());
         let text: String = out.iter().filter_map(|e| e["delta"]["text"].as_str()).collect();
         assert_eq!(text, "SSN [PHI:SSN] Bob");
         assert_eq!(out.last().unwrap()["type"], "content_block_stop");
@@ -697,10 +740,66 @@ mod tests {
     fn ollama_done_line_carries_the_rest() {
         let p = profile(vec![]);
         let mut m = EventMasker::new(p, Arc::new(Tally::default()));
-        let mut out = m.event(json!({"model": "m", "response": "email: a.b@exam", "done": false}));
-        out.extend(m.event(json!({"model": "m", "response": "ple.org", "done": false})));
-        out.extend(m.event(json!({"model": "m", "response": "", "done": true})));
+        let mut out = m.event(json!({"model": "m", "response": "email: a.b@exam", "done": false})).unwrap();
+        out.extend(m.event(json!({"model": "m", "response": "ple.org", "done": false})).unwrap());
+        out.extend(m.event(json!({"model": "m", "response": "", "done": true})).unwrap());
         let text: String = out.iter().filter_map(|e| e["response"].as_str()).collect();
         assert_eq!(text, "email: [PHI:EMAIL]");
+    }
+
+    /// Gemini, TGI, llama.cpp and the rarer OpenAI delta fields: a value split across events
+    /// is judged joined, and what is held back comes out with the event that ends the piece.
+    #[test]
+    fn other_runtimes_streamed_fields_are_joined() {
+        let p = profile(vec![]);
+        let gemini = |t: &str, end: bool| {
+            json!({"candidates": [{"index": 0, "content": {"parts": [{"text": t}], "role": "model"},
+                "finishReason": if end { json!("STOP") } else { Value::Null }}]})
+        };
+        let tgi = |t: &str, end: bool| {
+            json!({"token": {"id": 1, "text": t, "special": false}, "generated_text": if end { json!("…") } else { Value::Null }})
+        };
+        let llamacpp = |t: &str, end: bool| json!({"content": t, "stop": end});
+        let openai = |field: &str, t: &str, end: bool| {
+            let delta = match field {
+                "refusal" => json!({"refusal": t}),
+                "audio" => json!({"audio": {"transcript": t}}),
+                _ => json!({"function_call": {"arguments": t}}),
+            };
+            json!({"choices": [{"index": 0, "delta": delta, "finish_reason": if end { json!("stop") } else { Value::Null }}]})
+        };
+        type Shape<'a> = (&'a str, Box<dyn Fn(&str, bool) -> Value + 'a>);
+        let shapes: Vec<Shape> = vec![
+            ("gemini", Box::new(gemini)),
+            ("tgi", Box::new(tgi)),
+            ("llamacpp", Box::new(llamacpp)),
+            ("refusal", Box::new(|t: &str, e| openai("refusal", t, e))),
+            ("audio", Box::new(|t: &str, e| openai("audio", t, e))),
+            ("function_call", Box::new(|t: &str, e| openai("function_call", t, e))),
+        ];
+        for (name, shape) in &shapes {
+            let mut m = EventMasker::new(p.clone(), Arc::new(Tally::default()));
+            let mut out = Vec::new();
+            for piece in ["SSN 219", "-09-", "9999 ok"] {
+                out.extend(m.event(shape(piece, false)).unwrap());
+            }
+            out.extend(m.event(shape("", true)).unwrap());
+            let all = serde_json::to_string(&out).unwrap();
+            assert!(all.contains("[PHI:SSN]") && !all.contains("9999"), "{name}: {all}");
+        }
+    }
+
+    /// A response that opens more streams than the gateway keeps is refused, not masked
+    /// event by event.
+    #[test]
+    fn too_many_streams_fail_closed() {
+        let p = profile(vec![]);
+        let mut m = EventMasker::new(p, Arc::new(Tally::default()));
+        let choice = |i: usize| json!({"choices": [{"index": i, "delta": {"content": "219"}}]});
+        for i in 0..crate::mask::MAX_STREAMS {
+            m.event(choice(i)).unwrap();
+        }
+        let err = m.event(choice(crate::mask::MAX_STREAMS)).unwrap_err();
+        assert!(matches!(err, crate::mask::MaskError::TooManyStreams(_)), "{err}");
     }
 }
