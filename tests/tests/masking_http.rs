@@ -170,6 +170,7 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     let record =
         br#"{"patient_name":"Quentin Zed","dob":"1971-03-04","notes":"reach at 617-555-0199","mrn":{"v":123}}"#;
     let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(5000));
+    let utf16: Vec<u8> = "\u{feff}<p>SSN 219-09-9999</p>".encode_utf16().flat_map(u16::to_le_bytes).collect();
     let upstream = raw_upstream(vec![
         ("/record", response("application/json", "", record)),
         ("/big", response("application/json", "", big.as_bytes())),
@@ -204,6 +205,27 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         // HTML that only starts like JSON is still HTML.
         ("/html-not-json", response("text/html", "", b"[{}]\n<p>jane&#64;example.org</p>")),
         ("/big-plain", response("text/plain", "", big.as_bytes())),
+        // JSON its reader may take but the masker cannot: Python's `json` reads `NaN`.
+        ("/nan", response("application/json", "", br#"{"score": NaN, "patient_name": "Quentin Zed"}"#)),
+        // JSON Lines sent as one JSON document: masked line by line.
+        (
+            "/json-lines",
+            response(
+                "application/json",
+                "",
+                b"{\"note\":\"SSN 219-09-9999\"}\n{\"note\":\"jane\\u0040example.org\"}\n",
+            ),
+        ),
+        // A byte-order mark a browser obeys over the charset the header declares.
+        ("/utf16", response("text/html; charset=utf-8", "", &utf16)),
+        // An upstream's header value is not echoed into the error the caller reads.
+        ("/coding", response("text/plain", "content-encoding: SSN 219-09-9999\r\n", b"x")),
+        (
+            "/ctype",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; x=\xe9\r\ncontent-length: 15\r\nconnection: close\r\n\r\n\
+              SSN 219-09-9999"
+                .to_vec(),
+        ),
         // Codings that would lose their header on the way: a transfer coding hyper does not
         // undo, and a content coding that `Connection` names as hop-by-hop.
         (
@@ -264,6 +286,8 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     assert_eq!(v, serde_json::json!({"patient_name": "[PHI:patient_name]", "note": "[PHI:EMAIL]"}));
     let (code, _, body) = get("/html-not-json");
     assert_eq!((code, body.as_str()), (200, "[{}]\n<p>[PHI:EMAIL]</p>"));
+    let (code, _, body) = get("/json-lines");
+    assert_eq!((code, body.as_str()), (200, "{\"note\":\"SSN [PHI:SSN]\"}\n{\"note\":\"[PHI:EMAIL]\"}\n"));
     let (code, _, body) = get("/html");
     assert_eq!(
         (code, body.as_str()),
@@ -280,13 +304,20 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         ("/img", "binary content"),
         ("/te", "encoded (gzip, chunked)"),
         ("/conn", "encoded (gzip)"),
+        ("/nan", "not valid UTF-8 JSON"),
+        ("/utf16", "UTF-16"),
+        ("/coding", "encoded (an unregistered coding)"),
+        ("/ctype", "binary content"),
     ] {
         let (code, _, body) = get(path);
         assert_eq!(code, 502, "{path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"], "response_not_inspectable", "{path}: {body}");
         assert!(v["message"].as_str().unwrap().contains(why), "{path}: {body}");
-        assert!(!body.contains("xxxx") && !body.contains("PNG"), "nothing of the body leaks: {body}");
+        assert!(
+            !body.contains("xxxx") && !body.contains("PNG") && !body.contains("219") && !body.contains("Quentin"),
+            "nothing of the body or its headers leaks: {body}"
+        );
     }
     gw.stop().await;
 
@@ -307,7 +338,7 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
         assert!(!text.contains("Quentin") && !text.contains("617-555-0199") && !text.contains("219-09-9999"), "{text}");
         assert!(!text.contains("jane&#") && !text.contains("219&#45;"), "{text}");
     }
-    assert_eq!(withheld, 6);
+    assert_eq!(withheld, 10);
 }
 
 /// A JSON body read whole for masking is read within the route's `request_timeout`, not only its

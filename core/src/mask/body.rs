@@ -24,8 +24,10 @@ pub enum BodyMasker {
     Sse(Box<SseMasker>),
     /// NDJSON / JSON Lines.
     Ndjson(Box<EventMasker>),
-    /// Any other text: one stream over the bytes.
-    Text(Box<TextStream>),
+    /// Any other text: one stream over the bytes; until two have come, the bytes held back (a
+    /// UTF-16 byte-order mark, which a browser obeys over the declared charset, makes the body
+    /// uninspectable).
+    Text(Box<TextStream>, Option<Vec<u8>>),
     /// gRPC messages, decoded with the route's descriptors.
     Grpc(Box<super::grpc::GrpcMasker>),
 }
@@ -137,9 +139,9 @@ impl BodyMasker {
                 tally,
             })),
             BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::new(profile, tally))),
-            BodyKind::Text => Self::Text(Box::new(profile.stream(tally))),
-            BodyKind::Html => Self::Text(Box::new(profile.markup_stream(tally, true))),
-            BodyKind::Xml => Self::Text(Box::new(profile.markup_stream(tally, false))),
+            BodyKind::Text => Self::Text(Box::new(profile.stream(tally)), Some(Vec::new())),
+            BodyKind::Html => Self::Text(Box::new(profile.markup_stream(tally, true)), Some(Vec::new())),
+            BodyKind::Xml => Self::Text(Box::new(profile.markup_stream(tally, false)), Some(Vec::new())),
             BodyKind::Json => return Err(MaskError::Uninspectable("a JSON document must be masked whole")),
             BodyKind::Grpc => return Err(MaskError::Uninspectable("gRPC messages are masked by the gRPC masker")),
             BodyKind::Opaque => {
@@ -151,7 +153,20 @@ impl BodyMasker {
     /// Masks one unit; returns the units to send in its place (none while text is held back).
     pub fn unit(&mut self, unit: Bytes) -> Result<Vec<Bytes>, MaskError> {
         match self {
-            Self::Text(s) => Ok(nonempty(s.push(&unit))),
+            Self::Text(s, held) => match held.take() {
+                None => Ok(nonempty(s.push(&unit))),
+                Some(mut head) => {
+                    head.extend_from_slice(&unit);
+                    if head.len() < 2 {
+                        *held = Some(head);
+                        return Ok(Vec::new());
+                    }
+                    if utf16_bom(&head) {
+                        return Err(MaskError::Uninspectable("a UTF-16 text (its byte-order mark says so)"));
+                    }
+                    Ok(nonempty(s.push(&head)))
+                }
+            },
             Self::Ndjson(m) => {
                 let trimmed = unit.trim_ascii();
                 if trimmed.is_empty() {
@@ -173,12 +188,21 @@ impl BodyMasker {
     /// The end of the body: whatever was held back.
     pub fn finish(&mut self) -> Result<Vec<Bytes>, MaskError> {
         match self {
-            Self::Text(s) => Ok(nonempty(s.finish())),
+            Self::Text(s, held) => {
+                let mut out = held.take().map(|head| s.push(&head)).unwrap_or_default();
+                out.extend(s.finish());
+                Ok(nonempty(out))
+            }
             Self::Ndjson(m) => m.finish().iter().map(ndjson_line).collect(),
             Self::Sse(s) => s.flush_all(),
             Self::Grpc(g) => g.finish(),
         }
     }
+}
+
+/// Whether a body starts with a UTF-16 (or UTF-32 little-endian) byte-order mark.
+pub fn utf16_bom(head: &[u8]) -> bool {
+    head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF])
 }
 
 fn nonempty(b: Vec<u8>) -> Vec<Bytes> {
@@ -375,6 +399,21 @@ mod tests {
             let data = block.event.unwrap().data;
             assert!(serde_json::from_str::<Value>(&data).unwrap().is_string(), "{data}");
         }
+    }
+
+    #[test]
+    fn a_utf16_text_is_refused_however_it_is_cut() {
+        let utf16: Vec<u8> = "\u{feff}SSN 219-09-9999".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for kind in [BodyKind::Text, BodyKind::Html, BodyKind::Xml] {
+            let mut m = masker(kind);
+            assert!(m.unit(Bytes::copy_from_slice(&utf16[..1])).unwrap().is_empty(), "one byte says nothing yet");
+            assert!(matches!(m.unit(Bytes::copy_from_slice(&utf16[1..])), Err(MaskError::Uninspectable(_))));
+            let mut be = masker(kind);
+            assert!(be.unit(Bytes::from_static(&[0xFE, 0xFF, 0, b'2'])).is_err());
+        }
+        // A UTF-8 byte-order mark is UTF-8.
+        let mut m = masker(BodyKind::Text);
+        assert_eq!(run(&mut m, &["\u{feff}SSN 219-09-9999"]), "\u{feff}SSN [PHI:SSN]");
     }
 
     #[test]

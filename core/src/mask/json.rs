@@ -756,9 +756,7 @@ mod tests {
             json!({"candidates": [{"index": 0, "content": {"parts": [{"text": t}], "role": "model"},
                 "finishReason": if end { json!("STOP") } else { Value::Null }}]})
         };
-        let tgi = |t: &str, end: bool| {
-            json!({"token": {"id": 1, "text": t, "special": false}, "generated_text": if end { json!("…") } else { Value::Null }})
-        };
+        let tgi = |t: &str, end: bool| json!({"token": {"id": 1, "text": t, "special": false}, "generated_text": if end { json!("…") } else { Value::Null }});
         let llamacpp = |t: &str, end: bool| json!({"content": t, "stop": end});
         let openai = |field: &str, t: &str, end: bool| {
             let delta = match field {

@@ -299,10 +299,20 @@ fn undone_coding(headers: &HeaderMap) -> Option<String> {
             text.split(',')
                 .map(str::trim)
                 .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(ok))
-                .then(|| text.to_owned())
+                .then(|| coding_named(text))
         })
     };
     codings(header::TRANSFER_ENCODING, "chunked").or_else(|| codings(header::CONTENT_ENCODING, "identity"))
+}
+
+/// A content or transfer coding as an error may name it: the registered names as they are,
+/// anything else not at all (the upstream's header value is not echoed into the caller's
+/// error, where it would pass the masker).
+fn coding_named(text: &str) -> String {
+    const KNOWN: &[&str] =
+        &["gzip", "x-gzip", "br", "deflate", "zstd", "compress", "x-compress", "identity", "chunked"];
+    let known = text.split(',').map(str::trim).all(|c| KNOWN.iter().any(|k| c.eq_ignore_ascii_case(k)));
+    if known { text.to_ascii_lowercase() } else { "an unregistered coding".into() }
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -1689,7 +1699,7 @@ async fn mask_response(
     for v in headers.get_all(header::CONTENT_ENCODING) {
         let enc = v.to_str().unwrap_or("?");
         if enc.split(',').map(str::trim).any(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity")) {
-            return Err(crate::mask::MaskError::Encoded(enc.to_owned()).to_string());
+            return Err(crate::mask::MaskError::Encoded(coding_named(enc)).to_string());
         }
     }
     for h in ["content-md5", "digest", "repr-digest", "content-digest", "etag"] {
@@ -1714,13 +1724,18 @@ async fn mask_response(
         headers.remove(header::CONTENT_LENGTH);
         return Ok((body, Some(BodyMasker::Grpc(Box::new(g)))));
     }
-    match BodyKind::of(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
+    // A type that is not visible ASCII names nothing the masker knows how to read.
+    let kind = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => BodyKind::of(None),
+        Some(Ok(ct)) => BodyKind::of(Some(ct)),
+        Some(Err(_)) => BodyKind::Opaque,
+    };
+    match kind {
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
             while read_more(&mut body, &mut bytes, route, deadline).await? {}
-            let masked = crate::mask::json::mask_document(profile, &bytes, tally).map_err(|e| e.to_string())?;
-            Ok(whole_body(headers, masked))
+            Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, BodyKind::Json)?))
         }
         kind @ (BodyKind::Text | BodyKind::Html | BodyKind::Xml) => {
             // A text or markup body (or one with no type at all) that reads as JSON is masked as
@@ -1730,9 +1745,14 @@ async fn mask_response(
             let mut bytes = bytes::BytesMut::new();
             let mut more = true;
             let mut looks = JsonLook::Undecided;
-            while more && looks == JsonLook::Undecided {
+            while more && (looks == JsonLook::Undecided || bytes.len() < 2) {
                 more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 looks = json_look(&bytes, more);
+            }
+            if crate::mask::body::utf16_bom(&bytes) {
+                return Err(
+                    crate::mask::MaskError::Uninspectable("a UTF-16 text (its byte-order mark says so)").to_string()
+                );
             }
             if looks == JsonLook::Json {
                 while more {
@@ -1817,8 +1837,8 @@ fn json_look(bytes: &[u8], more: bool) -> JsonLook {
     }
 }
 
-/// Masks a text body that looks like JSON: as one document if it is one, as JSON lines if every
-/// line is JSON, and as text otherwise.
+/// Masks a body that is or looks like JSON: as one document if it is one, as JSON lines if
+/// every line is JSON, and otherwise as text — or, for a body labelled JSON, not at all.
 fn mask_json_ish(
     profile: &Arc<crate::mask::Profile>,
     tally: &Arc<Tally>,
@@ -1833,6 +1853,12 @@ fn mask_json_ish(
         let t = l.trim_ascii();
         t.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
     });
+    // JSON Lines under a JSON type are masked line by line. A JSON body that is neither is
+    // refused: its reader may still read it (Python's `json` takes `NaN`, and detects UTF-16),
+    // but the masker could not, and field rules and `\u` escapes would pass unapplied.
+    if kind == BodyKind::Json && !all_json {
+        return Err("the upstream's JSON response is not valid UTF-8 JSON and cannot be masked".into());
+    }
     // Not JSON after all: masked as what its type says (text or markup), in one piece.
     let (mut masker, units) = if all_json {
         (BodyMasker::new(BodyKind::Ndjson, profile.clone(), tally.clone()), lines.collect::<Vec<_>>())
