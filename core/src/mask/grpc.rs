@@ -200,6 +200,26 @@ impl GrpcMasker {
                     *b = Bytes::from(masked);
                 }
             }
+            // An integer is read as its decimal text, the field name its context (`int64 ssn`,
+            // `uint64 phone`), as a JSON number is: a finding makes it zero (the default, which
+            // proto3 does not send).
+            Value::I32(_) | Value::I64(_) | Value::U32(_) | Value::U64(_) => {
+                let text = match v {
+                    Value::I32(n) => n.to_string(),
+                    Value::I64(n) => n.to_string(),
+                    Value::U32(n) => n.to_string(),
+                    Value::U64(n) => n.to_string(),
+                    _ => unreachable!("matched above"),
+                };
+                if self.profile.mask_keyed(name, text.as_bytes(), &self.tally) != text.as_bytes() {
+                    *v = match v {
+                        Value::I32(_) => Value::I32(0),
+                        Value::I64(_) => Value::I64(0),
+                        Value::U32(_) => Value::U32(0),
+                        _ => Value::U64(0),
+                    };
+                }
+            }
             Value::Message(m) => self.walk(m, false, &mut Vec::new()),
             Value::List(items) => items.iter_mut().for_each(|i| self.value(name, i)),
             Value::Map(map) => {
@@ -238,7 +258,8 @@ mod tests {
         ServiceDescriptorProto, field_descriptor_proto::Type,
     };
 
-    /// `t.Note { string text = 1; string mrn = 2; int32 n = 3; repeated t.Note kids = 4; bytes blob = 5; }` and
+    /// `t.Note { string text = 1; string mrn = 2; int32 n = 3; repeated t.Note kids = 4; bytes blob = 5;
+    /// int64 ssn = 6; repeated uint64 member_id = 7; }` and
     /// `t.Svc/Get(Note) returns (stream Note)`, built in code (no protoc here).
     fn descriptor_set() -> Vec<u8> {
         let field = |name: &str, number: i32, ty: Type, label: i32, type_name: Option<&str>| FieldDescriptorProto {
@@ -257,6 +278,8 @@ mod tests {
                 field("n", 3, Type::Int32, 1, None),
                 field("kids", 4, Type::Message, 3, Some(".t.Note")),
                 field("blob", 5, Type::Bytes, 1, None),
+                field("ssn", 6, Type::Int64, 1, None),
+                field("member_id", 7, Type::Uint64, 3, None),
             ],
             ..Default::default()
         };
@@ -352,6 +375,21 @@ mod tests {
         assert_eq!(text(kid, "text"), "mail [PHI:EMAIL]");
         assert_eq!(got.get_field_by_name("n").unwrap().as_i32(), Some(7));
         assert!(m.unit(Bytes::from_static(b"\x00\x00\x00\x00\x09\xff\xff")).is_err(), "a broken message is refused");
+    }
+
+    #[test]
+    fn integers_are_read_as_numbers_with_their_field_name() {
+        let (mut m, desc) = masker(vec![], vec![]);
+        let mut msg = DynamicMessage::new(desc.clone());
+        msg.set_field_by_name("ssn", Value::I64(219_099_999));
+        msg.set_field_by_name("member_id", Value::List(vec![Value::U64(123_456_789)]));
+        msg.set_field_by_name("n", Value::I32(219_099_999));
+        let out = m.unit(frame_of(&msg)).unwrap();
+        let got = decode(&desc, &out[0]);
+        assert!(!got.has_field_by_name("ssn"), "the SSN went: {got:?}");
+        let phones = got.get_field_by_name("member_id").unwrap().as_list().unwrap().to_vec();
+        assert_eq!(phones, [Value::U64(0)], "a list item too");
+        assert_eq!(got.get_field_by_name("n").unwrap().as_i32(), Some(219_099_999), "no name, no context");
     }
 
     #[test]
