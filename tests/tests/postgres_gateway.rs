@@ -865,6 +865,47 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     seen.extend(s.until_ready().await);
     assert!(!leaks(&seen), "{seen:?}");
 
+    // A portal bound from the unnamed statement outlives it: once the statement is parsed
+    // again, a Describe of the old portal does not describe the new statement.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    s.send(&[
+        parse("", "select true"),
+        FrontendMessage::Bind {
+            portal: b("p1"),
+            statement: Bytes::new(),
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![1],
+        },
+        parse("", "select ssn from patients"),
+        FrontendMessage::Describe { target: Target::Portal, name: b("p1") },
+        bind_stmt(""),
+        execute(),
+        FrontendMessage::Sync,
+    ])
+    .await;
+    let seen = s.until_ready().await;
+    assert!(!leaks(&seen), "{seen:?}");
+
+    // An xml value is read as its reader reads it: character references decoded.
+    let mut s = Raw::login(addr, AGENT_KEY).await;
+    s.send(&[FrontendMessage::Query {
+        sql: b("select '<n>SSN 219&#45;09&#45;9999 ok</n>'::xml as x, '<m a=\"1\">jane&#64;example.org</m>'::xml as y"),
+    }])
+    .await;
+    let seen = s.until_ready().await;
+    let row = seen.iter().find_map(|m| match m {
+        BackendMessage::DataRow(v) => Some(
+            v.iter().map(|c| String::from_utf8_lossy(c.as_deref().unwrap_or(b"NULL")).into_owned()).collect::<Vec<_>>(),
+        ),
+        _ => None,
+    });
+    assert_eq!(
+        row,
+        Some(vec!["<n>SSN [PHI:SSN] ok</n>".to_owned(), "<m a=\"1\">[PHI:EMAIL]</m>".to_owned()]),
+        "{seen:?}"
+    );
+
     // A fast-path call of pg_backend_pid (OID 2026): no SQL text to judge, so it is refused.
     let mut s = Raw::login(addr, AGENT_KEY).await;
     s.send(&[FrontendMessage::FunctionCall(Bytes::from_static(&[0, 0, 0x07, 0xEA, 0, 0, 0, 0, 0, 0]))]).await;

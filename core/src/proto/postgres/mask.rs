@@ -288,6 +288,13 @@ impl PgMasker {
         }
     }
 
+    /// The statement `name` is gone or replaced. A portal bound from it lives on (PostgreSQL
+    /// keeps it), but its description no longer describes the statement of that name.
+    fn forget_statement(&mut self, name: &Bytes) {
+        self.statements.remove(name);
+        self.bound.retain(|_, statement| statement != name);
+    }
+
     fn plan(&self, f: &FieldDescription) -> Column {
         let binary = f.format == 1;
         let name = String::from_utf8_lossy(&f.name);
@@ -453,7 +460,7 @@ impl PgMasker {
             BackendMessage::ParseComplete => {
                 if let Some(Expect::Parse(name)) = self.expect.front() {
                     let name = name.clone();
-                    self.statements.remove(&name);
+                    self.forget_statement(&name);
                     self.expect.pop_front();
                 }
                 Ok(Some(raw))
@@ -462,7 +469,7 @@ impl PgMasker {
                 if let Some(Expect::Close(target, name)) = self.expect.front() {
                     let (target, name) = (*target, name.clone());
                     match target {
-                        Target::Statement => drop(self.statements.remove(&name)),
+                        Target::Statement => self.forget_statement(&name),
                         Target::Portal => {
                             self.portals.remove(&name);
                             self.bound.remove(&name);
