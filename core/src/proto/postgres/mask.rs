@@ -404,6 +404,40 @@ impl PgMasker {
         if masked == body { v.clone() } else { with_version(jsonb_binary, masked) }
     }
 
+    /// One text field of an error or notice, masked. A detail that quotes a key
+    /// (`Key (mrn)=(A028939) already exists.`) is read with its columns as context, and under a
+    /// column rule for one of them its values are replaced whole. A detail that quotes a whole
+    /// row (`Failing row contains (…)`) is withheld under column rules, which cannot follow it.
+    fn diagnostic(&self, code: u8, value: &[u8]) -> Vec<u8> {
+        if code == b'D' {
+            if let Some(rest) = value.strip_prefix(b"Key (")
+                && let Some(eq) = rest.windows(3).position(|w| w == b")=(")
+            {
+                let columns = String::from_utf8_lossy(&rest[..eq]);
+                let values = &rest[eq + 3..];
+                // The values end at the last `)`: what follows is the server's own words.
+                let (values, tail) = values.split_at(values.iter().rposition(|&b| b == b')').unwrap_or(values.len()));
+                let mut out = value[..5 + eq + 3].to_vec();
+                let ruled = columns.split(',').map(|c| c.trim().trim_matches('"')).find_map(|c| {
+                    self.profile.fields.iter().find(|r| {
+                        matches!(&r.selector, FieldSelector::Column { column, .. } if column.eq_ignore_ascii_case(c))
+                    })
+                });
+                match ruled {
+                    Some(rule) => out.extend(self.profile.field_text(rule, values, &self.tally)),
+                    None => out.extend(self.profile.mask_keyed(&columns, values, &self.tally)),
+                }
+                out.extend_from_slice(tail);
+                return out;
+            }
+            if value.starts_with(b"Failing row contains (") && !column_rules(&self.profile).is_empty() {
+                self.tally.add("ROW", 1);
+                return b"Failing row contains (withheld: column rules apply on this route).".to_vec();
+            }
+        }
+        self.profile.mask_text(value, &self.tally)
+    }
+
     /// What the caller gets in place of one upstream message: the same bytes, a masked copy, or
     /// nothing. An error ends the session.
     pub(super) fn backend(&mut self, m: &BackendMessage, raw: Bytes) -> Result<Option<Bytes>, Fail> {
@@ -515,8 +549,10 @@ impl PgMasker {
                 let masked: Vec<(u8, Bytes)> = fields
                     .iter()
                     .map(|(code, value)| {
-                        if matches!(code, b'M' | b'D' | b'H' | b'W' | b'q') {
-                            let out = self.profile.mask_text(value, &self.tally);
+                        // Every field that server code can fill with text (`RAISE … USING
+                        // COLUMN = …` sets `c`), not the severity, code, positions or source.
+                        if !matches!(code, b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R') {
+                            let out = self.diagnostic(*code, value);
                             if out != value[..] {
                                 changed = true;
                                 return (*code, Bytes::from(out));
@@ -747,7 +783,72 @@ fn with_version(jsonb_binary: bool, body: Vec<u8>) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use super::binary_number_text;
+    use super::*;
+    use crate::mask::{Detector, ProfileSpec};
+
+    fn masker(fields: Vec<FieldRule>) -> PgMasker {
+        let det = Arc::new(Detector::new(&[], &[]).unwrap());
+        let spec = ProfileSpec { fields, ..ProfileSpec::redact_all("t") };
+        PgMasker {
+            profile: Arc::new(Profile::new(det, spec, None).unwrap()),
+            tally: Arc::new(Tally::default()),
+            resolved: HashMap::new(),
+            plan: None,
+            copy_out: false,
+            swallow: false,
+            expect: Default::default(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            bound: HashMap::new(),
+        }
+    }
+
+    /// The fields of the error the caller gets for an upstream error with `fields`.
+    fn error(m: &mut PgMasker, fields: &[(u8, &str)]) -> Vec<(u8, String)> {
+        let msg = BackendMessage::ErrorResponse(
+            fields.iter().map(|(c, v)| (*c, Bytes::copy_from_slice(v.as_bytes()))).collect(),
+        );
+        let out = m.backend(&msg, backend::encode(&msg)).unwrap().unwrap();
+        use airlock_decoders::Decoder as _;
+        let mut buf = BytesMut::from(&out[..]);
+        let Ok(Some(BackendMessage::ErrorResponse(got))) = backend::BackendDecoder::new(1 << 16).decode(&mut buf)
+        else {
+            panic!("{out:?}")
+        };
+        got.into_iter().map(|(c, v)| (c, String::from_utf8_lossy(&v).into_owned())).collect()
+    }
+
+    #[test]
+    fn errors_are_masked_in_every_text_field_with_their_key_as_context() {
+        let mut m = masker(vec![]);
+        let got = error(
+            &mut m,
+            &[
+                (b'S', "ERROR"),
+                (b'C', "23505"),
+                (b'M', "duplicate key value violates unique constraint \"p_mrn_key\""),
+                (b'D', "Key (mrn)=(00123456) already exists."),
+                (b'c', "SSN 219-09-9999"),
+                (b't', "jane@example.org"),
+            ],
+        );
+        assert_eq!(got[1], (b'C', "23505".into()));
+        assert_eq!(got[3], (b'D', "Key (mrn)=([PHI:MRN]) already exists.".into()), "the key is context");
+        assert_eq!(got[4], (b'c', "SSN [PHI:SSN]".into()), "server code can fill any field");
+        assert_eq!(got[5], (b't', "[PHI:EMAIL]".into()));
+        // A column rule on a key column applies to the value the error quotes.
+        let rule = FieldRule {
+            selector: FieldSelector::Column { table: Some("patients".into()), column: "ssn".into() },
+            action: Action::Partial(4),
+            label: "ssn".into(),
+        };
+        let mut m = masker(vec![rule]);
+        let got = error(&mut m, &[(b'D', "Key (ssn)=(219-09-9999) already exists.")]);
+        assert_eq!(got[0].1, "Key (ssn)=(***-**-9999) already exists.");
+        // A whole failing row cannot be read by column rules: withheld.
+        let got = error(&mut m, &[(b'D', "Failing row contains (1, Quentin Zed, null).")]);
+        assert!(!got[0].1.contains("Quentin"), "{got:?}");
+    }
 
     /// `numeric` in binary: ndigits, weight, sign, dscale, base-10000 digits.
     fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
