@@ -906,6 +906,20 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
         "{seen:?}"
     );
 
+    // A date is judged by its type, whatever DateStyle writes it as; bytea by the bytes it holds.
+    s.send(&[FrontendMessage::Query { sql: b("set datestyle = 'German'") }]).await;
+    s.until_ready().await;
+    s.send(&[FrontendMessage::Query {
+        sql: b("select date '1971-03-04' as d, convert_to('SSN 219-09-9999', 'UTF8') as b, '\\x00ff'::bytea as ok"),
+    }])
+    .await;
+    let seen = s.until_ready().await;
+    let row = seen.iter().find_map(|m| match m {
+        BackendMessage::DataRow(v) => Some(v.clone()),
+        _ => None,
+    });
+    assert_eq!(row, Some(vec![None, None, Some(b("\\x00ff"))]), "{seen:?}");
+
     // A fast-path call of pg_backend_pid (OID 2026): no SQL text to judge, so it is refused.
     let mut s = Raw::login(addr, AGENT_KEY).await;
     s.send(&[FrontendMessage::FunctionCall(Bytes::from_static(&[0, 0, 0x07, 0xEA, 0, 0, 0, 0, 0, 0]))]).await;

@@ -6,15 +6,18 @@
 //!   column through aliases (`SELECT ssn AS x FROM patients`): RowDescription carries the source
 //!   table and column of every plain column reference. A rule without a table also matches a
 //!   result column by name.
+//! - A date or timestamp, in either format, is NULL unless the profile keeps dates (judged by
+//!   its type, so that a session's `DateStyle` cannot hide it from the detectors).
+//! - A `bytea` value is read as the bytes it holds (its text form is hex): NULL on a finding.
 //! - Binary values the gateway cannot read as text: an integer is checked as its decimal text
-//!   (NULL on a finding), a date or timestamp is NULL unless the profile keeps dates, and any
-//!   other type that could hold text (arrays, records, citext, enums, bytea) is NULL — fail closed.
+//!   (NULL on a finding), and any other type that could hold text (arrays, records, citext,
+//!   enums) is NULL — fail closed.
 //! - Every other value of a text type (text, varchar, char, name, json, jsonb, xml, and, in text
 //!   format, any type the gateway does not know to be structured) goes through the detectors;
 //!   JSON values through the JSON masker, XML values read with their character references
-//!   decoded (`219&#45;09&#45;9999` is an SSN to whoever reads the document). A structured value (a number, a date) in which a
-//!   detector finds something becomes NULL rather than an unparseable string; binary values of
-//!   structured types are masked by column rules only.
+//!   decoded (`219&#45;09&#45;9999` is an SSN to whoever reads the document). A structured
+//!   value (a number) in which a detector finds something becomes NULL rather than an
+//!   unparseable string; binary values of structured types are masked by column rules only.
 //! - A DataRow with no RowDescription before it in its result cannot be masked: the session ends
 //!   (fail closed). libpq and the drivers built on it always describe what they execute.
 //! - COPY OUT rows go through the detectors. Column rules cannot follow COPY's columns, so with a
@@ -39,6 +42,8 @@ const JSON: i32 = 114;
 const JSONB: i32 = 3802;
 /// `xml`.
 const XML: i32 = 142;
+/// `bytea`.
+const BYTEA: i32 = 17;
 /// Built-in types whose text form is structured: masking one to a string would break the
 /// caller's parser, so a finding there makes the value NULL.
 const STRUCTURED: &[i32] = &[
@@ -64,9 +69,13 @@ enum Column {
     /// OID): read as its decimal text by the detectors (a card number kept as `numeric`); a
     /// finding makes it NULL.
     BinaryNumber(i32),
-    /// A binary date or timestamp: NULL unless the profile keeps dates.
-    BinaryDate,
-    /// A binary value the gateway cannot read (arrays, records, citext, enums, bytea …): NULL.
+    /// A date or timestamp (binary, or text in whatever `DateStyle` the session chose): NULL
+    /// unless the profile keeps dates.
+    Date,
+    /// A `bytea` value, in hex (text format) or raw: the bytes it holds are scanned, and a
+    /// finding makes it NULL.
+    Bytea { hex: bool },
+    /// A binary value the gateway cannot read (arrays, records, citext, enums …): NULL.
     Unreadable,
 }
 
@@ -77,6 +86,8 @@ const BINARY_SAFE: &[i32] = &[16, 2950, 1186];
 const BINARY_NUMBERS: &[i32] = &[20, 21, 23, 26, 700, 701, 1700];
 /// `date`, `timestamp`, `timestamptz`, `time`, `timetz`.
 const DATE_TYPES: &[i32] = &[1082, 1114, 1184, 1083, 1266];
+/// The types among them that hold a date: `date`, `timestamp`, `timestamptz`.
+const TEXT_DATES: &[i32] = &[1082, 1114, 1184];
 
 /// What a message sent upstream will be answered with, in the order sent: how the masker knows
 /// which description a result row follows.
@@ -316,15 +327,20 @@ impl PgMasker {
         }
         if f.type_oid == XML {
             Column::Xml
+        } else if f.type_oid == BYTEA {
+            Column::Bytea { hex: !binary }
         } else if text || json {
             Column::Text { json, jsonb_binary }
         } else if binary {
             match f.type_oid {
                 t if BINARY_NUMBERS.contains(&t) => Column::BinaryNumber(t),
-                t if DATE_TYPES.contains(&t) => Column::BinaryDate,
+                t if DATE_TYPES.contains(&t) => Column::Date,
                 t if BINARY_SAFE.contains(&t) => Column::Pass,
                 _ => Column::Unreadable,
             }
+        } else if TEXT_DATES.contains(&f.type_oid) {
+            // Read by type, not by the detectors: `SET DateStyle = German` writes `04.03.1971`.
+            Column::Date
         } else if STRUCTURED.contains(&f.type_oid) {
             Column::Structured
         } else {
@@ -346,7 +362,7 @@ impl PgMasker {
                 let masked = self.profile.mask_keyed(name, text.as_bytes(), &self.tally);
                 if masked == text.as_bytes() { Some(v) } else { None }
             }
-            Column::BinaryDate => {
+            Column::Date => {
                 if self.profile.keeps("DATE") {
                     Some(v)
                 } else {
@@ -357,6 +373,14 @@ impl PgMasker {
             Column::Unreadable => {
                 self.tally.add("UNREADABLE", 1);
                 None
+            }
+            Column::Bytea { hex } => {
+                let held = if hex { unhex(&v) } else { Some(v.to_vec()) };
+                let Some(held) = held else {
+                    self.tally.add("UNREADABLE", 1);
+                    return None;
+                };
+                if self.profile.mask_keyed(name, &held, &self.tally) == held { Some(v) } else { None }
             }
             Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary)),
             Column::Xml => {
@@ -714,6 +738,16 @@ impl PgMasker {
     }
 }
 
+/// The bytes of a `bytea` in its text form (`\x` then hex, as PostgreSQL writes it since 9.0);
+/// `None` for anything else (the old escape format).
+fn unhex(v: &[u8]) -> Option<Vec<u8>> {
+    let hex = v.strip_prefix(b"\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok()).collect()
+}
+
 /// The decimal text of a binary number of type `oid` (see [`BINARY_NUMBERS`]); `None` if the
 /// value is not one.
 fn binary_number_text(oid: i32, v: &[u8]) -> Option<String> {
@@ -858,6 +892,23 @@ mod tests {
         }
         digits.iter().for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
         v
+    }
+
+    #[test]
+    fn bytea_is_read_as_the_bytes_it_holds() {
+        assert_eq!(unhex(b"\\x53534e20"), Some(b"SSN ".to_vec()));
+        assert_eq!(unhex(b"\\x"), Some(vec![]));
+        assert_eq!(unhex(b"\\x5"), None);
+        assert_eq!(unhex(b"SSN\\040"), None, "the escape format is not read");
+        let m = masker(vec![]);
+        let hex = |t: &[u8]| Bytes::from(format!("\\x{}", t.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let col = Column::Bytea { hex: true };
+        assert_eq!(m.value(col, "doc", Some(hex(b"SSN 219-09-9999"))), None);
+        assert_eq!(m.value(col, "doc", Some(hex(b"\x00\x01plain"))), Some(hex(b"\x00\x01plain")));
+        assert_eq!(m.value(col, "doc", Some(Bytes::from_static(b"\\x0g"))), None, "unreadable hex");
+        let raw = Column::Bytea { hex: false };
+        assert_eq!(m.value(raw, "doc", Some(Bytes::from_static(b"mail jane@example.org"))), None);
+        assert_eq!(m.value(raw, "doc", Some(Bytes::from_static(b"\x89PNG"))), Some(Bytes::from_static(b"\x89PNG")));
     }
 
     #[test]
