@@ -299,6 +299,17 @@ impl Profile {
         out
     }
 
+    /// Masks `written` as if it read `read`, a view of it byte for byte as long (escapes read
+    /// as the spaces they stand for): findings are judged in `read`, and `written` is sent
+    /// where nothing is masked.
+    pub fn mask_text_read_as(&self, read: &[u8], written: &[u8], tally: &Tally) -> Vec<u8> {
+        assert_eq!(read.len(), written.len(), "a view byte for byte as long");
+        let findings = self.detector.find_all(read);
+        let mut out = Vec::with_capacity(written.len());
+        self.apply_with(read, 0..read.len(), &findings, &mut out, tally, &AsIs(written));
+        out
+    }
+
     /// Masks a whole string (the result is valid UTF-8: findings are widened to character
     /// boundaries).
     pub fn mask_str(&self, text: &str, tally: &Tally) -> String {
