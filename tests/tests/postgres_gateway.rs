@@ -920,6 +920,19 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     });
     assert_eq!(row, Some(vec![None, None, Some(b("\\x00ff"))]), "{seen:?}");
 
+    // A column rule cannot follow its column through an expression, a set operation or a
+    // whole row: such statements are refused, and the session goes on.
+    for sql in [
+        "select replace(ssn, '-', '') as s from patients",
+        "select ssn from patients union all select 'x'",
+        "select p from patients p",
+    ] {
+        s.send(&[FrontendMessage::Query { sql: b(sql) }]).await;
+        let seen = s.until_ready().await;
+        assert_eq!(sqlstate(&seen), "42501", "{sql}: {seen:?}");
+        assert!(!leaks(&seen) && !format!("{seen:?}").contains("219099999"), "{seen:?}");
+    }
+
     // A fast-path call of pg_backend_pid (OID 2026): no SQL text to judge, so it is refused.
     let mut s = Raw::login(addr, AGENT_KEY).await;
     s.send(&[FrontendMessage::FunctionCall(Bytes::from_static(&[0, 0, 0x07, 0xEA, 0, 0, 0, 0, 0, 0]))]).await;
@@ -927,9 +940,15 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     assert_eq!(sqlstate(&seen), "42501", "{seen:?}");
     assert!(matches!(seen.last(), Some(BackendMessage::ReadyForQuery { .. })), "the session goes on: {seen:?}");
 
-    // A column copied into application_name comes back as a ParameterStatus, masked.
+    // A value copied into application_name comes back as a ParameterStatus, masked. (A ruled
+    // column cannot get there: `'SSN ' || ssn` is an expression its rule cannot follow.)
     s.send(&[FrontendMessage::Query {
         sql: b("select set_config('application_name', 'SSN ' || ssn, false) from patients where id = 1"),
+    }])
+    .await;
+    assert_eq!(sqlstate(&s.until_ready().await), "42501");
+    s.send(&[FrontendMessage::Query {
+        sql: b("select set_config('application_name', 'SSN 219-' || '09-9999', false) from patients where id = 1"),
     }])
     .await;
     let seen = s.until_ready().await;

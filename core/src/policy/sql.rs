@@ -49,6 +49,11 @@ pub struct SqlStatement {
     /// extension — whose body is not SQL the rules see (`CREATE FUNCTION f() … AS $$ DROP TABLE
     /// patients $$`, then `SELECT f()`).
     pub server_code: bool,
+    /// Columns it returns other than as themselves — inside an expression (`name || ''`), from
+    /// a set operation's branches, or in RETURNING — lower-case. PostgreSQL names no source
+    /// column for such a result, so a column rule of the masker cannot follow it. `None` when
+    /// it returns a whole row (`SELECT p FROM patients p`, `row_to_json(p.*)`).
+    pub derived: Option<Vec<String>>,
 }
 
 impl SqlStatement {
@@ -260,6 +265,8 @@ struct Walk {
     writes: Vec<(SqlKind, bool)>,
     /// Some query in the statement, at any depth, selects `*`.
     wildcard: bool,
+    /// See [`SqlStatement::derived`].
+    derived: Vec<String>,
 }
 
 impl Visitor for Walk {
@@ -274,6 +281,17 @@ impl Visitor for Walk {
             _ => None,
         };
         self.writes.extend(write);
+        let returning = match s {
+            Statement::Insert(i) => i.returning.as_deref(),
+            Statement::Update(u) => u.returning.as_deref(),
+            Statement::Delete(d) => d.returning.as_deref(),
+            _ => None,
+        };
+        for item in returning.unwrap_or_default() {
+            if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                identifiers(e, &mut self.derived);
+            }
+        }
         ControlFlow::Continue(())
     }
 
@@ -294,6 +312,7 @@ impl Visitor for Walk {
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         self.wildcard |= query_has_wildcard(q);
+        derived_columns(&q.body, false, &mut self.derived);
         fn tables(body: &SetExpr, out: &mut Vec<String>) {
             match body {
                 // `TABLE patients`: a relation that `visit_relations` does not report.
@@ -334,6 +353,52 @@ impl Visitor for Walk {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The columns a query body returns other than as themselves (see [`SqlStatement::derived`]);
+/// with `all`, every column it returns (a set operation's branch).
+fn derived_columns(body: &SetExpr, all: bool, out: &mut Vec<String>) {
+    fn bare(e: &Expr) -> bool {
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+            Expr::Nested(inner) => bare(inner),
+            _ => false,
+        }
+    }
+    match body {
+        SetExpr::Select(s) => {
+            for item in &s.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                    && (all || !bare(e))
+                {
+                    identifiers(e, out);
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            derived_columns(left, true, out);
+            derived_columns(right, true, out);
+        }
+        SetExpr::Query(q) => derived_columns(&q.body, all, out),
+        _ => {}
+    }
+}
+
+/// Every column an expression names, subqueries in it included (the last part, lower-case).
+fn identifiers(e: &Expr, out: &mut Vec<String>) {
+    let _ = visit_expressions(e, |x| {
+        let name = match x {
+            Expr::Identifier(i) => Some(&i.value),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|p| &p.value),
+            _ => None,
+        };
+        if let Some(name) = name.map(|n| n.to_lowercase())
+            && !out.contains(&name)
+        {
+            out.push(name);
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 impl Walk {
@@ -524,6 +589,13 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 }),
                 _ => columns_of(s),
             };
+            // A name that is a table or alias, where a column was expected, is a whole row.
+            let row_named =
+                |c: &String| walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")));
+            let whole_row = walk.whole_row
+                || walk.derived.iter().any(row_named)
+                || (matches!(s, Statement::Query(_)) && columns.is_none() && !walk.wildcard);
+            let derived = if whole_row { None } else { Some(walk.derived) };
             SqlStatement {
                 kind,
                 tables,
@@ -536,6 +608,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 changes_lexing,
                 opaque_call: walk.opaque,
                 server_code,
+                derived,
             }
         })
         .collect())
@@ -870,6 +943,37 @@ mod tests {
         }
         assert_eq!(guardrail(&classify("SHOW client_encoding")), None);
         assert_eq!(guardrail(&classify("SET search_path = app")), None);
+    }
+
+    #[test]
+    fn columns_returned_other_than_as_themselves_are_derived() {
+        let derived = |sql: &str| classify(sql).unwrap()[0].derived.clone();
+        let none: Vec<String> = vec![];
+        assert_eq!(
+            derived("select name, p.ssn as s, (dob) from patients p where lower(name) = 'x'"),
+            Some(none.clone())
+        );
+        assert_eq!(derived("select * from patients order by upper(name)"), Some(none.clone()));
+        assert_eq!(derived("select n from (select name as n from patients) t"), Some(none.clone()));
+        assert_eq!(derived("select count(*), max(id) from patients"), Some(vec!["id".into()]));
+        assert_eq!(derived("select name || '' as n from patients"), Some(vec!["name".into()]));
+        assert_eq!(derived("select replace(p.ssn, '-', '') from patients p"), Some(vec!["ssn".into()]));
+        assert_eq!(
+            derived("select * from (select to_char(dob, 'YYYYMMDD') d from patients) t"),
+            Some(vec!["dob".into()])
+        );
+        assert_eq!(derived("select (select name from patients limit 1)"), Some(vec!["name".into()]));
+        assert_eq!(derived("select name from patients union all select 'x'"), Some(vec!["name".into()]));
+        assert_eq!(derived("delete from patients where id = 1 returning ssn"), Some(vec!["ssn".into()]));
+        assert_eq!(derived("update patients set id = 2 where id = 1 returning id"), Some(vec!["id".into()]));
+        for sql in [
+            "select p from patients p",
+            "select row_to_json(p) from patients p",
+            "select json_agg(p.*) from patients p",
+            "select x from (select p as x from patients p) t",
+        ] {
+            assert_eq!(derived(sql), None, "{sql}");
+        }
     }
 
     #[test]

@@ -686,16 +686,40 @@ fn decide_sql(
     route: &str,
     principal: &Principal,
     trusted_roles: &[String],
+    ruled: &[String],
     sql: &[u8],
 ) -> (Decision, String) {
     let text = String::from_utf8_lossy(sql);
     let statements = classify_cached(&text);
     let summary: String = text.chars().take(200).collect();
     let trusted = trusted_roles.iter().any(|r| principal.has_role(r));
+    let deny = |rule: &str, reason: String| Decision {
+        effect: Effect::Deny,
+        rule: rule.into(),
+        reason,
+        policy_version: access.policy.version.clone(),
+    };
     if !trusted && let Some((rule, reason)) = guardrail(&statements) {
-        let d =
-            Decision { effect: Effect::Deny, rule: rule.into(), reason, policy_version: access.policy.version.clone() };
-        return (d, summary);
+        return (deny(rule, reason), summary);
+    }
+    // The masker's column rules follow a column only where the result names it as its source:
+    // a statement that returns a ruled column any other way is refused, trusted or not (the
+    // masking applies to both).
+    if !ruled.is_empty() {
+        let unfollowable = match statements.as_ref() {
+            Err(_) => Some("SQL the gateway cannot read".to_owned()),
+            Ok(list) => list.iter().find_map(|s| match &s.derived {
+                None => Some("a whole row".to_owned()),
+                Some(cols) => cols.iter().find(|c| ruled.contains(c)).map(|c| format!("the column `{c}`")),
+            }),
+        };
+        if let Some(what) = unfollowable {
+            let reason = format!(
+                "column rules of this route's masking cannot follow {what} returned through an expression, a \
+                 set operation or RETURNING; select the column itself"
+            );
+            return (deny("mask:unfollowable", reason), summary);
+        }
     }
     // A denied statement refuses the string; a held one only if none is denied, so that a hold
     // never hides a deny.
@@ -751,6 +775,7 @@ async fn relay(
     // after the answers to everything sent before; the server skips to the next Sync as for any
     // error, aborts the transaction it is in, and reports the true transaction status.
     let mut refusals = Refusals::new();
+    let ruled: Vec<String> = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
     loop {
@@ -845,7 +870,7 @@ async fn relay(
                     decide_function_call(&ctx.access.current(), &route.name, principal, trusted_roles)
                 } else {
                     // The policy in force now: a reload applies to open sessions too.
-                    decide_sql(&ctx.access.current(), &route.name, principal, trusted_roles, &sql)
+                    decide_sql(&ctx.access.current(), &route.name, principal, trusted_roles, &ruled, &sql)
                 };
                 let meta = crate::journal::record::DecisionMeta {
                     phase: "request".into(),

@@ -299,6 +299,12 @@ impl PgMasker {
         }
     }
 
+    /// The columns the profile's column rules name, lower-case (a statement that returns one
+    /// through an expression is refused: see the driver).
+    pub(super) fn ruled_columns(&self) -> Vec<String> {
+        column_rules(&self.profile).into_iter().map(|(_, _, column)| column.to_lowercase()).collect()
+    }
+
     /// The statement `name` is gone or replaced. A portal bound from it lives on (PostgreSQL
     /// keeps it), but its description no longer describes the statement of that name.
     fn forget_statement(&mut self, name: &Bytes) {
