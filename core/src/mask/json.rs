@@ -132,12 +132,20 @@ fn walk(
         }
         Value::Object(map) => {
             let mut dropped = Vec::new();
+            let mime = map.get("mimeType").and_then(Value::as_str).map(str::to_owned);
+            let under_audio = matches!(path.last(), Some(PathSeg::Key(k)) if k == "audio");
             for (k, item) in map.iter_mut() {
                 // Fields that repeat the text token by token (OpenAI `logprobs`) or encode the
                 // whole conversation (Ollama `context`): a split value could not be found there.
                 if side_channel(k, item) {
                     tally.add("side_channel", 1);
                     *item = Value::Null;
+                    continue;
+                }
+                if let Value::String(encoded) = item
+                    && let Some(mime) = payload_type(k, mime.as_deref(), under_audio)
+                {
+                    *encoded = mask_payload(profile, encoded, mime, tally);
                     continue;
                 }
                 path.push(PathSeg::Key(k.clone()));
@@ -163,6 +171,47 @@ fn walk(
             }
         }
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// Keys whose string value may be a base64 payload (see [`payload_type`]).
+pub(super) const BASE64_KEYS: [&str; 3] = ["blob", "data", "b64_json"];
+
+/// The media type of a base64 payload at key `k` of an object: MCP resource `blob`s and
+/// image/audio `data` (beside their `mimeType`), OpenAI `b64_json` images and `audio.data`.
+/// `None` when the value is not one (`""` when its type is not given).
+fn payload_type<'m>(k: &str, mime: Option<&'m str>, under_audio: bool) -> Option<&'m str> {
+    match (k, mime) {
+        ("blob" | "data", Some(m)) => Some(m),
+        ("b64_json", _) => Some(""),
+        ("data", None) if under_audio => Some(""),
+        _ => None,
+    }
+}
+
+/// A base64 payload of media type `mime`, masked: text (and JSON, HTML, XML) decoded, masked
+/// as a body of its type, and encoded again; anything else, which the masker cannot read (an
+/// image, audio, a PDF), emptied and counted `UNREADABLE`, as such a body is refused.
+fn mask_payload(profile: &Profile, encoded: &str, mime: &str, tally: &Tally) -> String {
+    use super::body::BodyKind;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let kind = if mime.is_empty() { BodyKind::Opaque } else { BodyKind::of(Some(mime)) };
+    let decoded = b64.decode(encoded.trim()).ok().filter(|d| std::str::from_utf8(d).is_ok());
+    let masked = match (kind, decoded) {
+        (BodyKind::Json, Some(d)) => mask_document(profile, &d, tally).ok(),
+        (BodyKind::Text, Some(d)) => Some(profile.mask_text(&d, tally)),
+        (BodyKind::Html | BodyKind::Xml, Some(d)) => {
+            Some(profile.mask_markup_keyed("", &d, kind == BodyKind::Html, tally))
+        }
+        _ => None,
+    };
+    match masked {
+        Some(m) => b64.encode(m),
+        None => {
+            tally.add("UNREADABLE", 1);
+            String::new()
+        }
     }
 }
 
@@ -745,6 +794,31 @@ mod tests {
         out.extend(m.event(json!({"model": "m", "response": "", "done": true})).unwrap());
         let text: String = out.iter().filter_map(|e| e["response"].as_str()).collect();
         assert_eq!(text, "email: [PHI:EMAIL]");
+    }
+
+    #[test]
+    fn base64_payloads_are_read_as_their_type_or_emptied() {
+        use base64::Engine as _;
+        let b64 = |t: &[u8]| base64::engine::general_purpose::STANDARD.encode(t);
+        let p = profile(vec![]);
+        let tally = Tally::default();
+        let doc = json!({"result": {"contents": [
+            {"uri": "file:///a.txt", "mimeType": "text/plain", "blob": b64(b"SSN 219-09-9999")},
+            {"uri": "file:///a.json", "mimeType": "application/json", "blob": b64(br#"{"mail":"jane\u0040example.org"}"#)},
+            {"type": "image", "mimeType": "image/png", "data": b64(b"\x89PNG SSN 219-09-9999")},
+        ]}, "data": "plain text stays", "audio": {"data": b64(b"RIFF"), "transcript": "ok"}, "images": [{"b64_json": b64(b"x")}]});
+        let out = mask_document(&p, serde_json::to_string(&doc).unwrap().as_bytes(), &tally).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let text = |s: &Value| {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s.as_str().unwrap()).unwrap()).unwrap()
+        };
+        assert_eq!(text(&v["result"]["contents"][0]["blob"]), "SSN [PHI:SSN]");
+        assert_eq!(text(&v["result"]["contents"][1]["blob"]), r#"{"mail":"[PHI:EMAIL]"}"#);
+        assert_eq!(v["result"]["contents"][2]["data"], "", "an image cannot be read");
+        assert_eq!(v["data"], "plain text stays");
+        assert_eq!(v["audio"]["data"], "");
+        assert_eq!(v["images"][0]["b64_json"], "");
+        assert_eq!(tally.snapshot()["UNREADABLE"], 3);
     }
 
     /// Gemini, TGI, llama.cpp and the rarer OpenAI delta fields: a value split across events

@@ -9,7 +9,8 @@
 //!
 //! What this path does not do, it leaves to the tree walk (it answers `None` before counting
 //! anything): a field rule that drops a field or applies to an object or array, a side-channel
-//! field (`logprobs`, Ollama's `context`), an object key that itself holds PHI, a number whose
+//! field (`logprobs`, Ollama's `context`), a string that may be an encoded payload (`blob`,
+//! `data`, `b64_json`), an object key that itself holds PHI, a number whose
 //! spelling masks differently from the tree walk's spelling of it, and text that is not valid
 //! JSON. One difference is deliberate: a key that appears twice in an object keeps both values
 //! here, each masked and counted, where the tree walk keeps only the last.
@@ -165,6 +166,11 @@ impl Doc<'_> {
             }
             _ => match kind {
                 Kind::Literal => None,
+                // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's.
+                Kind::String if matches!(path.last(), Some(PathSeg::Key(k)) if super::BASE64_KEYS.contains(&k.as_str())) =>
+                {
+                    return None;
+                }
                 Kind::String => {
                     let s = decode(raw)?;
                     let masked = mask_string(self.profile, path, &s, &self.counts);
