@@ -435,6 +435,16 @@ mod tests {
     }
 
     #[test]
+    fn a_highlight_with_attributes_or_a_comment_does_not_split_a_value() {
+        let page = "<p>SSN 219<mark class=\"hl\">-09</mark>-9999 and 078<!-- x -->-05-1120 <i title=\"Dr. Emily Chen\">x</i></p>";
+        let out = run(&mut masker(BodyKind::Html), &[page]);
+        assert_eq!(
+            out,
+            "<p>SSN [PHI:SSN]<mark class=\"hl\"></mark> and [PHI:SSN]<!-- x --> <i title=\"Dr. [PHI:PERSON]\">x</i></p>"
+        );
+    }
+
+    #[test]
     fn markup_is_judged_with_references_decoded_and_sent_as_written() {
         let page = "<p title=\"a&amp;b\">Write to <a href=\"mailto:jane&#64;example.org\">jane&#x40;example&period;org</a>, \
                     SSN 219&#45;09&#45;9999 &copy; &#169; &lt;b&gt; or <em>078</em>-05-<b>1121</b>.</p>";

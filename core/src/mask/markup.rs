@@ -12,10 +12,12 @@
 //!
 //! Only references to characters with no meaning to markup are decoded, so decoding can never
 //! open a tag or end an attribute: `&lt;`, `&#60;`, `&amp;`, white space and their kind stay as
-//! written. Only bare inline tags of HTML (`<b>`, `</span>`: no attributes, whose text the
-//! detectors would still read as it is) are taken out, and where one stood between two letters
-//! or digits a space stands for it (`<b>SSN</b>219-09-9999` still reads as two words). Any
-//! other tag stays in the scanned text, where it separates words as `>` always did.
+//! written. Only inline tags of HTML are taken out (`<b>`, `</span>`, and `<span class="hl">`
+//! or a comment when it holds no digit, `@` or reference and the detectors find nothing in it:
+//! what is taken out is not scanned), and
+//! where one stood between two letters or digits a space stands for it
+//! (`<b>SSN</b>219-09-9999` still reads as two words). Any other tag stays in the scanned text,
+//! where it separates words as `>` always did.
 
 /// The longest reference waited for across a cut (`&#x` and a run of zeros is still one
 /// character to a browser, but a run this long is taken as text).
@@ -23,6 +25,9 @@ const MAX_REF: usize = 40;
 
 /// The longest bare inline tag (`</strike>`).
 const MAX_TAG: usize = 10;
+
+/// The longest inline tag with attributes, or comment, that is taken out; a longer one is text.
+const MAX_QUIET: usize = 256;
 
 /// The most tags taken out in a row; past them a tag is text, so that a run of tags with no
 /// text between them cannot keep the stream from emitting.
@@ -33,6 +38,9 @@ const MAX_GONE: usize = 64;
 pub(super) struct Source {
     /// HTML: bare inline tags are taken out (in other XML they are elements like any other).
     html: bool,
+    /// What judges an inline tag with attributes, or a comment: taken out only when it finds
+    /// nothing in it. Without one, such tags stay text.
+    judge: Option<std::sync::Arc<super::Detector>>,
     raw: Vec<u8>,
     /// `from[i]`: where in `raw` the character (or reference) of scanned byte `i` starts,
     /// counting the tags taken out just before it as its own.
@@ -48,9 +56,28 @@ pub(super) struct Source {
 }
 
 impl Source {
-    /// A source for HTML (`html`) or other XML.
-    pub(super) fn new(html: bool) -> Self {
-        Self { html, ..Self::default() }
+    /// A source for HTML (`html`) or other XML; in HTML, `judge` decides whether an inline tag
+    /// with attributes or a comment may be taken out.
+    pub(super) fn new(html: bool, judge: Option<std::sync::Arc<super::Detector>>) -> Self {
+        Self { html, judge, ..Self::default() }
+    }
+
+    /// What is at `s` (which starts with `<`): a tag that is taken out, or not. An inline tag
+    /// with attributes, or a comment, is taken out only when nothing in it could be part of an
+    /// identifier — no digit, `@` or reference — and the detectors find nothing in it.
+    fn tag(&self, s: &[u8], at_end: bool) -> Ref {
+        match inline_tag(s, at_end) {
+            Ref::Quiet(len) => {
+                let t = &s[..len];
+                let plain = !t.iter().any(|b| b.is_ascii_digit() || matches!(b, b'@' | b'&'));
+                if plain && self.judge.as_ref().is_some_and(|d| d.find_all(t).is_empty()) {
+                    Ref::Gone(len)
+                } else {
+                    Ref::Text
+                }
+            }
+            other => other,
+        }
     }
 
     /// Appends `chunk` and reads what can be read into `text`; at the end, a reference or tag
@@ -70,12 +97,13 @@ impl Source {
             }
             let rest = &self.raw[i..];
             let read = match rest[0] {
-                b'<' if self.html && self.gone < MAX_GONE => inline_tag(rest, at_end),
+                b'<' if self.html && self.gone < MAX_GONE => self.tag(rest, at_end),
                 b'<' => Ref::Text,
                 _ => reference(rest, at_end),
             };
             match read {
                 Ref::Incomplete => break,
+                Ref::Quiet(_) => unreachable!("judged by `tag`"),
                 Ref::Gone(len) => {
                     self.gone += 1;
                     i += len;
@@ -170,7 +198,7 @@ impl super::Written for Source {
             return;
         }
         let raw = self.span(a, b, false);
-        out.extend_from_slice(&raw[..leading_tags(raw)]);
+        out.extend_from_slice(&raw[..self.leading_tags(raw)]);
     }
 
     /// The other inline tags of a masked span, in order (the tags after the last character of
@@ -180,10 +208,10 @@ impl super::Written for Source {
             return;
         }
         let raw = self.span(a, b, false);
-        let mut i = leading_tags(raw);
+        let mut i = self.leading_tags(raw);
         while let Some(k) = memchr::memchr(b'<', &raw[i..]) {
             i += k;
-            match inline_tag(&raw[i..], true) {
+            match self.tag(&raw[i..], true) {
                 Ref::Gone(len) => {
                     out.extend_from_slice(&raw[i..i + len]);
                     i += len;
@@ -194,13 +222,15 @@ impl super::Written for Source {
     }
 }
 
-/// The length of the inline tags at the start of `raw`.
-fn leading_tags(raw: &[u8]) -> usize {
-    let mut i = 0;
-    while let Ref::Gone(len) = inline_tag(&raw[i..], true) {
-        i += len;
+impl Source {
+    /// The length of the inline tags at the start of `raw`.
+    fn leading_tags(&self, raw: &[u8]) -> usize {
+        let mut i = 0;
+        while let Ref::Gone(len) = self.tag(&raw[i..], true) {
+            i += len;
+        }
+        i
     }
-    i
 }
 
 /// What is at a `&` or a `<`.
@@ -212,6 +242,9 @@ enum Ref {
     Char(char, usize),
     /// A tag that is taken out, and its length.
     Gone(usize),
+    /// An inline tag with attributes, or a comment, and its length: taken out if the detectors
+    /// find nothing in it.
+    Quiet(usize),
     /// Not a reference that is decoded: the `&` is text.
     Text,
 }
@@ -276,24 +309,68 @@ fn reference(s: &[u8], at_end: bool) -> Ref {
     }
 }
 
-/// The bare inline tag at the start of `s` (which starts with `<`), if it is one.
+/// The inline tag or comment at the start of `s` (which starts with `<`), if it is one: a bare
+/// tag is [`Ref::Gone`], one with attributes or a comment [`Ref::Quiet`].
 fn inline_tag(s: &[u8], at_end: bool) -> Ref {
     if s.first() != Some(&b'<') {
         return Ref::Text;
     }
-    let mut j = 1 + usize::from(s.get(1) == Some(&b'/'));
+    let more = |len: usize, limit: usize| if at_end || len >= limit { Ref::Text } else { Ref::Incomplete };
+    if s.get(1) == Some(&b'!') {
+        return comment(s, at_end);
+    }
+    let closing = s.get(1) == Some(&b'/');
+    let mut j = 1 + usize::from(closing);
     let start = j;
     while s.get(j).is_some_and(u8::is_ascii_alphanumeric) && j < MAX_TAG {
         j += 1;
     }
     if j >= s.len() {
-        return if at_end || j >= MAX_TAG { Ref::Text } else { Ref::Incomplete };
+        return more(j, MAX_TAG);
     }
-    if s[j] != b'>' {
+    let inline = j > start && INLINE.contains(&s[start..j].to_ascii_lowercase().as_slice());
+    match s[j] {
+        b'>' if inline => Ref::Gone(j + 1),
+        // Attributes, up to the `>` outside quotes.
+        b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' if inline && !closing => {
+            let mut quote = None;
+            for (k, &b) in s.iter().enumerate().take(MAX_QUIET).skip(j) {
+                match (quote, b) {
+                    (None, b'"' | b'\'') => quote = Some(b),
+                    (Some(q), b) if b == q => quote = None,
+                    (None, b'>') => return Ref::Quiet(k + 1),
+                    (None, b'<') => return Ref::Text,
+                    _ => {}
+                }
+            }
+            more(s.len(), MAX_QUIET)
+        }
+        _ => Ref::Text,
+    }
+}
+
+/// The comment at the start of `s` (which starts with `<!`), if it is one.
+fn comment(s: &[u8], at_end: bool) -> Ref {
+    const OPEN: &[u8] = b"<!--";
+    let head = &s[..s.len().min(OPEN.len())];
+    if head != &OPEN[..head.len()] {
         return Ref::Text;
     }
-    let name = s[start..j].to_ascii_lowercase();
-    if INLINE.contains(&name.as_slice()) { Ref::Gone(j + 1) } else { Ref::Text }
+    if s.len() < OPEN.len() {
+        return if at_end { Ref::Text } else { Ref::Incomplete };
+    }
+    // `<!-->` and `<!--->` end where they start.
+    for short in [&b"<!-->"[..], b"<!--->"] {
+        if s.starts_with(short) {
+            return Ref::Quiet(short.len());
+        }
+    }
+    let body = &s[OPEN.len()..s.len().min(MAX_QUIET)];
+    match memchr::memmem::find(body, b"-->") {
+        Some(k) => Ref::Quiet(OPEN.len() + k + 3),
+        None if at_end || s.len() >= MAX_QUIET => Ref::Text,
+        None => Ref::Incomplete,
+    }
 }
 
 /// HTML elements whose tags do not separate the words around them (phrasing content).
@@ -356,7 +433,7 @@ mod tests {
     use super::*;
 
     fn decode(s: &str) -> (String, Source) {
-        let mut src = Source::new(true);
+        let mut src = Source::new(true, None);
         let mut text = Vec::new();
         src.feed(s.as_bytes(), &mut text, true);
         (String::from_utf8(text).unwrap(), src)
@@ -400,7 +477,7 @@ mod tests {
     fn a_reference_cut_in_two_waits_for_its_end() {
         let whole = "mail jane&#64;example.org or &#x3;x &lt;&commat;";
         for cut in 0..=whole.len() {
-            let mut src = Source::new(true);
+            let mut src = Source::new(true, None);
             let mut text = Vec::new();
             src.feed(&whole.as_bytes()[..cut], &mut text, false);
             src.feed(&whole.as_bytes()[cut..], &mut text, true);
@@ -420,7 +497,7 @@ mod tests {
         // Cut anywhere, with the text before the cut taken (as a stream emits it) before the
         // rest arrives: every byte is still accounted for once.
         for cut in 0..=page.len() {
-            let mut src = Source::new(true);
+            let mut src = Source::new(true, None);
             let mut text = Vec::new();
             src.feed(&page.as_bytes()[..cut], &mut text, false);
             let first = text.len();
@@ -431,10 +508,50 @@ mod tests {
         }
     }
 
+    fn judged(s: &str) -> String {
+        let det = std::sync::Arc::new(super::super::Detector::new(&[], &[]).unwrap());
+        let mut src = Source::new(true, Some(det));
+        let mut text = Vec::new();
+        src.feed(s.as_bytes(), &mut text, true);
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn inline_tags_with_attributes_and_comments_go_when_nothing_is_in_them() {
+        assert_eq!(judged("219<span class=\"hl x\">-09</span>-9999"), "219-09-9999");
+        assert_eq!(judged("219<!-- x -->-09<!---->-<!-->9999"), "219-09-9999");
+        assert_eq!(judged("<mark data-q='a>b'>219</mark>"), "219", "a `>` in quotes is not the end");
+        // What could hold an identifier stays, and is scanned.
+        for kept in [
+            "<span title=\"SSN 219-09-9999\">x</span>",
+            "<span title=\"jane&#64;example.org\">x</span>",
+            "<a href=\"mailto:jane@example.org\">x</a>",
+            "<span title=\"Dr. Emily Chen\">x</span>",
+            "<!-- SSN 219-09-9999 -->",
+            "<div class=x>y</div>",
+            "<span class=x",
+        ] {
+            assert!(judged(kept).starts_with(&kept[..6]), "{kept}: {}", judged(kept));
+        }
+        // Without a judge nothing with attributes goes.
+        assert_eq!(decode("219<span class=hl>-09").0, "219<span class=hl>-09");
+        // A tag or comment cut anywhere reads the same.
+        let page = "a 219<span class=\"hl\">-09</span>-9999 <!-- note --> b";
+        let det = std::sync::Arc::new(super::super::Detector::new(&[], &[]).unwrap());
+        for cut in 0..=page.len() {
+            let mut src = Source::new(true, Some(det.clone()));
+            let mut text = Vec::new();
+            src.feed(&page.as_bytes()[..cut], &mut text, false);
+            src.feed(&page.as_bytes()[cut..], &mut text, true);
+            assert_eq!(String::from_utf8(text).unwrap(), judged(page), "cut at {cut}");
+            assert_eq!(src.raw(0, usize::MAX), page.as_bytes());
+        }
+    }
+
     #[test]
     fn an_endless_reference_is_text() {
         let long = format!("&#{}", "0".repeat(100));
-        let mut src = Source::new(true);
+        let mut src = Source::new(true, None);
         let mut text = Vec::new();
         src.feed(long.as_bytes(), &mut text, false);
         assert_eq!(text, long.as_bytes(), "not held back beyond {MAX_REF} bytes");

@@ -332,7 +332,7 @@ impl Profile {
     /// reader sees it, as [`Self::markup_stream`] does, and written as it arrived where nothing
     /// is masked.
     pub fn mask_markup_keyed(&self, key: &str, value: &[u8], html: bool, tally: &Tally) -> Vec<u8> {
-        let mut source = markup::Source::new(html);
+        let mut source = markup::Source::new(html, Some(self.detector.clone()));
         let mut text = Vec::with_capacity(value.len());
         source.feed(value, &mut text, true);
         let (hay, start) = keyed(key, &text);
@@ -460,7 +460,10 @@ impl Profile {
     /// A new stream over HTML (`html`) or other XML: judged with character references decoded
     /// (and in HTML, bare inline tags taken out), sent as written wherever nothing is masked.
     pub fn markup_stream(self: &Arc<Self>, tally: Arc<Tally>, html: bool) -> TextStream {
-        TextStream { source: Some(Box::new(markup::Source::new(html))), ..self.stream(tally) }
+        TextStream {
+            source: Some(Box::new(markup::Source::new(html, Some(self.detector.clone())))),
+            ..self.stream(tally)
+        }
     }
 
     /// The first field rule for a JSON key at `path`.

@@ -91,7 +91,7 @@ proptest! {
 
     #[test]
     fn markup_in_any_pieces_masks_like_one_piece_and_clean_markup_passes_as_written(
-        text in "([a-z@.<>/; 0-9-]|&|&#|&#[0-9]{1,3};?|&#x[0-9a-fA-F]{1,3};?|&commat;|&period;|&lt;|&amp|&#64;|<em>|</em>|<B>|</b|<div>){0,60}",
+        text in "([a-z@.<>/; 0-9-]|&|&#|&#[0-9]{1,3};?|&#x[0-9a-fA-F]{1,3};?|&commat;|&period;|&lt;|&amp|&#64;|<em>|</em>|<B>|</b|<div>|<i class=\"q\">|<!-- c -->){0,60}",
         mut cuts in proptest::collection::vec(0usize..400, 0..8),
     ) {
         let p = profile();
@@ -102,7 +102,7 @@ proptest! {
         prop_assert_eq!(streamed_with(p.markup_stream(Arc::new(Tally::default()), true), t, &cuts), whole.clone());
         // Every bare inline tag is written once, masked or not (fewer than 64 in a row here).
         let count = |hay: &[u8], tag: &[u8]| hay.windows(tag.len()).filter(|w| w.eq_ignore_ascii_case(tag)).count();
-        for tag in [b"<em>".as_slice(), b"</em>", b"<b>"] {
+        for tag in [b"<em>".as_slice(), b"</em>", b"<b>", b"<i class=\"q\">", b"<!-- c -->"] {
             prop_assert_eq!(count(&whole, tag), count(t, tag));
         }
         if !whole.windows(5).any(|w| w == b"[PHI:") {
