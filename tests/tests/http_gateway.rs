@@ -839,7 +839,9 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
     let extra = "[[rule]]\nid = \"no-admin\"\neffect = \"deny\"\nreason = \"admin endpoints are closed\"\n\
                  http = { methods = [\"DELETE\", \"POST\"], path = \"/v1/admin/**\" }\n\
                  [[rule]]\nid = \"no-ops\"\neffect = \"deny\"\nreason = \"ops endpoints are closed\"\n\
-                 http = { methods = [\"POST\"], path = \"/admin.Ops/**\" }\n";
+                 http = { methods = [\"POST\"], path = \"/admin.Ops/**\" }\n\
+                 [[rule]]\nid = \"no-unload\"\neffect = \"deny\"\nreason = \"models stay loaded\"\n\
+                 grpc = { service = \"inference.Models\", method = \"Unload\" }\n";
     let mut s = setup(extra).await;
     let auth = format!("Authorization: Bearer {CALLER_KEY}");
     for (method, path) in [
@@ -849,6 +851,12 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
         ("DELETE", "/v1/x/../admin/users/7"),
         ("DELETE", "/v1/%2e%2e/v1/admin/users/7"),
         ("delete", "/v1/admin/users/7"),
+        // What Tomcat, Jetty, Express or Laravel would run in these.
+        ("DELETE", "/v1/public/..;/admin/users/7"),
+        ("DELETE", "/v1/admin;jsessionid=1/users/7"),
+        ("DELETE", "/V1/ADMIN/users/7"),
+        ("DELETE", "/v1/public%2F..%2Fadmin/users/7"),
+        ("PUT", "/v1/admin/users/7?_method=DELETE"),
     ] {
         let (code, _, body) =
             tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
@@ -876,12 +884,56 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
     });
     assert_eq!((code, header(&headers, "grpc-status")), (200, Some("7")), "{headers}");
     assert!(header(&headers, "grpc-message").unwrap().contains("no-ops"), "{headers}");
-    // A canonical path that is allowed goes through as the upstream should see it.
+    // Not declared a gRPC call, a POST to `/inference.Models/Unload` still meets the gRPC rule.
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/octet-stream",
+            "-H",
+            &auth,
+            "--data-binary",
+            "@/dev/null",
+            &url(&s, "/inference.Models/Unload"),
+        ])
+    });
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("no-unload"), "{body}");
+    // TRACE would have the upstream echo the injected credential.
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-X", "TRACE", "-H", &auth, &url(&s, "/v1/models")]));
+    assert_eq!(code, 405, "{body}");
+    // A canonical path that is allowed goes through as the upstream should see it, without
+    // the caller's URL override or forwarding claims.
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        curl(&[
+            "--path-as-is",
+            "-H",
+            &auth,
+            "-H",
+            "X-Original-URL: /v1/admin/users",
+            "-H",
+            "X-Forwarded-Host: evil.example",
+            &url(&s, "/v1/./m%6fdels"),
+        ])
+    });
+    assert_eq!(code, 200);
+    let seen = s.upstream.seen();
+    assert!(
+        !seen[0].headers.iter().any(|(n, _)| n == "x-original-url" || n == "x-forwarded-host"),
+        "{:?}",
+        seen[0].headers
+    );
+    // (The same request again, to check below that they were the only ones to arrive.)
     let (code, _, _) = tokio::task::block_in_place(|| curl(&["--path-as-is", "-H", &auth, &url(&s, "/v1/./m%6fdels")]));
     assert_eq!(code, 200);
     let seen = s.upstream.seen();
-    assert_eq!(seen.len(), 1, "only the allowed request reached the upstream");
-    assert_eq!(seen[0].uri, "/v1/models");
+    assert_eq!(
+        seen.len(),
+        2,
+        "only the allowed requests reached the upstream: {:?}",
+        seen.iter().map(|r| (&r.method, &r.uri)).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[1].uri, "/v1/models");
     s.gw.stop().await;
 }
 

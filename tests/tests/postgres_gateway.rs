@@ -963,7 +963,12 @@ async fn protocol_side_doors_on_a_masked_route_stay_shut() {
     assert_eq!(sqlstate(&seen), "42501", "{seen:?}");
 
     // Startup parameters under which PostgreSQL would read a string differently from the gateway.
-    for param in [("options", "-c standard_conforming_strings=off"), ("client_encoding", "SJIS")] {
+    for param in [
+        ("options", "-c standard_conforming_strings=off"),
+        ("options", "-c standard-conforming-strings=off"),
+        ("options", "--role=postgres"),
+        ("client_encoding", "SJIS"),
+    ] {
         let (_s, seen) = Raw::start(addr, AGENT_KEY, &[param]).await;
         assert_eq!(sqlstate(&seen), "42501", "{param:?}: {seen:?}");
         assert!(!seen.iter().any(|m| matches!(m, BackendMessage::ReadyForQuery { .. })), "{seen:?}");

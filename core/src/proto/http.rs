@@ -520,6 +520,35 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// The other paths a server might read in the canonical `path`: with `%2F` decoded, with
+/// `;parameters` dropped from each segment, in lower case — each made canonical again.
+fn path_readings(path: &str) -> Vec<String> {
+    fn add(out: &mut Vec<String>, path: &str, p: String) {
+        let p = canonical_path(&p).unwrap_or(p);
+        if p != path && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let slashes = path.replace("%2F", "/");
+    if path.contains("%2F") {
+        add(&mut out, path, slashes.clone());
+    }
+    for base in [path, slashes.as_str()] {
+        if base.contains(';') {
+            let dropped: Vec<&str> = base.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect();
+            add(&mut out, path, dropped.join("/"));
+        }
+    }
+    let so_far: Vec<String> = std::iter::once(path.to_owned()).chain(out.iter().cloned()).collect();
+    for p in so_far {
+        if p.bytes().any(|b| b.is_ascii_uppercase()) {
+            add(&mut out, path, p.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
 /// Framing that hyper tolerates (RFC 9112 lets a server resolve it) but a gateway must not pass
 /// on, because a server behind it may resolve it differently (request smuggling).
 fn framing_abuse(req: &Request<Incoming>) -> Option<&'static str> {
@@ -538,7 +567,7 @@ fn framing_abuse(req: &Request<Incoming>) -> Option<&'static str> {
     None
 }
 
-async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let ctx = &conn.ctx;
     let route = &ctx.route;
     let started = Instant::now();
@@ -546,6 +575,27 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         ctx.metrics.error("http_parse");
         super::session::refuse(ctx, conn.peer, &format!("malformed HTTP from the caller, answered 400: {why}")).await;
         return bad_request_closing(false, why, "-");
+    }
+    // TRACE (and its kin) has the upstream echo the request, injected credentials included;
+    // CONNECT would open a tunnel nothing inspects.
+    let upper = req.method().as_str().to_ascii_uppercase();
+    if matches!(upper.as_str(), "TRACE" | "TRACK" | "CONNECT") {
+        ctx.metrics.error("http_parse");
+        super::session::refuse(ctx, conn.peer, &format!("method {upper} refused, answered 405")).await;
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{upper} is not forwarded by this gateway"),
+            "-",
+        );
+    }
+    // Methods are case-sensitive in HTTP, but many servers fold them: a standard method in
+    // another case goes on as the method it is decided as.
+    if upper != req.method().as_str()
+        && ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].contains(&upper.as_str())
+        && let Ok(m) = hyper::Method::from_bytes(upper.as_bytes())
+    {
+        *req.method_mut() = m;
     }
     // The path the policy decides is the path the upstream gets: canonical, and only that.
     let (mut req, path) = match canonical_path(req.uri().path()) {
@@ -569,8 +619,9 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             Err(_) => return bad_request_closing(false, "the request target is not valid", "-"),
         }
     }
-    // A method override would have the upstream run another method than the one decided.
-    for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
+    // A method override would have the upstream run another method than the one decided, and
+    // a URL override another path (IIS URL Rewrite and some frameworks read these).
+    for h in ["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"] {
         req.headers_mut().remove(h);
     }
     let access = ctx.access.current();
@@ -602,11 +653,37 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         Some((service, method)) => Operation::Grpc { service, method },
         None => http_view.clone(),
     };
-    // An encoded slash stays encoded on its way, but a server may decode it: the path it would
-    // then read is decided too (`/v1/admin%2Fusers` meets a rule on `/v1/admin/**`).
+    // Paths other servers would read in this one are decided too (a rule that denies or
+    // holds any of them counts): an encoded slash decoded (`/v1/admin%2Fusers`), path
+    // parameters dropped (`/v1/public/..;/admin`, `/v1/admin;x/users` to Tomcat or Jetty), the
+    // path in lower case (`/V1/ADMIN` to a server that folds case), and a `_method` in the
+    // query (Laravel runs it in place of POST).
     let mut http_views = vec![http_view];
-    if path.contains("%2F") {
-        http_views.push(Operation::Http { method, path: path.replace("%2F", "/") });
+    for other in path_readings(&path) {
+        if !http_views.iter().any(|v| matches!(v, Operation::Http { path: p, .. } if *p == other)) {
+            http_views.push(Operation::Http { method: method.clone(), path: other });
+        }
+    }
+    if let Some(q) = req.uri().query() {
+        for (k, v) in q.split('&').filter_map(|kv| kv.split_once('=')) {
+            if k.eq_ignore_ascii_case("_method") {
+                http_views.push(Operation::Http { method: v.to_ascii_uppercase(), path: path.clone() });
+            }
+        }
+    }
+    // A POST to `/package.Service/Method` (or any `/Service/Method` with `te: trailers`) is a
+    // gRPC call to a server that does not insist on its `content-type` (gRPC C-core only logs
+    // a wrong one): gRPC rules see it either way.
+    let trailers = req.headers().get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !is_grpc
+        && method == "POST"
+        && let Some((service, rpc)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
+        && (service.contains('.') || trailers)
+        && !service.is_empty()
+        && !rpc.is_empty()
+        && !rpc.contains('/')
+    {
+        http_views.push(Operation::Grpc { service: service.to_owned(), method: rpc.to_owned() });
     }
     // MCP routes read every POST body first, so the decision can see the tool being called. A
     // body that is not plain JSON-RPC (another encoding, not JSON-RPC at all, a batch with an
@@ -614,7 +691,7 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     // caller that did not authenticate.
     let (parts, body) = req.into_parts();
     let mut uninspectable = None;
-    let body: Body = if route.mcp && parts.method == hyper::Method::POST && identified.is_ok() {
+    let body: Body = if route.mcp && parts.method.as_str().eq_ignore_ascii_case("POST") && identified.is_ok() {
         let encoded = parts
             .headers
             .get(header::CONTENT_ENCODING)
@@ -762,8 +839,25 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     if !route.trust_forwarded {
+        // The caller's word about who and where it is, which upstreams may trust.
         headers.remove(header::FORWARDED);
-        headers.remove(HeaderName::from_static("x-real-ip"));
+        for h in [
+            "x-real-ip",
+            "x-forwarded-host",
+            "x-forwarded-prefix",
+            "x-forwarded-port",
+            "x-forwarded-server",
+            "x-forwarded-scheme",
+            "x-host",
+            "x-original-host",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+        ] {
+            headers.remove(HeaderName::from_static(h));
+        }
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let peer_ip = conn.peer.ip().to_string();

@@ -646,12 +646,56 @@ fn lexing_startup_parameter(param: &impl Fn(&[u8]) -> Option<Bytes>) -> Option<S
         }
     }
     let options = param(b"options")?;
-    let options = String::from_utf8_lossy(&options).to_ascii_lowercase();
-    ["standard_conforming_strings", "client_encoding"].iter().any(|n| options.contains(n)).then(|| {
+    let names = option_settings(&String::from_utf8_lossy(&options));
+    if names.iter().any(|n| n == "role" || n == "session_authorization") {
+        return Some(
+            "startup options that set role or session_authorization are refused for this role: the gateway's \
+             upstream user may be a member of roles that can do far more"
+                .to_owned(),
+        );
+    }
+    names.iter().any(|n| n == "standard_conforming_strings" || n == "client_encoding").then(|| {
         "startup options that set standard_conforming_strings or client_encoding are refused for this role: \
          they change how the server reads SQL text"
             .to_owned()
     })
+}
+
+/// The settings a startup `options` value sets, as the server reads them: arguments split at
+/// white space (a backslash keeps the next character), `-c name=value`, `-cname=value` or
+/// `--name=value`, the name lower-case with `-` read as `_` (as PostgreSQL reads it).
+fn option_settings(options: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !current.is_empty() {
+                    args.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        args.push(current);
+    }
+    let mut names = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let setting = if arg == "-c" {
+            args.next().map(String::as_str)
+        } else {
+            arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c"))
+        };
+        if let Some(setting) = setting {
+            let name = setting.split('=').next().unwrap_or("");
+            names.push(name.to_ascii_lowercase().replace('-', "_"));
+        }
+    }
+    names
 }
 
 /// The decision for a fast-path FunctionCall: it runs a function by its OID, which no SQL text
@@ -982,5 +1026,31 @@ async fn forward_cancel(ctx: &SessionCtx, minted: (i32, Vec<u8>)) {
     if let Ok(Ok((mut s, _))) = timeout(ctx.route.connect_timeout, connect_upstream(&ctx.route)).await {
         let _ = s.write_all(&startup::encode(&StartupPacket::Cancel { process_id: pid, secret_key: key })).await;
         let _ = s.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_options_are_read_as_the_server_reads_them() {
+        assert_eq!(option_settings("-c search_path=app"), ["search_path"]);
+        assert_eq!(
+            option_settings("-c standard-conforming-strings=off -crole=x --Session-Authorization=y"),
+            ["standard_conforming_strings", "role", "session_authorization"]
+        );
+        assert_eq!(option_settings(r"-c application_name=a\ -c\ role=x"), ["application_name"]);
+        assert_eq!(option_settings("-e  -c  DateStyle=ISO"), ["datestyle"]);
+        let refused = |options: &str| {
+            let o = Bytes::copy_from_slice(options.as_bytes());
+            lexing_startup_parameter(&|n: &[u8]| (n == b"options").then(|| o.clone()))
+        };
+        for bad in
+            ["-c standard-conforming-strings=off", "-c role=postgres", "--ROLE=postgres", "-cclient_encoding=sjis"]
+        {
+            assert!(refused(bad).is_some(), "{bad}");
+        }
+        assert_eq!(refused("-c search_path=app -c statement_timeout=5s"), None);
     }
 }
