@@ -42,8 +42,11 @@ pub enum Durability {
     /// receipt. Nothing the caller or upstream received can be missing after a crash.
     #[default]
     Strict,
-    /// Records are written to the WAL at once and fsynced at most 10 ms later; drivers forward
-    /// without waiting. A power loss (not a process crash) can lose the last ~10 ms of records.
+    /// Records are written to the WAL as soon as the writer reaches them and fsynced at most
+    /// 10 ms later; drivers forward without waiting. A process crash loses the records still
+    /// queued for the writer (at most `queue_depth` records or 8 MiB, normally a batch or two),
+    /// a power loss also the last ~10 ms written. A failed write stops every session at its
+    /// next hand-off.
     Batched,
 }
 

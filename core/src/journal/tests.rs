@@ -191,3 +191,20 @@ async fn batched_mode_fsyncs_the_wal_on_the_ticker() {
     assert!(metrics.render().contains("journal_wal_sync_seconds_count 0"), "{}", metrics.render());
     journal.shutdown().await.unwrap();
 }
+
+/// After a failed write, a batched session learns of it at its next hand-off, before it
+/// forwards anything more: it does not wait for receipts, so the receipt cannot tell it.
+#[tokio::test]
+async fn a_failed_journal_refuses_the_next_hand_off_in_batched_mode_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.durability = Durability::Batched;
+    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
+    let a = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
+    a.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
+    journal.poison();
+    assert!(a.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"2")).await.is_err());
+    a.stage_data(Direction::UpstreamToClient, false, &Bytes::from_static(b"3")).unwrap();
+    assert!(a.flush().await.is_err(), "a staged group is refused at its hand-off");
+    assert!(SessionJournal::open(journal.clone(), meta("127.0.0.1:11")).unwrap().flush().await.is_err());
+}

@@ -291,6 +291,13 @@ impl Journal {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// Marks the journal failed, as a failed write does (tests: a real write failure needs a
+    /// full or failing disk).
+    #[cfg(test)]
+    pub(crate) fn poison(&self) {
+        self.healthy.store(false, Ordering::Release);
+    }
+
     /// The configured durability.
     pub fn durability(&self) -> Durability {
         self.durability
@@ -316,6 +323,11 @@ impl Journal {
     /// Waits for room for a group of `records` records and `bytes` body bytes, and for a slot in
     /// the channel (backpressure).
     pub(crate) async fn reserve(&self, records: usize, bytes: usize) -> Result<Reserved<'_>, JournalError> {
+        // After a failed write or sync nothing more is taken: a batched session, which does not
+        // wait for its receipts, learns of the failure here, before it forwards anything else.
+        if !self.is_healthy() || self.wal.failed.load(Ordering::Acquire) {
+            return Err(JournalError::Closed);
+        }
         // A group larger than the whole room takes all of it rather than wait forever.
         let records = u32::try_from(records.min(self.depth)).unwrap_or(u32::MAX);
         let room = self.room.clone().acquire_many_owned(records).await.map_err(|_| JournalError::Closed)?;
