@@ -10,10 +10,15 @@ use tokio::net::TcpStream;
 
 /// Builds a journal with a few sessions and returns its data dir (gateway stopped).
 async fn journal_with_traffic(checkpoint_every: u64) -> tempfile::TempDir {
+    journal_with(&format!("checkpoint_every_records = {checkpoint_every}\n")).await
+}
+
+/// The same, with these `[journal]` settings.
+async fn journal_with(settings: &str) -> tempfile::TempDir {
     let upstream = echo_server().await;
     let data = tempfile::tempdir().unwrap();
     let text = format!(
-        "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = {checkpoint_every}\n[admin]\nenabled = false\n{}",
+        "[journal]\ndata_dir = \"{}\"\n{settings}[admin]\nenabled = false\n{}",
         data.path().display(),
         route("echo", upstream, "")
     );
@@ -270,4 +275,43 @@ async fn an_anchor_is_not_exported_over_an_altered_record() {
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stderr(&out).contains("journal verify"), "{}", stderr(&out));
     assert!(!std::path::Path::new(&anchor).exists());
+}
+
+/// Checkpoints name the one before them and how many records their gateway leaves unsigned:
+/// deleting one in the middle, or the newest ones (to rewrite what they signed), is found, and
+/// the gateway will not start on such a journal to sign over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_checkpoints_are_found() {
+    // At most 5 + 1 records unsigned after each checkpoint.
+    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n").await;
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(ok, "{report}");
+    let seqs: Vec<u64> = repair(data.path()).checkpoint_entries().unwrap().into_iter().map(|(s, _)| s).collect();
+    assert!(seqs.len() >= 4, "{seqs:?}");
+    // One in the middle.
+    {
+        let store = repair(data.path());
+        store.delete_checkpoint(seqs[1]).unwrap();
+    }
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), seqs[1], "{report}");
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("is gone"), "{report}");
+
+    // Every one after the first: the records after it are more than its gateway leaves.
+    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n").await;
+    let seqs: Vec<u64> = repair(data.path()).checkpoint_entries().unwrap().into_iter().map(|(s, _)| s).collect();
+    repair(data.path()).delete_checkpoints_after(seqs[0]).unwrap();
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok);
+    assert_eq!(break_seq(&report), seqs[0] + 1, "{report}");
+    assert!(report["first_break"]["problem"].as_str().unwrap().contains("deleted"), "{report}");
+    let text = format!(
+        "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = 5\nqueue_depth = 1\n[admin]\nenabled = false\n{}",
+        data.path().display(),
+        route("echo", "127.0.0.1:9".parse().unwrap(), "")
+    );
+    let built = airlock::config::Config::parse(&text).unwrap().build().unwrap();
+    let refused = airlock::Gateway::start(built).await.err().expect("the gateway refuses the journal").to_string();
+    assert!(refused.contains("deleted"), "{refused}");
 }

@@ -90,29 +90,47 @@ pub struct Checkpoint {
     pub public_key: String,
     /// Ed25519 signature over [`Checkpoint::signed_message`] (hex).
     pub signature: String,
+    /// Version 2: the sequence number of the checkpoint before it (0 for the first), so that
+    /// a deleted checkpoint is missed by the one after it.
+    #[serde(default)]
+    pub prev: u64,
+    /// Version 2: the most records the gateway that signed it leaves after a checkpoint before
+    /// it signs the next (its record interval plus one batch); more after the newest
+    /// checkpoint means checkpoints were deleted (or records appended by someone else).
+    #[serde(default)]
+    pub unsigned_max: u64,
 }
 
 impl Checkpoint {
-    /// The exact bytes that are signed.
-    pub fn signed_message(seq: u64, hash: &Hash, time_us: i64) -> Vec<u8> {
-        let mut m = b"airlock-checkpoint-v1\0".to_vec();
-        m.extend_from_slice(&seq.to_be_bytes());
+    /// The exact bytes that are signed: version 1 covers the sequence number, hash and time,
+    /// version 2 also the link to the checkpoint before and the unsigned-tail bound.
+    pub fn signed_message(&self, hash: &Hash) -> Vec<u8> {
+        let mut m =
+            if self.version == 1 { b"airlock-checkpoint-v1\0".to_vec() } else { b"airlock-checkpoint-v2\0".to_vec() };
+        m.extend_from_slice(&self.seq.to_be_bytes());
         m.extend_from_slice(hash);
-        m.extend_from_slice(&time_us.to_be_bytes());
+        m.extend_from_slice(&self.time_us.to_be_bytes());
+        if self.version >= 2 {
+            m.extend_from_slice(&self.prev.to_be_bytes());
+            m.extend_from_slice(&self.unsigned_max.to_be_bytes());
+        }
         m
     }
 
-    /// Signs a new checkpoint.
-    pub fn sign(key: &crypto::SigningKey, seq: u64, hash: &Hash, time_us: i64) -> Self {
-        let signature = key.sign(&Self::signed_message(seq, hash, time_us));
-        Self {
-            version: 1,
+    /// Signs a new (version 2) checkpoint of record `seq`, linked to the checkpoint at `prev`.
+    pub fn sign(key: &crypto::SigningKey, seq: u64, hash: &Hash, time_us: i64, prev: u64, unsigned_max: u64) -> Self {
+        let mut cp = Self {
+            version: 2,
             seq,
             hash: hex(hash),
             time_us,
             public_key: hex(key.public_key()),
-            signature: hex(&signature),
-        }
+            signature: String::new(),
+            prev,
+            unsigned_max,
+        };
+        cp.signature = hex(&key.sign(&cp.signed_message(hash)));
+        cp
     }
 
     /// Checks the signature against the embedded public key. Returns the hash it vouches for.
@@ -122,10 +140,10 @@ impl Checkpoint {
             .ok_or("checkpoint hash is not 32 bytes of hex")?;
         let key = crypto::unhex(&self.public_key).ok_or("checkpoint public key is not hex")?;
         let sig = crypto::unhex(&self.signature).ok_or("checkpoint signature is not hex")?;
-        if self.version != 1 {
+        if !(1..=2).contains(&self.version) {
             return Err("unknown checkpoint version");
         }
-        if crypto::verify_signature(&key, &Self::signed_message(self.seq, &hash, self.time_us), &sig) {
+        if crypto::verify_signature(&key, &self.signed_message(&hash), &sig) {
             Ok(hash)
         } else {
             Err("checkpoint signature does not verify")
@@ -438,6 +456,11 @@ impl Store {
         let cf = self.cf(CF_META)?;
         self.db.delete_range_cf(cf, from, to.clone())?;
         Ok(self.db.delete_cf(cf, to)?)
+    }
+
+    /// Deletes the checkpoint of record `seq`.
+    pub fn delete_checkpoint(&self, seq: u64) -> Result<(), JournalError> {
+        Ok(self.db.delete_cf(self.cf(CF_META)?, checkpoint_key(seq))?)
     }
 
     /// Deletes the record at `seq`.

@@ -78,6 +78,7 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
     // Checkpoints with a bad signature or the wrong key are breaks at their sequence number.
     let mut first_break: Option<Break> = None;
     let mut expected: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut signed: BTreeMap<u64, Checkpoint> = BTreeMap::new();
     for (stored_at, cp) in store.checkpoint_entries()? {
         let cp = match cp {
             Ok(cp) if cp.seq == stored_at => cp,
@@ -106,8 +107,16 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
         match cp.check_signature() {
             Ok(hash) => {
                 expected.insert(cp.seq, hash);
+                signed.insert(cp.seq, cp);
             }
             Err(why) => note(Break { seq: cp.seq, problem: why.into() }, &mut first_break),
+        }
+    }
+    // Each checkpoint names the one before it: a deleted checkpoint is missed.
+    for cp in signed.values() {
+        if cp.version >= 2 && cp.prev > 0 && !signed.contains_key(&cp.prev) {
+            let problem = format!("the checkpoint of record {}, which checkpoint {} follows, is gone", cp.prev, cp.seq);
+            note(Break { seq: cp.prev, problem }, &mut first_break);
         }
     }
     let mut anchor_hash = None;
@@ -202,6 +211,12 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
         let problem =
             format!("{what} vouches for record {seq} but the journal ends at {last_seq}: the tail was truncated");
         note(Break { seq: next_seq, problem }, &mut first_break);
+    }
+    // More unsigned records than the signing gateway leaves: later checkpoints were deleted.
+    let newest = signed.range(..=last_seq).next_back().map(|(_, cp)| cp);
+    if let Some(problem) = unsigned_tail_problem(newest, last_seq, FIRST_CHECKPOINT_MAX) {
+        let after = newest.map_or(0, |cp| cp.seq);
+        note(Break { seq: after + 1, problem }, &mut first_break);
     }
     // The index is held against the records only where the chain vouches for them.
     let mut index_break = None;
@@ -395,6 +410,38 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
 /// signature, another key than `key`, or a record at its sequence number that is gone, or whose
 /// hash (as stored, and as its body and the record before it give it) is not the one signed. The
 /// gateway checks this before it appends, and `journal checkpoint --export` before it exports.
+/// The most records a journal with no checkpoint can hold when its gateway runs with the
+/// default checkpoint interval (10,000 records) and queue depth (8,192): it signs its first
+/// checkpoint by then. (A gateway configured with a longer interval states its own bound in
+/// each checkpoint; until its first, `verify` holds it to this one.)
+pub const FIRST_CHECKPOINT_MAX: u64 = 10_000 + 8_192;
+
+/// Why the records after the newest checkpoint (`None`: there is none) are more than the
+/// gateway that signed it leaves unsigned, if they are: checkpoints after it were deleted, or
+/// records appended by someone else. A version 1 checkpoint states no bound.
+pub fn unsigned_tail_problem(newest: Option<&Checkpoint>, last_seq: u64, no_checkpoint_max: u64) -> Option<String> {
+    match newest {
+        Some(cp) if cp.version >= 2 && cp.unsigned_max > 0 => {
+            (last_seq.saturating_sub(cp.seq) > cp.unsigned_max).then(|| {
+                format!(
+                    "{} records follow the newest checkpoint (of record {}), whose gateway leaves at most {} \
+                     unsigned: later checkpoints were deleted, or records added",
+                    last_seq - cp.seq,
+                    cp.seq,
+                    cp.unsigned_max
+                )
+            })
+        }
+        Some(_) => None,
+        None => (last_seq > no_checkpoint_max).then(|| {
+            format!(
+                "there is no checkpoint, but {last_seq} records: a gateway signs its first within \
+                 {no_checkpoint_max}, so the checkpoints were deleted"
+            )
+        }),
+    }
+}
+
 pub fn checkpoint_problem(store: &Store, cp: &Checkpoint, key: &[u8]) -> Result<Option<String>, JournalError> {
     let seq = cp.seq;
     let signed = match cp.check_signature() {

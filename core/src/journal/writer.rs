@@ -203,21 +203,28 @@ impl Journal {
         // Appending to a journal whose tail was cut, or whose last checkpointed record was
         // edited, would chain new records to a head no signature vouches for, and the next
         // checkpoint would sign over the gap (even overwrite the checkpoint that shows it).
-        let signed_up_to = match store.last_checkpoint()? {
+        let newest = store.last_checkpoint()?;
+        let signed_up_to = match &newest {
             None => 0,
             Some(cp) => {
-                if let Some(problem) = super::verify::checkpoint_problem(&store, &cp, signing.public_key())? {
+                if let Some(problem) = super::verify::checkpoint_problem(&store, cp, signing.public_key())? {
                     return Err(JournalError::Tampered(problem));
                 }
                 cp.seq
             }
         };
+        // More records after the newest checkpoint than a gateway leaves unsigned: checkpoints
+        // after it were deleted, and the next checkpoint would sign whatever took their place.
+        let depth = settings.queue_depth.clamp(1, Semaphore::MAX_PERMITS);
+        let unsigned_max = settings.checkpoint_every_records.max(1).saturating_add(depth as u64);
+        if let Some(problem) = super::verify::unsigned_tail_problem(newest.as_ref(), seq, unsigned_max) {
+            return Err(JournalError::Tampered(problem));
+        }
         if store.public_key()?.is_none() {
             store.db().put_cf(store.cf(CF_META)?, META_PUBLIC_KEY, signing.public_key())?;
         }
         let public_key = signing.public_key().to_vec();
         info!(last_seq = seq, durability = ?settings.durability, "Journal opened.");
-        let depth = settings.queue_depth.clamp(1, Semaphore::MAX_PERMITS);
         let (tx, rx) = mpsc::channel(depth);
         let healthy = Arc::new(AtomicBool::new(true));
         let wal = Arc::new(WalSync::default());
@@ -240,7 +247,14 @@ impl Journal {
             failed: false,
             healthy: healthy.clone(),
             last_checkpoint_written: None,
+            signed_up_to,
+            unsigned_max,
         };
+        // Records a crash left unsigned are signed now, so that an unsigned tail never grows
+        // across restarts beyond the bound each checkpoint states.
+        if writer.since_checkpoint > 0 {
+            writer.sign_checkpoint()?;
+        }
         let tick_tx = tx.downgrade();
         let tick = thread::Builder::new()
             .name("airlock-journal-tick".into())
@@ -370,6 +384,10 @@ struct Writer {
     seq: u64,
     hash: Hash,
     since_checkpoint: u64,
+    /// The newest checkpoint's record: the next one links to it.
+    signed_up_to: u64,
+    /// The most records left after a checkpoint before the next (see [`Checkpoint::unsigned_max`]).
+    unsigned_max: u64,
     last_checkpoint: Instant,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
@@ -564,7 +582,14 @@ impl Writer {
     }
 
     fn sign_checkpoint(&mut self) -> Result<Checkpoint, JournalError> {
-        let cp = Checkpoint::sign(&self.signing, self.seq, &self.hash, crate::time::now_us());
+        let cp = Checkpoint::sign(
+            &self.signing,
+            self.seq,
+            &self.hash,
+            crate::time::now_us(),
+            self.signed_up_to,
+            self.unsigned_max,
+        );
         let json = serde_json::to_vec(&cp).map_err(|e| JournalError::Index(e.to_string()))?;
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
@@ -572,6 +597,7 @@ impl Writer {
         wb.put_cf(self.store.cf(CF_META)?, checkpoint_key(self.seq), json);
         self.store.db().write_opt(wb, &opts)?;
         self.since_checkpoint = 0;
+        self.signed_up_to = self.seq;
         self.last_checkpoint = Instant::now();
         self.metrics.journal_checkpoints.inc();
         debug!(seq = cp.seq, "Checkpoint signed.");
