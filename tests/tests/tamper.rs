@@ -10,11 +10,11 @@ use tokio::net::TcpStream;
 
 /// Builds a journal with a few sessions and returns its data dir (gateway stopped).
 async fn journal_with_traffic(checkpoint_every: u64) -> tempfile::TempDir {
-    journal_with(&format!("checkpoint_every_records = {checkpoint_every}\n")).await
+    journal_with(&format!("checkpoint_every_records = {checkpoint_every}\n"), 4).await
 }
 
-/// The same, with these `[journal]` settings.
-async fn journal_with(settings: &str) -> tempfile::TempDir {
+/// The same, with these `[journal]` settings and this many sessions.
+async fn journal_with(settings: &str, sessions: u32) -> tempfile::TempDir {
     let upstream = echo_server().await;
     let data = tempfile::tempdir().unwrap();
     let text = format!(
@@ -24,9 +24,9 @@ async fn journal_with(settings: &str) -> tempfile::TempDir {
     );
     let gw = airlock::Gateway::start(airlock::config::Config::parse(&text).unwrap().build().unwrap()).await.unwrap();
     let addr = gw.route_addr("echo").unwrap();
-    for i in 0..4u8 {
+    for i in 0..sessions {
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(&[i; 100]).await.unwrap();
+        c.write_all(&[i as u8; 100]).await.unwrap();
         let mut buf = [0u8; 100];
         c.read_exact(&mut buf).await.unwrap();
     }
@@ -282,8 +282,8 @@ async fn an_anchor_is_not_exported_over_an_altered_record() {
 /// the gateway will not start on such a journal to sign over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_checkpoints_are_found() {
-    // At most 5 + 1 records unsigned after each checkpoint.
-    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n").await;
+    // At most 5 + 1024 records unsigned after each checkpoint.
+    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n", 4).await;
     let (ok, report) = verify(data.path(), &[]);
     assert!(ok, "{report}");
     let seqs: Vec<u64> = repair(data.path()).checkpoint_entries().unwrap().into_iter().map(|(s, _)| s).collect();
@@ -299,7 +299,7 @@ async fn deleted_checkpoints_are_found() {
     assert!(report["first_break"]["problem"].as_str().unwrap().contains("is gone"), "{report}");
 
     // Every one after the first: the records after it are more than its gateway leaves.
-    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n").await;
+    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n", 250).await;
     let seqs: Vec<u64> = repair(data.path()).checkpoint_entries().unwrap().into_iter().map(|(s, _)| s).collect();
     repair(data.path()).delete_checkpoints_after(seqs[0]).unwrap();
     let (ok, report) = verify(data.path(), &[]);

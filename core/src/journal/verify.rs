@@ -411,8 +411,8 @@ fn summary_problem(store: &Store, seen: &Seen) -> Result<Option<String>, Journal
 /// hash (as stored, and as its body and the record before it give it) is not the one signed. The
 /// gateway checks this before it appends, and `journal checkpoint --export` before it exports.
 /// The most records a journal with no checkpoint can hold when its gateway runs with the
-/// default checkpoint interval (10,000 records) and queue depth (8,192): it signs its first
-/// checkpoint by then. (A gateway configured with a longer interval states its own bound in
+/// default checkpoint interval (10,000 records) and queue depth (8,192, or 1,024 at least): it
+/// signs its first checkpoint by then. (A gateway configured with a longer interval states its own bound in
 /// each checkpoint; until its first, `verify` holds it to this one.)
 pub const FIRST_CHECKPOINT_MAX: u64 = 10_000 + 8_192;
 

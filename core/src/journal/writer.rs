@@ -216,7 +216,10 @@ impl Journal {
         // More records after the newest checkpoint than a gateway leaves unsigned: checkpoints
         // after it were deleted, and the next checkpoint would sign whatever took their place.
         let depth = settings.queue_depth.clamp(1, Semaphore::MAX_PERMITS);
-        let unsigned_max = settings.checkpoint_every_records.max(1).saturating_add(depth as u64);
+        // After a checkpoint is due, one more batch may commit before it is signed: at most the
+        // queue's room in records, or one group larger than the room (a few records; 1024 is
+        // far more than any group the drivers hand over).
+        let unsigned_max = settings.checkpoint_every_records.max(1).saturating_add(depth.max(1024) as u64);
         if let Some(problem) = super::verify::unsigned_tail_problem(newest.as_ref(), seq, unsigned_max) {
             return Err(JournalError::Tampered(problem));
         }
