@@ -255,6 +255,9 @@ async fn psql_and_pgbench_through_the_postgres_driver() {
         .collect();
     assert!(decisions.contains(&("sql delete from t".into(), "guard:no_where".into())), "{decisions:?}");
     assert!(decisions.contains(&("sql select * from secrets".into(), "no-secrets".into())), "{decisions:?}");
+    // What the upstream session was opened with is on the record.
+    let startup = decisions.iter().find(|(_, rule)| rule == "startup").expect("the startup parameters");
+    assert!(startup.0.contains("database=postgres"), "{startup:?}");
     // A record holds what one write delivered, in whole messages: each decodes on its own.
     let mut most = 0;
     for f in frames.iter().filter(|f| f["kind"] == "data" && f["direction"] == "upstream_to_client") {

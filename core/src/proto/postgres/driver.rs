@@ -299,6 +299,32 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         close(why).await;
         return;
     }
+    // What the upstream session is opened with besides the gateway's own user — which database,
+    // and settings that change what statements do (`search_path` in `options`) — is on the
+    // record: it goes with the session's first group.
+    let forwarded: Vec<String> = [&b"database"[..], b"application_name", b"client_encoding", b"DateStyle", b"options"]
+        .iter()
+        .filter_map(|name| {
+            param(name).map(|v| format!("{}={}", String::from_utf8_lossy(name), String::from_utf8_lossy(&v)))
+        })
+        .collect();
+    if sj
+        .stage_decision(crate::journal::record::DecisionMeta {
+            phase: "request".into(),
+            effect: "allow".into(),
+            rule: "startup".into(),
+            reason: "startup parameters forwarded to the upstream".into(),
+            principal: principal.label(),
+            request: format!("startup {}", forwarded.join(" ")),
+            policy_version: Some(access.policy.version.clone()),
+            break_glass: false,
+        })
+        .is_err()
+    {
+        let _ = client.write_all(&error_fields("FATAL", "57P03", "the audit journal is unavailable")).await;
+        close("journal write failed while staging the startup parameters".into()).await;
+        return;
+    }
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
