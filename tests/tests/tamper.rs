@@ -312,6 +312,7 @@ async fn deleted_checkpoints_are_found() {
         route("echo", "127.0.0.1:9".parse().unwrap(), "")
     );
     let built = airlock::config::Config::parse(&text).unwrap().build().unwrap();
-    let refused = airlock::Gateway::start(built).await.err().expect("the gateway refuses the journal").to_string();
+    let Err(refused) = airlock::Gateway::start(built).await else { panic!("the gateway refuses the journal") };
+    let refused = refused.to_string();
     assert!(refused.contains("deleted"), "{refused}");
 }

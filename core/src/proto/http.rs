@@ -530,6 +530,9 @@ fn path_readings(path: &str) -> Vec<String> {
         }
     }
     let mut out: Vec<String> = Vec::new();
+    if !path.contains("%2F") && !path.contains(';') && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return out;
+    }
     let slashes = path.replace("%2F", "/");
     if path.contains("%2F") {
         add(&mut out, path, slashes.clone());
