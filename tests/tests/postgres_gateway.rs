@@ -1047,7 +1047,18 @@ async fn a_reload_applies_to_open_sessions() {
     let seen = s.until_ready().await;
     let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
-    drop(s);
+    // The key removed: the session it opened ends at its next statement.
+    let without = config.replace(&api_key("agent", AGENT_KEY, "agent"), &api_key("other", "ak_other_1", "agent"));
+    let access = airlock::config::Config::parse(&without).unwrap().build_access().unwrap();
+    gw.gw().reload_access(access).unwrap();
+    s.send(&[query()]).await;
+    let mut seen = Vec::new();
+    while let Some(m) = s.next().await {
+        seen.push(m);
+    }
+    let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(code.as_deref(), Some("28000"), "{seen:?}");
+    assert!(!seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
     gw.stop().await;
 }
 

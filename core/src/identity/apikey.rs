@@ -60,6 +60,11 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// The key of a service account, by name.
+    pub fn named(&self, name: &str) -> Option<&ApiKey> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+
     /// The principal for a presented key.
     pub fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
         if presented.len() > 4096 {

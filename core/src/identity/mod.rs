@@ -284,6 +284,25 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Why a principal authenticated earlier no longer stands under this (reloaded)
+    /// configuration, if it does not: its API key was removed or its roles changed, or its OIDC
+    /// provider was removed. (A key rotated under the same name and roles is not seen; tokens
+    /// and certificates end at their own expiry.)
+    pub fn revoked(&self, p: &Principal) -> Option<String> {
+        match &p.method {
+            AuthMethod::ApiKey => match self.api_keys.named(&p.subject) {
+                None => Some(format!("the API key `{}` is no longer configured", p.subject)),
+                Some(k) if k.roles != p.roles => Some(format!("the roles of the API key `{}` changed", p.subject)),
+                Some(_) => None,
+            },
+            AuthMethod::Oidc { provider } => (!self.oidc.iter().any(|o| o.name() == provider))
+                .then(|| format!("the OIDC provider `{provider}` is no longer configured")),
+            AuthMethod::Anonymous | AuthMethod::Mtls { .. } => None,
+        }
+    }
+}
+
 /// Cuts untrusted text for an error message.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {

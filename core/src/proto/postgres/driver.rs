@@ -936,6 +936,24 @@ async fn relay(
             };
             let mut forward = raw;
             if let Some(sql) = sql {
+                // The identity in force now, too: a key removed (or given other roles) by a
+                // reload ends the sessions it opened, at their next statement.
+                let access = ctx.access.current();
+                if let Some(why) = access.identity.revoked(principal) {
+                    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+                        phase: "request".into(),
+                        effect: "deny".into(),
+                        rule: "identity:revoked".into(),
+                        reason: why.clone(),
+                        principal: principal.label(),
+                        request: "sql (not judged)".into(),
+                        policy_version: Some(access.policy.version.clone()),
+                        break_glass: false,
+                    });
+                    let _ = to_client.flush(sj, client, strict, &counters[1]).await;
+                    fatal(sj, client, strict, &counters[1], "28000", &format!("{why}; the session ends")).await;
+                    return format!("credential revoked: {why}");
+                }
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
                     decide_function_call(&ctx.access.current(), &route.name, principal, trusted_roles)
                 } else {
