@@ -201,6 +201,34 @@ async fn a_shredded_session_verifies_and_a_mangled_key_is_found() {
     assert!(report["index_break"]["problem"].as_str().unwrap().contains("malformed"), "{report}");
 }
 
+/// With the master key (found in the data directory, or given), every data key must unwrap
+/// for its own session: two sessions' keys swapped are found, and the report says the keys
+/// were checked; without it, only their form can be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_session_keys_are_found_with_the_master_key() {
+    let data = journal_with_traffic(5).await;
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(ok && report["keys_unwrapped"] == true, "{report}");
+    let (a, b) = {
+        let store = Store::open_reader(&db_path(data.path())).unwrap();
+        let list = store.sessions(None).unwrap();
+        (list[0].id, list[1].id)
+    };
+    {
+        let store = repair(data.path());
+        let (ka, kb) = (store.wrapped_key(&a).unwrap().unwrap(), store.wrapped_key(&b).unwrap().unwrap());
+        store.put_raw_key(&a, Some(&kb)).unwrap();
+        store.put_raw_key(&b, Some(&ka)).unwrap();
+    }
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(!ok, "{report}");
+    assert!(report["index_break"]["problem"].as_str().unwrap().contains("does not unwrap"), "{report}");
+    // Without the master key the swap cannot be seen, and the report does not claim it was.
+    let none = data.path().join("no-such.key").display().to_string();
+    let (ok, report) = verify(data.path(), &["--master-key", &none]);
+    assert!(ok && report["keys_unwrapped"] == false, "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_checkpoint_is_a_break_not_an_error() {
     let data = journal_with_traffic(5).await;

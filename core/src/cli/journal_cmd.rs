@@ -16,7 +16,16 @@ pub(super) fn verify(
     anchor: Option<&Path>,
     public_key: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let (store, _) = args.open()?;
+    let (store, master_path) = args.open()?;
+    // The master key, when there is one here: then every session key must unwrap.
+    let master_key = if master_path.exists() {
+        Some(std::sync::Arc::new(
+            crate::journal::crypto::MasterKey::load_or_create(&master_path, false)
+                .with_context(|| format!("cannot read the master key {}", master_path.display()))?,
+        ))
+    } else {
+        None
+    };
     let anchor = anchor
         .map(|p| -> anyhow::Result<Checkpoint> {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read anchor {}", p.display()))?;
@@ -31,7 +40,7 @@ pub(super) fn verify(
                 .with_context(|| format!("{} does not hold a 32-byte hex key", p.display()))
         })
         .transpose()?;
-    let report = verify_journal(&store, &VerifyOptions { anchor, public_key })?;
+    let report = verify_journal(&store, &VerifyOptions { anchor, public_key, master_key })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if let Some(b) = &report.first_break {
@@ -62,6 +71,11 @@ pub(super) fn verify(
         }
         if report.anchor_verified == Some(true) {
             println!("  anchor matched");
+        }
+        if report.keys_unwrapped {
+            println!("  every session data key unwrapped with the master key");
+        } else {
+            println!("  session data keys checked for form only (no master key here; pass --master-key)");
         }
         println!("  head hash {}", report.last_hash);
         if let Some(k) = &report.public_key {

@@ -20,6 +20,9 @@ pub struct VerifyOptions {
     /// The public key every checkpoint must be signed with. Default: the key the journal was
     /// created with.
     pub public_key: Option<Vec<u8>>,
+    /// The master key: with it, every session's wrapped data key must unwrap (a key swapped
+    /// with another session's, or replaced, does not).
+    pub master_key: Option<std::sync::Arc<super::crypto::MasterKey>>,
 }
 
 /// The first thing found wrong.
@@ -44,6 +47,8 @@ pub struct VerifyReport {
     pub last_hash: String,
     /// Sessions whose index runs and summary matched their records.
     pub sessions_verified: u64,
+    /// Whether every remaining session data key was unwrapped with the master key.
+    pub keys_unwrapped: bool,
     /// Of those, sealed sessions whose data key is gone (crypto-shredded): their records verify,
     /// their payloads can no longer be read.
     pub sessions_shredded: u64,
@@ -221,11 +226,12 @@ pub fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport, Journ
     // The index is held against the records only where the chain vouches for them.
     let mut index_break = None;
     let (sessions_verified, sessions_shredded) =
-        if first_break.is_none() { check_index(store, last_seq, &mut index_break)? } else { (0, 0) };
+        if first_break.is_none() { check_index(store, last_seq, opts, &mut index_break)? } else { (0, 0) };
     Ok(VerifyReport {
         ok: first_break.is_none() && index_break.is_none() && anchor_verified != Some(false),
         sessions_verified,
         sessions_shredded,
+        keys_unwrapped: opts.master_key.is_some() && first_break.is_none() && index_break.is_none(),
         index_break,
         records_verified: verified,
         last_seq,
@@ -261,7 +267,12 @@ struct Seen {
 /// is shown without touching the chain: every record must be in exactly one run of its own
 /// session, and every summary must say what its session's open and close records say. Returns
 /// the number of sessions that matched.
-fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) -> Result<(u64, u64), JournalError> {
+fn check_index(
+    store: &Store,
+    last_seq: u64,
+    opts: &VerifyOptions,
+    first_break: &mut Option<Break>,
+) -> Result<(u64, u64), JournalError> {
     let words = usize::try_from(last_seq / 64 + 1).map_err(|_| JournalError::Index("journal too large".into()))?;
     let mut indexed = vec![0u64; words];
     let mut sessions: Vec<Uuid> = Vec::new();
@@ -274,7 +285,7 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
             let Some(seen) = seen else { return Ok(()) };
             let verdict = match summary_problem(store, &seen)? {
                 Some(problem) => Err(problem),
-                None => key_state(store, &seen)?,
+                None => key_state(store, &seen, opts.master_key.as_deref())?,
             };
             match verdict {
                 Err(problem) => note(Break { seq: seen.first_seq, problem }, first_break),
@@ -356,14 +367,26 @@ fn check_index(store: &Store, last_seq: u64, first_break: &mut Option<Break>) ->
 /// Whether a session's data key is gone (`Ok(true)`: shredded, its records still verify and its
 /// payloads are gone by design), or what is wrong with it: the key is not in the chain either,
 /// and one that is not a wrapped key was altered. Sessions without sealed payloads have none.
-fn key_state(store: &Store, seen: &Seen) -> Result<Result<bool, String>, JournalError> {
+fn key_state(
+    store: &Store,
+    seen: &Seen,
+    master: Option<&super::crypto::MasterKey>,
+) -> Result<Result<bool, String>, JournalError> {
     if !seen.open.as_ref().is_some_and(|(_, o)| o.sealed) {
         return Ok(Ok(false));
     }
     Ok(match store.wrapped_key(&seen.id)? {
         None => Ok(true),
-        Some(k) if super::crypto::MasterKey::well_formed(&k) => Ok(false),
-        Some(_) => Err(format!("session {}: its wrapped data key is malformed", seen.id)),
+        Some(k) if !super::crypto::MasterKey::well_formed(&k) => {
+            Err(format!("session {}: its wrapped data key is malformed", seen.id))
+        }
+        // The wrap is bound to the session id: another session's key does not open here.
+        Some(k) if master.is_some_and(|m| m.unwrap_session_key(seen.id.as_bytes(), &k).is_err()) => Err(format!(
+            "session {}: its data key does not unwrap under the master key (swapped with another \
+             session's, or replaced)",
+            seen.id
+        )),
+        Some(_) => Ok(false),
     })
 }
 
