@@ -303,6 +303,12 @@ pub struct RouteConfig {
     /// HTTP routes: the largest request body read for inspection, in bytes. Default: `1048576`.
     #[serde(default = "default_max_inspect_body")]
     pub max_inspect_body: usize,
+    /// HTTP routes with masking: JSON paths (`$.token.text`, `$.candidates[*].content.parts[*].text`)
+    /// of string fields that a streaming upstream sends in pieces across SSE events or NDJSON
+    /// lines, beyond the shapes the masker knows (OpenAI, Anthropic, Gemini, TGI, llama.cpp,
+    /// Ollama): each becomes one stream, so a value split across events is found. Default: none.
+    #[serde(default)]
+    pub stream_fields: Vec<String>,
     /// HTTP routes: time the upstream has to send its response head. Default: `"5m"` (a model
     /// may think before it answers).
     #[serde(default = "default_first_byte_timeout")]
@@ -548,6 +554,8 @@ pub struct Route {
     pub mcp: bool,
     /// HTTP routes: the largest request body read for inspection.
     pub max_inspect_body: usize,
+    /// HTTP routes: streamed JSON fields beyond the known shapes (see `stream_fields`).
+    pub stream_fields: Arc<[Vec<crate::mask::PathSeg>]>,
     /// HTTP routes: time allowed for a request head.
     pub header_timeout: Duration,
     /// HTTP routes: append to a caller's `X-Forwarded-For` instead of replacing it.
@@ -776,6 +784,17 @@ impl Config {
             upstream_http2: r.upstream_http2,
             mcp: r.mcp,
             max_inspect_body: r.max_inspect_body,
+            stream_fields: r
+                .stream_fields
+                .iter()
+                .map(|f| match crate::mask::FieldSelector::path(f) {
+                    Some(crate::mask::FieldSelector::Path(segs)) if !segs.is_empty() => Ok(segs),
+                    _ => {
+                        Err(invalid("route.stream_fields", format!("`{f}` is not a JSON path such as `$.token.text`")))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
             header_timeout: r.header_timeout.0,
             trust_forwarded: r.trust_forwarded,
             first_byte_timeout: r.first_byte_timeout.0,

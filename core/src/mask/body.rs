@@ -130,15 +130,26 @@ impl BodyKind {
 impl BodyMasker {
     /// The unit masker for a body of `kind` (JSON, gRPC and opaque bodies are not streamed).
     pub fn new(kind: BodyKind, profile: Arc<Profile>, tally: Arc<Tally>) -> Result<Self, MaskError> {
+        Self::with_stream_fields(kind, profile, tally, Arc::from(Vec::new()))
+    }
+
+    /// The same, with the route's `stream_fields`: JSON string fields streamed in pieces
+    /// across events beyond the shapes the masker knows.
+    pub fn with_stream_fields(
+        kind: BodyKind,
+        profile: Arc<Profile>,
+        tally: Arc<Tally>,
+        fields: Arc<[Vec<super::PathSeg>]>,
+    ) -> Result<Self, MaskError> {
         Ok(match kind {
             BodyKind::Sse => Self::Sse(Box::new(SseMasker {
-                events: EventMasker::new(profile.clone(), tally.clone()),
+                events: EventMasker::with_fields(profile.clone(), tally.clone(), fields),
                 text: BTreeMap::new(),
                 named: false,
                 profile,
                 tally,
             })),
-            BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::new(profile, tally))),
+            BodyKind::Ndjson => Self::Ndjson(Box::new(EventMasker::with_fields(profile, tally, fields))),
             BodyKind::Text => Self::Text(Box::new(profile.stream(tally)), Some(Vec::new())),
             BodyKind::Html => Self::Text(Box::new(profile.markup_stream(tally, true)), Some(Vec::new())),
             BodyKind::Xml => Self::Text(Box::new(profile.markup_stream(tally, false)), Some(Vec::new())),

@@ -298,6 +298,8 @@ pub struct EventMasker {
     profile: Arc<Profile>,
     tally: Arc<Tally>,
     deltas: BTreeMap<String, Delta>,
+    /// Streamed fields the route names beyond the known shapes (`[*]`: any element).
+    fields: Arc<[Vec<PathSeg>]>,
 }
 
 /// A streamed text field found in an event: its stream key and path.
@@ -306,14 +308,28 @@ type Site = (String, Vec<PathSeg>);
 impl EventMasker {
     /// A masker for one response.
     pub fn new(profile: Arc<Profile>, tally: Arc<Tally>) -> Self {
-        Self { profile, tally, deltas: BTreeMap::new() }
+        Self::with_fields(profile, tally, Arc::from(Vec::new()))
+    }
+
+    /// A masker that also streams the string fields at `fields` (a route's `stream_fields`).
+    pub fn with_fields(profile: Arc<Profile>, tally: Arc<Tally>, fields: Arc<[Vec<PathSeg>]>) -> Self {
+        Self { profile, tally, deltas: BTreeMap::new(), fields }
     }
 
     /// Masks one event. Returns the events to send in its place, in order (extra delta events
     /// carrying released text may come first). An event that would open more than
     /// [`super::MAX_STREAMS`] streams is refused: its pieces cannot be judged joined.
     pub fn event(&mut self, mut v: Value) -> Result<Vec<Value>, super::MaskError> {
-        let (sites, ends, ends_before) = shape(&v);
+        let (mut sites, ends, ends_before) = shape(&v);
+        for pattern in self.fields.iter() {
+            let mut found = Vec::new();
+            expand(&v, pattern, &mut Vec::new(), &mut found);
+            for path in found {
+                if !sites.iter().any(|(_, p)| *p == path) {
+                    sites.push((format!("field/{path:?}"), path));
+                }
+            }
+        }
         let mut out = Vec::new();
         for prefix in &ends_before {
             out.extend(self.flush_prefix(prefix));
@@ -521,6 +537,39 @@ fn shape(v: &Value) -> (Vec<Site>, Vec<String>, Vec<String>) {
         ends.push("ollama/".into());
     }
     (sites, ends, ends_before)
+}
+
+/// The string fields of `v` that `pattern` names (`[*]` expanded to each element), as paths.
+fn expand(v: &Value, pattern: &[PathSeg], at: &mut Vec<PathSeg>, out: &mut Vec<Vec<PathSeg>>) {
+    let Some((first, rest)) = pattern.split_first() else {
+        if v.is_string() {
+            out.push(at.clone());
+        }
+        return;
+    };
+    match first {
+        PathSeg::Key(k) => {
+            if let Some(next) = v.get(k) {
+                at.push(first.clone());
+                expand(next, rest, at, out);
+                at.pop();
+            }
+        }
+        PathSeg::Index(Some(i)) => {
+            if let Some(next) = v.get(*i) {
+                at.push(first.clone());
+                expand(next, rest, at, out);
+                at.pop();
+            }
+        }
+        PathSeg::Index(None) => {
+            for (i, next) in v.as_array().into_iter().flatten().enumerate() {
+                at.push(PathSeg::Index(Some(i)));
+                expand(next, rest, at, out);
+                at.pop();
+            }
+        }
+    }
 }
 
 fn responses_key(v: &Value) -> String {
@@ -859,6 +908,28 @@ mod tests {
             let all = serde_json::to_string(&out).unwrap();
             assert!(all.contains("[PHI:SSN]") && !all.contains("9999"), "{name}: {all}");
         }
+    }
+
+    /// A route's `stream_fields` make any other shape's pieces one stream per field and element.
+    #[test]
+    fn configured_stream_fields_are_joined() {
+        let p = profile(vec![]);
+        let fields: Arc<[Vec<PathSeg>]> = Arc::from(vec![match FieldSelector::path("$.out[*].piece").unwrap() {
+            FieldSelector::Path(segs) => segs,
+            _ => unreachable!(),
+        }]);
+        let ev = |a: &str, b: &str| json!({"out": [{"piece": a}, {"piece": b}], "seq": 1});
+        let mut plain = EventMasker::new(p.clone(), Arc::new(Tally::default()));
+        let mut m = EventMasker::with_fields(p, Arc::new(Tally::default()), fields);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (x, y) in [("SSN 219", "mail jane"), ("-09-99", "@example"), ("99 ok", ".org now")] {
+            a.extend(m.event(ev(x, y)).unwrap());
+            b.extend(plain.event(ev(x, y)).unwrap());
+        }
+        a.extend(m.finish());
+        let all = serde_json::to_string(&a).unwrap();
+        assert!(all.contains("[PHI:SSN]") && all.contains("[PHI:EMAIL]") && !all.contains("9999"), "{all}");
+        assert!(!serde_json::to_string(&b).unwrap().contains("[PHI:SSN]"), "without them the pieces pass one by one");
     }
 
     /// A response that opens more streams than the gateway keeps is refused, not masked

@@ -1832,7 +1832,7 @@ async fn mask_response(
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
             while read_more(&mut body, &mut bytes, route, deadline).await? {}
-            Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, BodyKind::Json)?))
+            Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, BodyKind::Json, &route.stream_fields)?))
         }
         kind @ (BodyKind::Text | BodyKind::Html | BodyKind::Xml) => {
             // A text or markup body (or one with no type at all) that reads as JSON is masked as
@@ -1855,16 +1855,20 @@ async fn mask_response(
                 while more {
                     more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
-                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, kind)?));
+                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, kind, &route.stream_fields)?));
             }
-            let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+            let masker =
+                BodyMasker::with_stream_fields(kind, profile.clone(), tally.clone(), route.stream_fields.clone())
+                    .map_err(|e| e.to_string())?;
             headers.remove(header::CONTENT_LENGTH);
             let body =
                 if bytes.is_empty() { body } else { Prefixed { first: Some(bytes.freeze()), rest: body }.boxed() };
             Ok((body, Some(masker)))
         }
         kind => {
-            let masker = BodyMasker::new(kind, profile.clone(), tally.clone()).map_err(|e| e.to_string())?;
+            let masker =
+                BodyMasker::with_stream_fields(kind, profile.clone(), tally.clone(), route.stream_fields.clone())
+                    .map_err(|e| e.to_string())?;
             headers.remove(header::CONTENT_LENGTH);
             Ok((body, Some(masker)))
         }
@@ -1941,6 +1945,7 @@ fn mask_json_ish(
     tally: &Arc<Tally>,
     bytes: &[u8],
     kind: BodyKind,
+    stream_fields: &Arc<[Vec<crate::mask::PathSeg>]>,
 ) -> Result<Vec<u8>, String> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
         return crate::mask::json::mask_document(profile, bytes, tally).map_err(|e| e.to_string());
@@ -1958,9 +1963,12 @@ fn mask_json_ish(
     }
     // Not JSON after all: masked as what its type says (text or markup), in one piece.
     let (mut masker, units) = if all_json {
-        (BodyMasker::new(BodyKind::Ndjson, profile.clone(), tally.clone()), lines.collect::<Vec<_>>())
+        (
+            BodyMasker::with_stream_fields(BodyKind::Ndjson, profile.clone(), tally.clone(), stream_fields.clone()),
+            lines.collect::<Vec<_>>(),
+        )
     } else {
-        (BodyMasker::new(kind, profile.clone(), tally.clone()), vec![bytes])
+        (BodyMasker::with_stream_fields(kind, profile.clone(), tally.clone(), stream_fields.clone()), vec![bytes])
     };
     let masker = masker.as_mut().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(bytes.len());
