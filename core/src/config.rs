@@ -898,6 +898,10 @@ upstream = "127.0.0.1:5432"
         let text = MINIMAL.replace("durability = \"strict\"", "memtable_bytes = 4096");
         let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
         assert!(err.starts_with("journal.memtable_bytes"), "{err}");
+
+        let text = format!("{MINIMAL}stream_fields = [\"$.token.text\", \"token.text\"]\n");
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.contains("stream_fields") && err.contains("`token.text`"), "{err}");
         let text = MINIMAL.replace("durability = \"strict\"", "memtable_bytes = 1048576");
         assert_eq!(Config::parse(&text).unwrap().build().unwrap().journal.memtable_bytes, 1 << 20);
     }
