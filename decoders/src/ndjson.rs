@@ -24,6 +24,9 @@ pub struct NdjsonLine {
 #[derive(Debug, Clone)]
 pub struct NdjsonDecoder {
     max_line: usize,
+    /// How much of the buffered line has been scanned for its LF: each byte is scanned once
+    /// however the line arrives.
+    scanned: usize,
 }
 
 impl Default for NdjsonDecoder {
@@ -47,7 +50,7 @@ fn line(raw: Bytes) -> Result<NdjsonLine, DecodeError> {
 impl NdjsonDecoder {
     /// A decoder that refuses lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        Self { max_line }
+        Self { max_line, scanned: 0 }
     }
 
     /// At the end of the stream: a last line without its LF is still a line.
@@ -58,6 +61,7 @@ impl NdjsonDecoder {
         if buf.is_empty() {
             return Ok(None);
         }
+        self.scanned = 0;
         line(buf.split().freeze()).map(Some)
     }
 }
@@ -67,12 +71,17 @@ impl Decoder for NdjsonDecoder {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<NdjsonLine>, DecodeError> {
         let window = &buf[..buf.len().min(self.max_line + 1)];
-        match window.iter().position(|&b| b == b'\n') {
-            Some(i) => line(buf.split_to(i + 1).freeze()).map(Some),
-            None if buf.len() > self.max_line => {
-                Err(DecodeError::TooLong { what: "NDJSON line", len: buf.len(), max: self.max_line })
+        let from = self.scanned.min(window.len());
+        match memchr::memchr(b'\n', &window[from..]).map(|k| from + k) {
+            Some(i) => {
+                self.scanned = 0;
+                line(buf.split_to(i + 1).freeze()).map(Some)
             }
-            None => Ok(None),
+            None if buf.len() <= self.max_line => {
+                self.scanned = window.len();
+                Ok(None)
+            }
+            None => Err(DecodeError::TooLong { what: "NDJSON line", len: buf.len(), max: self.max_line }),
         }
     }
 }
@@ -97,6 +106,22 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A line arriving byte by byte is scanned once.
+    #[test]
+    fn a_line_arriving_in_pieces_is_scanned_once() {
+        let mut dec = NdjsonDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut lines = Vec::new();
+        for &b in b"{\"a\":1}\n{\"b\":2}\n".iter() {
+            buf.extend_from_slice(&[b]);
+            if let Some(l) = dec.decode(&mut buf).unwrap() {
+                lines.push(l.raw);
+            }
+            assert_eq!(dec.scanned, buf.len());
+        }
+        assert_eq!(lines, [&b"{\"a\":1}\n"[..], b"{\"b\":2}\n"]);
+    }
 
     /// Two lines of an Ollama `/api/generate` stream.
     const OLLAMA: &[u8] = b"{\"model\":\"llama3\",\"response\":\"Hel\",\"done\":false}\n\

@@ -57,6 +57,11 @@ pub struct SseDecoder {
     max_block: usize,
     /// Whether the stream's first bytes have been checked for a BOM.
     started: bool,
+    /// How far the buffered block has been scanned without finding its end, and where its
+    /// current line starts: each byte is scanned once however the block arrives (scanning it
+    /// from its start at every chunk would make a block sent byte by byte cost its length
+    /// squared).
+    scanned: (usize, usize),
 }
 
 impl Default for SseDecoder {
@@ -66,15 +71,23 @@ impl Default for SseDecoder {
 }
 
 /// Where the first blank line ends, if the buffer holds one: the length of the block including it.
-/// `Err(())` when a CR at the very end leaves the answer open.
-fn block_end(buf: &[u8]) -> Result<Option<usize>, ()> {
-    let mut i = 0;
-    let mut line_start = 0;
-    while i < buf.len() {
-        let b = buf[i];
+/// `Err(())` when a CR at the very end leaves the answer open. The scan starts at `at.0`, with
+/// the current line starting at `at.1` (both 0 for a new block), and `at` is left where it
+/// stopped.
+fn block_end(buf: &[u8], at: &mut (usize, usize)) -> Result<Option<usize>, ()> {
+    let (mut i, mut line_start) = *at;
+    let result = block_end_from(buf, &mut i, &mut line_start);
+    *at = (i, line_start);
+    result
+}
+
+fn block_end_from(buf: &[u8], at: &mut usize, line_start: &mut usize) -> Result<Option<usize>, ()> {
+    let i = at;
+    while *i < buf.len() {
+        let b = buf[*i];
         if b == b'\n' || b == b'\r' {
-            let empty = i == line_start;
-            let mut next = i + 1;
+            let empty = *i == *line_start;
+            let mut next = *i + 1;
             if b == b'\r' {
                 match buf.get(next) {
                     Some(b'\n') => next += 1,
@@ -86,10 +99,11 @@ fn block_end(buf: &[u8]) -> Result<Option<usize>, ()> {
             if empty {
                 return Ok(Some(next));
             }
-            line_start = next;
-            i = next;
+            *line_start = next;
+            *i = next;
         } else {
-            i += 1;
+            // The rest of a line at once.
+            *i = memchr::memchr2(b'\n', b'\r', &buf[*i..]).map_or(buf.len(), |k| *i + k);
         }
     }
     Ok(None)
@@ -158,7 +172,7 @@ fn parse_block(raw: Bytes) -> SseBlock {
 impl SseDecoder {
     /// A decoder that refuses blocks longer than `max_block` bytes.
     pub fn new(max_block: usize) -> Self {
-        Self { max_block, started: false }
+        Self { max_block, started: false, scanned: (0, 0) }
     }
 
     /// Skips a UTF-8 BOM at the very start of the stream (§9.2.6: "a single leading BOM is
@@ -207,7 +221,11 @@ impl Decoder for SseDecoder {
             return Ok(None);
         }
         let scan = &buf[..buf.len().min(self.max_block + 2)];
-        match block_end(scan) {
+        let found = block_end(scan, &mut self.scanned);
+        if matches!(found, Ok(Some(_))) {
+            self.scanned = (0, 0);
+        }
+        match found {
             Ok(Some(len)) if len <= self.max_block => Ok(Some(parse_block(buf.split_to(len).freeze()))),
             Ok(Some(len)) => Err(DecodeError::TooLong { what: "SSE event", len, max: self.max_block }),
             Ok(None) | Err(()) if buf.len() > self.max_block => {

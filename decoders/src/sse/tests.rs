@@ -130,3 +130,22 @@ proptest! {
         fuzz_stream(&data);
     }
 }
+
+/// A block arriving byte by byte is scanned once: each call starts where the last stopped,
+/// and the block reads the same as when it arrives whole (CR LF split between calls too).
+#[test]
+fn a_block_arriving_in_pieces_is_scanned_once() {
+    let text = b"data: one\r\ndata: two\r\n\r\ndata: three\n\n";
+    let mut dec = SseDecoder::default();
+    let mut buf = BytesMut::new();
+    let mut blocks = Vec::new();
+    for &b in text.iter() {
+        buf.extend_from_slice(&[b]);
+        while let Some(block) = dec.decode(&mut buf).unwrap() {
+            blocks.push(block);
+        }
+        // Nothing buffered is scanned again, bar a CR waiting for its LF.
+        assert!(dec.scanned.0 + 1 >= buf.len(), "{:?} of {}", dec.scanned, buf.len());
+    }
+    assert_eq!(blocks, decode_all(text, 1024).unwrap());
+}
