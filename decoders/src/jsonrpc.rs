@@ -150,11 +150,79 @@ fn message(v: Value) -> Result<Message, DecodeError> {
     }
 }
 
+/// Any JSON text in which no object has a key twice (keys compared as decoded).
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a key appears twice"));
+            }
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
+}
+
 /// Parses a body of at most `max` bytes.
 pub fn parse(body: &[u8], max: usize) -> Result<Body, DecodeError> {
     if body.len() > max {
         return Err(DecodeError::TooLong { what: "JSON-RPC body", len: body.len(), max });
     }
+    // A key that appears twice: this reader keeps the last, some servers the first, so the
+    // method or tool decided could differ from the one run.
+    serde_json::from_slice::<Unique>(body).map_err(|e| {
+        if e.is_data() {
+            malformed("a key appears twice in one object, which servers read differently")
+        } else {
+            malformed("not valid JSON")
+        }
+    })?;
     let v: Value = serde_json::from_slice(body).map_err(|_| malformed("not valid JSON"))?;
     match v {
         Value::Array(items) => {
@@ -256,6 +324,10 @@ mod tests {
             br#"[]"#,
             br#"not json"#,
             br#"[1]"#,
+            // A key twice: servers that keep the first would run what was not decided.
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete","name":"read"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"q":1,"\u0071":2}}}"#,
         ] {
             assert!(parse(bad, DEFAULT_MAX_BODY).is_err(), "{}", String::from_utf8_lossy(bad));
         }

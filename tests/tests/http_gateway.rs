@@ -406,6 +406,45 @@ async fn mcp_tool_calls_are_decided_by_tool_name() {
         ])
     });
     assert_eq!(code, 403);
+    // Two encodings in two headers are still an encoding.
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            auth.as_str(),
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: identity",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            read,
+            u.as_str(),
+        ])
+    });
+    assert_eq!(code, 403);
+    // A tool call sent with PUT is decided as one.
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            auth.as_str(),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            delete,
+            u.as_str(),
+        ])
+    });
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "no-deletes");
+    // A key twice, which servers that keep the first would read as `delete_record`.
+    let twice =
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"delete_record","name":"read_record"}}"#;
+    let (code, _, body) = post(twice);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["rule"], "inspect:body");
 
     let seen = s.upstream.seen();
     assert_eq!(seen.len(), 3, "initialize, tools/list and the allowed call reached the upstream");

@@ -694,11 +694,16 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // caller that did not authenticate.
     let (parts, body) = req.into_parts();
     let mut uninspectable = None;
-    let body: Body = if route.mcp && parts.method.as_str().eq_ignore_ascii_case("POST") && identified.is_ok() {
-        let encoded = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    // Every body but a GET's, HEAD's, DELETE's or OPTIONS' (whose bodies MCP does not use): a
+    // server that took JSON-RPC over PUT would otherwise run a tool call no rule saw.
+    let inspects_body =
+        !matches!(parts.method.as_str().to_ascii_uppercase().as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
+    let body: Body = if route.mcp && inspects_body && identified.is_ok() {
+        let encoded = parts.headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
+        });
         let limited = http_body_util::Limited::new(body, route.max_inspect_body).collect();
         match tokio::time::timeout(route.header_timeout, limited).await {
             Ok(Ok(collected)) => {
