@@ -75,6 +75,16 @@ pub(crate) struct Upstream {
     /// `http://host:port` or `https://host:port`.
     base: String,
     http2: bool,
+    /// Request bodies read whole for inspection, in KiB, across the route: each holds its
+    /// route's `max_inspect_body` while it is read, so many callers (or many HTTP/2 streams of
+    /// one) cannot make the gateway hold more than this.
+    inspecting: Arc<tokio::sync::Semaphore>,
+}
+
+/// The most memory a route spends on request bodies being read for inspection: 64 MiB, or
+/// 16 bodies of the route's `max_inspect_body` if that is more.
+fn inspect_budget_kib(route: &Route) -> usize {
+    (64 << 10).max(16 * route.max_inspect_body.div_ceil(1024))
 }
 
 impl Upstream {
@@ -103,7 +113,14 @@ impl Upstream {
             .http2_only(route.upstream_http2)
             .build(connector);
         let scheme = if route.upstream_client_tls.is_some() { "https" } else { "http" };
-        Ok(Self { client, base: format!("{scheme}://{}", route.upstream), http2: route.upstream_http2 })
+        Ok(Self {
+            client,
+            base: format!("{scheme}://{}", route.upstream),
+            http2: route.upstream_http2,
+            inspecting: Arc::new(tokio::sync::Semaphore::new(
+                inspect_budget_kib(route).min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        })
     }
 }
 
@@ -705,7 +722,17 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
         });
         let limited = http_body_util::Limited::new(body, route.max_inspect_body).collect();
-        match tokio::time::timeout(route.header_timeout, limited).await {
+        // Room in the route's inspection budget first (held while the body is read).
+        let units = u32::try_from(route.max_inspect_body.div_ceil(1024)).unwrap_or(u32::MAX);
+        let budget = ctx.http_upstream.as_ref().map(|u| u.inspecting.clone());
+        let read = async move {
+            let _room = match budget {
+                Some(b) => Some(b.acquire_many_owned(units).await),
+                None => None,
+            };
+            limited.await
+        };
+        match tokio::time::timeout(route.header_timeout, read).await {
             Ok(Ok(collected)) => {
                 let bytes = collected.to_bytes();
                 let parsed = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body);
