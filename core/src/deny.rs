@@ -30,7 +30,14 @@ pub enum DenialKind {
     Forbidden,
     /// A rule holds the operation for a human approver.
     ApprovalRequired,
+    /// The session the request names is not the caller's (an MCP `Mcp-Session-Id` another
+    /// caller opened, or one the gateway never saw opened): answered as not found, on which
+    /// MCP clients open a new session.
+    UnknownSession,
 }
+
+/// The rule of a refusal for an MCP session that is not the caller's.
+pub const MCP_SESSION_RULE: &str = "mcp:session";
 
 /// A refusal, ready to render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +70,7 @@ impl Denial {
     pub fn from_decision(d: &Decision, request_id: impl Into<String>) -> Option<Self> {
         let (kind, message) = match d.effect {
             Effect::Allow => return None,
+            Effect::Deny if d.rule == MCP_SESSION_RULE => (DenialKind::UnknownSession, d.reason.clone()),
             Effect::Deny => (DenialKind::Forbidden, format!("denied by rule `{}`: {}", d.rule, d.reason)),
             Effect::RequireApproval => (
                 DenialKind::ApprovalRequired,
@@ -124,6 +132,7 @@ pub fn http(d: &Denial, realm: &str) -> HttpDenial {
         }
         DenialKind::Forbidden => (403, "forbidden", vec![]),
         DenialKind::ApprovalRequired => (403, "approval_required", vec![]),
+        DenialKind::UnknownSession => (404, "session_not_found", vec![]),
     };
     let body = serde_json::to_vec(&HttpBody { error, message: &d.message, request_id: &d.request_id, rule: &d.rule })
         .unwrap_or_default();
@@ -138,6 +147,8 @@ pub mod grpc_code {
     pub const PERMISSION_DENIED: u32 = 7;
     /// The request does not have valid authentication credentials.
     pub const UNAUTHENTICATED: u32 = 16;
+    /// Something the request names was not found.
+    pub const NOT_FOUND: u32 = 5;
 }
 
 /// Renders a denial as a gRPC status code and message (`grpc-status`, `grpc-message`).
@@ -145,6 +156,7 @@ pub fn grpc(d: &Denial) -> (u32, String) {
     let code = match d.kind {
         DenialKind::Unauthenticated { .. } => grpc_code::UNAUTHENTICATED,
         DenialKind::Forbidden | DenialKind::ApprovalRequired => grpc_code::PERMISSION_DENIED,
+        DenialKind::UnknownSession => grpc_code::NOT_FOUND,
     };
     (code, format!("{} (rule {}, request {})", d.message, d.rule, d.request_id))
 }
@@ -157,7 +169,7 @@ pub fn sqlstate(d: &Denial) -> &'static str {
         // invalid_authorization_specification
         DenialKind::Unauthenticated { credential_presented: false, .. } => "28000",
         // insufficient_privilege
-        DenialKind::Forbidden | DenialKind::ApprovalRequired => "42501",
+        DenialKind::Forbidden | DenialKind::ApprovalRequired | DenialKind::UnknownSession => "42501",
     }
 }
 

@@ -824,6 +824,14 @@ impl HttpUpstream {
     }
 }
 
+/// The value of header `name` in a block of response headers (as `curl` returns them).
+pub fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// Runs curl with `args` (bounded), returning (status code, response headers, body).
 pub fn curl(args: &[&str]) -> (u16, String, String) {
     let dir = tempfile::tempdir().unwrap();

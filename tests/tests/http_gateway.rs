@@ -53,13 +53,6 @@ fn url(s: &Setup, path: &str) -> String {
     format!("http://{}{path}", s.gw.addr("llm"))
 }
 
-fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
-    headers.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 fn jwt(s: &Setup, exp_offset: i64) -> String {
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let claims = serde_json::json!({"iss": s.issuer, "aud": "airlock", "sub": "alice", "exp": now + exp_offset, "groups": ["clinician"]});

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use airlock_tests::*;
 
 const CALLER_KEY: &str = "ak_mcp_agent";
+const OTHER_KEY: &str = "ak_mcp_other";
 
 struct Server(std::process::Child);
 
@@ -41,11 +42,13 @@ async fn an_mcp_session_goes_through_and_a_denied_tool_never_runs() {
     let config = format!(
         "[[route]]\nname = \"mcp\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"127.0.0.1:{port}\"\nmcp = true\n\n\
          [[identity.api_key]]\nname = \"mcp-agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
+         [[identity.api_key]]\nname = \"other-agent\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n\n\
          [[rule]]\nid = \"agents-never-delete\"\neffect = \"deny\"\nroles = [\"agent\"]\nreason = \"agents may not delete records\"\n\
          mcp = {{ tools = [\"delete_*\"] }}\n\
          [[rule]]\nid = \"no-internal\"\neffect = \"deny\"\nreason = \"internal endpoints are closed\"\n\
          http = {{ methods = [\"POST\"], path = \"/internal/**\" }}\n",
-        airlock::identity::apikey::format_hash(CALLER_KEY)
+        airlock::identity::apikey::format_hash(CALLER_KEY),
+        airlock::identity::apikey::format_hash(OTHER_KEY),
     );
     let mut gw = TestGateway::start(&config).await.unwrap();
     let url = format!("http://{}/mcp", gw.addr("mcp"));
@@ -81,6 +84,42 @@ async fn an_mcp_session_goes_through_and_a_denied_tool_never_runs() {
     });
     assert_eq!(code, 403, "{answer}");
     assert!(answer.contains("no-internal"), "{answer}");
+
+    // A session belongs to the caller it was opened for: another caller naming its id, like a
+    // caller naming an id the gateway never saw opened, gets a 404 (MCP clients then open a
+    // new session), and the upstream never hears of it.
+    let mcp_post = |key: &str, session: Option<&str>, body: &str| {
+        let mut args = vec![
+            "-H".to_owned(),
+            format!("Authorization: Bearer {key}"),
+            "-H".into(),
+            "content-type: application/json".into(),
+            "-H".into(),
+            "accept: application/json, text/event-stream".into(),
+            "--data-binary".into(),
+            body.to_owned(),
+            url.clone(),
+        ];
+        if let Some(id) = session {
+            args.extend(["-H".into(), format!("mcp-session-id: {id}")]);
+        }
+        tokio::task::block_in_place(|| curl(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (code, headers, body) = mcp_post(CALLER_KEY, None, init);
+    assert_eq!(code, 200, "{body}");
+    let id = header(&headers, "mcp-session-id").expect("the server opened a session").to_owned();
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let (code, _, body) = mcp_post(OTHER_KEY, Some(&id), list);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("session_not_found") && body.contains("another caller"), "{body}");
+    let (code, _, body) = mcp_post(CALLER_KEY, Some("0123456789abcdef"), list);
+    assert_eq!(code, 404, "{body}");
+    let notified = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(mcp_post(CALLER_KEY, Some(&id), notified).0, 202);
+    let (code, _, body) = mcp_post(CALLER_KEY, Some(&id), list);
+    assert_eq!(code, 200, "its own caller goes on: {body}");
+    assert!(body.contains("read_record"), "{body}");
     gw.stop().await;
 
     let mut decisions = Vec::new();

@@ -79,6 +79,33 @@ pub(crate) struct Upstream {
     /// route's `max_inspect_body` while it is read, so many callers (or many HTTP/2 streams of
     /// one) cannot make the gateway hold more than this.
     inspecting: Arc<tokio::sync::Semaphore>,
+    /// MCP routes: who opened each session the upstream named (`Mcp-Session-Id`). Every caller
+    /// reaches the upstream with the route's one credential, so the session id is all that
+    /// keeps one caller's session (its tool results, its resumable streams) from another.
+    mcp_sessions: std::sync::Mutex<McpSessions>,
+}
+
+/// The owners of the MCP sessions a route has seen, newest last (bounded: the oldest go first).
+#[derive(Debug, Default)]
+struct McpSessions {
+    owner: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Most MCP sessions a route remembers.
+const MAX_MCP_SESSIONS: usize = 65_536;
+
+impl McpSessions {
+    fn insert(&mut self, id: &str, principal: &str) {
+        if self.owner.insert(id.to_owned(), principal.to_owned()).is_none() {
+            self.order.push_back(id.to_owned());
+            while self.order.len() > MAX_MCP_SESSIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.owner.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The most memory a route spends on request bodies being read for inspection: 64 MiB, or
@@ -120,6 +147,7 @@ impl Upstream {
             inspecting: Arc::new(tokio::sync::Semaphore::new(
                 inspect_budget_kib(route).min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            mcp_sessions: Default::default(),
         })
     }
 }
@@ -537,6 +565,28 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// The `Mcp-Session-Id` a request or response carries.
+fn mcp_session_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+/// On an MCP route, why a request may not use the session it names, if it may not: the
+/// gateway did not see the upstream open it (it may have restarted), or opened it for another
+/// caller. The caller gets a 404, on which MCP clients open a new session.
+fn mcp_session_stranger(ctx: &SessionCtx, headers: &HeaderMap, p: &Principal) -> Option<String> {
+    if !ctx.route.mcp {
+        return None;
+    }
+    let id = mcp_session_id(headers)?;
+    let up = ctx.http_upstream.as_ref()?;
+    let owner = up.mcp_sessions.lock().ok()?.owner.get(id).cloned();
+    match owner {
+        Some(o) if o == p.label() => None,
+        Some(_) => Some("the MCP session was opened by another caller".into()),
+        None => Some("the gateway did not see this MCP session opened; initialize a new one".into()),
+    }
+}
+
 /// The other paths a server might read in the canonical `path`: with `%2F` decoded, with
 /// `;parameters` dropped from each segment, in lower case — each made canonical again.
 fn path_readings(path: &str) -> Vec<String> {
@@ -774,7 +824,15 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             reason: why.clone(),
             policy_version: access.policy.version.clone(),
         }),
-        (Ok(p), None) => Ok(decide_views(&access, &route.name, p, &operation, &http_views)),
+        (Ok(p), None) => Ok(match mcp_session_stranger(ctx, &parts.headers, p) {
+            Some(why) => crate::policy::Decision {
+                effect: crate::policy::Effect::Deny,
+                rule: crate::deny::MCP_SESSION_RULE.into(),
+                reason: why,
+                policy_version: access.policy.version.clone(),
+            },
+            None => decide_views(&access, &route.name, p, &operation, &http_views),
+        }),
     };
 
     // 2. The session (this request) and its decision, durable before anything is forwarded.
@@ -1048,6 +1106,13 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             }
         };
     let (mut parts, body) = resp.into_parts();
+    // An MCP session the upstream opens belongs to the caller it opened it for.
+    if route.mcp
+        && let (Some(id), Some(up)) = (mcp_session_id(&parts.headers), ctx.http_upstream.as_ref())
+        && let Ok(mut sessions) = up.mcp_sessions.lock()
+    {
+        sessions.insert(id, &principal_label);
+    }
     // On a masked route, a coding the gateway does not undo is refused before the hop-by-hop
     // headers go: a `Transfer-Encoding: gzip, chunked` (hyper undoes only the chunking), or a
     // `Content-Encoding` that `Connection` names, would otherwise lose the header that says the
