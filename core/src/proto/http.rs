@@ -565,6 +565,15 @@ fn canonical_path(path: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// Removes the headers named in `names` (lower case). One pass over the few headers a request
+/// has, rather than a lookup per name: most requests carry none of them.
+fn strip_headers(headers: &mut HeaderMap, names: &[&str]) {
+    let present: Vec<HeaderName> = headers.keys().filter(|k| names.contains(&k.as_str())).cloned().collect();
+    for name in present {
+        headers.remove(name);
+    }
+}
+
 /// The `Mcp-Session-Id` a request or response carries.
 fn mcp_session_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
@@ -648,22 +657,25 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     }
     // TRACE (and its kin) has the upstream echo the request, injected credentials included;
     // CONNECT would open a tunnel nothing inspects.
-    let upper = req.method().as_str().to_ascii_uppercase();
-    if matches!(upper.as_str(), "TRACE" | "TRACK" | "CONNECT") {
+    if let Some(refused) =
+        ["TRACE", "TRACK", "CONNECT"].into_iter().find(|m| req.method().as_str().eq_ignore_ascii_case(m))
+    {
         ctx.metrics.error("http_parse");
-        super::session::refuse(ctx, conn.peer, &format!("method {upper} refused, answered 405")).await;
+        super::session::refuse(ctx, conn.peer, &format!("method {refused} refused, answered 405")).await;
         return error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            &format!("{upper} is not forwarded by this gateway"),
+            &format!("{refused} is not forwarded by this gateway"),
             "-",
         );
     }
     // Methods are case-sensitive in HTTP, but many servers fold them: a standard method in
     // another case goes on as the method it is decided as.
-    if upper != req.method().as_str()
-        && ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].contains(&upper.as_str())
-        && let Ok(m) = hyper::Method::from_bytes(upper.as_bytes())
+    if req.method().as_str().bytes().any(|b| b.is_ascii_lowercase())
+        && let Some(m) = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+            .into_iter()
+            .find(|m| req.method().as_str().eq_ignore_ascii_case(m))
+        && let Ok(m) = hyper::Method::from_bytes(m.as_bytes())
     {
         *req.method_mut() = m;
     }
@@ -691,9 +703,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     }
     // A method override would have the upstream run another method than the one decided, and
     // a URL override another path (IIS URL Rewrite and some frameworks read these).
-    for h in ["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"] {
-        req.headers_mut().remove(h);
-    }
+    strip_headers(
+        req.headers_mut(),
+        &["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"],
+    );
     let access = ctx.access.current();
 
     // 1. Who is calling.
@@ -933,24 +946,25 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     strip_hop_by_hop(&mut headers);
     if !route.trust_forwarded {
         // The caller's word about who and where it is, which upstreams may trust.
-        headers.remove(header::FORWARDED);
-        for h in [
-            "x-real-ip",
-            "x-forwarded-host",
-            "x-forwarded-prefix",
-            "x-forwarded-port",
-            "x-forwarded-server",
-            "x-forwarded-scheme",
-            "x-host",
-            "x-original-host",
-            "true-client-ip",
-            "x-client-ip",
-            "x-cluster-client-ip",
-            "cf-connecting-ip",
-            "fastly-client-ip",
-        ] {
-            headers.remove(HeaderName::from_static(h));
-        }
+        strip_headers(
+            &mut headers,
+            &[
+                "forwarded",
+                "x-real-ip",
+                "x-forwarded-host",
+                "x-forwarded-prefix",
+                "x-forwarded-port",
+                "x-forwarded-server",
+                "x-forwarded-scheme",
+                "x-host",
+                "x-original-host",
+                "true-client-ip",
+                "x-client-ip",
+                "x-cluster-client-ip",
+                "cf-connecting-ip",
+                "fastly-client-ip",
+            ],
+        );
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let peer_ip = conn.peer.ip().to_string();
