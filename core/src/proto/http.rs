@@ -1154,7 +1154,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let mut masker = None;
     if let Some(profile) = &mask {
         match mask_response(
-            route,
+            ctx,
             profile,
             &tally,
             &mut parts.headers,
@@ -1885,7 +1885,7 @@ fn mask_refusal(principal: &str, why: &str) -> crate::journal::record::DecisionM
 /// inspection limit) and masked whole; a stream gets its unit masker; an encoded, binary or
 /// schema-less body is refused. Headers that describe the upstream's bytes go.
 async fn mask_response(
-    route: &Route,
+    ctx: &SessionCtx,
     profile: &Arc<crate::mask::Profile>,
     tally: &Arc<Tally>,
     headers: &mut HeaderMap,
@@ -1893,6 +1893,8 @@ async fn mask_response(
     grpc_path: Option<&str>,
     deadline: Option<Instant>,
 ) -> Result<(Body, Option<BodyMasker>), String> {
+    let route = &ctx.route;
+    let budget = ctx.http_upstream.as_ref().map(|u| u.inspecting.clone());
     // Any header can quote a value: the gRPC status message (a Trailers-Only answer carries it
     // here), a redirect target, a file name, custom metadata. Binary headers cannot be read, so
     // they go.
@@ -1942,6 +1944,7 @@ async fn mask_response(
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
+            let _room = inspection_room(budget, route, deadline).await?;
             while read_more(&mut body, &mut bytes, route, deadline).await? {}
             Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, BodyKind::Json, &route.stream_fields)?))
         }
@@ -1963,6 +1966,7 @@ async fn mask_response(
                 );
             }
             if looks == JsonLook::Json {
+                let _room = inspection_room(budget, route, deadline).await?;
                 while more {
                     more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
@@ -1983,6 +1987,23 @@ async fn mask_response(
             headers.remove(header::CONTENT_LENGTH);
             Ok((body, Some(masker)))
         }
+    }
+}
+
+/// Room in the route's inspection budget for one body read whole (see `Upstream::inspecting`),
+/// held until the permit is dropped; waited for no longer than the route's idle timeout.
+async fn inspection_room(
+    budget: Option<Arc<tokio::sync::Semaphore>>,
+    route: &Route,
+    deadline: Option<Instant>,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, String> {
+    let Some(budget) = budget else { return Ok(None) };
+    let units = u32::try_from(route.max_inspect_body.div_ceil(1024)).unwrap_or(u32::MAX);
+    let wait =
+        deadline.map_or(route.idle_timeout, |d| route.idle_timeout.min(d.saturating_duration_since(Instant::now())));
+    match tokio::time::timeout(wait, budget.acquire_many_owned(units)).await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        _ => Err("the gateway is already reading as many bodies for masking as this route may hold".into()),
     }
 }
 
