@@ -2280,7 +2280,10 @@ mod tests {
 
     use hyper::header::{HeaderMap, HeaderValue};
 
-    use super::{JSON_LOOK_MAX, JsonLook, json_look, mask_headers, percent_decode, percent_encode};
+    use super::{
+        JSON_LOOK_MAX, JsonLook, inspect_budget_kib, inspection_room, json_look, mask_headers, path_readings,
+        percent_decode, percent_encode,
+    };
     use crate::mask::{Detector, Profile, ProfileSpec, Tally};
 
     #[test]
@@ -2334,6 +2337,39 @@ mod tests {
         assert!(location.starts_with("/find?email=") && !location.contains("example.org"), "{location}");
         let msg = percent_decode(h["grpc-message"].as_bytes());
         assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
+    }
+
+    #[test]
+    fn other_readings_of_a_path_are_found() {
+        assert!(path_readings("/v1/models").is_empty(), "nothing to read otherwise");
+        assert_eq!(path_readings("/v1/public/..;/admin/x"), ["/v1/admin/x"]);
+        assert_eq!(path_readings("/v1/admin;jsessionid=1/x"), ["/v1/admin/x"]);
+        assert_eq!(path_readings("/V1/Admin"), ["/v1/admin"]);
+        assert_eq!(path_readings("/v1/a%2F..%2Fadmin"), ["/v1/admin"]);
+        // Each reading and each combination of them.
+        assert_eq!(
+            path_readings("/A%2F..%2FB;x/c"),
+            ["/B;x/c", "/A%2F..%2FB/c", "/B/c", "/a%2F..%2Fb;x/c", "/b;x/c", "/a%2F..%2Fb/c", "/b/c"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_inspection_budget_is_waited_for_and_given_back() {
+        let cfg = crate::config::Config::parse(
+            "[[route]]\nname = \"h\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"127.0.0.1:1\"\n\
+             max_inspect_body = 4194304\nidle_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        let route = cfg.build().unwrap().routes[0].clone();
+        let budget = Arc::new(tokio::sync::Semaphore::new(inspect_budget_kib(&route)));
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(inspection_room(Some(budget.clone()), &route, None).await.unwrap());
+        }
+        let err = inspection_room(Some(budget.clone()), &route, None).await.unwrap_err();
+        assert!(err.contains("as many bodies"), "{err}");
+        held.pop();
+        assert!(inspection_room(Some(budget), &route, None).await.is_ok(), "a finished body gives its room back");
     }
 
     #[test]
