@@ -187,8 +187,9 @@ impl BodyMasker {
                 // duplicate key the client would read first).
                 match serde_json::from_slice::<Value>(trimmed) {
                     Ok(v) => m.event(v)?.iter().map(ndjson_line).collect(),
-                    // A line that is not JSON is masked as text (it is whole).
-                    Err(_) => Ok(vec![Bytes::from(m.profile().mask_text(&unit, m.tally()))]),
+                    // A line that is not JSON to this reader (a lone surrogate escape, `NaN`)
+                    // may be to a lenient one: refused, not scanned with its escapes unread.
+                    Err(_) => Err(MaskError::Uninspectable("a JSON line that does not parse")),
                 }
             }
             Self::Sse(s) => s.block(unit),
@@ -214,6 +215,15 @@ impl BodyMasker {
 /// Whether a body starts with a UTF-16 (or UTF-32 little-endian) byte-order mark.
 pub fn utf16_bom(head: &[u8]) -> bool {
     head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF])
+}
+
+/// Whether text starts as a JSON object or array does (`{"`, `{}`, `[{`, `["`, `[[`, `[]`).
+fn looks_like_json(text: &str) -> bool {
+    let mut significant = text.bytes().filter(|b| !b.is_ascii_whitespace());
+    matches!(
+        (significant.next(), significant.next()),
+        (Some(b'{'), Some(b'"' | b'}')) | (Some(b'['), Some(b'{' | b'"' | b'[' | b']'))
+    )
 }
 
 fn nonempty(b: Vec<u8>) -> Vec<Bytes> {
@@ -292,6 +302,11 @@ impl SseMasker {
                 }
                 let data = serde_json::to_string(&super::into_string(masked)).map_err(MaskError::Json)?;
                 Ok(vec![sse::encode(&Event { data, ..event })])
+            }
+            // Data that starts like a JSON object or array but does not parse (`NaN`, a lone
+            // surrogate escape) may parse for a lenient client: refused, not read as text.
+            Err(_) if looks_like_json(&event.data) => {
+                Err(MaskError::Uninspectable("SSE data that reads like JSON but does not parse"))
             }
             _ => {
                 let masked = self.text_stream(TextKey::Raw(event.event.clone()))?.push(event.data.as_bytes());
@@ -425,6 +440,24 @@ mod tests {
         // A UTF-8 byte-order mark is UTF-8.
         let mut m = masker(BodyKind::Text);
         assert_eq!(run(&mut m, &["\u{feff}SSN 219-09-9999"]), "\u{feff}SSN [PHI:SSN]");
+    }
+
+    #[test]
+    fn json_this_reader_cannot_read_is_refused_not_scanned_as_text() {
+        // Python's `json` writes and reads `NaN`; serde_json reads neither `NaN` nor a lone
+        // surrogate escape, whose neighbours a lenient client would still decode.
+        for bad in ["{\"t\":\"SSN:\\n219-09-9999\",\"x\":NaN}", "{\"n\":\"\\ud800 jane\\u0040example.org\"}"] {
+            let mut m = masker(BodyKind::Ndjson);
+            assert!(matches!(m.unit(Bytes::from(format!("{bad}\n"))), Err(MaskError::Uninspectable(_))), "{bad}");
+            let mut m = masker(BodyKind::Sse);
+            assert!(matches!(m.unit(Bytes::from(format!("data: {bad}\n\n"))), Err(MaskError::Uninspectable(_))));
+        }
+        // Text that only starts with a bracket is text.
+        let mut m = masker(BodyKind::Sse);
+        let out = run(&mut m, &["data: [1/3] step done\n\n"]);
+        let text: String =
+            sse::decode_all(out.as_bytes(), 64).unwrap().into_iter().filter_map(|b| b.event).map(|e| e.data).collect();
+        assert_eq!(text, "[1/3] step done");
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl CleanKeys {
 
 /// Masks a JSON body. Most documents are masked in their own text (see `in_place`): key order,
 /// spacing and number spelling are kept. The rest are parsed, masked and re-serialized. A body
-/// that is not JSON is masked as text.
+/// that is not JSON is refused.
 pub fn mask_document(profile: &Profile, body: &[u8], tally: &Tally) -> Result<Vec<u8>, super::MaskError> {
     if let Some(out) = in_place::mask(profile, body, tally) {
         return Ok(out);
@@ -66,7 +66,9 @@ pub fn mask_document(profile: &Profile, body: &[u8], tally: &Tally) -> Result<Ve
             }
             Ok(out)
         }
-        Err(_) => Ok(profile.mask_text(body, tally)),
+        // Not JSON to this reader (a lone surrogate escape, `NaN`, …) though a lenient one may
+        // read it: refused, not scanned as text with its escapes unread.
+        Err(_) => Err(super::MaskError::Uninspectable("a JSON document that does not parse")),
     }
 }
 

@@ -2079,13 +2079,14 @@ fn mask_json_ish(
     kind: BodyKind,
     stream_fields: &Arc<[Vec<crate::mask::PathSeg>]>,
 ) -> Result<Vec<u8>, String> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+    // Read as values, not only as grammar: a lone surrogate escape passes the grammar.
+    if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() {
         return crate::mask::json::mask_document(profile, bytes, tally).map_err(|e| e.to_string());
     }
     let lines = bytes.split_inclusive(|&b| b == b'\n');
     let all_json = lines.clone().all(|l| {
         let t = l.trim_ascii();
-        t.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok()
+        t.is_empty() || serde_json::from_slice::<serde_json::Value>(t).is_ok()
     });
     // JSON Lines under a JSON type are masked line by line. A JSON body that is neither is
     // refused: its reader may still read it (Python's `json` takes `NaN`, and detects UTF-16),
