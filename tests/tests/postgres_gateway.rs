@@ -1036,6 +1036,14 @@ async fn a_reload_applies_to_open_sessions() {
     let Rig { mut gw, pg: _pg, dir: _dir, config } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
     let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
     let query = || FrontendMessage::Query { sql: Bytes::from_static(b"select count(*) from pg_class") };
+    // A statement prepared now, to be executed after the key is gone.
+    let p = Bytes::from_static(b"p");
+    s.send(&[
+        FrontendMessage::Parse { name: p.clone(), sql: Bytes::from_static(b"select 1"), param_types: vec![] },
+        FrontendMessage::Sync,
+    ])
+    .await;
+    s.until_ready().await;
     s.send(&[query()]).await;
     let seen = s.until_ready().await;
     assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
@@ -1047,11 +1055,23 @@ async fn a_reload_applies_to_open_sessions() {
     let seen = s.until_ready().await;
     let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
-    // The key removed: the session it opened ends at its next statement.
+    // The key removed: the session it opened ends at its next message, though that is only
+    // the Bind and Execute of a statement prepared before.
     let without = config.replace(&api_key("agent", AGENT_KEY, "agent"), &api_key("other", "ak_other_1", "agent"));
     let access = airlock::config::Config::parse(&without).unwrap().build_access().unwrap();
     gw.gw().reload_access(access).unwrap();
-    s.send(&[query()]).await;
+    s.send(&[
+        FrontendMessage::Bind {
+            portal: Bytes::new(),
+            statement: p,
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        },
+        FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 },
+        FrontendMessage::Sync,
+    ])
+    .await;
     let mut seen = Vec::new();
     while let Some(m) = s.next().await {
         seen.push(m);

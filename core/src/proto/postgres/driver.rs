@@ -708,17 +708,25 @@ fn option_settings(options: &str) -> Vec<String> {
     if !current.is_empty() {
         args.push(current);
     }
+    // As the server's getopt reads them (`process_postgres_switches`): letters may be bundled
+    // (`-ec role=x` is `-e -c role=x`), and a letter that takes an argument takes the rest of
+    // its word, or the next word.
+    const TAKES_ARGUMENT: &[u8] = b"BcCDdfhkNprStvW-";
     let mut names = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let setting = if arg == "-c" {
-            args.next().map(String::as_str)
-        } else {
-            arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c"))
-        };
-        if let Some(setting) = setting {
-            let name = setting.split('=').next().unwrap_or("");
-            names.push(name.to_ascii_lowercase().replace('-', "_"));
+        let Some(letters) = arg.strip_prefix('-') else { continue };
+        for (i, letter) in letters.bytes().enumerate() {
+            if !TAKES_ARGUMENT.contains(&letter) {
+                continue;
+            }
+            let rest = &letters[i + 1..];
+            let value = if rest.is_empty() { args.next().map(String::as_str) } else { Some(rest) };
+            if let (b'c' | b'-', Some(setting)) = (letter, value) {
+                let name = setting.split('=').next().unwrap_or("");
+                names.push(name.to_ascii_lowercase().replace('-', "_"));
+            }
+            break;
         }
     }
     names
@@ -935,9 +943,10 @@ async fn relay(
                 _ => None,
             };
             let mut forward = raw;
-            if let Some(sql) = sql {
-                // The identity in force now, too: a key removed (or given other roles) by a
-                // reload ends the sessions it opened, at their next statement.
+            // The identity in force now, too: a key removed (or given other roles) by a reload
+            // ends the sessions it opened, at their next message (a Bind and Execute of a
+            // statement prepared before as well).
+            {
                 let access = ctx.access.current();
                 if let Some(why) = access.identity.revoked(principal) {
                     let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
@@ -946,7 +955,7 @@ async fn relay(
                         rule: "identity:revoked".into(),
                         reason: why.clone(),
                         principal: principal.label(),
-                        request: "sql (not judged)".into(),
+                        request: "message (not judged)".into(),
                         policy_version: Some(access.policy.version.clone()),
                         break_glass: false,
                     });
@@ -954,6 +963,8 @@ async fn relay(
                     fatal(sj, client, strict, &counters[1], "28000", &format!("{why}; the session ends")).await;
                     return format!("credential revoked: {why}");
                 }
+            }
+            if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
                     decide_function_call(&ctx.access.current(), &route.name, principal, trusted_roles)
                 } else {
@@ -1086,13 +1097,21 @@ mod tests {
         );
         assert_eq!(option_settings(r"-c application_name=a\ -c\ role=x"), ["application_name"]);
         assert_eq!(option_settings("-e  -c  DateStyle=ISO"), ["datestyle"]);
+        // Bundled letters, as getopt reads them.
+        assert_eq!(option_settings("-ec role=postgres"), ["role"]);
+        assert_eq!(option_settings("-ecclient_encoding=SJIS"), ["client_encoding"]);
+        assert_eq!(option_settings("-B 8 -c a=1"), ["a"], "an argument is not a setting");
         let refused = |options: &str| {
             let o = Bytes::copy_from_slice(options.as_bytes());
             lexing_startup_parameter(&|n: &[u8]| (n == b"options").then(|| o.clone()))
         };
-        for bad in
-            ["-c standard-conforming-strings=off", "-c role=postgres", "--ROLE=postgres", "-cclient_encoding=sjis"]
-        {
+        for bad in [
+            "-c standard-conforming-strings=off",
+            "-c role=postgres",
+            "--ROLE=postgres",
+            "-cclient_encoding=sjis",
+            "-ec role=x",
+        ] {
             assert!(refused(bad).is_some(), "{bad}");
         }
         assert_eq!(refused("-c search_path=app -c statement_timeout=5s"), None);
