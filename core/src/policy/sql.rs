@@ -267,6 +267,9 @@ struct Walk {
     wildcard: bool,
     /// See [`SqlStatement::derived`].
     derived: Vec<String>,
+    /// Unqualified names where a returned value was expected: a table or alias among them is a
+    /// whole row (`SELECT p FROM patients p`, `row_to_json(p)`).
+    bare: Vec<String>,
 }
 
 impl Visitor for Walk {
@@ -287,15 +290,27 @@ impl Visitor for Walk {
             Statement::Delete(d) => d.returning.as_deref(),
             _ => None,
         };
+        // PostgreSQL names the source column of a plain RETURNING item, as of a SELECT's.
         for item in returning.unwrap_or_default() {
             if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
-                identifiers(e, &mut self.derived);
+                projected(e, false, &mut self.derived, &mut self.bare);
             }
         }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        // Values computed in FROM (`unnest(ARRAY(SELECT name …))`, a table function's
+        // arguments) have no source column either.
+        match tf {
+            TableFactor::Table { args: None, .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => {}
+            other => {
+                let _ = visit_expressions(other, |e| {
+                    identifiers(e, &mut self.derived, &mut self.bare);
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+        }
         if let TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } = tf {
             self.aliases.push(a.name.value.to_lowercase());
         }
@@ -312,7 +327,7 @@ impl Visitor for Walk {
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         self.wildcard |= query_has_wildcard(q);
-        derived_columns(&q.body, false, &mut self.derived);
+        derived_columns(&q.body, false, &mut self.derived, &mut self.bare);
         fn tables(body: &SetExpr, out: &mut Vec<String>) {
             match body {
                 // `TABLE patients`: a relation that `visit_relations` does not report.
@@ -355,47 +370,66 @@ impl Visitor for Walk {
     }
 }
 
-/// The columns a query body returns other than as themselves (see [`SqlStatement::derived`]);
-/// with `all`, every column it returns (a set operation's branch).
-fn derived_columns(body: &SetExpr, all: bool, out: &mut Vec<String>) {
-    fn bare(e: &Expr) -> bool {
-        match e {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
-            Expr::Nested(inner) => bare(inner),
-            _ => false,
-        }
-    }
+/// The columns a query body returns other than as themselves (see [`SqlStatement::derived`]),
+/// and the unqualified names it returns; with `all`, every column it returns (a set
+/// operation's branch, a VALUES list).
+fn derived_columns(body: &SetExpr, all: bool, out: &mut Vec<String>, bare: &mut Vec<String>) {
     match body {
         SetExpr::Select(s) => {
             for item in &s.projection {
-                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
-                    && (all || !bare(e))
-                {
-                    identifiers(e, out);
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                    projected(e, all, out, bare);
                 }
             }
         }
         SetExpr::SetOperation { left, right, .. } => {
-            derived_columns(left, true, out);
-            derived_columns(right, true, out);
+            derived_columns(left, true, out, bare);
+            derived_columns(right, true, out, bare);
         }
-        SetExpr::Query(q) => derived_columns(&q.body, all, out),
+        SetExpr::Query(q) => derived_columns(&q.body, all, out, bare),
+        SetExpr::Values(v) => v.rows.iter().flat_map(|r| &r.content).for_each(|e| identifiers(e, out, bare)),
         _ => {}
     }
 }
 
-/// Every column an expression names, subqueries in it included (the last part, lower-case).
-fn identifiers(e: &Expr, out: &mut Vec<String>) {
+/// One returned item: a plain column reference keeps its source (unless `all`); anything else
+/// derives from every column it names.
+fn projected(e: &Expr, all: bool, out: &mut Vec<String>, bare: &mut Vec<String>) {
+    fn plain(e: &Expr) -> bool {
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+            Expr::Nested(inner) => plain(inner),
+            _ => false,
+        }
+    }
+    if all || !plain(e) {
+        identifiers(e, out, bare);
+    } else if let Expr::Identifier(i) = e {
+        push_new(bare, i.value.to_lowercase());
+    }
+}
+
+fn push_new(list: &mut Vec<String>, name: String) {
+    if !list.contains(&name) {
+        list.push(name);
+    }
+}
+
+/// Every column an expression names, subqueries in it included (the last part, lower-case);
+/// unqualified names also go to `bare`.
+fn identifiers(e: &Expr, out: &mut Vec<String>, bare: &mut Vec<String>) {
     let _ = visit_expressions(e, |x| {
-        let name = match x {
-            Expr::Identifier(i) => Some(&i.value),
-            Expr::CompoundIdentifier(parts) => parts.last().map(|p| &p.value),
-            _ => None,
-        };
-        if let Some(name) = name.map(|n| n.to_lowercase())
-            && !out.contains(&name)
-        {
-            out.push(name);
+        match x {
+            Expr::Identifier(i) => {
+                push_new(out, i.value.to_lowercase());
+                push_new(bare, i.value.to_lowercase());
+            }
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    push_new(out, last.value.to_lowercase());
+                }
+            }
+            _ => {}
         }
         ControlFlow::<()>::Continue(())
     });
@@ -592,9 +626,8 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // A name that is a table or alias, where a column was expected, is a whole row.
             let row_named =
                 |c: &String| walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")));
-            let whole_row = walk.whole_row
-                || walk.derived.iter().any(row_named)
-                || (matches!(s, Statement::Query(_)) && columns.is_none() && !walk.wildcard);
+            // Only an unqualified name can be one (`e.event` is a column of `event e`).
+            let whole_row = walk.whole_row || walk.bare.iter().any(row_named);
             let derived = if whole_row { None } else { Some(walk.derived) };
             SqlStatement {
                 kind,
@@ -964,8 +997,17 @@ mod tests {
         );
         assert_eq!(derived("select (select name from patients limit 1)"), Some(vec!["name".into()]));
         assert_eq!(derived("select name from patients union all select 'x'"), Some(vec!["name".into()]));
-        assert_eq!(derived("delete from patients where id = 1 returning ssn"), Some(vec!["ssn".into()]));
-        assert_eq!(derived("update patients set id = 2 where id = 1 returning id"), Some(vec!["id".into()]));
+        // PostgreSQL names the source of a plain RETURNING column, as of a SELECT's.
+        assert_eq!(derived("delete from patients where id = 1 returning ssn, p.name"), Some(none.clone()));
+        assert_eq!(derived("update patients set id = 2 where id = 1 returning upper(name)"), Some(vec!["name".into()]));
+        // A qualified name is a column even where it shares its table's name.
+        assert_eq!(derived("select e.event from event e"), Some(none.clone()));
+        // Values computed in FROM have no source column.
+        assert_eq!(derived("select n from unnest(array(select name from patients)) u(n)"), Some(vec!["name".into()]));
+        assert_eq!(
+            derived("select n from (values ((select ssn from patients limit 1))) v(n)"),
+            Some(vec!["ssn".into()])
+        );
         for sql in [
             "select p from patients p",
             "select row_to_json(p) from patients p",

@@ -764,7 +764,7 @@ fn decide_sql(
     route: &str,
     principal: &Principal,
     trusted_roles: &[String],
-    ruled: &[String],
+    ruled: &[(Option<String>, String)],
     sql: &[u8],
 ) -> (Decision, String) {
     let text = String::from_utf8_lossy(sql);
@@ -786,9 +786,23 @@ fn decide_sql(
     if !ruled.is_empty() {
         let unfollowable = match statements.as_ref() {
             Err(_) => Some("SQL the gateway cannot read".to_owned()),
-            Ok(list) => list.iter().find_map(|s| match &s.derived {
-                None => Some("a whole row".to_owned()),
-                Some(cols) => cols.iter().find(|c| ruled.contains(c)).map(|c| format!("the column `{c}`")),
+            Ok(list) => list.iter().find_map(|s| {
+                // A rule that names its table counts only where the statement reads that table.
+                let applies = |table: &Option<String>| {
+                    table.as_ref().is_none_or(|t| {
+                        s.tables
+                            .iter()
+                            .any(|n| n == t || n.ends_with(&format!(".{t}")) || t.ends_with(&format!(".{n}")))
+                    })
+                };
+                match &s.derived {
+                    None if ruled.iter().any(|(t, _)| applies(t)) => Some("a whole row".to_owned()),
+                    None => None,
+                    Some(cols) => cols
+                        .iter()
+                        .find(|c| ruled.iter().any(|(t, rc)| rc == *c && applies(t)))
+                        .map(|c| format!("the column `{c}`")),
+                }
             }),
         };
         if let Some(what) = unfollowable {
@@ -853,7 +867,7 @@ async fn relay(
     // after the answers to everything sent before; the server skips to the next Sync as for any
     // error, aborts the transaction it is in, and reports the true transaction status.
     let mut refusals = Refusals::new();
-    let ruled: Vec<String> = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
+    let ruled = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
     loop {

@@ -299,10 +299,13 @@ impl PgMasker {
         }
     }
 
-    /// The columns the profile's column rules name, lower-case (a statement that returns one
-    /// through an expression is refused: see the driver).
-    pub(super) fn ruled_columns(&self) -> Vec<String> {
-        column_rules(&self.profile).into_iter().map(|(_, _, column)| column.to_lowercase()).collect()
+    /// The tables (if they name one) and columns of the profile's column rules, lower-case (a
+    /// statement that returns one through an expression is refused: see the driver).
+    pub(super) fn ruled_columns(&self) -> Vec<(Option<String>, String)> {
+        column_rules(&self.profile)
+            .into_iter()
+            .map(|(_, table, column)| (table.map(str::to_lowercase), column.to_lowercase()))
+            .collect()
     }
 
     /// The statement `name` is gone or replaced. A portal bound from it lives on (PostgreSQL
