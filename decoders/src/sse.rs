@@ -175,6 +175,12 @@ impl SseDecoder {
         Self { max_block, started: false, scanned: (0, 0) }
     }
 
+    /// A decoder for blocks from the middle of a stream: a byte-order mark there is content,
+    /// not the stream's start (a client does not skip it).
+    pub fn mid_stream(max_block: usize) -> Self {
+        Self { started: true, ..Self::new(max_block) }
+    }
+
     /// Skips a UTF-8 BOM at the very start of the stream (§9.2.6: "a single leading BOM is
     /// ignored"). Returns false while too few bytes are buffered to tell.
     fn skip_bom(&mut self, buf: &mut BytesMut) -> bool {

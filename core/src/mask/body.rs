@@ -253,7 +253,9 @@ impl SseMasker {
 
     fn block(&mut self, unit: Bytes) -> Result<Vec<Bytes>, MaskError> {
         let mut buf = BytesMut::from(&unit[..]);
-        let block = SseDecoder::new(unit.len().max(1)).decode_eof(&mut buf).ok().flatten();
+        // The unit is one block as the stream's decoder cut it: read it as that decoder did
+        // (the stream's own leading byte-order mark was skipped before it; any other is content).
+        let block = SseDecoder::mid_stream(unit.len().max(1)).decode_eof(&mut buf).ok().flatten();
         // What is left at the end of the body without the blank line that ends an event: the
         // standard has clients discard it, so it is not sent (nor judged without the event's
         // JSON read).
@@ -458,6 +460,13 @@ mod tests {
         let text: String =
             sse::decode_all(out.as_bytes(), 64).unwrap().into_iter().filter_map(|b| b.event).map(|e| e.data).collect();
         assert_eq!(text, "[1/3] step done");
+    }
+
+    #[test]
+    fn a_byte_order_mark_mid_stream_does_not_hide_an_event() {
+        let mut m = masker(BodyKind::Sse);
+        let out = run(&mut m, &["data: {\"ok\":1}\n\n", "\u{feff}\ndata: {\"n\":\"jane\\u0040example.org\"}\n\n"]);
+        assert!(!out.contains("example") && !out.contains("\\u0040"), "{out}");
     }
 
     #[test]
