@@ -344,3 +344,24 @@ async fn deleted_checkpoints_are_found() {
     let refused = refused.to_string();
     assert!(refused.contains("deleted"), "{refused}");
 }
+
+/// A gateway started with a longer checkpoint interval signs the newest checkpoint again with
+/// its own bound, so that a crash before its next checkpoint does not read as deleted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_interval_restates_the_bound_at_start() {
+    let data = journal_with("checkpoint_every_records = 5\nqueue_depth = 1\n", 4).await;
+    let newest = |data: &Path| Store::open_reader(&db_path(data)).unwrap().checkpoints().unwrap().pop().unwrap();
+    let before = newest(data.path());
+    assert_eq!(before.unsigned_max, 5 + 1024);
+    let text = format!(
+        "[journal]\ndata_dir = \"{}\"\ncheckpoint_every_records = 100000\n[admin]\nenabled = false\n{}",
+        data.path().display(),
+        route("echo", "127.0.0.1:9".parse().unwrap(), "")
+    );
+    let gw = airlock::Gateway::start(airlock::config::Config::parse(&text).unwrap().build().unwrap()).await.unwrap();
+    gw.shutdown().await.unwrap();
+    let after = newest(data.path());
+    assert_eq!((after.seq, after.prev, after.unsigned_max), (before.seq, before.prev, 100_000 + 8192));
+    let (ok, report) = verify(data.path(), &[]);
+    assert!(ok, "{report}");
+}

@@ -257,6 +257,14 @@ impl Journal {
         // across restarts beyond the bound each checkpoint states.
         if writer.since_checkpoint > 0 {
             writer.sign_checkpoint()?;
+        } else if let Some(cp) = &newest
+            && cp.seq == seq
+            && (cp.version < 2 || cp.unsigned_max < unsigned_max)
+        {
+            // Started with a longer checkpoint interval (or by a version that stated none): the
+            // newest checkpoint is signed again with this gateway's bound, or a crash before its
+            // next checkpoint would leave more unsigned records than the old bound allows.
+            writer.resign_newest(cp.prev)?;
         }
         let tick_tx = tx.downgrade();
         let tick = thread::Builder::new()
@@ -582,6 +590,17 @@ impl Writer {
             self.fail("journal_checkpoint");
         }
         result.map(Some)
+    }
+
+    /// Signs the newest checkpoint's record again, with the same link and this gateway's bound.
+    fn resign_newest(&mut self, prev: u64) -> Result<(), JournalError> {
+        let cp = Checkpoint::sign(&self.signing, self.seq, &self.hash, crate::time::now_us(), prev, self.unsigned_max);
+        let json = serde_json::to_vec(&cp).map_err(|e| JournalError::Index(e.to_string()))?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.store.db().put_cf_opt(self.store.cf(CF_META)?, checkpoint_key(self.seq), json, &opts)?;
+        self.last_checkpoint_written = Some(cp);
+        Ok(())
     }
 
     fn sign_checkpoint(&mut self) -> Result<Checkpoint, JournalError> {
