@@ -85,25 +85,46 @@ pub(crate) struct Upstream {
     mcp_sessions: std::sync::Mutex<McpSessions>,
 }
 
-/// The owners of the MCP sessions a route has seen, newest last (bounded: the oldest go first).
+/// The owners of the MCP sessions a route has seen (bounded: past a caller's own limit its
+/// oldest go first, so no caller can push out another's; past the route's, the oldest of all).
 #[derive(Debug, Default)]
 struct McpSessions {
     owner: std::collections::HashMap<String, String>,
+    /// Each caller's sessions, oldest first.
+    of: std::collections::HashMap<String, std::collections::VecDeque<String>>,
     order: std::collections::VecDeque<String>,
 }
 
-/// Most MCP sessions a route remembers.
+/// Most MCP sessions a route remembers, and one caller.
 const MAX_MCP_SESSIONS: usize = 65_536;
+const MAX_MCP_SESSIONS_PER_CALLER: usize = 1024;
 
 impl McpSessions {
     fn insert(&mut self, id: &str, principal: &str) {
-        if self.owner.insert(id.to_owned(), principal.to_owned()).is_none() {
-            self.order.push_back(id.to_owned());
-            while self.order.len() > MAX_MCP_SESSIONS {
-                if let Some(old) = self.order.pop_front() {
-                    self.owner.remove(&old);
-                }
+        if self.owner.contains_key(id) {
+            return;
+        }
+        self.owner.insert(id.to_owned(), principal.to_owned());
+        self.order.push_back(id.to_owned());
+        let mine = self.of.entry(principal.to_owned()).or_default();
+        mine.push_back(id.to_owned());
+        if mine.len() > MAX_MCP_SESSIONS_PER_CALLER
+            && let Some(old) = mine.pop_front()
+        {
+            self.owner.remove(&old);
+        }
+        while self.owner.len() > MAX_MCP_SESSIONS {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(p) = self.owner.remove(&old)
+                && let Some(list) = self.of.get_mut(&p)
+            {
+                list.retain(|s| *s != old);
             }
+        }
+        // Entries already forgotten through a caller's limit leave the order list lazily.
+        if self.order.len() > 2 * MAX_MCP_SESSIONS {
+            let owner = &self.owner;
+            self.order.retain(|s| owner.contains_key(s));
         }
     }
 }
@@ -588,7 +609,11 @@ fn mcp_session_stranger(ctx: &SessionCtx, headers: &HeaderMap, p: &Principal) ->
     }
     let id = mcp_session_id(headers)?;
     let up = ctx.http_upstream.as_ref()?;
-    let owner = up.mcp_sessions.lock().ok()?.owner.get(id).cloned();
+    let Ok(sessions) = up.mcp_sessions.lock() else {
+        return Some("the gateway's record of MCP sessions is unavailable".into());
+    };
+    let owner = sessions.owner.get(id).cloned();
+    drop(sessions);
     match owner {
         Some(o) if o == p.label() => None,
         Some(_) => Some("the MCP session was opened by another caller".into()),
@@ -2282,8 +2307,8 @@ mod tests {
     use hyper::header::{HeaderMap, HeaderValue};
 
     use super::{
-        JSON_LOOK_MAX, JsonLook, inspect_budget_kib, inspection_room, json_look, mask_headers, path_readings,
-        percent_decode, percent_encode,
+        JSON_LOOK_MAX, JsonLook, MAX_MCP_SESSIONS_PER_CALLER, McpSessions, inspect_budget_kib, inspection_room,
+        json_look, mask_headers, path_readings, percent_decode, percent_encode,
     };
     use crate::mask::{Detector, Profile, ProfileSpec, Tally};
 
@@ -2338,6 +2363,20 @@ mod tests {
         assert!(location.starts_with("/find?email=") && !location.contains("example.org"), "{location}");
         let msg = percent_decode(h["grpc-message"].as_bytes());
         assert!(msg.starts_with("record:\n") && !msg.contains("219-09"), "{msg}");
+    }
+
+    #[test]
+    fn one_caller_cannot_push_out_another_callers_mcp_sessions() {
+        let mut m = McpSessions::default();
+        m.insert("a-1", "alice");
+        for i in 0..MAX_MCP_SESSIONS_PER_CALLER + 10 {
+            m.insert(&format!("m-{i}"), "mallory");
+        }
+        assert_eq!(m.owner.get("a-1").map(String::as_str), Some("alice"));
+        assert_eq!(m.of["mallory"].len(), MAX_MCP_SESSIONS_PER_CALLER);
+        assert!(!m.owner.contains_key("m-0") && m.owner.contains_key("m-10"), "the caller's own oldest went");
+        m.insert("a-1", "mallory");
+        assert_eq!(m.owner["a-1"], "alice", "a session keeps the owner it was issued to");
     }
 
     #[test]
