@@ -889,6 +889,7 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
         ("DELETE", "/V1/ADMIN/users/7"),
         ("DELETE", "/v1/public%2F..%2Fadmin/users/7"),
         ("PUT", "/v1/admin/users/7?_method=DELETE"),
+        ("PUT", "/v1/admin/users/7?%5Fmethod=%44ELETE"),
     ] {
         let (code, _, body) =
             tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));

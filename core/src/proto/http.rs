@@ -774,8 +774,11 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     }
     if let Some(q) = req.uri().query() {
         for (k, v) in q.split('&').filter_map(|kv| kv.split_once('=')) {
-            if k.eq_ignore_ascii_case("_method") {
-                http_views.push(Operation::Http { method: v.to_ascii_uppercase(), path: path.clone() });
+            // Read as the framework reads it: percent-decoded (`%44ELETE`), `+` a space.
+            let (k, v) =
+                (percent_decode(k.replace('+', " ").as_bytes()), percent_decode(v.replace('+', " ").as_bytes()));
+            if k.trim().eq_ignore_ascii_case("_method") {
+                http_views.push(Operation::Http { method: v.trim().to_ascii_uppercase(), path: path.clone() });
             }
         }
     }
