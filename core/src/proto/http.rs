@@ -813,18 +813,21 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
         });
         let limited = http_body_util::Limited::new(body, route.max_inspect_body).collect();
-        // Room in the route's inspection budget first (held while the body is read).
-        let units = u32::try_from(route.max_inspect_body.div_ceil(1024)).unwrap_or(u32::MAX);
+        // Room in the route's inspection budget first, for as much as the body says it holds
+        // (or the most the route reads), held until the body has gone on.
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let size = declared.unwrap_or(route.max_inspect_body).min(route.max_inspect_body);
+        let units = u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         let budget = ctx.http_upstream.as_ref().map(|u| u.inspecting.clone());
         let read = async move {
-            let _room = match budget {
-                Some(b) => Some(b.acquire_many_owned(units).await),
+            let room = match budget {
+                Some(b) => b.acquire_many_owned(units).await.ok(),
                 None => None,
             };
-            limited.await
+            (room, limited.await)
         };
         match tokio::time::timeout(route.header_timeout, read).await {
-            Ok(Ok(collected)) => {
+            Ok((room, Ok(collected))) => {
                 let bytes = collected.to_bytes();
                 let parsed = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body);
                 match (encoded, parsed) {
@@ -838,9 +841,9 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                         Err(e) => uninspectable = Some(format!("the JSON-RPC body cannot be inspected: {e}")),
                     },
                 }
-                Full::new(bytes).map_err(|never| match never {}).boxed()
+                Held { inner: Full::new(bytes).map_err(|never| match never {}), _room: room }.boxed()
             }
-            Ok(Err(e)) => {
+            Ok((_, Err(e))) => {
                 uninspectable = Some(if e.is::<http_body_util::LengthLimitError>() {
                     format!("the request body is larger than the {} bytes this route inspects", route.max_inspect_body)
                 } else {
@@ -1972,9 +1975,10 @@ async fn mask_response(
         BodyKind::Json => {
             let mut body = body;
             let mut bytes = bytes::BytesMut::new();
-            let _room = inspection_room(budget, route, deadline).await?;
+            let room = inspection_room(budget, route, deadline).await?;
             while read_more(&mut body, &mut bytes, route, deadline).await? {}
-            Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, BodyKind::Json, &route.stream_fields)?))
+            let masked = mask_json_ish(profile, tally, &bytes, BodyKind::Json, &route.stream_fields)?;
+            Ok(whole_body(headers, masked, room))
         }
         kind @ (BodyKind::Text | BodyKind::Html | BodyKind::Xml) => {
             // A text or markup body (or one with no type at all) that reads as JSON is masked as
@@ -1994,11 +1998,12 @@ async fn mask_response(
                 );
             }
             if looks == JsonLook::Json {
-                let _room = inspection_room(budget, route, deadline).await?;
+                let room = inspection_room(budget, route, deadline).await?;
                 while more {
                     more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
-                return Ok(whole_body(headers, mask_json_ish(profile, tally, &bytes, kind, &route.stream_fields)?));
+                let masked = mask_json_ish(profile, tally, &bytes, kind, &route.stream_fields)?;
+                return Ok(whole_body(headers, masked, room));
             }
             let masker =
                 BodyMasker::with_stream_fields(kind, profile.clone(), tally.clone(), route.stream_fields.clone())
@@ -2060,11 +2065,16 @@ async fn read_more(
     }
 }
 
-/// A masked body delivered whole, with its new length.
-fn whole_body(headers: &mut HeaderMap, masked: Vec<u8>) -> (Body, Option<BodyMasker>) {
+/// A masked body delivered whole, with its new length; it keeps its room in the route's
+/// inspection budget until it has been sent.
+fn whole_body(
+    headers: &mut HeaderMap,
+    masked: Vec<u8>,
+    room: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> (Body, Option<BodyMasker>) {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
     headers.remove(header::TRANSFER_ENCODING);
-    (Full::new(Bytes::from(masked)).map_err(|never| match never {}).boxed(), None)
+    (Held { inner: Full::new(Bytes::from(masked)).map_err(|never| match never {}), _room: room }.boxed(), None)
 }
 
 /// Whether the start of a text body reads as JSON.
@@ -2142,6 +2152,32 @@ fn mask_json_ish(
         out.extend_from_slice(&unit);
     }
     Ok(out)
+}
+
+/// A body that holds room in an inspection budget until it has been sent (or dropped).
+struct Held<B> {
+    inner: B,
+    _room: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body whose first bytes were already read: they come first, then the rest.
