@@ -333,14 +333,20 @@ fn inline_tag(s: &[u8], at_end: bool) -> Ref {
         b'>' if inline => Ref::Gone(j + 1),
         // Attributes, up to the `>` outside quotes.
         b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' if inline && !closing => {
+            // A quote opens a quoted value only where a value starts (after `=` and any white
+            // space), as a browser reads it: elsewhere it is part of a name or unquoted value.
             let mut quote = None;
+            let mut value_starts = false;
             for (k, &b) in s.iter().enumerate().take(MAX_QUIET).skip(j) {
                 match (quote, b) {
-                    (None, b'"' | b'\'') => quote = Some(b),
+                    (None, b'"' | b'\'') if value_starts => quote = Some(b),
                     (Some(q), b) if b == q => quote = None,
                     (None, b'>') => return Ref::Quiet(k + 1),
                     (None, b'<') => return Ref::Text,
                     _ => {}
+                }
+                if quote.is_none() {
+                    value_starts = b == b'=' || (value_starts && b.is_ascii_whitespace());
                 }
             }
             more(s.len(), MAX_QUIET)
@@ -366,8 +372,13 @@ fn comment(s: &[u8], at_end: bool) -> Ref {
         }
     }
     let body = &s[OPEN.len()..s.len().min(MAX_QUIET)];
-    match memchr::memmem::find(body, b"-->") {
-        Some(k) => Ref::Quiet(OPEN.len() + k + 3),
+    // `-->` ends it, and so does `--!>` (a browser's "comment end bang").
+    let end = [&b"-->"[..], b"--!>"]
+        .iter()
+        .filter_map(|close| memchr::memmem::find(body, close).map(|k| k + close.len()))
+        .min();
+    match end {
+        Some(k) => Ref::Quiet(OPEN.len() + k),
         None if at_end || s.len() >= MAX_QUIET => Ref::Text,
         None => Ref::Incomplete,
     }
@@ -521,6 +532,9 @@ mod tests {
         assert_eq!(judged("219<span class=\"hl x\">-09</span>-9999"), "219-09-9999");
         assert_eq!(judged("219<!-- x -->-09<!---->-<!-->9999"), "219-09-9999");
         assert_eq!(judged("<mark data-q='a>b'>219</mark>"), "219", "a `>` in quotes is not the end");
+        // A quote that does not start a value opens nothing; `--!>` ends a comment.
+        assert_eq!(judged("<b x=a'b>SSN</b> 219-09-9999 'c'"), "SSN 219-09-9999 'c'");
+        assert_eq!(judged("a<!-- x --!>b -->c"), "a b -->c");
         // What could hold an identifier stays, and is scanned.
         for kept in [
             "<span title=\"SSN 219-09-9999\">x</span>",
