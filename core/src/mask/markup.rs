@@ -13,8 +13,8 @@
 //! Only references to characters with no meaning to markup are decoded, so decoding can never
 //! open a tag or end an attribute: `&lt;`, `&#60;`, `&amp;`, white space and their kind stay as
 //! written. Only inline tags of HTML are taken out (`<b>`, `</span>`, and `<span class="hl">`
-//! or a comment when it holds no digit, `@` or reference and the detectors find nothing in it:
-//! what is taken out is not scanned), and
+//! or a comment when it holds no reference and the detectors find nothing in it, nor in any
+//! attribute value read with its name as context: what is taken out is not scanned), and
 //! where one stood between two letters or digits a space stands for it
 //! (`<b>SSN</b>219-09-9999` still reads as two words). Any other tag stays in the scanned text,
 //! where it separates words as `>` always did.
@@ -63,18 +63,20 @@ impl Source {
     }
 
     /// What is at `s` (which starts with `<`): a tag that is taken out, or not. An inline tag
-    /// with attributes, or a comment, is taken out only when nothing in it could be part of an
-    /// identifier — no digit, `@` or reference — and the detectors find nothing in it.
+    /// with attributes, or a comment, is taken out only when it holds no reference and the
+    /// detectors find nothing in it, nor in any attribute value read with its name as context
+    /// (`data-mrn="00123456"`).
     fn tag(&self, s: &[u8], at_end: bool) -> Ref {
         match inline_tag(s, at_end) {
             Ref::Quiet(len) => {
                 let t = &s[..len];
-                let plain = !t.iter().any(|b| b.is_ascii_digit() || matches!(b, b'@' | b'&'));
-                if plain && self.judge.as_ref().is_some_and(|d| d.find_all(t).is_empty()) {
-                    Ref::Gone(len)
-                } else {
-                    Ref::Text
-                }
+                // References would have to be read decoded: such a tag stays text.
+                let clean = !t.contains(&b'&')
+                    && self.judge.as_ref().is_some_and(|d| {
+                        d.find_all(t).is_empty()
+                            && attributes(t).all(|(name, value)| d.find_all(&keyed(name, value)).is_empty())
+                    });
+                if clean { Ref::Gone(len) } else { Ref::Text }
             }
             other => other,
         }
@@ -355,6 +357,61 @@ fn inline_tag(s: &[u8], at_end: bool) -> Ref {
     }
 }
 
+/// `name: value`, as the detectors read a named value (`data-mrn="00123456"` is an MRN).
+fn keyed(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut hay: Vec<u8> = name.iter().map(|&b| if b == b'-' || b == b'_' { b' ' } else { b }).collect();
+    hay.extend_from_slice(b": ");
+    hay.extend_from_slice(value);
+    hay
+}
+
+/// The attributes of a whole tag (`<name a="1" b=2 c>`): name and value (empty for none).
+fn attributes(tag: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let inner = tag.strip_prefix(b"<").unwrap_or(tag);
+    let inner = inner.strip_suffix(b">").unwrap_or(inner);
+    // Past the element's name.
+    let mut i = inner.iter().position(|b| b.is_ascii_whitespace() || *b == b'/').unwrap_or(inner.len());
+    std::iter::from_fn(move || {
+        while i < inner.len() && (inner[i].is_ascii_whitespace() || inner[i] == b'/') {
+            i += 1;
+        }
+        if i >= inner.len() {
+            return None;
+        }
+        let start = i;
+        while i < inner.len() && !inner[i].is_ascii_whitespace() && !matches!(inner[i], b'=' | b'/') {
+            i += 1;
+        }
+        let name = &inner[start..i];
+        while i < inner.len() && inner[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if inner.get(i) != Some(&b'=') {
+            return Some((name, &inner[i..i]));
+        }
+        i += 1;
+        while i < inner.len() && inner[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let value = match inner.get(i) {
+            Some(&q @ (b'"' | b'\'')) => {
+                let end = inner[i + 1..].iter().position(|&b| b == q).map_or(inner.len(), |k| i + 1 + k);
+                let v = &inner[(i + 1).min(end)..end];
+                i = (end + 1).min(inner.len());
+                v
+            }
+            _ => {
+                let start = i;
+                while i < inner.len() && !inner[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                &inner[start..i]
+            }
+        };
+        Some((name, value))
+    })
+}
+
 /// The comment at the start of `s` (which starts with `<!`), if it is one.
 fn comment(s: &[u8], at_end: bool) -> Ref {
     const OPEN: &[u8] = b"<!--";
@@ -530,6 +587,19 @@ mod tests {
     #[test]
     fn inline_tags_with_attributes_and_comments_go_when_nothing_is_in_them() {
         assert_eq!(judged("219<span class=\"hl x\">-09</span>-9999"), "219-09-9999");
+        assert_eq!(
+            judged("219<span class=\"col-2 h1\" data-n=3>-09</span>-9999"),
+            "219-09-9999",
+            "digits alone are no identifier"
+        );
+        let attrs: Vec<(String, String)> = attributes(b"<a href=\"/x?a=1\" title='T' hidden data-x = y>")
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(
+            attrs,
+            [("href", "/x?a=1"), ("title", "T"), ("hidden", ""), ("data-x", "y")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
         assert_eq!(judged("219<!-- x -->-09<!---->-<!-->9999"), "219-09-9999");
         assert_eq!(judged("<mark data-q='a>b'>219</mark>"), "219", "a `>` in quotes is not the end");
         // A quote that does not start a value opens nothing; `--!>` ends a comment.
@@ -541,6 +611,8 @@ mod tests {
             "<span title=\"jane&#64;example.org\">x</span>",
             "<a href=\"mailto:jane@example.org\">x</a>",
             "<span title=\"Dr. Emily Chen\">x</span>",
+            "<span data-mrn=\"00123456\">x</span>",
+            "<a href=\"/patients/219-09-9999\">x</a>",
             "<!-- SSN 219-09-9999 -->",
             "<div class=x>y</div>",
             "<span class=x",
