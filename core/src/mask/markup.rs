@@ -371,40 +371,33 @@ fn attributes(tag: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let inner = inner.strip_suffix(b">").unwrap_or(inner);
     // Past the element's name.
     let mut i = inner.iter().position(|b| b.is_ascii_whitespace() || *b == b'/').unwrap_or(inner.len());
+    // The index of the first byte at or after `i` that `stop` accepts (or the end).
+    let until = move |i: usize, stop: &dyn Fn(u8) -> bool| {
+        inner[i..].iter().position(|&b| stop(b)).map_or(inner.len(), |k| i + k)
+    };
     std::iter::from_fn(move || {
-        while i < inner.len() && (inner[i].is_ascii_whitespace() || inner[i] == b'/') {
-            i += 1;
-        }
+        i = until(i, &|b| !b.is_ascii_whitespace() && b != b'/');
         if i >= inner.len() {
             return None;
         }
         let start = i;
-        while i < inner.len() && !inner[i].is_ascii_whitespace() && !matches!(inner[i], b'=' | b'/') {
-            i += 1;
-        }
+        i = until(i, &|b| b.is_ascii_whitespace() || matches!(b, b'=' | b'/'));
         let name = &inner[start..i];
-        while i < inner.len() && inner[i].is_ascii_whitespace() {
-            i += 1;
-        }
+        i = until(i, &|b| !b.is_ascii_whitespace());
         if inner.get(i) != Some(&b'=') {
             return Some((name, &inner[i..i]));
         }
-        i += 1;
-        while i < inner.len() && inner[i].is_ascii_whitespace() {
-            i += 1;
-        }
+        i = until(i + 1, &|b| !b.is_ascii_whitespace());
         let value = match inner.get(i) {
             Some(&q @ (b'"' | b'\'')) => {
-                let end = inner[i + 1..].iter().position(|&b| b == q).map_or(inner.len(), |k| i + 1 + k);
-                let v = &inner[(i + 1).min(end)..end];
+                let end = until(i + 1, &|b| b == q);
+                let v = &inner[i + 1..end];
                 i = (end + 1).min(inner.len());
                 v
             }
             _ => {
                 let start = i;
-                while i < inner.len() && !inner[i].is_ascii_whitespace() {
-                    i += 1;
-                }
+                i = until(i, &|b| b.is_ascii_whitespace());
                 &inner[start..i]
             }
         };

@@ -226,7 +226,12 @@ impl PgMasker {
             ubuf.extend_from_slice(&held);
             ubuf.extend_from_slice(&rest);
         }
-        Ok(Self {
+        Ok(Self::with(profile, tally, resolved))
+    }
+
+    /// A masker with its column rules resolved to `resolved`, in a fresh session's state.
+    fn with(profile: Arc<Profile>, tally: Arc<Tally>, resolved: HashMap<(i32, i16), usize>) -> Self {
+        Self {
             profile,
             tally,
             resolved,
@@ -237,7 +242,7 @@ impl PgMasker {
             statements: HashMap::new(),
             portals: HashMap::new(),
             bound: HashMap::new(),
-        })
+        }
     }
 
     /// Notes a message on its way to the upstream (as it is sent, stand-ins included), so that
@@ -859,18 +864,7 @@ mod tests {
     fn masker(fields: Vec<FieldRule>) -> PgMasker {
         let det = Arc::new(Detector::new(&[], &[]).unwrap());
         let spec = ProfileSpec { fields, ..ProfileSpec::redact_all("t") };
-        PgMasker {
-            profile: Arc::new(Profile::new(det, spec, None).unwrap()),
-            tally: Arc::new(Tally::default()),
-            resolved: HashMap::new(),
-            plan: None,
-            copy_out: false,
-            swallow: false,
-            expect: Default::default(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            bound: HashMap::new(),
-        }
+        PgMasker::with(Arc::new(Profile::new(det, spec, None).unwrap()), Arc::new(Tally::default()), HashMap::new())
     }
 
     /// The fields of the error the caller gets for an upstream error with `fields`.
