@@ -2117,9 +2117,10 @@ fn mask_json_ish(
     kind: BodyKind,
     stream_fields: &Arc<[Vec<crate::mask::PathSeg>]>,
 ) -> Result<Vec<u8>, String> {
-    // Read as values, not only as grammar: a lone surrogate escape passes the grammar.
-    if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() {
-        return crate::mask::json::mask_document(profile, bytes, tally).map_err(|e| e.to_string());
+    // One document: the masker reads it (and refuses what it cannot read as values, such as a
+    // lone surrogate escape, which passes a grammar check).
+    if let Ok(masked) = crate::mask::json::mask_document(profile, bytes, tally) {
+        return Ok(masked);
     }
     let lines = bytes.split_inclusive(|&b| b == b'\n');
     let all_json = lines.clone().all(|l| {
