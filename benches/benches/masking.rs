@@ -136,6 +136,31 @@ fn clean_prose(size: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// About `size` bytes of an HTML page of clean prose (see [`clean_prose`]) with inline markup:
+/// a styled span, a link, an emphasis or a comment every few words. Still no identifier.
+fn clean_html(size: usize) -> Vec<u8> {
+    let prose = String::from_utf8(clean_prose(size)).unwrap();
+    let mut r = Rng(0x1405_7b7e_f767_814f);
+    let mut out = String::from("<!doctype html><html><body><p>");
+    for (i, word) in prose.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match r.next() % 8 {
+            0 => out.push_str(&format!("<span class=\"t-{} hl\">{word}</span>", r.next() % 9)),
+            1 => out.push_str(&format!("<a href=\"/notes/{}\" title=\"note\">{word}</a>", r.next() % 1000)),
+            2 => out.push_str(&format!("<em>{word}</em>")),
+            3 => out.push_str(&format!("{word}<!-- r{} -->", r.next() % 100)),
+            _ => out.push_str(word),
+        }
+        if word.ends_with('.') && r.next() % 4 == 0 {
+            out.push_str("</p>\n<p>");
+        }
+    }
+    out.push_str("</p></body></html>");
+    out.into_bytes()
+}
+
 fn profile() -> Arc<Profile> {
     let det = Arc::new(Detector::new(&[], &[]).unwrap());
     let spec = ProfileSpec { min_confidence: 0.5, ..ProfileSpec::redact_all("bench") };
@@ -147,10 +172,15 @@ fn bench(c: &mut Criterion) {
     let json = phi_json(256 * 1024);
     let text = clean_text(256 * 1024);
     let prose = clean_prose(256 * 1024);
+    let html = clean_html(256 * 1024);
     for clean in [&text, &prose] {
         assert_eq!(&p.mask_text(clean, &Tally::default()), clean, "the clean inputs must hold no finding");
     }
-    for (name, input) in [("phi_json", &json), ("clean_text", &text), ("clean_prose", &prose)] {
+    let mut page = p.markup_stream(Arc::new(Tally::default()), true);
+    let mut out: Vec<u8> = html.chunks(4096).flat_map(|c| page.push(c)).collect();
+    out.extend(page.finish());
+    assert_eq!(out, html, "the clean page must hold no finding");
+    for (name, input) in [("phi_json", &json), ("clean_text", &text), ("clean_prose", &prose), ("clean_html", &html)] {
         let mut g = c.benchmark_group(format!("mask/{name}"));
         g.throughput(Throughput::Bytes(input.len() as u64));
         g.bench_function("anchor_memmem_scan", |b| {
