@@ -153,7 +153,7 @@ fn clean_html(size: usize) -> Vec<u8> {
             3 => out.push_str(&format!("{word}<!-- r{} -->", r.next() % 100)),
             _ => out.push_str(word),
         }
-        if word.ends_with('.') && r.next() % 4 == 0 {
+        if word.ends_with('.') && r.next().is_multiple_of(4) {
             out.push_str("</p>\n<p>");
         }
     }
