@@ -2406,6 +2406,17 @@ mod tests {
     }
 
     #[test]
+    fn a_held_body_gives_its_room_back_only_when_dropped() {
+        use http_body_util::{BodyExt, Full};
+        let budget = Arc::new(tokio::sync::Semaphore::new(8));
+        let permit = budget.clone().try_acquire_many_owned(5).unwrap();
+        let body = super::Held { inner: Full::new(bytes::Bytes::from_static(b"x")), _room: Some(permit) }.boxed();
+        assert_eq!(budget.available_permits(), 3, "held while the body waits to be sent");
+        drop(body);
+        assert_eq!(budget.available_permits(), 8);
+    }
+
+    #[test]
     fn one_caller_cannot_push_out_another_callers_mcp_sessions() {
         let mut m = McpSessions::default();
         m.insert("a-1", "alice");

@@ -959,31 +959,29 @@ async fn relay(
             let mut forward = raw;
             // The identity in force now, too: a key removed (or given other roles) by a reload
             // ends the sessions it opened, at their next message (a Bind and Execute of a
-            // statement prepared before as well).
-            {
-                let access = ctx.access.current();
-                if let Some(why) = access.identity.revoked(principal) {
-                    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
-                        phase: "request".into(),
-                        effect: "deny".into(),
-                        rule: "identity:revoked".into(),
-                        reason: why.clone(),
-                        principal: principal.label(),
-                        request: "message (not judged)".into(),
-                        policy_version: Some(access.policy.version.clone()),
-                        break_glass: false,
-                    });
-                    let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                    fatal(sj, client, strict, &counters[1], "28000", &format!("{why}; the session ends")).await;
-                    return format!("credential revoked: {why}");
-                }
+            // statement prepared before as well). The same configuration judges the statement.
+            let access = ctx.access.current();
+            if let Some(why) = access.identity.revoked(principal) {
+                let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+                    phase: "request".into(),
+                    effect: "deny".into(),
+                    rule: "identity:revoked".into(),
+                    reason: why.clone(),
+                    principal: principal.label(),
+                    request: "message (not judged)".into(),
+                    policy_version: Some(access.policy.version.clone()),
+                    break_glass: false,
+                });
+                let _ = to_client.flush(sj, client, strict, &counters[1]).await;
+                fatal(sj, client, strict, &counters[1], "28000", &format!("{why}; the session ends")).await;
+                return format!("credential revoked: {why}");
             }
             if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
-                    decide_function_call(&ctx.access.current(), &route.name, principal, trusted_roles)
+                    decide_function_call(&access, &route.name, principal, trusted_roles)
                 } else {
                     // The policy in force now: a reload applies to open sessions too.
-                    decide_sql(&ctx.access.current(), &route.name, principal, trusted_roles, &ruled, &sql)
+                    decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql)
                 };
                 let meta = crate::journal::record::DecisionMeta {
                     phase: "request".into(),
