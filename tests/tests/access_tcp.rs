@@ -241,42 +241,54 @@ async fn break_glass_skips_the_hold_marks_every_record_and_notifies() {
     assert!(frames.iter().all(|f| f["meta"]["break_glass"].is_null()));
 }
 
+/// A reload puts the new policy in force for new connections, and judges the open ones again:
+/// a session the new policy still admits runs on, one it refuses ends, and each decision is
+/// journaled under its policy version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_policy_without_dropping_sessions() {
+async fn sighup_reloads_the_policy_and_judges_open_sessions_again() {
     let pki = TestPki::new();
     let upstream = echo_server().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = |allow: &str| {
-        let cfg = mtls_config(&pki, upstream, &format!("allow_roles = [\"{allow}\"]"), "")
+        let cfg = mtls_config(&pki, upstream, &format!("allow_roles = [{allow}]"), "")
             .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
         format!("[journal]\ndata_dir = \"{}\"\n\n[admin]\nenabled = false\n\n{cfg}", dir.path().join("data").display())
     };
-    let mut gw = GatewayProcess::start(dir.path(), &base("service"), addr).unwrap();
+    let mut gw = GatewayProcess::start(dir.path(), &base("\"service\""), addr).unwrap();
+    let pid = gw.child.id().to_string();
+    let hup = || assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let (cert, key) = pki.client_cert("etl", &["etl.svc.internal"], HOUR, false);
     let mut kept = connect(&pki, &cert, &key, addr).await.unwrap();
     assert!(echoes(&mut kept, b"before reload").await);
 
     // A file that does not build is refused whole: the running policy stays. (Were it applied,
     // its allow_roles would shut `etl` out.)
-    std::fs::write(&gw.config, format!("{}\n[gateway]\nnot_a_field = 1\n", base("auditor"))).unwrap();
-    let pid = gw.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::fs::write(&gw.config, format!("{}\n[gateway]\nnot_a_field = 1\n", base("\"auditor\""))).unwrap();
+    hup();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
     assert!(echoes(&mut s, b"bad file ignored").await);
     drop(s);
     // So is a file whose routes differ from the running ones (they need a restart).
-    std::fs::write(&gw.config, base("auditor").replace("name = \"echo\"", "name = \"renamed\"")).unwrap();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::fs::write(&gw.config, base("\"auditor\"").replace("name = \"echo\"", "name = \"renamed\"")).unwrap();
+    hup();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
     assert!(echoes(&mut s, b"renamed routes ignored").await);
     drop(s);
+    assert!(echoes(&mut kept, b"after refused reloads").await);
 
-    std::fs::write(&gw.config, base("auditor")).unwrap();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    // A new policy that still admits `etl`: the open session is judged again and runs on.
+    std::fs::write(&gw.config, base("\"service\", \"auditor\"")).unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(echoes(&mut kept, b"still admitted").await);
+
+    // One that shuts `etl` out: new connections are refused, and the open session ends.
+    std::fs::write(&gw.config, base("\"auditor\"")).unwrap();
+    hup();
     let mut refused = false;
     for _ in 0..50 {
         let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
@@ -287,30 +299,44 @@ async fn sighup_reloads_the_policy_without_dropping_sessions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(refused, "the new policy never took effect");
-    // The session opened under the old policy is still served.
-    assert!(echoes(&mut kept, b"still here").await);
+    assert!(closed(&mut kept).await, "the session opened under the old policy was not ended");
     drop(kept);
     let status = gw.signal_and_wait("-TERM");
     assert!(status.success(), "{status:?}");
 
     let data = dir.path().join("data");
     let list = sessions(&data);
-    let mut versions = std::collections::BTreeSet::new();
-    for s in &list {
-        // (The harness's readiness probe is a plain TCP connect: a refused handshake, phase
-        // `authenticate`. Only admissions count here.)
-        for d in
-            decisions(&replay_json(&data, s["id"].as_str().unwrap())).into_iter().filter(|d| d["phase"] == "session")
-        {
-            versions
-                .insert((d["policy_version"].as_str().unwrap().to_string(), d["effect"].as_str().unwrap().to_string()));
-        }
-    }
-    let allow_versions: std::collections::BTreeSet<_> =
-        versions.iter().filter(|(_, e)| e == "allow").map(|(v, _)| v).collect();
-    let deny_versions: std::collections::BTreeSet<_> =
-        versions.iter().filter(|(_, e)| e == "deny").map(|(v, _)| v).collect();
-    assert_eq!(allow_versions.len(), 1, "{versions:?}");
-    assert_eq!(deny_versions.len(), 1, "{versions:?}");
-    assert_ne!(allow_versions, deny_versions, "the reload changed the policy version");
+    let withdrawn: Vec<_> = list
+        .iter()
+        .filter(|s| s["close_reason"].as_str().unwrap().starts_with("access withdrawn by a reload"))
+        .collect();
+    // (A probe of the loop above may have been open when the reload landed, and been ended too.)
+    let kept = withdrawn.iter().min_by_key(|s| s["opened_us"].as_u64().unwrap()).expect("no session was withdrawn");
+    assert_eq!(kept["bytes_from_client"], 48, "{kept}");
+    let reason = kept["close_reason"].as_str().unwrap();
+    assert!(reason.contains("route:echo:allow_roles"), "{reason}");
+    // Its decisions: admitted, admitted again under the second policy, refused under the third.
+    let judged: Vec<(String, String)> = decisions(&replay_json(&data, kept["id"].as_str().unwrap()))
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d["phase"], "session");
+            (d["effect"].as_str().unwrap().to_string(), d["policy_version"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let effects: Vec<&str> = judged.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(effects, ["allow", "allow", "deny"], "{judged:?}");
+    let versions: std::collections::BTreeSet<&str> = judged.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(versions.len(), 3, "each decision names the policy it was made under: {judged:?}");
+    // A connection refused after the reload was judged under the last version.
+    let refused_under: std::collections::BTreeSet<String> = list
+        .iter()
+        .filter(|s| s["id"] != kept["id"])
+        .flat_map(|s| {
+            decisions(&replay_json(&data, s["id"].as_str().unwrap())).into_iter().cloned().collect::<Vec<_>>()
+        })
+        .filter(|d| d["phase"] == "session" && d["effect"] == "deny")
+        .map(|d| d["policy_version"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refused_under.len(), 1, "{refused_under:?}");
+    assert!(refused_under.contains(&judged[2].1), "{refused_under:?} {judged:?}");
 }

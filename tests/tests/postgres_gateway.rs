@@ -1026,7 +1026,8 @@ async fn a_held_statement_does_not_hide_a_denied_one() {
     assert_eq!(rules, ["hold-reads", "no-deletes", "no-deletes"]);
 }
 
-/// A reload puts the new policy in force for statements of sessions already open.
+/// A reload puts the new policy in force for statements of sessions already open, and ends
+/// the sessions of an identity it removes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_to_open_sessions() {
     use airlock_decoders::postgres::backend::BackendMessage;
@@ -1035,15 +1036,9 @@ async fn a_reload_applies_to_open_sessions() {
 
     let Rig { mut gw, pg: _pg, dir: _dir, config } = rig("", &api_key("agent", AGENT_KEY, "agent")).await;
     let mut s = Raw::login(gw.addr("pg"), AGENT_KEY).await;
+    // A second session, which sends nothing after it logs in.
+    let mut idle = Raw::login(gw.addr("pg"), AGENT_KEY).await;
     let query = || FrontendMessage::Query { sql: Bytes::from_static(b"select count(*) from pg_class") };
-    // A statement prepared now, to be executed after the key is gone.
-    let p = Bytes::from_static(b"p");
-    s.send(&[
-        FrontendMessage::Parse { name: p.clone(), sql: Bytes::from_static(b"select 1"), param_types: vec![] },
-        FrontendMessage::Sync,
-    ])
-    .await;
-    s.until_ready().await;
     s.send(&[query()]).await;
     let seen = s.until_ready().await;
     assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
@@ -1055,31 +1050,24 @@ async fn a_reload_applies_to_open_sessions() {
     let seen = s.until_ready().await;
     let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
-    // The key removed: the session it opened ends at its next message, though that is only
-    // the Bind and Execute of a statement prepared before.
+    // The key removed: the sessions it opened end at once, busy or idle, with FATAL 28000.
     let without = config.replace(&api_key("agent", AGENT_KEY, "agent"), &api_key("other", "ak_other_1", "agent"));
     let access = airlock::config::Config::parse(&without).unwrap().build_access().unwrap();
     gw.gw().reload_access(access).unwrap();
-    s.send(&[
-        FrontendMessage::Bind {
-            portal: Bytes::new(),
-            statement: p,
-            param_formats: vec![],
-            params: vec![],
-            result_formats: vec![],
-        },
-        FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 },
-        FrontendMessage::Sync,
-    ])
-    .await;
-    let mut seen = Vec::new();
-    while let Some(m) = s.next().await {
-        seen.push(m);
+    for s in [&mut s, &mut idle] {
+        let mut seen = Vec::new();
+        while let Some(m) = s.next().await {
+            seen.push(m);
+        }
+        let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+        assert_eq!(code.as_deref(), Some("28000"), "{seen:?}");
     }
-    let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
-    assert_eq!(code.as_deref(), Some("28000"), "{seen:?}");
-    assert!(!seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
+    // (The first reload, which only added a rule, ended neither.)
     gw.stop().await;
+    let closes: Vec<String> =
+        sessions(gw.data_dir()).iter().map(|s| s["close_reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert!(closes.iter().all(|r| r.starts_with("credential revoked: the API key `agent`")), "{closes:?}");
 }
 
 /// Break-glass on a PostgreSQL route: the emergency role's statements skip the approval hold,

@@ -5,8 +5,9 @@ pub mod postgres;
 pub(crate) mod session;
 pub mod tcp;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::metrics::Metrics;
@@ -14,30 +15,30 @@ use crate::config::{Access, Route};
 use crate::journal::Journal;
 
 /// The identity and policy in force, replaced as a whole by a reload. Sessions take a snapshot
-/// for each decision, so a reload never changes a decision halfway.
+/// for each decision, so a reload never changes a decision halfway; sessions judged once (raw
+/// TCP) watch for a reload and are judged again.
 #[derive(Debug)]
-pub struct SharedAccess(RwLock<Arc<Access>>);
+pub struct SharedAccess(watch::Sender<Arc<Access>>);
 
 impl SharedAccess {
     /// Starts with `access`.
     pub fn new(access: Arc<Access>) -> Self {
-        Self(RwLock::new(access))
+        Self(watch::Sender::new(access))
     }
 
     /// The access in force now.
     pub fn current(&self) -> Arc<Access> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.0.borrow().clone()
     }
 
-    /// Puts `access` in force for every decision from now on.
+    /// Puts `access` in force for every decision from now on, and tells the watchers.
     pub fn replace(&self, access: Arc<Access>) {
-        match self.0.write() {
-            Ok(mut g) => *g = access,
-            Err(poisoned) => *poisoned.into_inner() = access,
-        }
+        self.0.send_replace(access);
+    }
+
+    /// A receiver that sees each reload from now on.
+    pub(crate) fn watch(&self) -> watch::Receiver<Arc<Access>> {
+        self.0.subscribe()
     }
 }
 

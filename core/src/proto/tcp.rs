@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
@@ -23,6 +23,7 @@ use super::session::{
     ActiveSession, Io, accept_client, journal_admission, journal_upstream, notify_break_glass, open_session,
 };
 use crate::admin::metrics::{BytesLabels, RouteLabels};
+use crate::config::Access;
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::{CloseMeta, UpstreamMeta};
 use crate::journal::{Direction, Durability, Receipt, SessionJournal};
@@ -43,6 +44,9 @@ enum End {
     Idle,
     /// The principal's credential (its client certificate) expired: automatic logoff.
     CredentialExpired,
+    /// A reload withdrew the caller's access (or identity): the session was judged again and
+    /// refused.
+    Withdrawn(String),
     /// The gateway is shutting down and the drain deadline passed.
     Shutdown,
     /// A socket failed.
@@ -57,6 +61,7 @@ impl End {
             Self::Done => "both sides closed".into(),
             Self::Idle => "idle timeout".into(),
             Self::CredentialExpired => "automatic logoff: the principal's credential expired during the session".into(),
+            Self::Withdrawn(why) => format!("access withdrawn by a reload: {why}"),
             Self::Shutdown => "gateway shutdown: drain deadline passed".into(),
             Self::Io { side, op, source } => format!("{side} {op} error: {source}"),
             Self::Journal(e) => format!("journal write failed: {e}"),
@@ -107,15 +112,11 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 
     let Some((mut client, tls_meta, leaf)) = accept_client(&ctx, stream, peer).await else { return };
 
-    // Who is calling, and may they use this route? Decided before anything is opened upstream.
-    let access = ctx.access.current();
-    let identified = match route.client_principal {
-        None => Ok(Principal::anonymous()),
-        Some(from) => match &leaf {
-            Some(der) => access.identity.certificates.principal(der, from),
-            None => Err(AuthError::Certificate("no client certificate was presented".into())),
-        },
-    };
+    // Who is calling, and may they use this route? Decided before anything is opened upstream,
+    // and again after every reload for as long as the session lasts.
+    let mut reloads = ctx.access.watch();
+    let access = reloads.borrow_and_update().clone();
+    let identified = identify(&ctx, &access, leaf.as_deref());
     let admission = match &identified {
         Ok(p) => Ok(access.decide(&route.name, p, &Request::Bytes)),
         Err(e) => Err(e.clone()),
@@ -159,7 +160,10 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                 }
                 Ok((upstream, meta)) => match journal_upstream(&sj, meta) {
                     Err(e) => End::journal(e).reason(),
-                    Ok(()) => relay(&ctx, &sj, client, upstream, &counters, expires).await.reason(),
+                    Ok(()) => {
+                        let judged = Judged { leaf: leaf.as_deref(), reloads };
+                        relay(&ctx, &sj, client, upstream, &counters, expires, judged).await.reason()
+                    }
                 },
             }
         }
@@ -190,6 +194,49 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         reason = %end,
         "Session closed."
     );
+}
+
+/// The caller's principal under `access`: anonymous, or read from its verified client
+/// certificate.
+fn identify(ctx: &SessionCtx, access: &Access, leaf: Option<&[u8]>) -> Result<Principal, AuthError> {
+    match ctx.route.client_principal {
+        None => Ok(Principal::anonymous()),
+        Some(from) => match leaf {
+            Some(der) => access.identity.certificates.principal(der, from),
+            None => Err(AuthError::Certificate("no client certificate was presented".into())),
+        },
+    }
+}
+
+/// What a session needs to be judged again after a reload.
+struct Judged<'a> {
+    /// The caller's verified certificate (DER), on routes that read the principal from it.
+    leaf: Option<&'a [u8]>,
+    reloads: watch::Receiver<Arc<Access>>,
+}
+
+impl Judged<'_> {
+    /// Waits for a reload that refuses the session: the caller is identified again by the same
+    /// certificate, and the route's policy decides again. Every such decision is journaled
+    /// (`phase = session`, the new policy version), allow or deny.
+    async fn withdrawn(mut self, ctx: &SessionCtx, sj: &SessionJournal) -> End {
+        while self.reloads.changed().await.is_ok() {
+            let access = self.reloads.borrow_and_update().clone();
+            let identified = identify(ctx, &access, self.leaf);
+            let admission = match &identified {
+                Ok(p) => Ok(access.decide(&ctx.route.name, p, &Request::Bytes)),
+                Err(e) => Err(e.clone()),
+            };
+            match journal_admission(ctx, sj, &access, identified.as_ref().ok(), &admission, &Request::Bytes, true).await
+            {
+                Err(e) => return End::journal(e),
+                Ok(Some(denial)) => return End::Withdrawn(denial.message),
+                Ok(None) => {}
+            }
+        }
+        // The gateway dropped its access: it is shutting down, which ends the session anyway.
+        std::future::pending().await
+    }
 }
 
 /// The tokio instant at which a credential that expires at `unix_secs` stops being valid.
@@ -228,7 +275,8 @@ async fn connect_upstream(ctx: &SessionCtx) -> Result<(Box<dyn Io>, UpstreamMeta
 }
 
 /// Streams both ways until both sides close, one fails, the session idles out, the principal's
-/// credential expires, or the gateway's drain deadline passes.
+/// credential expires, a reload withdraws the caller's access, or the gateway's drain deadline
+/// passes.
 async fn relay(
     ctx: &SessionCtx,
     sj: &SessionJournal,
@@ -236,6 +284,7 @@ async fn relay(
     upstream: Box<dyn Io>,
     counters: &[AtomicU64; 2],
     expires: Option<Instant>,
+    judged: Judged<'_>,
 ) -> End {
     let (client_r, client_w) = tokio::io::split(client);
     let (up_r, up_w) = tokio::io::split(upstream);
@@ -279,6 +328,7 @@ async fn relay(
         () = async { match expires { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => {
             End::CredentialExpired
         }
+        end = judged.withdrawn(ctx, sj) => end,
         () = ctx.abort.cancelled() => End::Shutdown,
     }
 }

@@ -474,6 +474,33 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 }
 
 /// A FATAL ErrorResponse to the caller, journaled like everything it receives.
+/// Ends a session whose caller's identity a reload revoked: the decision journaled
+/// (`identity:revoked`), then FATAL 28000. Returns the close reason.
+#[expect(clippy::too_many_arguments, reason = "the session's parts the ending needs")]
+async fn end_revoked(
+    sj: &SessionJournal,
+    client: &mut Box<dyn Io>,
+    strict: bool,
+    count: &AtomicU64,
+    principal: &Principal,
+    access: &crate::config::Access,
+    why: &str,
+    request: &str,
+) -> String {
+    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+        phase: "request".into(),
+        effect: "deny".into(),
+        rule: "identity:revoked".into(),
+        reason: why.to_owned(),
+        principal: principal.label(),
+        request: request.to_owned(),
+        policy_version: Some(access.policy.version.clone()),
+        break_glass: false,
+    });
+    fatal(sj, client, strict, count, "28000", &format!("{why}; the session ends")).await;
+    format!("credential revoked: {why}")
+}
+
 async fn fatal(
     sj: &SessionJournal,
     client: &mut Box<dyn Io>,
@@ -870,6 +897,9 @@ async fn relay(
     let ruled = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
+    // A reload that revokes the caller's identity ends the session at once, idle or not (and
+    // at its next message, should it arrive first).
+    let mut reloads = ctx.access.watch();
     loop {
         // Everything already buffered from the upstream goes first, in one write.
         loop {
@@ -962,19 +992,9 @@ async fn relay(
             // statement prepared before as well). The same configuration judges the statement.
             let access = ctx.access.current();
             if let Some(why) = access.identity.revoked(principal) {
-                let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
-                    phase: "request".into(),
-                    effect: "deny".into(),
-                    rule: "identity:revoked".into(),
-                    reason: why.clone(),
-                    principal: principal.label(),
-                    request: "message (not judged)".into(),
-                    policy_version: Some(access.policy.version.clone()),
-                    break_glass: false,
-                });
                 let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                fatal(sj, client, strict, &counters[1], "28000", &format!("{why}; the session ends")).await;
-                return format!("credential revoked: {why}");
+                return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "message (not judged)")
+                    .await;
             }
             if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
@@ -1047,6 +1067,13 @@ async fn relay(
             },
             () = tokio::time::sleep(route.idle_timeout) => return "idle timeout".into(),
             () = ctx.abort.cancelled() => return "gateway shutdown: drain deadline passed".into(),
+            () = async { if reloads.changed().await.is_err() { std::future::pending::<()>().await } } => {
+                let access = reloads.borrow_and_update().clone();
+                if let Some(why) = access.identity.revoked(principal) {
+                    let _ = to_client.flush(sj, client, strict, &counters[1]).await;
+                    return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "reload").await;
+                }
+            }
             () = async { match expires { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 let denial = Denial::expired_during_session(sj.id().to_string());
                 let bytes = deny::postgres(&denial, true);
