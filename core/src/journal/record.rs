@@ -219,9 +219,9 @@ pub struct UpstreamMeta {
 pub struct CloseMeta {
     /// Why the session ended, in words for an auditor.
     pub reason: String,
-    /// Bytes received from the caller.
+    /// Bytes passed on from the caller to the upstream, as forwarded.
     pub bytes_from_client: u64,
-    /// Bytes received from the upstream.
+    /// Bytes passed on from the upstream to the caller, as delivered (after masking).
     pub bytes_from_upstream: u64,
     /// Session duration in microseconds.
     pub duration_us: u64,

@@ -375,7 +375,6 @@ impl Pump<'_> {
                 };
                 if !fin {
                     self.activity.touch();
-                    self.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 if tx.send((chunk, fin, receipt)).await.is_err() || fin {
                     return Ok::<(), End>(());
@@ -397,6 +396,8 @@ impl Pump<'_> {
                     to.shutdown().await.map_err(io_err)?;
                 } else {
                     to.write_all(&chunk).await.map_err(io_err)?;
+                    // Counted once passed on: the close record's counts are bytes delivered.
+                    self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     self.metric.inc_by(chunk.len() as u64);
                 }
                 if let Some(receipt) = pending {
