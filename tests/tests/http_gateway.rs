@@ -19,6 +19,8 @@ struct Setup {
     upstream: HttpUpstream,
     _dir: tempfile::TempDir,
     issuer: String,
+    /// The configuration the gateway runs (for a reload).
+    config: String,
 }
 
 async fn setup(extra: &str) -> Setup {
@@ -46,7 +48,7 @@ async fn setup_with(route_extra: &str, extra: &str) -> Setup {
         airlock::identity::apikey::format_hash(CALLER_KEY),
     );
     let gw = TestGateway::start(&config).await.unwrap();
-    Setup { gw, upstream, _dir: dir, issuer }
+    Setup { gw, upstream, _dir: dir, issuer, config }
 }
 
 fn url(s: &Setup, path: &str) -> String {
@@ -946,6 +948,48 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
     );
     assert_eq!(seen[1].uri, "/v1/models");
     s.gw.stop().await;
+}
+
+/// A reload that removes the API key a stream was opened with ends the stream at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_a_reload_revokes_its_key() {
+    let mut s = setup("").await;
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr("llm")).await.unwrap();
+    let req = format!("GET /endless HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER_KEY}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A reload that changes nothing for this key leaves the stream alone.
+    let same = airlock::config::Config::parse(&format!("{}\n# reloaded\n", s.config)).unwrap().build_access().unwrap();
+    s.gw.gw().reload_access(same).unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await.is_err(), "the stream ended");
+    // One that gives the key's name another secret ends it. The upstream is never released:
+    // only the reload can.
+    let hash = airlock::identity::apikey::format_hash(CALLER_KEY);
+    let without = s.config.replace(&hash, &airlock::identity::apikey::format_hash("ak_someone_else"));
+    assert_ne!(without, s.config);
+    let access = airlock::config::Config::parse(&without).unwrap().build_access().unwrap();
+    s.gw.gw().reload_access(access).unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the stream outlived its revoked key"),
+        }
+    }
+    s.gw.stop().await;
+    let list = sessions(s.gw.data_dir());
+    assert!(
+        list.iter().any(|l| l["close_reason"]
+            .as_str()
+            .is_some_and(|r| r == "credential revoked: the API key `agent-7` was replaced")),
+        "{list:?}"
+    );
 }
 
 /// Automatic logoff: a stream ends when the credential that opened it expires.

@@ -616,6 +616,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_revokes_what_a_changed_key_opened() {
+        let key = |name: &str, secret: &str, roles: &str, expires: &str| {
+            let hash = crate::identity::apikey::format_hash(secret);
+            format!("[[identity.api_key]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nroles = [{roles}]\n{expires}")
+        };
+        let first = key("etl", "k1", "\"etl\"", "");
+        let p = build(&first).unwrap().identity.api_keys.authenticate("k1").unwrap();
+        let revoked = |cfg: &str| build(cfg).unwrap().identity.revoked(&p);
+        assert_eq!(revoked(&first), None);
+        assert_eq!(revoked(&format!("{first}{}", key("other", "k9", "", ""))), None);
+        let cases = [
+            (key("etl2", "k1", "\"etl\"", ""), "is no longer configured"),
+            (key("etl", "k2", "\"etl\"", ""), "was replaced"),
+            (key("etl", "k1", "\"etl\", \"admin\"", ""), "roles"),
+            (key("etl", "k1", "\"etl\"", "expires = \"2030-01-01T00:00:00Z\"\n"), "validity"),
+        ];
+        for (cfg, why) in cases {
+            let got = revoked(&cfg).unwrap_or_default();
+            assert!(got.contains("`etl`") && got.contains(why), "{got:?} for {cfg}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let oidc = "[[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\n";
         assert!(err(oidc).contains("identity.oidc[0].audiences"), "{}", err(oidc));

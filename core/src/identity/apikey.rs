@@ -89,7 +89,7 @@ impl ApiKeys {
             email: None,
             roles: key.roles.clone(),
             groups: Vec::new(),
-            method: AuthMethod::ApiKey,
+            method: AuthMethod::ApiKey { sha256: key.sha256 },
             expires_at: key.expires_at,
         })
     }
@@ -116,7 +116,7 @@ mod tests {
         let p = keys().authenticate("ak_live_123").unwrap();
         assert_eq!(p.subject, "etl-bot");
         assert!(p.has_role("etl"));
-        assert_eq!(p.method, AuthMethod::ApiKey);
+        assert_eq!(p.method, AuthMethod::ApiKey { sha256: hash_key("ak_live_123") });
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub enum AuthMethod {
         provider: String,
     },
     /// An API key.
-    ApiKey,
+    ApiKey {
+        /// SHA-256 of the key presented: a reload that gives the key's name another secret
+        /// revokes what the old one opened. Never journaled (it is what the config holds).
+        #[serde(default, skip_serializing)]
+        sha256: [u8; 32],
+    },
     /// A TLS client certificate.
     Mtls {
         /// SHA-256 fingerprint of the certificate (hex).
@@ -91,7 +96,7 @@ impl Principal {
         match &self.method {
             AuthMethod::Anonymous => "anonymous".into(),
             AuthMethod::Oidc { provider } => format!("oidc:{provider}/{}", self.subject),
-            AuthMethod::ApiKey => format!("api-key:{}", self.subject),
+            AuthMethod::ApiKey { .. } => format!("api-key:{}", self.subject),
             AuthMethod::Mtls { .. } => format!("mtls:{}", self.subject),
         }
     }
@@ -101,7 +106,7 @@ impl Principal {
         let (method, detail) = match &self.method {
             AuthMethod::Anonymous => ("anonymous", None),
             AuthMethod::Oidc { provider } => ("oidc", Some(provider.clone())),
-            AuthMethod::ApiKey => ("api_key", None),
+            AuthMethod::ApiKey { .. } => ("api_key", None),
             AuthMethod::Mtls { fingerprint } => ("mtls", Some(fingerprint.clone())),
         };
         crate::journal::record::PrincipalMeta {
@@ -286,14 +291,18 @@ impl Identity {
 
 impl Identity {
     /// Why a principal authenticated earlier no longer stands under this (reloaded)
-    /// configuration, if it does not: its API key was removed or its roles changed, or its OIDC
-    /// provider was removed. (A key rotated under the same name and roles is not seen; tokens
-    /// and certificates end at their own expiry.)
+    /// configuration, if it does not: its API key was removed, replaced by another secret under
+    /// the same name, or given other roles or another expiry; or its OIDC provider was removed.
+    /// (Tokens and certificates end at their own expiry.)
     pub fn revoked(&self, p: &Principal) -> Option<String> {
         match &p.method {
-            AuthMethod::ApiKey => match self.api_keys.named(&p.subject) {
+            AuthMethod::ApiKey { sha256 } => match self.api_keys.named(&p.subject) {
                 None => Some(format!("the API key `{}` is no longer configured", p.subject)),
+                Some(k) if k.sha256 != *sha256 => Some(format!("the API key `{}` was replaced", p.subject)),
                 Some(k) if k.roles != p.roles => Some(format!("the roles of the API key `{}` changed", p.subject)),
+                Some(k) if k.expires_at != p.expires_at => {
+                    Some(format!("the validity of the API key `{}` changed", p.subject))
+                }
                 Some(_) => None,
             },
             AuthMethod::Oidc { provider } => (!self.oidc.iter().any(|o| o.name() == provider))

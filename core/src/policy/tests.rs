@@ -4,7 +4,7 @@ use crate::identity::AuthMethod;
 fn who(roles: &[&str]) -> Principal {
     Principal {
         roles: roles.iter().map(|r| r.to_string()).collect(),
-        method: AuthMethod::ApiKey,
+        method: AuthMethod::ApiKey { sha256: [0; 32] },
         subject: "svc".into(),
         ..Principal::anonymous()
     }

@@ -40,7 +40,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -48,7 +48,7 @@ use uuid::Uuid;
 use super::SessionCtx;
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
-use crate::config::Route;
+use crate::config::{Access, Route};
 use crate::deny::{self, Denial};
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::{CloseMeta, TlsMeta};
@@ -732,7 +732,9 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         req.headers_mut(),
         &["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"],
     );
-    let access = ctx.access.current();
+    // Watched from here on: a reload that revokes the caller's identity ends its streams.
+    let mut reloads = ctx.access.watch();
+    let access = reloads.borrow_and_update().clone();
 
     // 1. Who is calling.
     let identified = if route.anonymous {
@@ -1086,6 +1088,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 // The upstream's end of a request body is watched by hyper's client.
                 gone: tokio_util::sync::CancellationToken::new(),
                 expires,
+                reloads: principal.map(|p| (reloads.clone(), p.clone())),
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
@@ -1281,6 +1284,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         grpc: is_grpc,
         gone,
         expires,
+        reloads: principal.map(|p| (reloads, p.clone())),
     };
     let framer = Framer::for_content_type(&parts.headers);
     let up_task = guard.pump.take();
@@ -1598,6 +1602,19 @@ struct Pump {
     gone: tokio_util::sync::CancellationToken,
     /// When the caller's credential expires: the body ends then (automatic logoff).
     expires: Option<Instant>,
+    /// Reloads, and the caller: a reload that revokes the caller's identity ends the body.
+    reloads: Option<(watch::Receiver<Arc<Access>>, Principal)>,
+}
+
+/// Waits for a reload that revokes `principal`'s identity; says why.
+async fn revoked(reloads: &mut Option<(watch::Receiver<Arc<Access>>, Principal)>) -> String {
+    let Some((rx, principal)) = reloads else { return std::future::pending().await };
+    while rx.changed().await.is_ok() {
+        if let Some(why) = rx.borrow_and_update().identity.revoked(principal) {
+            return why;
+        }
+    }
+    std::future::pending().await
 }
 
 /// The response body the caller reads. Dropping it cancels `_gone`'s token.
@@ -1644,7 +1661,7 @@ impl Pump {
         if self.grpc && !client_gone && !reason.starts_with("journal write failed") {
             let code: u32 = match why {
                 "timeout" => 4,
-                "credential expired" => 16,
+                "credential expired" | "credential revoked" => 16,
                 _ => 14,
             };
             let message = if reason.starts_with("masking failed") {
@@ -1755,6 +1772,9 @@ impl Pump {
                 } => {
                     let reason = "automatic logoff: the caller's credential expired during the stream".to_owned();
                     return self.fail("credential expired", reason).await;
+                }
+                why = revoked(&mut self.reloads) => {
+                    return self.fail("credential revoked", format!("credential revoked: {why}")).await;
                 }
                 // Before the caller's departure: hyper drops a body of known length once it has
                 // sent it all, and the end still to be read here is a complete response.
