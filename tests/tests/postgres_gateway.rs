@@ -1026,6 +1026,53 @@ async fn a_held_statement_does_not_hide_a_denied_one() {
     assert_eq!(rules, ["hold-reads", "no-deletes", "no-deletes"]);
 }
 
+/// The guardrails refuse every statement known to change how the server reads SQL text; a
+/// change that comes about some other way (here, a function a trusted role defined) ends the
+/// untrusted session as soon as the server reports it, before anything else is judged under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_server_reads_text_differently_ends() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    use airlock_decoders::postgres::frontend::FrontendMessage;
+    use bytes::Bytes;
+
+    let keys = format!("{}{}", api_key("agent", AGENT_KEY, "agent"), api_key("dba", DBA_KEY, "dba"));
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } = rig("sql_trusted_roles = [\"dba\"]", &keys).await;
+    let q = |sql: &'static str| FrontendMessage::Query { sql: Bytes::from_static(sql.as_bytes()) };
+    let mut dba = Raw::login(gw.addr("pg"), DBA_KEY).await;
+    dba.send(&[q("create function flip() returns text language sql as \
+                   $$ select set_config('standard_conforming_strings', 'off', false) $$")])
+        .await;
+    let seen = dba.until_ready().await;
+    assert!(!seen.iter().any(|m| matches!(m, BackendMessage::ErrorResponse(_))), "{seen:?}");
+    let mut agent = Raw::login(gw.addr("pg"), AGENT_KEY).await;
+    // Asked for outright, it is refused and the session goes on.
+    agent.send(&[q("set standard_conforming_strings = off")]).await;
+    let seen = agent.until_ready().await;
+    let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
+    // Through the function, the server turns it off; the session ends there.
+    agent.send(&[q("select flip()")]).await;
+    let mut seen = Vec::new();
+    while let Some(m) = agent.next().await {
+        seen.push(m);
+    }
+    let fatal = seen.iter().find_map(|m| m.field(b'S')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(fatal.as_deref(), Some("FATAL"), "{seen:?}");
+    assert!(!seen.iter().any(|m| matches!(m, BackendMessage::ParameterStatus { .. })), "{seen:?}");
+    // The trusted role may do it and goes on.
+    dba.send(&[q("select flip()"), q("select 1")]).await;
+    dba.until_ready().await;
+    let seen = dba.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
+    gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(gw.data_dir()).iter().map(|s| s["close_reason"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("the server's reading of SQL text changed: standard_conforming_strings")),
+        "{reasons:?}"
+    );
+}
+
 /// A reload puts the new policy in force for statements of sessions already open, and ends
 /// the sessions of an identity it removes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -519,6 +519,12 @@ impl Config {
                         .iter()
                         .map(|p| g(&p.to_lowercase(), false, "sql.tables"))
                         .collect::<Result<_, _>>()?,
+                    bare_tables: s
+                        .tables
+                        .iter()
+                        .filter_map(|p| p.rsplit_once('.').map(|(_, last)| last.to_lowercase()))
+                        .map(|p| g(&p, false, "sql.tables"))
+                        .collect::<Result<_, _>>()?,
                     columns: s
                         .columns
                         .iter()

@@ -97,8 +97,11 @@ pub enum Request {
     Sql {
         /// Its kind.
         kind: SqlKind,
-        /// Tables it reads or writes (lower-case, schema-qualified when written so).
-        tables: Vec<String>,
+        /// Tables it reads or writes (lower-case, schema-qualified when written so); `None`
+        /// when they cannot be known (SQL the gateway cannot parse, names written as `U&"…"`
+        /// escapes, SQL run from text by a function). A deny or approval rule on tables then
+        /// matches (fail closed); an allow rule does not.
+        tables: Option<Vec<String>>,
         /// Columns it names; `None` when they cannot be known (`SELECT *`, a view). A deny or
         /// approval rule on columns then matches (fail closed); an allow rule does not.
         columns: Option<Vec<String>>,
@@ -117,7 +120,10 @@ impl Request {
             Self::Bytes => "tcp session".into(),
             Self::Http { method, path } => format!("{method} {path}"),
             Self::Grpc { service, method } => format!("/{service}/{method}"),
-            Self::Sql { kind, tables, .. } => format!("sql {kind:?} {}", tables.join(",")).trim_end().to_owned(),
+            Self::Sql { kind, tables: Some(tables), .. } => {
+                format!("sql {kind:?} {}", tables.join(",")).trim_end().to_owned()
+            }
+            Self::Sql { kind, tables: None, .. } => format!("sql {kind:?} (tables unknown)"),
             Self::McpCall { tool } => format!("mcp tools/call {tool}"),
         }
     }
@@ -170,6 +176,10 @@ pub enum OperationMatch {
         kinds: BTreeSet<SqlKind>,
         /// Table globs: at least one table of the statement must match one.
         tables: Vec<GlobMatcher>,
+        /// The last part of each schema-qualified table glob (`public.patients` → `patients`):
+        /// a deny or approval rule meets the table named without its schema too, which
+        /// `search_path` may resolve to it.
+        bare_tables: Vec<GlobMatcher>,
         /// Column globs: at least one column of the statement must match one.
         columns: Vec<GlobMatcher>,
     },
@@ -222,15 +232,26 @@ impl Rule {
             (OperationMatch::Grpc { service, method }, Request::Grpc { service: s, method: m }) => {
                 service.as_ref().is_none_or(|g| g.is_match(s)) && method.as_ref().is_none_or(|g| g.is_match(m))
             }
-            (OperationMatch::Sql { kinds, tables, columns }, Request::Sql { kind, tables: t, columns: c }) => {
+            (
+                OperationMatch::Sql { kinds, tables, bare_tables, columns },
+                Request::Sql { kind, tables: t, columns: c },
+            ) => {
+                // What cannot be known matches what refuses or holds, never what allows.
+                let refuses = self.effect != Effect::Allow;
                 let columns_match = match c {
                     _ if columns.is_empty() => true,
                     Some(c) => c.iter().any(|c| columns.iter().any(|g| g.is_match(c))),
-                    None => self.effect != Effect::Allow,
+                    None => refuses,
                 };
-                (kinds.is_empty() || kinds.contains(kind))
-                    && (tables.is_empty() || t.iter().any(|t| tables.iter().any(|g| g.is_match(t))))
-                    && columns_match
+                let tables_match = match t {
+                    _ if tables.is_empty() => true,
+                    Some(t) => t.iter().any(|t| {
+                        tables.iter().any(|g| g.is_match(t))
+                            || (refuses && !t.contains('.') && bare_tables.iter().any(|g| g.is_match(t)))
+                    }),
+                    None => refuses,
+                };
+                (kinds.is_empty() || kinds.contains(kind)) && tables_match && columns_match
             }
             (OperationMatch::Mcp { tools }, Request::McpCall { tool }) => {
                 tools.is_empty() || tools.iter().any(|g| g.is_match(tool))

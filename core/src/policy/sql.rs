@@ -54,13 +54,57 @@ pub struct SqlStatement {
     /// column for such a result, so a column rule of the masker cannot follow it. `None` when
     /// it returns a whole row (`SELECT p FROM patients p`, `row_to_json(p.*)`).
     pub derived: Option<Vec<String>>,
+    /// It writes a name as a `U&"…"` escape (`U&"query\005fto_xml"`), which PostgreSQL decodes
+    /// and this parser does not: the names the rules would see are not the ones that run.
+    pub escaped_names: bool,
+    /// It reads rows as well as doing what its kind says: `INSERT … SELECT`, `CREATE TABLE …
+    /// AS SELECT`, `COPY … TO`, a subquery in an UPDATE. Rules on SELECT judge it too.
+    pub reads: bool,
+    /// It reaches the server's other sessions — every caller of the route shares the gateway's
+    /// upstream role: their statement texts (`pg_stat_activity`, `pg_stat_statements`) or a
+    /// signal to them (`pg_terminate_backend`, `pg_cancel_backend`). The view or function named.
+    pub other_sessions: Option<String>,
 }
 
 impl SqlStatement {
-    /// The request the filter chain decides.
+    /// The request the filter chain decides for what the statement's kind says.
     pub fn request(&self) -> Request {
-        Request::Sql { kind: self.kind, tables: self.tables.clone(), columns: self.columns.clone() }
+        // Names hidden from the parser (escapes, SQL run from text) leave the tables unknown.
+        let tables = (!self.escaped_names && self.opaque_call.is_none()).then(|| self.tables.clone());
+        Request::Sql { kind: self.kind, tables, columns: self.columns.clone() }
     }
+
+    /// Every request the filter chain decides for the statement: its kind, and a SELECT of the
+    /// same tables when it also reads rows (see [`SqlStatement::reads`]).
+    pub fn requests(&self) -> Vec<Request> {
+        let main = self.request();
+        if !self.reads || self.kind == SqlKind::Select {
+            return vec![main];
+        }
+        let read = match &main {
+            Request::Sql { tables, columns, .. } => {
+                Request::Sql { kind: SqlKind::Select, tables: tables.clone(), columns: columns.clone() }
+            }
+            other => other.clone(),
+        };
+        vec![main, read]
+    }
+}
+
+/// Whether `sql` writes a name as a Unicode escape: `U&` directly followed by a double-quoted
+/// identifier. (A `U&'…'` string is read, decoded, by the parser.)
+fn escapes_names(sql: &str) -> bool {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains("&\"") {
+        return false;
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return true };
+    tokens.windows(3).any(|w| match w {
+        [Token::Word(u), Token::Ampersand, Token::Word(name)] => {
+            u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u") && name.quote_style == Some('"')
+        }
+        _ => false,
+    })
 }
 
 /// DROP of an object other than those `Statement::Drop` covers (sqlparser gives these their own
@@ -107,6 +151,8 @@ fn alters_object(s: &Statement) -> bool {
 fn kind_of(s: &Statement) -> SqlKind {
     match s {
         Statement::Query(_) | Statement::Explain { .. } | Statement::ShowVariable { .. } => SqlKind::Select,
+        // `DECLARE c CURSOR FOR SELECT …`: its FETCHes return the query's rows.
+        Statement::Declare { stmts, .. } if stmts.iter().any(|d| d.for_query.is_some()) => SqlKind::Select,
         Statement::Insert(_) => SqlKind::Insert,
         Statement::Update(_) => SqlKind::Update,
         Statement::Delete(_) => SqlKind::Delete,
@@ -238,6 +284,20 @@ const OPAQUE_FUNCTIONS: [&str; 30] = [
     "pg_stat_file",
 ];
 
+/// Views and functions that show other sessions' statement texts (PHI in their literals), or
+/// signal other sessions.
+const OTHER_SESSIONS: [&str; 9] = [
+    "pg_stat_activity",
+    "pg_stat_get_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "pg_signal_backend",
+    "pg_stat_get_backend_activity",
+    "pg_locks",
+];
+
 /// A relation's name as rules match it: unquoted, lower case, and — when qualified — its last
 /// part too, so that a rule on `secrets` also meets `public.secrets` and `"Secrets"`.
 fn relation_names(name: &ObjectName) -> Vec<String> {
@@ -270,6 +330,10 @@ struct Walk {
     /// Unqualified names where a returned value was expected: a table or alias among them is a
     /// whole row (`SELECT p FROM patients p`, `row_to_json(p)`).
     bare: Vec<String>,
+    /// Some query in the statement reads rows (a SELECT or `TABLE t`, not only VALUES).
+    reads: bool,
+    /// See [`SqlStatement::other_sessions`] (functions; views are found among the tables).
+    other_sessions: Option<String>,
 }
 
 impl Visitor for Walk {
@@ -326,6 +390,14 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        fn reads(body: &SetExpr) -> bool {
+            match body {
+                SetExpr::Values(_) => false,
+                SetExpr::SetOperation { left, right, .. } => reads(left) || reads(right),
+                _ => true,
+            }
+        }
+        self.reads |= reads(&q.body);
         self.wildcard |= query_has_wildcard(q);
         derived_columns(&q.body, false, &mut self.derived, &mut self.bare);
         fn tables(body: &SetExpr, out: &mut Vec<String>) {
@@ -466,6 +538,9 @@ impl Walk {
     fn opaque_name(&mut self, name: &ObjectName) {
         if let Some(name) = name.0.last().and_then(|p| p.as_ident()) {
             let name = name.value.to_lowercase();
+            if OTHER_SESSIONS.contains(&name.as_str()) {
+                self.other_sessions.get_or_insert_with(|| name.clone());
+            }
             if OPAQUE_FUNCTIONS.contains(&name.as_str())
                 || ["dblink", "crosstab", "connectby"].iter().any(|p| name.starts_with(p))
             {
@@ -524,6 +599,7 @@ fn effective(s: &Statement) -> &Statement {
 pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
     let names_lexing = LEXING_SETTINGS.iter().any(|n| contains_ignore_case(sql, n));
+    let escaped_names = escapes_names(sql);
     Ok(statements
         .iter()
         .map(|outer| {
@@ -596,8 +672,17 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                     | Statement::CreateForeignDataWrapper(_)
                     | Statement::CreateUserMapping(_)
             );
-            // Reading a setting (`SHOW client_encoding`) changes nothing.
-            let changes_lexing = names_lexing && !matches!(s, Statement::ShowVariable { .. });
+            // Reading a setting (`SHOW client_encoding`) changes nothing. `SET NAMES` is
+            // `SET client_encoding`; `pg_settings` is a view whose UPDATE sets what it names.
+            let changes_lexing = (names_lexing && !matches!(s, Statement::ShowVariable { .. }))
+                || matches!(s, Statement::Set(Set::SetNames { .. } | Set::SetNamesDefault {}))
+                || (!matches!(kind, SqlKind::Select)
+                    && tables.iter().any(|t| t == "pg_settings" || t == "pg_catalog.pg_settings"));
+            let reads = walk.reads || matches!(s, Statement::Copy { to: true, .. });
+            let other_sessions = walk
+                .other_sessions
+                .clone()
+                .or_else(|| tables.iter().map(|t| last_segment(t)).find(|t| OTHER_SESSIONS.contains(&t.as_str())));
             // A whole row named by its table or alias (`SELECT p FROM patients p`,
             // `row_to_json(p)`) holds every column, and so does `COPY t TO …` without a column
             // list: unknown either way.
@@ -642,6 +727,9 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 opaque_call: walk.opaque,
                 server_code,
                 derived,
+                escaped_names,
+                reads,
+                other_sessions,
             }
         })
         .collect())
@@ -714,6 +802,12 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if !s.has_where {
             return Some(("guard:no_where", "UPDATE and DELETE need a WHERE clause".into()));
         }
+        if s.escaped_names {
+            return Some((
+                "guard:lexing",
+                "names written as U&\"…\" escapes are blocked for this role: the rules read names as written".into(),
+            ));
+        }
         if s.changes_lexing {
             return Some((
                 "guard:lexing",
@@ -729,6 +823,15 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
                     "`{f}` runs SQL given as text, reaches the server's files or large objects, or sets a setting \
                      named at run time, which the rules cannot see; \
                      it is blocked for this role"
+                ),
+            ));
+        }
+        if let Some(what) = &s.other_sessions {
+            return Some((
+                "guard:other_sessions",
+                format!(
+                    "`{what}` reaches other callers' sessions (their statement texts, or a signal to them), which \
+                     share the gateway's upstream role; it is blocked for this role"
                 ),
             ));
         }
@@ -1031,5 +1134,85 @@ mod tests {
         assert_eq!(cols("INSERT INTO patients VALUES ('a', 'b')"), None);
         assert_eq!(cols("UPDATE patients SET ssn = NULL WHERE id = 7"), Some(vec!["ssn".into(), "id".into()]));
         assert_eq!(cols("SELECT count(*) FROM patients"), Some(vec![]));
+    }
+
+    #[test]
+    fn names_the_parser_does_not_decode_leave_the_tables_unknown() {
+        for sql in [
+            r#"SELECT U&"query\005fto_xml"('SELECT * FROM secrets', true, false, '')"#,
+            r#"SELECT U&"\0073sn" FROM patients"#,
+            r#"select u&"set\005fconfig"('role', 'dba', false)"#,
+        ] {
+            let c = classify(sql);
+            assert_eq!(guardrail(&c).map(|g| g.0), Some("guard:lexing"), "{sql}");
+            assert!(matches!(c.unwrap()[0].request(), Request::Sql { tables: None, .. }), "{sql}");
+        }
+        // An operator between a column and a quoted name, and escapes in a string, are not it.
+        for sql in [r#"SELECT u & "mask" FROM t"#, r"SELECT U&'d\0061t\+000061' FROM t", "SELECT '&\"' FROM t"] {
+            let c = classify(sql);
+            assert_eq!(guardrail(&c), None, "{sql}");
+            assert!(matches!(&c.unwrap()[0].request(), Request::Sql { tables: Some(t), .. } if t == &["t"]), "{sql}");
+        }
+        // A function that runs SQL from text hides its tables as well.
+        let c = classify("SELECT query_to_xml('select * from secrets', true, false, '')").unwrap();
+        assert!(matches!(c[0].request(), Request::Sql { tables: None, .. }));
+    }
+
+    #[test]
+    fn every_way_to_change_how_the_server_reads_text_is_refused() {
+        for sql in [
+            "SET NAMES 'SJIS'",
+            "SET NAMES DEFAULT",
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_'||'conforming_strings'",
+            "update pg_catalog.pg_settings set setting = 'SJIS' where name = 'client_encoding'",
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some("guard:lexing"), "{sql}");
+        }
+        assert_eq!(guardrail(&classify("SELECT name, setting FROM pg_settings")), None);
+    }
+
+    #[test]
+    fn a_statement_that_reads_rows_is_judged_as_a_select_too() {
+        let requests = |sql: &str| {
+            classify(sql).unwrap()[0]
+                .requests()
+                .into_iter()
+                .map(|r| match r {
+                    Request::Sql { kind, tables, .. } => (kind, tables.unwrap_or_default()),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let select = |t: &[&str]| (SqlKind::Select, t.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        assert_eq!(requests("DECLARE c CURSOR FOR SELECT a FROM patients"), [select(&["patients"])]);
+        let ctas = requests("CREATE TABLE x AS SELECT * FROM patients");
+        assert_eq!(ctas.len(), 2, "{ctas:?}");
+        assert_eq!(ctas[0].0, SqlKind::Ddl);
+        assert_eq!(ctas[1], select(&["x", "patients"]));
+        assert_eq!(requests("INSERT INTO log SELECT name FROM patients")[1], select(&["log", "patients"]));
+        assert_eq!(requests("COPY patients TO STDOUT")[1], select(&["patients"]));
+        assert_eq!(requests("COPY (SELECT ssn FROM patients) TO STDOUT")[1], select(&["patients"]));
+        assert_eq!(requests("UPDATE t SET a = 1 WHERE id IN (SELECT id FROM patients)").len(), 2);
+        // Writing values reads nothing.
+        assert_eq!(requests("INSERT INTO log VALUES (1), (2)").len(), 1);
+        assert_eq!(requests("UPDATE t SET a = 1 WHERE id = 2").len(), 1);
+        assert_eq!(requests("COPY log FROM STDIN").len(), 1);
+    }
+
+    #[test]
+    fn other_callers_sessions_are_out_of_reach() {
+        for (sql, what) in [
+            ("SELECT query FROM pg_stat_activity", "pg_stat_activity"),
+            ("SELECT query FROM pg_catalog.pg_stat_activity", "pg_stat_activity"),
+            ("SELECT * FROM pg_stat_get_activity(NULL)", "pg_stat_get_activity"),
+            ("SELECT query FROM pg_stat_statements", "pg_stat_statements"),
+            ("SELECT pg_terminate_backend(1234)", "pg_terminate_backend"),
+            ("SELECT pg_cancel_backend(pid) FROM pg_locks", "pg_cancel_backend"),
+        ] {
+            let g = guardrail(&classify(sql));
+            assert_eq!(g.as_ref().map(|g| g.0), Some("guard:other_sessions"), "{sql}");
+            assert!(g.unwrap().1.contains(what), "{sql}");
+        }
+        assert_eq!(guardrail(&classify("SELECT pg_backend_pid()")), None);
     }
 }

@@ -22,7 +22,7 @@ fn rule(id: &str, effect: Effect, roles: &[&str], operation: OperationMatch) -> 
 }
 
 fn sql(kind: SqlKind, tables: &[&str]) -> Request {
-    Request::Sql { kind, tables: tables.iter().map(|t| t.to_string()).collect(), columns: Some(vec![]) }
+    Request::Sql { kind, tables: Some(tables.iter().map(|t| t.to_string()).collect()), columns: Some(vec![]) }
 }
 
 fn policy(rules: Vec<Rule>) -> Policy {
@@ -50,7 +50,8 @@ fn allow_roles_gate_the_route() {
 
 #[test]
 fn deny_overrides_approval_which_overrides_allow() {
-    let any_sql = || OperationMatch::Sql { kinds: BTreeSet::new(), tables: vec![], columns: vec![] };
+    let any_sql =
+        || OperationMatch::Sql { kinds: BTreeSet::new(), tables: vec![], bare_tables: vec![], columns: vec![] };
     let p = policy(vec![
         rule("allow-all", Effect::Allow, &[], OperationMatch::Any),
         rule("hold-agents", Effect::RequireApproval, &["agent"], any_sql()),
@@ -58,7 +59,7 @@ fn deny_overrides_approval_which_overrides_allow() {
             "no-ddl",
             Effect::Deny,
             &[],
-            OperationMatch::Sql { kinds: [SqlKind::Ddl].into(), tables: vec![], columns: vec![] },
+            OperationMatch::Sql { kinds: [SqlKind::Ddl].into(), tables: vec![], bare_tables: vec![], columns: vec![] },
         ),
     ]);
     let d = p.evaluate("pg", &who(&["agent"]), &sql(SqlKind::Ddl, &["patients"]));
@@ -77,7 +78,7 @@ fn break_glass_skips_holds_but_not_denials() {
             "never-drop",
             Effect::Deny,
             &[],
-            OperationMatch::Sql { kinds: [SqlKind::Ddl].into(), tables: vec![], columns: vec![] },
+            OperationMatch::Sql { kinds: [SqlKind::Ddl].into(), tables: vec![], bare_tables: vec![], columns: vec![] },
         ),
     ]);
     let d = p.evaluate("pg", &who(&["emergency"]), &sql(SqlKind::Select, &["t"]));
@@ -95,8 +96,12 @@ fn operations_match_by_protocol_and_glob() {
     };
     let grpc = OperationMatch::Grpc { service: Some(glob("inference.*", false).unwrap()), method: None };
     let mcp = OperationMatch::Mcp { tools: vec![glob("delete_*", false).unwrap()] };
-    let cols =
-        OperationMatch::Sql { kinds: BTreeSet::new(), tables: vec![], columns: vec![glob("ssn", false).unwrap()] };
+    let cols = OperationMatch::Sql {
+        kinds: BTreeSet::new(),
+        tables: vec![],
+        bare_tables: vec![],
+        columns: vec![glob("ssn", false).unwrap()],
+    };
     let p = policy(vec![
         rule("http", Effect::Deny, &[], http),
         rule("grpc", Effect::Deny, &[], grpc),
@@ -118,7 +123,7 @@ fn operations_match_by_protocol_and_glob() {
     assert_eq!(
         deny(Request::Sql {
             kind: SqlKind::Select,
-            tables: vec!["patients".into()],
+            tables: Some(vec!["patients".into()]),
             columns: Some(vec!["ssn".into()])
         }),
         "cols"
@@ -126,13 +131,16 @@ fn operations_match_by_protocol_and_glob() {
     assert_eq!(
         deny(Request::Sql {
             kind: SqlKind::Select,
-            tables: vec!["patients".into()],
+            tables: Some(vec!["patients".into()]),
             columns: Some(vec!["name".into()])
         }),
         "route:pg:default"
     );
     // Columns that cannot be known (`SELECT *`): a deny rule on columns still applies.
-    assert_eq!(deny(Request::Sql { kind: SqlKind::Select, tables: vec!["patients".into()], columns: None }), "cols");
+    assert_eq!(
+        deny(Request::Sql { kind: SqlKind::Select, tables: Some(vec!["patients".into()]), columns: None }),
+        "cols"
+    );
     // A protocol-specific rule never matches another protocol's request.
     assert_eq!(deny(Request::Bytes), "route:pg:default");
 }
@@ -151,14 +159,18 @@ fn rules_scope_to_routes_and_default_effect_applies() {
 
 #[test]
 fn unknown_columns_never_satisfy_an_allow_rule() {
-    let cols =
-        || OperationMatch::Sql { kinds: BTreeSet::new(), tables: vec![], columns: vec![glob("name", false).unwrap()] };
+    let cols = || OperationMatch::Sql {
+        kinds: BTreeSet::new(),
+        tables: vec![],
+        bare_tables: vec![],
+        columns: vec![glob("name", false).unwrap()],
+    };
     let mut p = policy(vec![rule("names-ok", Effect::Allow, &[], cols())]);
     p.routes.get_mut("pg").unwrap().default_effect = Some(Effect::Deny);
     let c = who(&["clinician"]);
-    let known = Request::Sql { kind: SqlKind::Select, tables: vec![], columns: Some(vec!["name".into()]) };
+    let known = Request::Sql { kind: SqlKind::Select, tables: Some(vec![]), columns: Some(vec!["name".into()]) };
     assert_eq!(p.evaluate("pg", &c, &known).rule, "names-ok");
-    let unknown = Request::Sql { kind: SqlKind::Select, tables: vec![], columns: None };
+    let unknown = Request::Sql { kind: SqlKind::Select, tables: Some(vec![]), columns: None };
     assert_eq!(p.evaluate("pg", &c, &unknown).effect, Effect::Deny);
 }
 
@@ -177,4 +189,38 @@ fn evaluation_is_deterministic() {
     for _ in 0..100 {
         assert_eq!(p.evaluate("pg", &who(&["agent"]), &req), first);
     }
+}
+
+#[test]
+fn unknown_or_unqualified_tables_meet_the_rules_that_refuse() {
+    let on = |effect, tables: &[&str]| {
+        let bare = tables.iter().filter_map(|t| t.rsplit_once('.')).map(|(_, t)| glob(t, false).unwrap()).collect();
+        let op = OperationMatch::Sql {
+            kinds: BTreeSet::new(),
+            tables: tables.iter().map(|t| glob(t, false).unwrap()).collect(),
+            bare_tables: bare,
+            columns: vec![],
+        };
+        rule("r", effect, &[], op)
+    };
+    let c = who(&["clinician"]);
+    let unknown = Request::Sql { kind: SqlKind::Select, tables: None, columns: Some(vec![]) };
+    // A deny or hold on tables meets a statement whose tables cannot be known; an allow does not.
+    assert_eq!(policy(vec![on(Effect::Deny, &["secrets"])]).evaluate("pg", &c, &unknown).rule, "r");
+    assert_eq!(policy(vec![on(Effect::RequireApproval, &["secrets"])]).evaluate("pg", &c, &unknown).rule, "r");
+    let mut allow = policy(vec![on(Effect::Allow, &["secrets"])]);
+    allow.routes.get_mut("pg").unwrap().default_effect = Some(Effect::Deny);
+    assert_eq!(allow.evaluate("pg", &c, &unknown).rule, "route:pg:default");
+    // A rule on `public.patients` refuses `patients` named without its schema, which the
+    // search_path may resolve to it; an allow on it does not reach the bare name.
+    let bare = sql(SqlKind::Select, &["patients"]);
+    assert_eq!(policy(vec![on(Effect::Deny, &["public.patients"])]).evaluate("pg", &c, &bare).rule, "r");
+    let mut allow = policy(vec![on(Effect::Allow, &["public.patients"])]);
+    allow.routes.get_mut("pg").unwrap().default_effect = Some(Effect::Deny);
+    assert_eq!(allow.evaluate("pg", &c, &bare).rule, "route:pg:default");
+    assert_eq!(allow.evaluate("pg", &c, &sql(SqlKind::Select, &["public.patients", "patients"])).rule, "r");
+    // Another schema's table of that name is refused too: the classifier also names a qualified
+    // table by its last part, and that part cannot tell which schema it came from.
+    let other = sql(SqlKind::Select, &["hr.patients", "patients"]);
+    assert_eq!(policy(vec![on(Effect::Deny, &["public.patients"])]).evaluate("pg", &c, &other).rule, "r");
 }

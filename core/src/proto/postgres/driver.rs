@@ -39,7 +39,7 @@ use crate::identity::{AuthError, Principal};
 use crate::journal::record::CloseMeta;
 use crate::journal::{Direction, Durability, SessionJournal};
 use crate::mask::Tally;
-use crate::policy::sql::{classify_cached, guardrail};
+use crate::policy::sql::{SqlStatement, classify_cached, guardrail};
 use crate::policy::{Decision, Effect, Request};
 use crate::proto::SessionCtx;
 use crate::proto::session::{ActiveSession, Io, journal_admission, open_session};
@@ -663,7 +663,7 @@ impl Refusals {
 
 /// Client-only encodings, normalized as PostgreSQL matches names (lower case, letters and digits
 /// only): in each of them the second byte of a character can be `'` or `\`.
-const UNSAFE_ENCODINGS: [&str; 17] = [
+const UNSAFE_ENCODINGS: [&str; 21] = [
     "big5",
     "gb18030",
     "gbk",
@@ -677,26 +677,44 @@ const UNSAFE_ENCODINGS: [&str; 17] = [
     "win936",
     "win949",
     "win950",
+    "windows932",
+    "windows936",
+    "windows949",
+    "windows950",
     "cp932",
     "cp936",
     "cp949",
     "cp950",
 ];
 
+/// Why the server reading SQL text under this reported setting would differ from the gateway's
+/// parser, if it would: `standard_conforming_strings` off, or a client-only multi-byte encoding.
+fn lexing_unsafe(name: &[u8], value: &[u8]) -> Option<String> {
+    let normalized: String =
+        value.iter().filter(|b| b.is_ascii_alphanumeric()).map(|b| char::from(b.to_ascii_lowercase())).collect();
+    match name {
+        b"standard_conforming_strings" if normalized == "off" => {
+            Some("standard_conforming_strings was turned off".to_owned())
+        }
+        b"client_encoding" if UNSAFE_ENCODINGS.contains(&normalized.as_str()) => {
+            Some(format!("client_encoding became {}", String::from_utf8_lossy(value)))
+        }
+        _ => None,
+    }
+}
+
 /// Why the caller's startup parameters would make the server read SQL text differently from the
 /// gateway's parser (see `policy::sql`), if they would: a client-only multi-byte encoding, or
 /// `options` that set `standard_conforming_strings` or `client_encoding`.
 fn lexing_startup_parameter(param: &impl Fn(&[u8]) -> Option<Bytes>) -> Option<String> {
-    if let Some(enc) = param(b"client_encoding") {
-        let name: String =
-            enc.iter().filter(|b| b.is_ascii_alphanumeric()).map(|b| char::from(b.to_ascii_lowercase())).collect();
-        if UNSAFE_ENCODINGS.contains(&name.as_str()) {
-            return Some(format!(
-                "client_encoding {} is refused for this role: in it a quote or backslash can hide inside a \
-                 character; use UTF8",
-                String::from_utf8_lossy(&enc)
-            ));
-        }
+    if let Some(enc) = param(b"client_encoding")
+        && lexing_unsafe(b"client_encoding", &enc).is_some()
+    {
+        return Some(format!(
+            "client_encoding {} is refused for this role: in it a quote or backslash can hide inside a \
+             character; use UTF8",
+            String::from_utf8_lossy(&enc)
+        ));
     }
     let options = param(b"options")?;
     let names = option_settings(&String::from_utf8_lossy(&options));
@@ -780,7 +798,8 @@ fn decide_function_call(
         };
         return (d, summary);
     }
-    let request = Request::Sql { kind: crate::policy::SqlKind::Other, tables: vec![], columns: None };
+    // What the function reads is unknown: rules on tables that refuse or hold apply.
+    let request = Request::Sql { kind: crate::policy::SqlKind::Other, tables: None, columns: None };
     (access.decide(route, principal, &request), summary)
 }
 
@@ -843,8 +862,8 @@ fn decide_sql(
     // A denied statement refuses the string; a held one only if none is denied, so that a hold
     // never hides a deny.
     let (mut last, mut held) = (None, None);
-    for s in statements.iter().flatten() {
-        let d = access.decide(route, principal, &s.request());
+    for request in statements.iter().flatten().flat_map(SqlStatement::requests) {
+        let d = access.decide(route, principal, &request);
         match d.effect {
             Effect::Deny => return (d, summary),
             Effect::Allow => last = Some(d),
@@ -854,11 +873,10 @@ fn decide_sql(
         }
     }
     let d = held.or(last).unwrap_or_else(|| {
-        access.decide(
-            route,
-            principal,
-            &Request::Sql { kind: crate::policy::SqlKind::Other, tables: vec![], columns: None },
-        )
+        // No statement (an empty string), or SQL that does not parse (a trusted role's): what
+        // it touches is unknown, so rules on tables that refuse or hold apply.
+        let tables = statements.is_ok().then(Vec::new);
+        access.decide(route, principal, &Request::Sql { kind: crate::policy::SqlKind::Other, tables, columns: None })
     });
     (d, summary)
 }
@@ -925,6 +943,27 @@ async fn relay(
                 BackendMessage::ReadyForQuery { status } => {
                     *tx_status = *status;
                     raw
+                }
+                // However it came about (a function that calls `set_config`, a role's defaults),
+                // a session whose server now reads SQL text differently from the gateway's
+                // parser is not judged any further: it ends, unless its role is trusted.
+                BackendMessage::ParameterStatus { name, value }
+                    if !trusted_roles.iter().any(|r| principal.has_role(r)) && lexing_unsafe(name, value).is_some() =>
+                {
+                    let why = lexing_unsafe(name, value).unwrap_or_default();
+                    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+                        phase: "response".into(),
+                        effect: "deny".into(),
+                        rule: "guard:lexing".into(),
+                        reason: why.clone(),
+                        principal: principal.label(),
+                        request: "parameter status".into(),
+                        policy_version: None,
+                        break_glass: false,
+                    });
+                    let _ = to_client.flush(sj, client, strict, &counters[1]).await;
+                    fatal(sj, client, strict, &counters[1], "42501", &format!("{why}; the session ends")).await;
+                    return format!("the server's reading of SQL text changed: {why}");
                 }
                 BackendMessage::ErrorResponse(_) => match refusals.answer(&m) {
                     Some(refusal) => {
