@@ -1089,6 +1089,29 @@ async fn a_reload_applies_to_open_sessions() {
     s.send(&[query()]).await;
     let seen = s.until_ready().await;
     assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
+    // Statements prepared now, in the protocol and in SQL, to be run after the reload.
+    let parse = |name: &'static str, sql: &'static str| FrontendMessage::Parse {
+        name: Bytes::from_static(name.as_bytes()),
+        sql: Bytes::from_static(sql.as_bytes()),
+        param_types: vec![],
+    };
+    s.send(&[parse("cat", "select count(*) from pg_class"), parse("one", "select 1"), FrontendMessage::Sync]).await;
+    s.until_ready().await;
+    s.send(&[FrontendMessage::Query { sql: Bytes::from_static(b"prepare q as select count(*) from pg_class") }]).await;
+    s.until_ready().await;
+    let run = |name: &'static str| {
+        [
+            FrontendMessage::Bind {
+                portal: Bytes::new(),
+                statement: Bytes::from_static(name.as_bytes()),
+                param_formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            },
+            FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 },
+            FrontendMessage::Sync,
+        ]
+    };
     let rule = "[[rule]]\nid = \"no-catalog\"\neffect = \"deny\"\nreason = \"not the catalog\"\n\
                 sql = { tables = [\"pg_class\"] }\n";
     let access = airlock::config::Config::parse(&format!("{config}\n{rule}")).unwrap().build_access().unwrap();
@@ -1097,6 +1120,20 @@ async fn a_reload_applies_to_open_sessions() {
     let seen = s.until_ready().await;
     let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
+    // What was prepared before is judged again when it runs: by its text, under the new rule.
+    for refused in [&run("cat")[..], &[FrontendMessage::Query { sql: Bytes::from_static(b"execute q") }]] {
+        s.send(refused).await;
+        let seen = s.until_ready().await;
+        let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
+        assert!(!seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
+        let message = seen.iter().find_map(|m| m.field(b'M')).map(|c| String::from_utf8_lossy(c).into_owned());
+        assert!(message.unwrap_or_default().contains("not the catalog"), "{seen:?}");
+    }
+    // A statement the new rule does not touch runs as before.
+    s.send(&run("one")).await;
+    let seen = s.until_ready().await;
+    assert!(seen.iter().any(|m| matches!(m, BackendMessage::DataRow(_))), "{seen:?}");
     // The key removed: the sessions it opened end at once, busy or idle, with FATAL 28000.
     let without = config.replace(&api_key("agent", AGENT_KEY, "agent"), &api_key("other", "ak_other_1", "agent"));
     let access = airlock::config::Config::parse(&without).unwrap().build_access().unwrap();

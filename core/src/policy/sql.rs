@@ -64,6 +64,11 @@ pub struct SqlStatement {
     /// upstream role: their statement texts (`pg_stat_activity`, `pg_stat_statements`) or a
     /// signal to them (`pg_terminate_backend`, `pg_cancel_backend`). The view or function named.
     pub other_sessions: Option<String>,
+    /// `PREPARE name AS …`: the name (as PostgreSQL folds it), so that an `EXECUTE name` after a
+    /// reload can be judged again by what was prepared.
+    pub prepares: Option<String>,
+    /// `EXECUTE name`: the name.
+    pub executes: Option<String>,
 }
 
 impl SqlStatement {
@@ -283,6 +288,11 @@ const OPAQUE_FUNCTIONS: [&str; 30] = [
     "pg_ls_dir",
     "pg_stat_file",
 ];
+
+/// A name as PostgreSQL folds it: lower case unless quoted.
+fn ident_name(i: &sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
 
 /// Views and functions that show other sessions' statement texts (PHI in their literals), or
 /// signal other sessions.
@@ -679,6 +689,14 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 || (!matches!(kind, SqlKind::Select)
                     && tables.iter().any(|t| t == "pg_settings" || t == "pg_catalog.pg_settings"));
             let reads = walk.reads || matches!(s, Statement::Copy { to: true, .. });
+            let prepares = match outer {
+                Statement::Prepare { name, .. } => Some(ident_name(name)),
+                _ => None,
+            };
+            let executes = match outer {
+                Statement::Execute { name: Some(name), .. } => name.0.last().and_then(|p| p.as_ident()).map(ident_name),
+                _ => None,
+            };
             let other_sessions = walk
                 .other_sessions
                 .clone()
@@ -730,6 +748,8 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 escaped_names,
                 reads,
                 other_sessions,
+                prepares,
+                executes,
             }
         })
         .collect())

@@ -600,6 +600,84 @@ impl Outbox {
     }
 }
 
+/// Statements prepared in a session — by name in the protocol (Parse), and by SQL (`PREPARE name
+/// AS …`) — with their text and the policy version they were judged under. A Bind or `EXECUTE`
+/// under a newer policy (after a reload) is judged again by that text.
+#[derive(Default)]
+struct Prepared {
+    protocol: HashMap<Bytes, (Bytes, String)>,
+    sql: HashMap<String, (Bytes, String)>,
+}
+
+/// Most statements tracked per kind; a Parse or PREPARE of a new name beyond it is refused
+/// (JDBC keeps 256, psycopg 100).
+const MAX_PREPARED: usize = 10_000;
+
+impl Prepared {
+    /// The text of the protocol statement `name`, when it was judged under another policy.
+    fn stale_protocol(&self, name: &Bytes, version: &str) -> Option<Bytes> {
+        self.protocol.get(name).filter(|(_, v)| v != version).map(|(sql, _)| sql.clone())
+    }
+
+    /// For a Query that only runs `EXECUTE name`: the text that prepared it, when it was judged
+    /// under another policy.
+    fn stale_execute(&self, query: &Bytes, version: &str) -> Option<(String, Bytes)> {
+        let text = String::from_utf8_lossy(query);
+        let classified = classify_cached(&text);
+        let [only] = classified.as_ref().as_ref().ok()?.as_slice() else { return None };
+        let name = only.executes.clone()?;
+        self.sql.get(&name).filter(|(_, v)| v != version).map(|(sql, _)| (name, sql.clone()))
+    }
+
+    /// Whether a new name could be tracked: below the bound, or already known.
+    fn room_for(&self, m: &FrontendMessage, query: &Bytes) -> bool {
+        match m {
+            FrontendMessage::Parse { name, .. } => {
+                self.protocol.len() < MAX_PREPARED || self.protocol.contains_key(name)
+            }
+            FrontendMessage::Query { .. } => {
+                self.sql.len() < MAX_PREPARED || prepared_names(query).iter().all(|n| self.sql.contains_key(n))
+            }
+            _ => true,
+        }
+    }
+
+    /// Remembers what an allowed message prepares, or that a statement was judged again.
+    fn judged(&mut self, m: &FrontendMessage, query: &Bytes, version: &str, rejudged: Option<&str>) {
+        match m {
+            FrontendMessage::Parse { name, sql, .. } => {
+                self.protocol.insert(name.clone(), (sql.clone(), version.to_owned()));
+            }
+            FrontendMessage::Bind { statement, .. } => {
+                if let Some(entry) = self.protocol.get_mut(statement) {
+                    version.clone_into(&mut entry.1);
+                }
+            }
+            FrontendMessage::Query { .. } => {
+                if let Some(entry) = rejudged.and_then(|name| self.sql.get_mut(name)) {
+                    version.clone_into(&mut entry.1);
+                }
+                for name in prepared_names(query) {
+                    self.sql.insert(name, (query.clone(), version.to_owned()));
+                }
+            }
+            FrontendMessage::Close { target: frontend::Target::Statement, name } => {
+                self.protocol.remove(name);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The names a query string prepares with `PREPARE name AS …`.
+fn prepared_names(query: &Bytes) -> Vec<String> {
+    let text = String::from_utf8_lossy(query);
+    match classify_cached(&text).as_ref() {
+        Ok(statements) => statements.iter().filter_map(|s| s.prepares.clone()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Refusals waiting for the upstream's error for their stand-ins.
 struct Refusals {
     /// Marks this session's stand-in function names, so that no real function or text matches.
@@ -622,8 +700,9 @@ impl Refusals {
 
     /// What goes to the upstream in place of the refused `m`: a statement that fails at once on a
     /// function that does not exist, as a Query for a Query or a fast-path call (one
-    /// ReadyForQuery each), as a Parse under the same statement name for a Parse.
-    fn stand_in(&mut self, m: &FrontendMessage, error: Bytes) -> Bytes {
+    /// ReadyForQuery each), as a Parse under the same statement name for a Parse; for a Bind, a
+    /// Bind of the same portal to a statement that does not exist.
+    fn stand_in(&mut self, m: &FrontendMessage, error: Bytes) -> (FrontendMessage, Bytes) {
         self.next += 1;
         let marker = format!("airlock_refused_{:016x}_{}", self.salt, self.next);
         let sql = Bytes::from(format!("SELECT {marker}()"));
@@ -631,13 +710,21 @@ impl Refusals {
             FrontendMessage::Parse { name, .. } => {
                 FrontendMessage::Parse { name: name.clone(), sql, param_types: vec![] }
             }
+            FrontendMessage::Bind { portal, .. } => FrontendMessage::Bind {
+                portal: portal.clone(),
+                statement: Bytes::from(marker.clone()),
+                param_formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            },
             _ => FrontendMessage::Query { sql },
         };
         if self.waiting.len() == MAX_REFUSALS {
             self.waiting.pop_front();
         }
         self.waiting.push_back((marker, error));
-        frontend::encode(&stand_in)
+        let bytes = frontend::encode(&stand_in);
+        (stand_in, bytes)
     }
 
     /// The refusal an upstream error answers, if it is a stand-in's; refusals queued before it
@@ -645,8 +732,10 @@ impl Refusals {
     fn answer(&mut self, error: &BackendMessage) -> Option<Bytes> {
         let message = error.field(b'M')?;
         let text = std::str::from_utf8(message).ok()?;
-        // `…_1(` is not a prefix of `…_10(`.
-        match self.waiting.iter().position(|(marker, _)| text.contains(&format!("{marker}("))) {
+        // `…_1(` is not a prefix of `…_10(`, nor `"…_1"` of `"…_10"` (a Bind's stand-in names a
+        // prepared statement that does not exist).
+        let answers = |marker: &String| text.contains(&format!("{marker}(")) || text.contains(&format!("\"{marker}\""));
+        match self.waiting.iter().position(|(marker, _)| answers(marker)) {
             Some(at) => {
                 self.waiting.drain(..at);
                 self.waiting.pop_front().map(|(_, error)| error)
@@ -912,6 +1001,7 @@ async fn relay(
     // after the answers to everything sent before; the server skips to the next Sync as for any
     // error, aborts the transaction it is in, and reports the true transaction status.
     let mut refusals = Refusals::new();
+    let mut prepared = Prepared::default();
     let ruled = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
@@ -1020,11 +1110,12 @@ async fn relay(
                     return format!("caller sent a malformed message: {e}");
                 }
             };
-            let sql = match &m {
+            let mut sql = match &m {
                 FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => Some(sql.clone()),
                 FrontendMessage::FunctionCall(_) => Some(Bytes::new()),
                 _ => None,
             };
+            let query = sql.clone().unwrap_or_default();
             let mut forward = raw;
             // The identity in force now, too: a key removed (or given other roles) by a reload
             // ends the sessions it opened, at their next message (a Bind and Execute of a
@@ -1035,9 +1126,33 @@ async fn relay(
                 return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "message (not judged)")
                     .await;
             }
+            // A statement prepared under an older policy (before a reload) is judged again, by the
+            // text that prepared it, when it is bound or executed.
+            let version = &access.policy.version;
+            let mut rejudged = None;
+            match &m {
+                FrontendMessage::Bind { statement, .. } => sql = prepared.stale_protocol(statement, version),
+                FrontendMessage::Query { sql: q } => {
+                    if let Some((name, text)) = prepared.stale_execute(q, version) {
+                        sql = Some(text);
+                        rejudged = Some(name);
+                    }
+                }
+                _ => {}
+            }
             if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
                     decide_function_call(&access, &route.name, principal, trusted_roles)
+                } else if !prepared.room_for(&m, &query) {
+                    let d = Decision {
+                        effect: Effect::Deny,
+                        rule: "guard:prepared_limit".into(),
+                        reason: format!(
+                            "more than {MAX_PREPARED} prepared statements in one session; close (DEALLOCATE) some"
+                        ),
+                        policy_version: version.clone(),
+                    };
+                    (d, String::from_utf8_lossy(&sql).chars().take(200).collect())
                 } else {
                     // The policy in force now: a reload applies to open sessions too.
                     decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql)
@@ -1057,14 +1172,15 @@ async fn relay(
                     return format!("journal write failed: {e}");
                 }
                 if let Some(denial) = Denial::from_decision(&d, sj.id().to_string()) {
-                    forward = refusals.stand_in(&m, deny::postgres(&denial, false));
+                    let (stand_in, bytes) = refusals.stand_in(&m, deny::postgres(&denial, false));
+                    forward = bytes;
                     // What the masker must expect is the stand-in's answer: a Parse's stays a
-                    // Parse, anything else went as a Query.
+                    // Parse, a Bind's a Bind, anything else went as a Query.
                     if let Some(mk) = masker.as_mut() {
-                        if matches!(m, FrontendMessage::Parse { .. }) {
-                            mk.frontend(&m);
-                        } else {
-                            mk.frontend(&FrontendMessage::Query { sql: Bytes::new() });
+                        match m {
+                            FrontendMessage::Parse { .. } => mk.frontend(&m),
+                            FrontendMessage::Bind { .. } => mk.frontend(&stand_in),
+                            _ => mk.frontend(&FrontendMessage::Query { sql: Bytes::new() }),
                         }
                     }
                     if let Err(e) = to_upstream.push(sj, forward) {
@@ -1073,6 +1189,7 @@ async fn relay(
                     continue;
                 }
             }
+            prepared.judged(&m, &query, version, rejudged.as_deref());
             if let Some(mk) = masker.as_mut() {
                 mk.frontend(&m);
             }
