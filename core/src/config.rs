@@ -339,8 +339,8 @@ pub struct RouteConfig {
     /// peer's address, so a caller cannot forge its origin.
     #[serde(default)]
     pub trust_forwarded: bool,
-    /// HTTP routes: time a caller has to send a whole request head; a slower sender is cut off
-    /// (slowloris). Default: `"30s"`.
+    /// HTTP routes: time a caller has to send a whole request head, and a new connection to
+    /// begin its first request; a slower sender is cut off (slowloris). Default: `"30s"`.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
     /// HTTP and PostgreSQL routes: the `[[masking.profile]]` that masks responses (`"none"`: not

@@ -668,6 +668,55 @@ async fn smuggling_and_header_abuse_get_400_and_slow_senders_are_cut_off() {
     assert!(reasons.iter().any(|r| r.starts_with("the caller did not send a request head")), "{reasons:?}");
 }
 
+/// Connections that send nothing — no byte at all, an HTTP/2 preface and then silence, or a
+/// keep-alive connection left idle — give their slot of the connection cap back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_connections_are_closed() {
+    let mut s = setup_with("header_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 2", "").await;
+    let addr = s.gw.addr("llm");
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let closed_within = |mut c: tokio::net::TcpStream, limit: Duration| async move {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(limit, c.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("still open after {limit:?}"),
+            }
+        }
+    };
+    // Two silent sockets fill the cap; one of them has sent the HTTP/2 preface.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut preface = tokio::net::TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let (a, b) = tokio::join!(closed_within(silent, WAIT), closed_within(preface, WAIT));
+    assert!(a < Duration::from_secs(4) && b < Duration::from_secs(4), "{a:?} {b:?}");
+    // The cap has room again.
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/v1/models")]));
+    assert_eq!(code, 200, "{body}");
+    // A keep-alive connection: served, then closed once idle for the idle timeout.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET /v1/models HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("echo") {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    // (HTTP/1.1: hyper's head timeout runs while it waits for the next request, so the head
+    // timeout closes it first; an HTTP/2 connection with no stream open is closed by the idle
+    // timeout.)
+    let idle = closed_within(c, WAIT).await;
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(5), "{idle:?}");
+    s.gw.stop().await;
+    let reasons: Vec<String> =
+        sessions(s.gw.data_dir()).iter().map(|l| l["close_reason"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(reasons.iter().filter(|r| r.starts_with("the caller sent no request within")).count(), 2, "{reasons:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstreams_are_verified() {
     let pki = TestPki::new();

@@ -46,6 +46,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::SessionCtx;
+use super::liveness::{Liveness, Stale, Tracked, Watched};
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
 use crate::config::{Access, Route};
@@ -189,9 +190,13 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
     let Some((io, tls, _leaf)) = accept_client(&ctx, stream, peer).await else { return };
     let conn = Arc::new(Conn { ctx: ctx.clone(), peer, id: Uuid::now_v7(), tls });
+    let live = Liveness::new();
+    let io = Watched { inner: io, live: live.clone() };
+    let requests = live.clone();
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+        let flight = requests.request();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await.map(|inner| Tracked { inner, _flight: flight })) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(ctx.route.header_timeout).max_buf_size(MAX_HEAD_BYTES);
@@ -215,6 +220,14 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                 _ => debug!(route = %ctx.route.name, client = %peer, error = %e, "HTTP connection ended with an error."),
             }
         },
+        // A connection that sends no request, or sits idle between requests, gives its slot back.
+        stale = live.stale(ctx.route.header_timeout, ctx.route.idle_timeout) => {
+            if stale == Stale::NoRequest {
+                ctx.metrics.error("http_header_timeout");
+                let reason = format!("the caller sent no request within {:?}", ctx.route.header_timeout);
+                super::session::refuse(&ctx, peer, &reason).await;
+            }
+        }
         () = ctx.abort.cancelled() => {}
     }
 }

@@ -1,6 +1,7 @@
 //! Protocol drivers: each turns an accepted socket into a journaled session with its upstream.
 
 pub mod http;
+pub(crate) mod liveness;
 pub mod postgres;
 pub(crate) mod session;
 pub mod tcp;
