@@ -892,6 +892,35 @@ async fn a_stream_open_at_shutdown_is_closed_and_journaled() {
     assert!(report.status.success(), "{}", stdout(&report));
 }
 
+/// On a route that denies by default, every reading of a request must be allowed as the
+/// request is: an allow rule on `/v1/public/**` does not admit a path that another server reads
+/// as `/v1/admin/…`, nor a `_method` the allow rule does not name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_allow_list_route_every_reading_must_be_allowed() {
+    let extra = "[[rule]]\nid = \"public\"\neffect = \"allow\"\nreason = \"public endpoints\"\n\
+                 http = { methods = [\"GET\", \"PUT\"], path = \"/v1/public/**\" }\n";
+    let mut s = setup_with("default_effect = \"deny\"", extra).await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    for (method, path) in [
+        ("GET", "/v1/public/..;/admin/users"),
+        ("GET", "/v1/public/..%2Fadmin"),
+        ("PUT", "/v1/public/x?_method=DELETE"),
+    ] {
+        let (code, _, body) =
+            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("another server may read it"), "{method} {path}: {body}");
+    }
+    // What the allow rule names, read every way, goes through.
+    for (method, path) in [("GET", "/v1/public/notes"), ("PUT", "/v1/public/notes?_method=GET")] {
+        let (code, _, body) =
+            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        assert_eq!(code, 200, "{method} {path}: {body}");
+    }
+    assert_eq!(s.upstream.seen().len(), 2);
+    s.gw.stop().await;
+}
+
 /// The path and method the policy decides are the ones the upstream acts on: percent-encoded
 /// letters, dot segments, doubled slashes and a lower-case method meet the same rule; an encoded
 /// slash is refused; a `content-type: application/grpc` does not step around an HTTP rule.

@@ -499,7 +499,10 @@ fn calls_to_operation(
 /// The decision for `operation`, and for the HTTP request it also is: a rule on the method and
 /// path that denies (or holds) it counts even when the operation is a gRPC or tool call. Only a
 /// rule counts there, not the route's default, which the operation's own decision already
-/// applies.
+/// applies. For a plain HTTP request, every other reading of it (its path as other servers
+/// read it, a `_method` override) must be allowed as the request itself is, the route's default
+/// included: on a route that denies by default, an allow rule for `/v1/public/**` does not let
+/// `/v1/public/..;/admin/users` through to a server that reads `/v1/admin/users`.
 fn decide_views(
     access: &crate::config::Access,
     route: &str,
@@ -514,13 +517,23 @@ fn decide_views(
         return d;
     }
     let default = format!("route:{route}:default");
+    let reading = |v: &Operation| matches!(operation, Operation::Http { .. }) && matches!(v, Operation::Http { .. });
+    let explained = |h: crate::policy::Decision, v: &Operation| {
+        if reading(v) {
+            let reason = format!("{} (the request as another server may read it: {})", h.reason, v.summary());
+            crate::policy::Decision { reason, ..h }
+        } else {
+            h
+        }
+    };
     let mut held = None;
     for view in http_views.iter().filter(|v| *v != operation) {
         let h = access.decide(route, principal, view);
+        let counts = h.rule != default || reading(view);
         match h.effect {
-            Effect::Deny if h.rule != default => return h,
-            Effect::RequireApproval if h.rule != default => {
-                held.get_or_insert(h);
+            Effect::Deny if counts => return explained(h, view),
+            Effect::RequireApproval if counts => {
+                held.get_or_insert_with(|| explained(h, view));
             }
             _ => {}
         }
