@@ -588,6 +588,63 @@ impl std::fmt::Debug for Route {
 }
 
 impl Config {
+    /// What in `new` differs from this (running) configuration and cannot be reloaded, if
+    /// anything does: a reload puts identity, rules, the break-glass role and each route's
+    /// `allow_roles` and `default_effect` in force; everything else (listeners, upstreams, TLS,
+    /// credentials, masking, `mcp`, `sql_trusted_roles`, the journal …) is built once at start.
+    /// Named as `route[pg].mcp` or `masking`.
+    pub fn fixed_changes(&self, new: &Config) -> Option<String> {
+        /// The path (`tls.cert`) of the first field whose value differs between two pretty
+        /// `Debug` renderings: the differing line's field, and those of the lines that open it.
+        fn first_difference(a: &str, b: &str) -> String {
+            fn field(line: &str) -> Option<&str> {
+                let (name, _) = line.trim().split_once(':')?;
+                (!name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')).then_some(name)
+            }
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let lines: Vec<&str> = a.lines().collect();
+            let Some(at) = lines.iter().zip(b.lines()).position(|(x, y)| *x != y) else { return String::new() };
+            let mut path = Vec::new();
+            let mut below = indent(lines[at]) + 1;
+            for line in lines[..=at].iter().rev() {
+                if indent(line) < below
+                    && let Some(name) = field(line)
+                {
+                    path.push(name);
+                    below = indent(line);
+                }
+            }
+            path.reverse();
+            path.join(".")
+        }
+        let fixed = |r: &RouteConfig| {
+            let mut r = r.clone();
+            r.allow_roles.clear();
+            r.default_effect = None;
+            format!("{r:#?}")
+        };
+        let names = |c: &Config| c.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        if names(self) != names(new) {
+            return Some("the routes (their names or order)".to_owned());
+        }
+        for (old, now) in self.routes.iter().zip(&new.routes) {
+            let (a, b) = (fixed(old), fixed(now));
+            if a != b {
+                return Some(format!("route[{}].{}", old.name, first_difference(&a, &b)));
+            }
+        }
+        let sections = [
+            ("journal", format!("{:#?}", self.journal), format!("{:#?}", new.journal)),
+            ("admin", format!("{:#?}", self.admin), format!("{:#?}", new.admin)),
+            ("gateway", format!("{:#?}", self.gateway), format!("{:#?}", new.gateway)),
+            ("masking", format!("{:#?}", self.masking), format!("{:#?}", new.masking)),
+        ];
+        sections.into_iter().find(|(_, a, b)| a != b).map(|(name, a, b)| {
+            let field = first_difference(&a, &b);
+            if field.is_empty() { name.to_owned() } else { format!("{name}.{field}") }
+        })
+    }
+
     /// Reads and parses a file. Errors name the line, column and field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
@@ -860,6 +917,28 @@ listen = "127.0.0.1:6543"
 protocol = "tcp"
 upstream = "127.0.0.1:5432"
 "#;
+
+    #[test]
+    fn a_reload_names_what_only_a_restart_applies() {
+        let base = format!("{MINIMAL}allow_roles = [\"a\"]\n");
+        let running = Config::parse(&base).unwrap();
+        let changed = |text: &str| running.fixed_changes(&Config::parse(text).unwrap());
+        assert_eq!(changed(&base), None);
+        // What a reload applies.
+        assert_eq!(changed(&base.replace("[\"a\"]", "[\"a\", \"b\"]")), None);
+        assert_eq!(changed(&format!("{base}default_effect = \"deny\"\n")), None);
+        let key = crate::identity::apikey::format_hash("k");
+        assert_eq!(changed(&format!("{base}\n[[identity.api_key]]\nname = \"k\"\nsha256 = \"{key}\"\n")), None);
+        // What it does not.
+        assert_eq!(changed(&format!("{base}idle_timeout = \"1m\"\n")).as_deref(), Some("route[pg].idle_timeout"));
+        assert_eq!(changed(&base.replace("127.0.0.1:5432", "127.0.0.1:5433")).as_deref(), Some("route[pg].upstream"));
+        let batched = base.replace("durability = \"strict\"", "durability = \"batched\"");
+        assert_eq!(changed(&batched).as_deref(), Some("journal.durability"));
+        assert_eq!(
+            changed(&base.replace("name = \"pg\"", "name = \"db\"")).as_deref(),
+            Some("the routes (their names or order)")
+        );
+    }
 
     #[test]
     fn minimal_config_builds_with_defaults() {

@@ -278,6 +278,14 @@ async fn sighup_reloads_the_policy_and_judges_open_sessions_again() {
     let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
     assert!(echoes(&mut s, b"renamed routes ignored").await);
     drop(s);
+    // And one that changes a route setting only a restart applies.
+    std::fs::write(&gw.config, base("\"auditor\"").replace("name = \"echo\"", "name = \"echo\"\nmax_connections = 7"))
+        .unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = connect(&pki, &cert, &key, addr).await.unwrap();
+    assert!(echoes(&mut s, b"fixed setting ignored").await);
+    drop(s);
     assert!(echoes(&mut kept, b"after refused reloads").await);
 
     // A new policy that still admits `etl`: the open session is judged again and runs on.
