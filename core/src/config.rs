@@ -431,9 +431,9 @@ pub struct ServerTlsConfig {
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// Which certificate field names the principal: `cn`, `san_dns`, `san_email`, `san_uri`.
-    /// Default: `cn`.
+    /// Only with `client_ca`. Default: `cn`.
     #[serde(default)]
-    pub client_principal: PrincipalFrom,
+    pub client_principal: Option<PrincipalFrom>,
 }
 
 /// TLS towards the upstream.
@@ -742,6 +742,15 @@ impl Config {
             Protocol::Http => &[b"h2", b"http/1.1"],
             Protocol::Tcp | Protocol::Postgres => &[],
         };
+        if let Some(t) = &r.tls
+            && t.client_principal.is_some()
+            && t.client_ca.is_none()
+        {
+            return Err(invalid(
+                field("tls.client_principal"),
+                "names callers by their client certificates, but no `client_ca` asks for one: set `client_ca` too",
+            ));
+        }
         let tls = match &r.tls {
             None => None,
             Some(t) => Some(
@@ -835,7 +844,11 @@ impl Config {
             connect_timeout: r.connect_timeout.0,
             idle_timeout: r.idle_timeout.0,
             tls_handshake_timeout: r.tls_handshake_timeout.0,
-            client_principal: r.tls.as_ref().filter(|t| t.client_ca.is_some()).map(|t| t.client_principal),
+            client_principal: r
+                .tls
+                .as_ref()
+                .filter(|t| t.client_ca.is_some())
+                .map(|t| t.client_principal.unwrap_or_default()),
             anonymous: r.anonymous,
             credentials,
             upstream_http2: r.upstream_http2,
@@ -994,5 +1007,12 @@ upstream = "127.0.0.1:5432"
         let text = format!("{MINIMAL}tls = {{ cert = \"/nonexistent/server.pem\", key = \"/nonexistent/k.pem\" }}\n");
         let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
         assert!(err.contains("route[pg].tls") && err.contains("/nonexistent/server.pem"), "{err}");
+
+        // A principal read from client certificates that are never asked for.
+        let text = format!(
+            "{MINIMAL}tls = {{ cert = \"/nonexistent/server.pem\", key = \"/nonexistent/k.pem\", client_principal = \"san_dns\" }}\n"
+        );
+        let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
+        assert!(err.contains("route[pg].tls.client_principal") && err.contains("client_ca"), "{err}");
     }
 }

@@ -348,3 +348,63 @@ async fn sighup_reloads_the_policy_and_judges_open_sessions_again() {
     assert_eq!(refused_under.len(), 1, "{refused_under:?}");
     assert!(refused_under.contains(&judged[2].1), "{refused_under:?} {judged:?}");
 }
+
+/// Client certificates name the caller on HTTP and PostgreSQL routes too: an anonymous HTTP
+/// route that verifies them journals the certificate's principal and applies its roles, and a
+/// PostgreSQL route that verifies them takes no caller who skips TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_name_callers_on_http_and_postgres_routes() {
+    let pki = TestPki::new();
+    let upstream = HttpUpstream::start().await;
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\", client_principal = \"san_dns\" }}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca_pem.display()
+    );
+    let config = format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\nanonymous = true\n\
+         allow_roles = [\"service\"]\n{tls}\n\
+         [[route]]\nname = \"db\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"127.0.0.1:9\"\n\
+         anonymous = true\nupstream_user = \"x\"\n{tls}\n\
+         [[identity.certificate]]\nsubject = \"*.svc.internal\"\nroles = [\"service\"]\n",
+        upstream.addr
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let url = format!("https://localhost:{}/v1/models", gw.addr("web").port());
+    let resolve = format!("localhost:{}:127.0.0.1", gw.addr("web").port());
+    let ca = pki.ca_pem.display().to_string();
+    let (cert, key) = pki.client_cert("etl", &["etl.svc.internal"], HOUR, false);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&["--resolve", &resolve, "--cacert", &ca, "--cert", &cert, "--key", &key, &url])
+    });
+    assert_eq!(code, 200, "{body}");
+    // A certificate whose name maps to no role with access is refused by the route.
+    let (other, other_key) = pki.client_cert("web", &["web.example.org"], HOUR, false);
+    let (other, other_key) = (other.display().to_string(), other_key.display().to_string());
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&["--resolve", &resolve, "--cacert", &ca, "--cert", &other, "--key", &other_key, &url])
+    });
+    assert_eq!(code, 403, "{body}");
+
+    // PostgreSQL: a startup without SSLRequest is refused before anything else.
+    let mut c = TcpStream::connect(gw.addr("db")).await.unwrap();
+    let mut startup = Vec::new();
+    let body = b"\0\x03\0\0user\0x\0database\0x\0\0";
+    startup.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    startup.extend_from_slice(body);
+    c.write_all(&startup).await.unwrap();
+    let mut got = Vec::new();
+    let _ = timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.first() == Some(&b'E') && text.contains("28000") && text.contains("client certificate"), "{text}");
+    gw.stop().await;
+
+    let list = sessions(gw.data_dir());
+    let web: Vec<_> = list.iter().filter(|s| s["route"] == "web").collect();
+    assert!(web.iter().any(|s| s["principal"] == "mtls:etl.svc.internal"), "{web:?}");
+    assert!(web.iter().any(|s| s["principal"] == "mtls:web.example.org"), "{web:?}");
+    assert!(list.iter().any(|s| s["route"] == "db"
+        && s["close_reason"].as_str().is_some_and(|r| r.contains("requires TLS with a client certificate"))));
+}

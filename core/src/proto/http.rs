@@ -180,6 +180,8 @@ struct Conn {
     peer: SocketAddr,
     id: Uuid,
     tls: Option<TlsMeta>,
+    /// The caller's verified client certificate (DER), on routes that ask for one.
+    leaf: Option<Vec<u8>>,
 }
 
 /// Serves one accepted connection: TLS if configured, then HTTP/1.1 or HTTP/2 until either side
@@ -188,8 +190,8 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let labels = RouteLabels { route: ctx.route.name.clone() };
     ctx.metrics.connections.get_or_create(&labels).inc();
     let _active = ActiveSession::new(ctx.metrics.connections_active.get_or_create(&labels).clone());
-    let Some((io, tls, _leaf)) = accept_client(&ctx, stream, peer).await else { return };
-    let conn = Arc::new(Conn { ctx: ctx.clone(), peer, id: Uuid::now_v7(), tls });
+    let Some((io, tls, leaf)) = accept_client(&ctx, stream, peer).await else { return };
+    let conn = Arc::new(Conn { ctx: ctx.clone(), peer, id: Uuid::now_v7(), tls, leaf });
     let live = Liveness::new();
     let io = Watched { inner: io, live: live.clone() };
     let requests = live.clone();
@@ -762,14 +764,20 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let mut reloads = ctx.access.watch();
     let access = reloads.borrow_and_update().clone();
 
-    // 1. Who is calling.
-    let identified = if route.anonymous {
-        Ok(Principal::anonymous())
-    } else {
-        match bearer(req.headers()) {
+    // 1. Who is calling: the bearer credential, if the route asks for one and the caller
+    // presents one; else, on a route that verifies client certificates, the certificate.
+    let certificate = match (conn.leaf.as_deref(), route.client_principal) {
+        (Some(der), Some(from)) => Some(access.identity.certificates.principal(der, from)),
+        _ => None,
+    };
+    let identified = match certificate {
+        _ if !route.anonymous && req.headers().contains_key(header::AUTHORIZATION) => match bearer(req.headers()) {
             Ok(token) => access.identity.authenticate_bearer(token).await,
             Err(e) => Err(e),
-        }
+        },
+        Some(from_certificate) => from_certificate,
+        None if route.anonymous => Ok(Principal::anonymous()),
+        None => Err(AuthError::Missing),
     };
     let principal = identified.as_ref().ok();
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));

@@ -137,7 +137,12 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     let mut cbuf = BytesMut::new();
     let mut tls_meta = None;
 
-    // 1. Startup.
+    // 1. Startup: within one handshake timeout in all, and at most one request for TLS or GSS
+    // encryption (each answered, a peer could otherwise hold its slot with one every few
+    // seconds).
+    let startup_by = Instant::now() + route.tls_handshake_timeout;
+    let (mut asked_tls, mut asked_gss) = (false, false);
+    let mut leaf: Option<Vec<u8>> = None;
     let params = loop {
         let packet = loop {
             match startup::decode(&mut cbuf) {
@@ -151,11 +156,22 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     return;
                 }
             }
-            match timeout(route.tls_handshake_timeout, read_more(&mut client, &mut cbuf, "caller")).await {
+            match tokio::time::timeout_at(startup_by, read_more(&mut client, &mut cbuf, "caller")).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }
         };
+        let again = match packet {
+            StartupPacket::SslRequest => std::mem::replace(&mut asked_tls, true),
+            StartupPacket::GssEncRequest => std::mem::replace(&mut asked_gss, true),
+            _ => false,
+        };
+        if again {
+            let msg = "a second SSLRequest or GSSENCRequest in one startup";
+            let _ = client.write_all(&error_fields("FATAL", "08P01", msg)).await;
+            super::super::session::refuse(&ctx, peer, msg).await;
+            return;
+        }
         match packet {
             StartupPacket::SslRequest => match &route.tls {
                 Some(acceptor) if tls_meta.is_none() => {
@@ -170,10 +186,11 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     if client.write_all(b"S").await.is_err() {
                         return;
                     }
-                    match timeout(route.tls_handshake_timeout, acceptor.accept(client)).await {
+                    match tokio::time::timeout_at(startup_by, acceptor.accept(client)).await {
                         Ok(Ok(tls)) => {
                             let conn = tls.get_ref().1;
                             tls_meta = Some(crate::tls::describe(conn, conn.server_name()));
+                            leaf = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
                             client = Box::new(tls);
                         }
                         Ok(Err(e)) => {
@@ -204,10 +221,21 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     };
     let param = |name: &[u8]| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
 
-    // 2. Who is calling.
+    // 2. Who is calling. A route that verifies client certificates takes no caller without one
+    // (a client that never asks for TLS would otherwise skip the certificate).
     let access = ctx.access.current();
+    if route.client_principal.is_some() && leaf.is_none() {
+        let msg = "this route requires TLS with a client certificate (sslmode=require, sslcert, sslkey)";
+        let _ = client.write_all(&error_fields("FATAL", "28000", msg)).await;
+        super::super::session::refuse(&ctx, peer, msg).await;
+        return;
+    }
     let identified: Result<Principal, AuthError> = if route.anonymous {
-        Ok(Principal::anonymous())
+        // On an anonymous route, the certificate names the caller where there is one.
+        match (leaf.as_deref(), route.client_principal) {
+            (Some(der), Some(from)) => access.identity.certificates.principal(der, from),
+            _ => Ok(Principal::anonymous()),
+        }
     } else if tls_meta.is_none() && !(pg.plaintext_password_on_loopback && peer.ip().is_loopback()) {
         let msg = "password authentication requires TLS on this route (sslmode=require)";
         let _ = client.write_all(&error_fields("FATAL", "28000", msg)).await;
