@@ -749,6 +749,10 @@ impl HttpUpstream {
                                 });
                                 rx.boxed()
                             };
+                            if parts.uri.path() == "/slow-head" {
+                                // The head comes late (bounded).
+                                tokio::time::sleep(Duration::from_secs(8)).await;
+                            }
                             let resp: hyper::Response<B> = if parts.uri.path() == "/reset" {
                                 hyper::Response::builder()
                                     .header("content-type", "text/event-stream")

@@ -668,6 +668,18 @@ async fn smuggling_and_header_abuse_get_400_and_slow_senders_are_cut_off() {
     assert!(reasons.iter().any(|r| r.starts_with("the caller did not send a request head")), "{reasons:?}");
 }
 
+/// `request_timeout` bounds the wait for the upstream's response head too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_timeout_bounds_the_wait_for_the_head() {
+    let mut s = setup_with("request_timeout = \"1s\"\nfirst_byte_timeout = \"60s\"", "").await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let started = std::time::Instant::now();
+    let (code, _, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, "/slow-head")]));
+    assert_eq!(code, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    s.gw.stop().await;
+}
+
 /// Connections that send nothing — no byte at all, an HTTP/2 preface and then silence, or a
 /// keep-alive connection left idle — give their slot of the connection cap back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1003,6 +1015,8 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
             "-H",
             "X-Original-URL: /v1/admin/users",
             "-H",
+            "Proxy: http://127.0.0.1:3128",
+            "-H",
             "X-Forwarded-Host: evil.example",
             &url(&s, "/v1/./m%6fdels"),
         ])
@@ -1010,7 +1024,7 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
     assert_eq!(code, 200);
     let seen = s.upstream.seen();
     assert!(
-        !seen[0].headers.iter().any(|(n, _)| n == "x-original-url" || n == "x-forwarded-host"),
+        !seen[0].headers.iter().any(|(n, _)| n == "x-original-url" || n == "x-forwarded-host" || n == "proxy"),
         "{:?}",
         seen[0].headers
     );

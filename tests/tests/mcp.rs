@@ -120,6 +120,24 @@ async fn an_mcp_session_goes_through_and_a_denied_tool_never_runs() {
     let (code, _, body) = mcp_post(CALLER_KEY, Some(&id), list);
     assert_eq!(code, 200, "its own caller goes on: {body}");
     assert!(body.contains("read_record"), "{body}");
+    // Its own session and another beside it: servers differ on which one they read.
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {CALLER_KEY}"),
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("mcp-session-id: {id}"),
+            "-H",
+            "mcp-session-id: 0123456789abcdef",
+            "--data-binary",
+            list,
+            &url,
+        ])
+    });
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("more than one MCP session"), "{body}");
     gw.stop().await;
 
     let mut decisions = Vec::new();

@@ -635,6 +635,10 @@ fn mcp_session_stranger(ctx: &SessionCtx, headers: &HeaderMap, p: &Principal) ->
     if !ctx.route.mcp {
         return None;
     }
+    // Servers differ on which of two values they read (the last, or both joined): one only.
+    if headers.get_all("mcp-session-id").iter().count() > 1 {
+        return Some("the request names more than one MCP session".into());
+    }
     let id = mcp_session_id(headers)?;
     let up = ctx.http_upstream.as_ref()?;
     let Ok(sessions) = up.mcp_sessions.lock() else {
@@ -755,10 +759,12 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         }
     }
     // A method override would have the upstream run another method than the one decided, and
-    // a URL override another path (IIS URL Rewrite and some frameworks read these).
+    // a URL override another path (IIS URL Rewrite and some frameworks read these). `Proxy`
+    // becomes `HTTP_PROXY` to a CGI or PHP-FPM upstream, whose own calls (and the credentials
+    // they carry) would go where the caller says (httpoxy).
     strip_headers(
         req.headers_mut(),
-        &["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"],
+        &["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url", "proxy"],
     );
     // Watched from here on: a reload that revokes the caller's identity ends its streams.
     let mut reloads = ctx.access.watch();
@@ -1137,56 +1143,57 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     *up_req.headers_mut() = headers;
 
     // 4. The response, streamed back as it is journaled.
-    let resp =
-        match tokio::time::timeout(route.connect_timeout + route.first_byte_timeout, upstream.client.request(up_req))
-            .await
-        {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                // If the caller's own body was malformed (an invalid chunk size, say), the failure
-                // is the caller's: 400, not 502.
-                let up_reason = match guard.pump.take() {
-                    None => "read whole before it was forwarded".into(),
-                    Some(mut task) => match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(e)) => format!("request body task failed: {e}"),
-                        Err(_) => {
-                            stop_pump(Some(task)).await;
-                            "request body still streaming".into()
-                        }
-                    },
-                };
-                if up_reason.starts_with("client broke off the body") {
-                    ctx.metrics.error("http_parse");
-                    let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
-                    guard.close(reason).await;
-                    return bad_request_closing(is_grpc, "the request body is malformed", &request_id);
-                }
-                ctx.metrics.error("upstream_request");
-                let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
-                warn!(session = %request_id, %reason, "Upstream failed.");
+    // The head is awaited for the connect and first-byte timeouts, and no longer than the
+    // exchange's own deadline.
+    let head_by = Instant::now() + route.connect_timeout + route.first_byte_timeout;
+    let head_by = deadline.map_or(head_by, |d| d.min(head_by));
+    let resp = match tokio::time::timeout_at(head_by, upstream.client.request(up_req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            // If the caller's own body was malformed (an invalid chunk size, say), the failure
+            // is the caller's: 400, not 502.
+            let up_reason = match guard.pump.take() {
+                None => "read whole before it was forwarded".into(),
+                Some(mut task) => match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => format!("request body task failed: {e}"),
+                    Err(_) => {
+                        stop_pump(Some(task)).await;
+                        "request body still streaming".into()
+                    }
+                },
+            };
+            if up_reason.starts_with("client broke off the body") {
+                ctx.metrics.error("http_parse");
+                let reason = format!("malformed request body from the caller, answered 400: {up_reason}");
                 guard.close(reason).await;
-                return gateway_error(
-                    is_grpc,
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    "the upstream could not be reached or failed",
-                    &request_id,
-                );
+                return bad_request_closing(is_grpc, "the request body is malformed", &request_id);
             }
-            Err(_) => {
-                ctx.metrics.error("upstream_request");
-                stop_pump(guard.pump.take()).await;
-                guard.close("upstream gave no response head in time".into()).await;
-                return gateway_error(
-                    is_grpc,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
-                    &request_id,
-                );
-            }
-        };
+            ctx.metrics.error("upstream_request");
+            let reason = format!("upstream request to {} failed: {e} (request body: {up_reason})", route.upstream);
+            warn!(session = %request_id, %reason, "Upstream failed.");
+            guard.close(reason).await;
+            return gateway_error(
+                is_grpc,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream could not be reached or failed",
+                &request_id,
+            );
+        }
+        Err(_) => {
+            ctx.metrics.error("upstream_request");
+            stop_pump(guard.pump.take()).await;
+            guard.close("upstream gave no response head in time".into()).await;
+            return gateway_error(
+                is_grpc,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+                &request_id,
+            );
+        }
+    };
     let (mut parts, body) = resp.into_parts();
     // An MCP session the upstream opens belongs to the caller it opened it for.
     if route.mcp
