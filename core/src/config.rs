@@ -548,6 +548,9 @@ pub struct Route {
     pub anonymous: bool,
     /// HTTP routes: headers set from secrets on every forwarded request (values are sensitive).
     pub credentials: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// HTTP routes: the credentials' secrets, which a response that carries one is withheld
+    /// for (an upstream that echoes what it was sent).
+    pub credential_secrets: Vec<Box<[u8]>>,
     /// HTTP routes: speak HTTP/2 to the upstream.
     pub upstream_http2: bool,
     /// HTTP routes: inspect JSON-RPC (MCP) request bodies.
@@ -781,6 +784,7 @@ impl Config {
             }
         };
         let mut credentials = Vec::new();
+        let mut credential_secrets = Vec::new();
         for (i, c) in r.credential.iter().enumerate() {
             let f = || field(&format!("credential[{i}]"));
             let name = hyper::header::HeaderName::from_bytes(c.header.as_bytes())
@@ -806,6 +810,7 @@ impl Config {
                 .map_err(|_| invalid(f(), "the secret is not a valid header value"))?;
             value.set_sensitive(true);
             credentials.push((name, value));
+            credential_secrets.push(secret.into_bytes().into_boxed_slice());
         }
         if r.protocol == Protocol::Tcp && (!credentials.is_empty() || r.anonymous || r.upstream_http2 || r.mcp) {
             return Err(invalid(
@@ -851,6 +856,7 @@ impl Config {
                 .map(|t| t.client_principal.unwrap_or_default()),
             anonymous: r.anonymous,
             credentials,
+            credential_secrets,
             upstream_http2: r.upstream_http2,
             mcp: r.mcp,
             max_inspect_body: r.max_inspect_body,

@@ -753,7 +753,46 @@ impl HttpUpstream {
                                 // The head comes late (bounded).
                                 tokio::time::sleep(Duration::from_secs(8)).await;
                             }
-                            let resp: hyper::Response<B> = if parts.uri.path() == "/reset" {
+                            // What a debug endpoint does: the request's `authorization` sent back,
+                            // in a header, in a whole body, or split across two stream events.
+                            let auth = parts
+                                .headers
+                                .get("authorization")
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                .unwrap_or_default();
+                            let resp: hyper::Response<B> = if parts.uri.path() == "/echo-auth-header" {
+                                hyper::Response::builder()
+                                    .header("x-debug-auth", auth.as_str())
+                                    .body(
+                                        http_body_util::Full::new(bytes::Bytes::from_static(b"{}"))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    )
+                                    .unwrap()
+                            } else if parts.uri.path() == "/echo-auth-body" {
+                                let json = serde_json::json!({ "you_sent": auth }).to_string();
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(
+                                        http_body_util::Full::new(bytes::Bytes::from(json))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    )
+                                    .unwrap()
+                            } else if parts.uri.path() == "/echo-auth-stream" {
+                                let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
+                                tokio::spawn(async move {
+                                    let half = auth.len() / 2;
+                                    let _ = tx.send_data(bytes::Bytes::from_static(b"data: hello\n\n")).await;
+                                    let _ = tx.send_data(bytes::Bytes::from(format!("data: {}", &auth[..half]))).await;
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                    let _ = tx.send_data(bytes::Bytes::from(format!("{}\n\n", &auth[half..]))).await;
+                                });
+                                hyper::Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(rx.boxed())
+                                    .unwrap()
+                            } else if parts.uri.path() == "/reset" {
                                 hyper::Response::builder()
                                     .header("content-type", "text/event-stream")
                                     .body(cut_off(b"data: first\n\n"))

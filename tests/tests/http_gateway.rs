@@ -668,6 +668,42 @@ async fn smuggling_and_header_abuse_get_400_and_slow_senders_are_cut_off() {
     assert!(reasons.iter().any(|r| r.starts_with("the caller did not send a request head")), "{reasons:?}");
 }
 
+/// An upstream that sends back the credential the gateway gave it (a debug or echo endpoint)
+/// has its response withheld — in a header, a whole body, or split across stream events — and
+/// neither the caller nor the journal gets the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_echoes_the_credential_is_withheld() {
+    let mut s = setup("").await;
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    for path in ["/echo-auth-header", "/echo-auth-body"] {
+        let (code, headers, body) = tokio::task::block_in_place(|| curl(&["-H", &auth, &url(&s, path)]));
+        assert_eq!(code, 502, "{path}: {body}");
+        assert!(!headers.contains(UPSTREAM_SECRET) && !body.contains(UPSTREAM_SECRET), "{path}: {headers}{body}");
+    }
+    // A stream is cut off where the secret would complete: what came before it was delivered.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "15", "-H", &auth, &url(&s, "/echo-auth-stream")])
+            .output()
+            .unwrap()
+    });
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("data: hello") && !body.contains(UPSTREAM_SECRET), "{body}");
+    assert!(!out.status.success(), "curl must see the stream broken off: {body}");
+    s.gw.stop().await;
+    let journal = whole_journal(s.gw.data_dir());
+    assert!(!journal.contains(UPSTREAM_SECRET), "the secret reached the journal");
+    let mut rules = Vec::new();
+    for l in sessions(s.gw.data_dir()) {
+        for f in replay_json(s.gw.data_dir(), l["id"].as_str().unwrap()) {
+            if f["kind"] == "decision" && f["meta"]["phase"] == "response" {
+                rules.push(f["meta"]["rule"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(rules, ["credential:echoed"; 3], "{rules:?}");
+}
+
 /// `request_timeout` bounds the wait for the upstream's response head too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_timeout_bounds_the_wait_for_the_head() {

@@ -46,6 +46,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::SessionCtx;
+use super::echo::EchoWatch;
 use super::liveness::{Liveness, Stale, Tracked, Watched};
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
@@ -1129,6 +1130,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 gone: tokio_util::sync::CancellationToken::new(),
                 expires,
                 reloads: principal.map(|p| (reloads.clone(), p.clone())),
+                echo: None,
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
         }
@@ -1222,6 +1224,11 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         parts.headers.insert(HeaderName::from_static("x-request-id"), v);
     }
+    if EchoWatch::in_headers(&route.credential_secrets, &parts.headers) {
+        ctx.metrics.error("credential_echoed");
+        stop_pump(guard.pump.take()).await;
+        return withhold_echo(&sj, &mut guard, &principal_label, is_grpc, &request_id).await;
+    }
     // On a masked route the body is inspected before the head leaves: a JSON document is masked
     // whole (so a failure is still a clean 502), a stream gets a unit masker, and what cannot be
     // inspected is not delivered.
@@ -1278,6 +1285,12 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 );
             }
         };
+        if let Some(mut watch) = EchoWatch::new(&route.credential_secrets)
+            && whole.units.iter().any(|u| watch.seen(u))
+        {
+            ctx.metrics.error("credential_echoed");
+            return withhold_echo(&sj, &mut guard, &principal_label, is_grpc, &request_id).await;
+        }
         let len = whole.len();
         counters.from_upstream.fetch_add(len, Ordering::Relaxed);
         // Once the close is staged the guard stands down: a cancelled hand-off leaves the
@@ -1326,6 +1339,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         gone,
         expires,
         reloads: principal.map(|p| (reloads, p.clone())),
+        echo: EchoWatch::new(&route.credential_secrets),
     };
     let framer = Framer::for_content_type(&parts.headers);
     let up_task = guard.pump.take();
@@ -1528,7 +1542,34 @@ async fn withhold(
     is_grpc: bool,
     request_id: &str,
 ) -> Response<Body> {
-    let _ = sj.stage_decision(mask_refusal(principal, why));
+    let close = format!("response withheld, masking could not run: {why}");
+    withhold_as(sj, guard, mask_refusal(principal, why), &close, is_grpc, request_id).await
+}
+
+/// Withholds a response that carries the route's credential (an upstream that echoes what it
+/// was sent); the caller gets a 502 that names neither the credential nor where it was.
+async fn withhold_echo(
+    sj: &SessionJournal,
+    guard: &mut CloseGuard,
+    principal: &str,
+    is_grpc: bool,
+    request_id: &str,
+) -> Response<Body> {
+    let why = "the upstream's response carries the credential the gateway sent it";
+    let close = format!("response withheld: {why}");
+    withhold_as(sj, guard, echo_refusal(principal), &close, is_grpc, request_id).await
+}
+
+async fn withhold_as(
+    sj: &SessionJournal,
+    guard: &mut CloseGuard,
+    decision: crate::journal::record::DecisionMeta,
+    close: &str,
+    is_grpc: bool,
+    request_id: &str,
+) -> Response<Body> {
+    let why = decision.reason.clone();
+    let _ = sj.stage_decision(decision);
     let resp = gateway_error(
         is_grpc,
         StatusCode::BAD_GATEWAY,
@@ -1538,7 +1579,7 @@ async fn withhold(
     );
     let head = head_text(&format!("{} {}", version_text(Version::HTTP_11), resp.status()), resp.headers(), &[]);
     let _ = sj.stage_http_head(Direction::UpstreamToClient, &head, true);
-    guard.close(format!("response withheld, masking could not run: {why}")).await;
+    guard.close(close.to_owned()).await;
     resp
 }
 
@@ -1645,6 +1686,8 @@ struct Pump {
     expires: Option<Instant>,
     /// Reloads, and the caller: a reload that revokes the caller's identity ends the body.
     reloads: Option<(watch::Receiver<Arc<Access>>, Principal)>,
+    /// Responses: watches for the route's credential, which ends the body where it appears.
+    echo: Option<EchoWatch>,
 }
 
 /// Waits for a reload that revokes `principal`'s identity; says why.
@@ -1762,6 +1805,14 @@ impl Pump {
     }
 
     async fn emit(&mut self, unit: Bytes) -> Result<(), String> {
+        if let Some(watch) = &mut self.echo
+            && watch.seen(&unit)
+        {
+            let _ = self.sj.decision(echo_refusal(&self.principal)).await;
+            return Err(
+                "the upstream's response carries the credential the gateway sent it; the rest was withheld".into()
+            );
+        }
         let receipt =
             self.sj.data(self.direction, false, &unit).await.map_err(|e| format!("journal write failed: {e}"))?;
         let pending = if self.strict {
@@ -1960,6 +2011,14 @@ async fn close(sj: &SessionJournal, counters: &Counters, tally: &Tally, started:
 }
 
 /// The decision record of a response withheld because masking could not run.
+/// The decision record of a response withheld because it carries the route's credential.
+fn echo_refusal(principal: &str) -> crate::journal::record::DecisionMeta {
+    crate::journal::record::DecisionMeta {
+        rule: "credential:echoed".into(),
+        ..mask_refusal(principal, "the upstream's response carries the credential the gateway sent it")
+    }
+}
+
 fn mask_refusal(principal: &str, why: &str) -> crate::journal::record::DecisionMeta {
     crate::journal::record::DecisionMeta {
         phase: "response".into(),

@@ -1,5 +1,6 @@
 //! Protocol drivers: each turns an accepted socket into a journaled session with its upstream.
 
+pub(crate) mod echo;
 pub mod http;
 pub(crate) mod liveness;
 pub mod postgres;
