@@ -590,6 +590,9 @@ impl std::fmt::Debug for Route {
     }
 }
 
+/// Most connections one route may hold open.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
 impl Config {
     /// What in `new` differs from this (running) configuration and cannot be reloaded, if
     /// anything does: a reload puts identity, rules, the break-glass role and each route's
@@ -735,10 +738,24 @@ impl Config {
         if r.max_connections == 0 {
             return Err(invalid(field("max_connections"), "must be at least 1"));
         }
-        for (name, d) in [("connect_timeout", r.connect_timeout), ("idle_timeout", r.idle_timeout)] {
+        // A semaphore holds at most this many permits; more would stop the route's listener.
+        if r.max_connections > MAX_CONNECTIONS {
+            return Err(invalid(field("max_connections"), format!("must be at most {MAX_CONNECTIONS}")));
+        }
+        // A zero timeout would refuse every caller (or every request) at once.
+        for (name, d) in [
+            ("connect_timeout", r.connect_timeout),
+            ("idle_timeout", r.idle_timeout),
+            ("tls_handshake_timeout", r.tls_handshake_timeout),
+            ("header_timeout", r.header_timeout),
+            ("first_byte_timeout", r.first_byte_timeout),
+        ] {
             if d.0.is_zero() {
                 return Err(invalid(field(name), "must be longer than zero"));
             }
+        }
+        if r.request_timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(field("request_timeout"), "must be longer than zero"));
         }
         // HTTP routes offer HTTP/2 and HTTP/1.1 by ALPN.
         let alpn: &[&[u8]] = match r.protocol {
@@ -789,22 +806,7 @@ impl Config {
             let f = || field(&format!("credential[{i}]"));
             let name = hyper::header::HeaderName::from_bytes(c.header.as_bytes())
                 .map_err(|_| invalid(f(), format!("`{}` is not a header name", c.header)))?;
-            let secret = match (&c.env, &c.file) {
-                (Some(var), None) => {
-                    std::env::var(var).map_err(|_| invalid(f(), format!("environment variable `{var}` is not set")))?
-                }
-                (None, Some(path)) => {
-                    let path = self.resolve(path);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| invalid(f(), format!("cannot read {}: {e}", path.display())))?
-                        .trim()
-                        .to_owned()
-                }
-                _ => return Err(invalid(f(), "set exactly one of `env` and `file`")),
-            };
-            if secret.is_empty() {
-                return Err(invalid(f(), "the secret is empty"));
-            }
+            let secret = self.read_secret(&SecretSource { env: c.env.clone(), file: c.file.clone() }, &f())?;
             // The message never includes the value.
             let mut value = hyper::header::HeaderValue::from_str(&format!("{}{secret}", c.prefix))
                 .map_err(|_| invalid(f(), "the secret is not a valid header value"))?;
@@ -888,13 +890,28 @@ impl Config {
 }
 
 impl Config {
+    /// A secret's value, from its environment variable or file, surrounding whitespace trimmed
+    /// either way (a secret made from a file often ends in a newline). A file that others than
+    /// its owner may read is used, with a warning.
     fn read_secret(&self, src: &SecretSource, field: &str) -> Result<String, ConfigError> {
         let value = match (&src.env, &src.file) {
-            (Some(var), None) => {
-                std::env::var(var).map_err(|_| invalid(field, format!("environment variable `{var}` is not set")))?
-            }
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| invalid(field, format!("environment variable `{var}` is not set")))?
+                .trim()
+                .to_owned(),
             (None, Some(path)) => {
+                use std::os::unix::fs::PermissionsExt as _;
                 let path = self.resolve(path);
+                if let Ok(meta) = std::fs::metadata(&path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        field,
+                        file = %path.display(),
+                        mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                        "A secret file is readable by others than its owner; chmod 600 it."
+                    );
+                }
                 std::fs::read_to_string(&path)
                     .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?
                     .trim()
@@ -1002,6 +1019,18 @@ upstream = "127.0.0.1:5432"
         assert!(err.contains("stream_fields") && err.contains("`token.text`"), "{err}");
         let text = MINIMAL.replace("durability = \"strict\"", "memtable_bytes = 1048576");
         assert_eq!(Config::parse(&text).unwrap().build().unwrap().journal.memtable_bytes, 1 << 20);
+
+        // Values that would start but serve nothing.
+        for (line, field) in [
+            ("max_connections = 3000000000000000000", "route[pg].max_connections"),
+            ("tls_handshake_timeout = \"0s\"", "route[pg].tls_handshake_timeout"),
+            ("header_timeout = \"0s\"", "route[pg].header_timeout"),
+            ("first_byte_timeout = \"0s\"", "route[pg].first_byte_timeout"),
+            ("request_timeout = \"0s\"", "route[pg].request_timeout"),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{line}\n")).unwrap().build().unwrap_err().to_string();
+            assert!(err.starts_with(field), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -148,6 +148,35 @@ async fn untrusted_upstream_certificate_closes_the_session_with_the_reason() {
     assert!(reason.contains("upstream TLS handshake") && reason.contains("certificate"), "{reason}");
 }
 
+/// A session still waiting for its upstream's TLS handshake when a shutdown's drain deadline
+/// passes is closed, and its close is journaled before the final checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_a_session_still_connecting_upstream() {
+    let pki = TestPki::new();
+    // Accepts, and never says a word of TLS.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let extra = format!(
+        "connect_timeout = \"60s\"\nupstream_tls = {{ ca = \"{}\", server_name = \"localhost\" }}",
+        pki.ca_pem.display()
+    );
+    let config = format!("[gateway]\ndrain_timeout = \"300ms\"\n\n{}", route("slow", upstream, &extra));
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let _client = TcpStream::connect(gw.addr("slow")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let s = &sessions(gw.data_dir())[0];
+    assert_eq!(s["close_reason"], "gateway shutdown: drain deadline passed", "{s}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_propagates_and_the_reply_still_arrives() {
     // Upstream reads to EOF, then answers with the byte count: it only answers after our FIN.

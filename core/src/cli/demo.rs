@@ -84,7 +84,19 @@ pub(super) fn demo(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let caller_key = random_key("ak_demo_");
     let upstream_key = random_key("sk-demo-upstream-");
     let key_file = data_dir.join("demo-upstream.key");
-    std::fs::write(&key_file, &upstream_key).with_context(|| format!("cannot write {}", key_file.display()))?;
+    {
+        // Readable by its owner only, like every secret file.
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&key_file);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .and_then(|mut f| f.write_all(upstream_key.as_bytes()))
+            .with_context(|| format!("cannot write {}", key_file.display()))?;
+    }
     let settings = Config::parse(&demo_config(data_dir, &caller_key, &key_file))?.build()?;
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "airlock".into());
     let dir = data_dir.display().to_string();

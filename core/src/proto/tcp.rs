@@ -152,7 +152,12 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                 notify_break_glass(&ctx, &access, &sj, &principal, peer);
             }
             let expires = principal.expires_at.map(deadline_at);
-            match connect_upstream(&ctx).await {
+            // The drain deadline of a shutdown ends the wait too, so the session's close is written.
+            let connected = tokio::select! {
+                r = connect_upstream(&ctx) => r,
+                () = ctx.abort.cancelled() => Err("gateway shutdown: drain deadline passed".to_owned()),
+            };
+            match connected {
                 Err(reason) => {
                     warn!(%session, route = %route.name, upstream = %route.upstream, %reason, "Upstream unreachable.");
                     ctx.metrics.error("upstream_connect");

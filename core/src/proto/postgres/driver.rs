@@ -356,9 +356,13 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 
     // 3. The upstream login, with the gateway's credential.
     let mut ubuf = BytesMut::new();
-    let connected = timeout(route.connect_timeout, connect_upstream(&route))
-        .await
-        .unwrap_or_else(|_| Err(format!("upstream connect to {} timed out", route.upstream)));
+    // The drain deadline of a shutdown ends the wait too, so the session's close is written.
+    let connected = tokio::select! {
+        r = timeout(route.connect_timeout, connect_upstream(&route)) => {
+            r.unwrap_or_else(|_| Err(format!("upstream connect to {} timed out", route.upstream)))
+        }
+        () = ctx.abort.cancelled() => Err("gateway shutdown: drain deadline passed".to_owned()),
+    };
     let (mut upstream, upstream_tls): (Box<dyn Io>, _) = match connected {
         Ok(pair) => pair,
         Err(reason) => {
