@@ -329,6 +329,15 @@ pub struct RouteConfig {
     /// caller is on loopback. Default: `false` — a password is only accepted over TLS.
     #[serde(default)]
     pub plaintext_password_on_loopback: bool,
+    /// PostgreSQL routes: send `upstream_password` in clear text when the upstream asks for it
+    /// that way without `upstream_tls` (anyone who answers at the upstream's address could ask).
+    /// Default: `false` — such a login is refused; SCRAM-SHA-256 never sends the password.
+    #[serde(default)]
+    pub upstream_cleartext_password: bool,
+    /// PostgreSQL routes: the databases callers may open (the startup `database`, or the
+    /// upstream user's name when it names none). Default: empty — any the upstream user may.
+    #[serde(default)]
+    pub databases: Vec<String>,
     /// PostgreSQL routes: roles that skip the built-in SQL guardrails (no DROP/TRUNCATE/ALTER, no
     /// UPDATE/DELETE without WHERE, no COPY … PROGRAM, one statement per query, parseable SQL).
     /// Default: none.
@@ -398,6 +407,10 @@ pub struct PgSettings {
     pub plaintext_password_on_loopback: bool,
     /// Roles that skip the guardrails.
     pub trusted_roles: Vec<String>,
+    /// The upstream password may go in clear text without TLS.
+    pub upstream_cleartext_password: bool,
+    /// Databases callers may open; empty: any.
+    pub databases: Vec<String>,
 }
 
 /// `[[route.credential]]`: one header set from a secret. The value is never logged, never
@@ -881,6 +894,8 @@ impl Config {
                 upstream_password: upstream_password.clone().map(Secret),
                 plaintext_password_on_loopback: r.plaintext_password_on_loopback,
                 trusted_roles: r.sql_trusted_roles.clone(),
+                upstream_cleartext_password: r.upstream_cleartext_password,
+                databases: r.databases.clone(),
             }),
             request_timeout: r.request_timeout.map(|d| d.0),
             upstream_client_tls,

@@ -107,7 +107,10 @@ impl Raw {
         use tokio::io::AsyncWriteExt;
         let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut params = vec![(b("user"), b("x")), (b("database"), b("postgres"))];
+        let mut params = vec![(b("user"), b("x"))];
+        if !extra.iter().any(|(k, _)| *k == "database") {
+            params.push((b("database"), b("postgres")));
+        }
         params.extend(extra.iter().map(|(k, v)| (b(k), b(v))));
         let hello = StartupPacket::Startup { major: 3, minor: 0, params };
         s.write_all(&startup::encode(&hello)).await.unwrap();
@@ -532,6 +535,23 @@ async fn malformed_frontend_input_is_refused_cleanly() {
     assert!(got.windows(6).any(|w| w == b"C08P01"), "{got:?}");
     // A truncated startup packet, then the caller goes away.
     assert!(exchange(b"\x00\x00\x00\x40\x00\x03".to_vec()).await.is_empty());
+    // SSLRequest twice (the route has no TLS: each is answered `N`), and GSSENCRequest twice.
+    for request in [startup::encode(&StartupPacket::SslRequest), startup::encode(&StartupPacket::GssEncRequest)] {
+        let got = exchange([request.clone(), request].concat()).await;
+        assert!(got.starts_with(b"N") && got.windows(6).any(|w| w == b"C08P01"), "{got:?}");
+    }
+    // A startup parameter named twice: the server would take the second, a check the first.
+    let twice = startup::encode(&StartupPacket::Startup {
+        major: 3,
+        minor: 0,
+        params: vec![
+            (Bytes::from_static(b"user"), Bytes::from_static(b"x")),
+            (Bytes::from_static(b"database"), Bytes::from_static(b"postgres")),
+            (Bytes::from_static(b"database"), Bytes::from_static(b"template1")),
+        ],
+    });
+    let got = exchange(twice.to_vec()).await;
+    assert!(got.windows(6).any(|w| w == b"C08P01") && got.windows(8).any(|w| w == b"database"), "{got:?}");
     // Logged in, then an unknown message type and a length below 4.
     let b = |t: &str| Bytes::copy_from_slice(t.as_bytes());
     let login = || {
@@ -1024,6 +1044,22 @@ async fn a_held_statement_does_not_hide_a_denied_one() {
         .map(|f| f["meta"]["rule"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(rules, ["hold-reads", "no-deletes", "no-deletes"]);
+}
+
+/// A route that names its databases serves those only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_serves_only_the_databases_it_names() {
+    use airlock_decoders::postgres::backend::BackendMessage;
+    let Rig { mut gw, pg: _pg, dir: _dir, .. } =
+        rig("databases = [\"postgres\"]", &api_key("agent", AGENT_KEY, "agent")).await;
+    let (_ok, seen) = Raw::start(gw.addr("pg"), AGENT_KEY, &[]).await;
+    assert!(matches!(seen.last(), Some(BackendMessage::ReadyForQuery { .. })), "{seen:?}");
+    let (_refused, seen) = Raw::start(gw.addr("pg"), AGENT_KEY, &[("database", "template1")]).await;
+    let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
+    let message = seen.iter().find_map(|m| m.field(b'M')).map(|c| String::from_utf8_lossy(c).into_owned());
+    assert!(message.unwrap_or_default().contains("`template1` is not served"), "{seen:?}");
+    gw.stop().await;
 }
 
 /// The guardrails refuse every statement known to change how the server reads SQL text; a

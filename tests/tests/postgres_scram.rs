@@ -122,3 +122,69 @@ async fn an_upstream_that_skips_its_scram_proof_is_refused() {
     let reason = list[0]["close_reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains("without proving"), "{list:?}");
 }
+
+/// An upstream (or whoever answers at its address) that asks for the password in clear text over
+/// a connection without TLS does not get it, unless the route allows that outright. A scripted
+/// server, since it is the impostor's side of the exchange that matters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleartext_password_request_without_tls_is_refused() {
+    use airlock_decoders::postgres::backend;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let got = got_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await; // startup
+                let ask = BackendMessage::Authentication(Authentication::CleartextPassword);
+                s.write_all(&backend::encode(&ask)).await.unwrap();
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = got.send(buf[..n].to_vec());
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pg.pw");
+    std::fs::write(&pw, "s3cret-upstream").unwrap();
+    let key = "ak_cleartext_probe_1";
+    let config = |extra: &str| {
+        format!(
+            "[[route]]\nname = \"pg\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"{upstream}\"\n\
+             upstream_password = {{ file = \"{}\" }}\nplaintext_password_on_loopback = true\n{extra}\n\n\
+             [[identity.api_key]]\nname = \"a\"\nsha256 = \"{}\"\nroles = [\"agent\"]\n",
+            pw.display(),
+            airlock::identity::apikey::format_hash(key)
+        )
+    };
+    for allowed in [false, true] {
+        let mut gw =
+            TestGateway::start(&config(if allowed { "upstream_cleartext_password = true" } else { "" })).await.unwrap();
+        // The caller logs in to the gateway with its key as the password.
+        let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
+        let hello = StartupPacket::Startup {
+            major: 3,
+            minor: 0,
+            params: vec![(Bytes::from_static(b"user"), Bytes::from_static(b"x"))],
+        };
+        s.write_all(&startup::encode(&hello)).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
+        s.write_all(&frontend::encode(&FrontendMessage::Password(Bytes::from(format!("{key}\0"))))).await.unwrap();
+        let sent = tokio::time::timeout(WAIT, got_rx.recv()).await.unwrap().unwrap();
+        // (The scripted upstream says nothing after the password: only a refusal has an answer.)
+        let answer = if allowed { None } else { Some(next(&mut s, &mut buf).await) };
+        let carried = String::from_utf8_lossy(&sent).contains("s3cret-upstream");
+        gw.stop().await;
+        if allowed {
+            assert!(carried, "the route allows it: the password goes");
+        } else {
+            assert!(!carried, "the password went in clear text");
+            assert!(matches!(answer, Some(BackendMessage::ErrorResponse(_))), "{answer:?}");
+            let list = sessions(gw.data_dir());
+            let reason = list[0]["close_reason"].as_str().unwrap_or_default().to_owned();
+            assert!(reason.contains("clear text"), "{list:?}");
+        }
+    }
+}

@@ -216,7 +216,20 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                 forward_cancel(&ctx, (process_id, secret_key.to_vec())).await;
                 return;
             }
-            StartupPacket::Startup { params, .. } => break params,
+            StartupPacket::Startup { params, .. } => {
+                // The server takes the last of two values, the gateway would judge the first.
+                if let Some(dup) = params
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, (k, _))| params[..i].iter().any(|(earlier, _)| earlier == k).then_some(k))
+                {
+                    let msg = format!("the startup packet names `{}` twice", String::from_utf8_lossy(dup));
+                    let _ = client.write_all(&error_fields("FATAL", "08P01", &msg)).await;
+                    super::super::session::refuse(&ctx, peer, &msg).await;
+                    return;
+                }
+                break params;
+            }
         }
     };
     let param = |name: &[u8]| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -313,17 +326,16 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     if !pg.trusted_roles.iter().any(|r| principal.has_role(r))
         && let Some(why) = lexing_startup_parameter(&param)
     {
-        let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
-            phase: "request".into(),
-            effect: "deny".into(),
-            rule: "guard:lexing".into(),
-            reason: why.clone(),
-            principal: principal.label(),
-            request: "startup parameters".into(),
-            policy_version: Some(access.policy.version.clone()),
-            break_glass: false,
-        });
-        fatal(&sj, &mut client, strict, &counters[1], "42501", &why).await;
+        refuse_startup(&sj, &mut client, strict, &counters[1], &principal, &access, "guard:lexing", &why).await;
+        close(why).await;
+        return;
+    }
+    // A database the route does not serve (the upstream user may reach others).
+    let database =
+        param(b"database").map_or_else(|| pg.upstream_user.clone(), |d| String::from_utf8_lossy(&d).into_owned());
+    if !pg.databases.is_empty() && !pg.databases.contains(&database) {
+        let why = format!("database `{}` is not served by this route", crate::identity::truncate(&database, 64));
+        refuse_startup(&sj, &mut client, strict, &counters[1], &principal, &access, "route:databases", &why).await;
         close(why).await;
         return;
     }
@@ -393,6 +405,13 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                 }
                 BackendMessage::Authentication(Authentication::Ok) => return Ok(()),
                 BackendMessage::Authentication(Authentication::CleartextPassword) => {
+                    if route.upstream_tls.is_none() && !pg.upstream_cleartext_password {
+                        return Err(
+                            "the upstream asked for the password in clear text over a connection without TLS; \
+                                    use SCRAM-SHA-256, set upstream_tls, or allow it with upstream_cleartext_password"
+                                .to_owned(),
+                        );
+                    }
                     let pw = pg
                         .upstream_password
                         .as_ref()
@@ -506,6 +525,32 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
 }
 
 /// A FATAL ErrorResponse to the caller, journaled like everything it receives.
+/// Refuses what the caller's startup parameters ask for: the decision journaled under `rule`,
+/// then FATAL 42501.
+#[expect(clippy::too_many_arguments, reason = "the session's parts the refusal needs")]
+async fn refuse_startup(
+    sj: &SessionJournal,
+    client: &mut Box<dyn Io>,
+    strict: bool,
+    count: &AtomicU64,
+    principal: &Principal,
+    access: &crate::config::Access,
+    rule: &str,
+    why: &str,
+) {
+    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
+        phase: "request".into(),
+        effect: "deny".into(),
+        rule: rule.to_owned(),
+        reason: why.to_owned(),
+        principal: principal.label(),
+        request: "startup parameters".into(),
+        policy_version: Some(access.policy.version.clone()),
+        break_glass: false,
+    });
+    fatal(sj, client, strict, count, "42501", why).await;
+}
+
 /// Ends a session whose caller's identity a reload revoked: the decision journaled
 /// (`identity:revoked`), then FATAL 28000. Returns the close reason.
 #[expect(clippy::too_many_arguments, reason = "the session's parts the ending needs")]
