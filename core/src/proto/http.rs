@@ -224,7 +224,9 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
             }
         },
         // A connection that sends no request, or sits idle between requests, gives its slot back.
-        stale = live.stale(ctx.route.header_timeout, ctx.route.idle_timeout) => {
+        // (A second later than hyper's own head timeout, which answers an HTTP/1.1 head begun
+        // and not finished, and says so.)
+        stale = live.stale(ctx.route.header_timeout + Duration::from_secs(1), ctx.route.idle_timeout) => {
             if stale == Stale::NoRequest {
                 ctx.metrics.error("http_header_timeout");
                 let reason = format!("the caller sent no request within {:?}", ctx.route.header_timeout);
