@@ -979,7 +979,9 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
                  [[rule]]\nid = \"no-ops\"\neffect = \"deny\"\nreason = \"ops endpoints are closed\"\n\
                  http = { methods = [\"POST\"], path = \"/admin.Ops/**\" }\n\
                  [[rule]]\nid = \"no-unload\"\neffect = \"deny\"\nreason = \"models stay loaded\"\n\
-                 grpc = { service = \"inference.Models\", method = \"Unload\" }\n";
+                 grpc = { service = \"inference.Models\", method = \"Unload\" }\n\
+                 [[rule]]\nid = \"no-record-deletes\"\neffect = \"deny\"\nreason = \"records stay\"\n\
+                 http = { methods = [\"DELETE\"], path = \"/v1/records/**\" }\n";
     let mut s = setup(extra).await;
     let auth = format!("Authorization: Bearer {CALLER_KEY}");
     for (method, path) in [
@@ -1075,6 +1077,21 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
         seen.iter().map(|r| (&r.method, &r.uri)).collect::<Vec<_>>()
     );
     assert_eq!(seen[1].uri, "/v1/models");
+    // A `_method` in a form body, as Rails, Laravel and Symfony read it.
+    let form = |body: &str| {
+        let auth = format!("Authorization: Bearer {CALLER_KEY}");
+        let u = url(&s, "/v1/records/7");
+        let body = body.to_owned();
+        tokio::task::block_in_place(move || curl(&["-H", &auth, "--data-raw", &body, &u]))
+    };
+    for body in ["_method=DELETE", "note=x&%5Fmethod=%44elete", "_method=delete+"] {
+        let (code, _, resp) = form(body);
+        assert_eq!(code, 403, "{body}: {resp}");
+        assert!(resp.contains("no-record-deletes"), "{body}: {resp}");
+    }
+    let (code, _, resp) = form("note=kept&method=DELETE");
+    assert_eq!(code, 200, "{resp}");
+    assert!(resp.contains("note=kept&method=DELETE"), "the body went on whole: {resp}");
     s.gw.stop().await;
 }
 

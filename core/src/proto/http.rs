@@ -656,6 +656,20 @@ fn mcp_session_stranger(ctx: &SessionCtx, headers: &HeaderMap, p: &Principal) ->
     }
 }
 
+/// The methods a `_method` field of a query string or form body asks for, read as frameworks
+/// read it: percent-decoded (`%5Fmethod=%44ELETE`), `+` a space, in upper case.
+fn form_method_overrides(form: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(form);
+    text.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| {
+            let (k, v) =
+                (percent_decode(k.replace('+', " ").as_bytes()), percent_decode(v.replace('+', " ").as_bytes()));
+            k.trim().eq_ignore_ascii_case("_method").then(|| v.trim().to_ascii_uppercase())
+        })
+        .collect()
+}
+
 /// The other paths a server might read in the canonical `path`: with `%2F` decoded, with
 /// `;parameters` dropped from each segment, in lower case — each made canonical again.
 fn path_readings(path: &str) -> Vec<String> {
@@ -818,13 +832,8 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         }
     }
     if let Some(q) = req.uri().query() {
-        for (k, v) in q.split('&').filter_map(|kv| kv.split_once('=')) {
-            // Read as the framework reads it: percent-decoded (`%44ELETE`), `+` a space.
-            let (k, v) =
-                (percent_decode(k.replace('+', " ").as_bytes()), percent_decode(v.replace('+', " ").as_bytes()));
-            if k.trim().eq_ignore_ascii_case("_method") {
-                http_views.push(Operation::Http { method: v.trim().to_ascii_uppercase(), path: path.clone() });
-            }
+        for m in form_method_overrides(q.as_bytes()) {
+            http_views.push(Operation::Http { method: m, path: path.clone() });
         }
     }
     // A POST to `/package.Service/Method` (or any `/Service/Method` with `te: trailers`) is a
@@ -851,7 +860,14 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // server that took JSON-RPC over PUT would otherwise run a tool call no rule saw.
     let inspects_body =
         !matches!(parts.method.as_str().to_ascii_uppercase().as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
-    let body: Body = if route.mcp && inspects_body && identified.is_ok() {
+    // A form-encoded POST is read too, for a `_method` in it: Rails (Rack::MethodOverride),
+    // Laravel and Symfony run that method in place of POST.
+    let form = !route.mcp
+        && parts.method == hyper::Method::POST
+        && parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+            ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let body: Body = if ((route.mcp && inspects_body) || form) && identified.is_ok() {
         let encoded = parts.headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
             v.as_bytes()
                 .split(|&b| b == b',')
@@ -872,6 +888,16 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             (room, limited.await)
         };
         match tokio::time::timeout(route.header_timeout, read).await {
+            Ok((room, Ok(collected))) if form => {
+                let bytes = collected.to_bytes();
+                if encoded {
+                    uninspectable = Some("an encoded (compressed) form body cannot be inspected".to_owned());
+                }
+                for m in form_method_overrides(&bytes) {
+                    http_views.push(Operation::Http { method: m, path: path.clone() });
+                }
+                Held { inner: Full::new(bytes).map_err(|never| match never {}), _room: room }.boxed()
+            }
             Ok((room, Ok(collected))) => {
                 let bytes = collected.to_bytes();
                 let parsed = airlock_decoders::jsonrpc::parse(&bytes, route.max_inspect_body);
