@@ -329,6 +329,11 @@ pub struct RouteConfig {
     /// caller is on loopback. Default: `false` — a password is only accepted over TLS.
     #[serde(default)]
     pub plaintext_password_on_loopback: bool,
+    /// HTTP routes: take callers' bearer credentials without TLS on an address other than
+    /// loopback (behind a TLS-terminating proxy on the same host, say). Default: `false` — such
+    /// a route needs `tls`, or `anonymous`.
+    #[serde(default)]
+    pub plaintext_credentials: bool,
     /// PostgreSQL routes: send `upstream_password` in clear text when the upstream asks for it
     /// that way without `upstream_tls` (anyone who answers at the upstream's address could ask).
     /// Default: `false` — such a login is refused; SCRAM-SHA-256 never sends the password.
@@ -775,6 +780,22 @@ impl Config {
             Protocol::Http => &[b"h2", b"http/1.1"],
             Protocol::Tcp | Protocol::Postgres => &[],
         };
+        // Bearer tokens and API keys (and the PHI in the answers) would cross the network in
+        // clear text.
+        if r.protocol == Protocol::Http
+            && r.tls.is_none()
+            && !r.anonymous
+            && !listen.ip().is_loopback()
+            && !r.plaintext_credentials
+        {
+            return Err(invalid(
+                field("tls"),
+                format!(
+                    "{listen} is reachable from the network, and callers would send their credentials without TLS: \
+                     set `tls`, listen on loopback, or set `plaintext_credentials = true` behind a TLS proxy"
+                ),
+            ));
+        }
         if let Some(t) = &r.tls
             && t.client_principal.is_some()
             && t.client_ca.is_none()
@@ -1057,6 +1078,19 @@ upstream = "127.0.0.1:5432"
         let text = format!("{MINIMAL}tls = {{ cert = \"/nonexistent/server.pem\", key = \"/nonexistent/k.pem\" }}\n");
         let err = Config::parse(&text).unwrap().build().unwrap_err().to_string();
         assert!(err.contains("route[pg].tls") && err.contains("/nonexistent/server.pem"), "{err}");
+
+        // An HTTP route on the network without TLS, for callers with credentials.
+        let http =
+            MINIMAL.replace("protocol = \"tcp\"", "protocol = \"http\"").replace("127.0.0.1:6543", "0.0.0.0:6543");
+        let err = Config::parse(&http).unwrap().build().unwrap_err().to_string();
+        assert!(err.starts_with("route[pg].tls") && err.contains("plaintext_credentials"), "{err}");
+        for fine in [
+            format!("{http}plaintext_credentials = true\n"),
+            format!("{http}anonymous = true\n"),
+            http.replace("0.0.0.0:6543", "127.0.0.1:6543"),
+        ] {
+            assert!(Config::parse(&fine).unwrap().build().is_ok(), "{fine}");
+        }
 
         // A principal read from client certificates that are never asked for.
         let text = format!(
