@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -64,14 +64,16 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// present a certificate that chains to it (mutual TLS); rustls answers an untrusted, expired or
 /// missing certificate with the matching TLS alert during the handshake.
 pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
-    acceptor_with_alpn(cert, key, client_ca, &[])
+    acceptor_with_alpn(cert, key, client_ca, None, &[])
 }
 
-/// [`acceptor`] that offers these ALPN protocols, in preference order.
+/// [`acceptor`] that offers these ALPN protocols, in preference order; with `client_crl`, a
+/// client certificate that a CRL in that PEM file lists as revoked is refused at the handshake.
 pub fn acceptor_with_alpn(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
+    client_crl: Option<&Path>,
     alpn: &[&[u8]],
 ) -> Result<TlsAcceptor, TlsError> {
     let certs = load_certs(cert, "certificate")?;
@@ -84,9 +86,22 @@ pub fn acceptor_with_alpn(
             for c in load_certs(ca, "client CA bundle")? {
                 roots.add(c)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if let Some(path) = client_crl {
+                let pem_err = |reason: String| TlsError::Pem { what: "client CRL", path: path.to_path_buf(), reason };
+                let crls: Vec<CertificateRevocationListDer<'static>> =
+                    CertificateRevocationListDer::pem_file_iter(path)
+                        .map_err(|e| pem_err(e.to_string()))?
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| pem_err(e.to_string()))?;
+                if crls.is_empty() {
+                    return Err(pem_err("no PEM CRL found".into()));
+                }
+                // The callers' own certificates are checked (the CAs' are the trust anchors),
+                // and one whose status no CRL gives is refused.
+                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

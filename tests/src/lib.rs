@@ -203,6 +203,9 @@ impl TestPki {
             params.not_before = now - time::Duration::hours(1);
             params.not_after = now + time::Duration::try_from(valid_for).unwrap();
         }
+        // A serial of its own, kept beside it for `revocation_list`.
+        let serial = u64::from(free_port()) << 32 | u64::from(std::process::id());
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer).unwrap();
         let stem = format!("client-{}-{}", cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), free_port());
@@ -210,7 +213,39 @@ impl TestPki {
         let key_path = self.dir.path().join(format!("{stem}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(cert_path.with_extension("serial"), serial.to_string()).unwrap();
         (cert_path, key_path)
+    }
+
+    /// A CRL (PEM file) from this CA that revokes the client certificates `revoked` (paths
+    /// `client_cert` returned).
+    pub fn revocation_list(&self, revoked: &[&Path]) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|cert| {
+                let serial: u64 = std::fs::read_to_string(cert.with_extension("serial")).unwrap().parse().unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let crl = params.signed_by(&issuer).unwrap();
+        let path = self.dir.path().join(format!("crl-{}.pem", free_port()));
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 
     /// A client connector that trusts the CA and presents `cert`/`key`.

@@ -408,3 +408,33 @@ async fn client_certificates_name_callers_on_http_and_postgres_routes() {
     assert!(list.iter().any(|s| s["route"] == "db"
         && s["close_reason"].as_str().is_some_and(|r| r.contains("requires TLS with a client certificate"))));
 }
+
+/// A client certificate that the route's CRL lists is refused at the handshake; another from
+/// the same CA goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = TestPki::new();
+    let upstream = echo_server().await;
+    let (leaked, leaked_key) = pki.client_cert("leaked", &["leaked.svc.internal"], HOUR, false);
+    let (kept, kept_key) = pki.client_cert("kept", &["kept.svc.internal"], HOUR, false);
+    let crl = pki.revocation_list(&[&leaked]);
+    let config = mtls_config(&pki, upstream, "", "").replace(
+        "client_principal = \"san_dns\"",
+        &format!("client_principal = \"san_dns\", client_crl = \"{}\"", crl.display()),
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let addr = gw.addr("echo");
+    let mut s = connect(&pki, &kept, &kept_key, addr).await.unwrap();
+    assert!(echoes(&mut s, b"still trusted").await);
+    drop(s);
+    // TLS 1.3: the client finishes its side first; the refusal arrives as an alert after.
+    let refused = match connect(&pki, &leaked, &leaked_key, addr).await {
+        Err(_) => true,
+        Ok(mut s) => closed(&mut s).await,
+    };
+    assert!(refused, "a revoked certificate was let in");
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    let reasons: Vec<&str> = list.iter().filter_map(|s| s["close_reason"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("client TLS handshake failed") && r.contains("Revoked")), "{reasons:?}");
+}
