@@ -699,6 +699,10 @@ impl Prepared {
     /// For a Query that only runs `EXECUTE name`: the text that prepared it, when it was judged
     /// under another policy.
     fn stale_execute(&self, query: &Bytes, version: &str) -> Option<(String, Bytes)> {
+        // Most sessions never PREPARE in SQL: no second look at their texts.
+        if self.sql.is_empty() {
+            return None;
+        }
         let text = String::from_utf8_lossy(query);
         let classified = classify_cached(&text);
         let [only] = classified.as_ref().as_ref().ok()?.as_slice() else { return None };
@@ -748,6 +752,9 @@ impl Prepared {
 
 /// The names a query string prepares with `PREPARE name AS …`.
 fn prepared_names(query: &Bytes) -> Vec<String> {
+    if !query.windows(7).any(|w| w.eq_ignore_ascii_case(b"prepare")) {
+        return Vec::new();
+    }
     let text = String::from_utf8_lossy(query);
     match classify_cached(&text).as_ref() {
         Ok(statements) => statements.iter().filter_map(|s| s.prepares.clone()).collect(),
