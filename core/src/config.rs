@@ -567,6 +567,9 @@ pub struct Route {
     pub tls_handshake_timeout: Duration,
     /// With client-certificate authentication: which field names the principal.
     pub client_principal: Option<PrincipalFrom>,
+    /// `client_principal` was written in the file: on HTTP routes a certificate then names a
+    /// caller who presents no bearer credential (otherwise only on `anonymous` routes).
+    pub client_principal_named: bool,
     /// HTTP routes: serve callers without a credential.
     pub anonymous: bool,
     /// HTTP routes: headers set from secrets on every forwarded request (values are sensitive).
@@ -905,6 +908,7 @@ impl Config {
                 .as_ref()
                 .filter(|t| t.client_ca.is_some())
                 .map(|t| t.client_principal.unwrap_or_default()),
+            client_principal_named: r.tls.as_ref().is_some_and(|t| t.client_principal.is_some()),
             anonymous: r.anonymous,
             credentials,
             credential_secrets,

@@ -367,10 +367,16 @@ async fn client_certificates_name_callers_on_http_and_postgres_routes() {
          allow_roles = [\"service\"]\n{tls}\n\
          [[route]]\nname = \"db\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"postgres\"\nupstream = \"127.0.0.1:9\"\n\
          anonymous = true\nupstream_user = \"x\"\n{tls}\n\
+         [[route]]\nname = \"guarded\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\n{}\n\
          [[identity.certificate]]\nsubject = \"*.svc.internal\"\nroles = [\"service\"]\n",
-        upstream.addr
+        upstream.addr,
+        upstream.addr,
+        tls.replace(", client_principal = \"san_dns\"", ""),
     );
     let mut gw = TestGateway::start(&config).await.unwrap();
+    // Certificates that only guard the connection: each request still needs a bearer credential.
+    let guarded = format!("https://localhost:{}/v1/models", gw.addr("guarded").port());
+    let guarded_resolve = format!("localhost:{}:127.0.0.1", gw.addr("guarded").port());
     let url = format!("https://localhost:{}/v1/models", gw.addr("web").port());
     let resolve = format!("localhost:{}:127.0.0.1", gw.addr("web").port());
     let ca = pki.ca_pem.display().to_string();
@@ -380,6 +386,10 @@ async fn client_certificates_name_callers_on_http_and_postgres_routes() {
         curl(&["--resolve", &resolve, "--cacert", &ca, "--cert", &cert, "--key", &key, &url])
     });
     assert_eq!(code, 200, "{body}");
+    let (code, _, body) = tokio::task::block_in_place(|| {
+        curl(&["--resolve", &guarded_resolve, "--cacert", &ca, "--cert", &cert, "--key", &key, &guarded])
+    });
+    assert_eq!(code, 401, "{body}");
     // A certificate whose name maps to no role with access is refused by the route.
     let (other, other_key) = pki.client_cert("web", &["web.example.org"], HOUR, false);
     let (other, other_key) = (other.display().to_string(), other_key.display().to_string());

@@ -946,7 +946,9 @@ async fn a_stream_open_at_shutdown_is_closed_and_journaled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_an_allow_list_route_every_reading_must_be_allowed() {
     let extra = "[[rule]]\nid = \"public\"\neffect = \"allow\"\nreason = \"public endpoints\"\n\
-                 http = { methods = [\"GET\", \"PUT\"], path = \"/v1/public/**\" }\n";
+                 http = { methods = [\"GET\", \"PUT\"], path = \"/v1/public/**\" }\n\
+                 [[rule]]\nid = \"fhir\"\neffect = \"allow\"\nhttp = { methods = [\"GET\"], path = \"/fhir/Patient/**\" }\n\
+                 [[rule]]\nid = \"models\"\neffect = \"allow\"\nhttp = { methods = [\"GET\"], path = \"/v1/models/*\" }\n";
     let mut s = setup_with("default_effect = \"deny\"", extra).await;
     let auth = format!("Authorization: Bearer {CALLER_KEY}");
     for (method, path) in [
@@ -960,12 +962,18 @@ async fn on_an_allow_list_route_every_reading_must_be_allowed() {
         assert!(body.contains("another server may read it"), "{method} {path}: {body}");
     }
     // What the allow rule names, read every way, goes through.
-    for (method, path) in [("GET", "/v1/public/notes"), ("PUT", "/v1/public/notes?_method=GET")] {
+    // So does a path whose other readings only fold its case or decode an encoded slash.
+    for (method, path) in [
+        ("GET", "/v1/public/notes"),
+        ("PUT", "/v1/public/notes?_method=GET"),
+        ("GET", "/fhir/Patient/1"),
+        ("GET", "/v1/models/org%2Fmodel"),
+    ] {
         let (code, _, body) =
             tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
         assert_eq!(code, 200, "{method} {path}: {body}");
     }
-    assert_eq!(s.upstream.seen().len(), 2);
+    assert_eq!(s.upstream.seen().len(), 4);
     s.gw.stop().await;
 }
 

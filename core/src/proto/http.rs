@@ -523,6 +523,17 @@ fn decide_views(
     }
     let default = format!("route:{route}:default");
     let reading = |v: &Operation| matches!(operation, Operation::Http { .. }) && matches!(v, Operation::Http { .. });
+    // A reading that only folds case or decodes `%2F` names the same resource to the servers
+    // that read it so (`/fhir/Patient/1`, `/v1/models/org%2Fmodel`): a rule may still deny it,
+    // but the route's default does not. One that reaches elsewhere (`..` or a `;parameter`
+    // resolved) or runs another method must be allowed as the request is.
+    let reaches_elsewhere = |v: &Operation| match (operation, v) {
+        (Operation::Http { method: m, path: p }, Operation::Http { method: vm, path: vp }) => {
+            let decoded = p.replace("%2F", "/");
+            m != vm || ![p.to_ascii_lowercase(), decoded.clone(), decoded.to_ascii_lowercase()].contains(vp)
+        }
+        _ => false,
+    };
     let explained = |h: crate::policy::Decision, v: &Operation| {
         if reading(v) {
             let reason = format!("{} (the request as another server may read it: {})", h.reason, v.summary());
@@ -534,7 +545,7 @@ fn decide_views(
     let mut held = None;
     for view in http_views.iter().filter(|v| *v != operation) {
         let h = access.decide(route, principal, view);
-        let counts = h.rule != default || reading(view);
+        let counts = h.rule != default || reaches_elsewhere(view);
         match h.effect {
             Effect::Deny if counts => return explained(h, view),
             Effect::RequireApproval if counts => {
@@ -789,18 +800,25 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
 
     // 1. Who is calling: the bearer credential, if the route asks for one and the caller
     // presents one; else, on a route that verifies client certificates, the certificate.
-    let certificate = match (conn.leaf.as_deref(), route.client_principal) {
-        (Some(der), Some(from)) => Some(access.identity.certificates.principal(der, from)),
+    // (A route whose certificates only guard the connection — `client_ca` without a named
+    // `client_principal` — still asks each request for a bearer credential.)
+    let certificate = || match (conn.leaf.as_deref(), route.client_principal) {
+        (Some(der), Some(from)) if route.anonymous || route.client_principal_named => {
+            Some(access.identity.certificates.principal(der, from))
+        }
         _ => None,
     };
-    let identified = match certificate {
-        _ if !route.anonymous && req.headers().contains_key(header::AUTHORIZATION) => match bearer(req.headers()) {
+    let identified = if !route.anonymous && req.headers().contains_key(header::AUTHORIZATION) {
+        match bearer(req.headers()) {
             Ok(token) => access.identity.authenticate_bearer(token).await,
             Err(e) => Err(e),
-        },
-        Some(from_certificate) => from_certificate,
-        None if route.anonymous => Ok(Principal::anonymous()),
-        None => Err(AuthError::Missing),
+        }
+    } else {
+        match certificate() {
+            Some(from_certificate) => from_certificate,
+            None if route.anonymous => Ok(Principal::anonymous()),
+            None => Err(AuthError::Missing),
+        }
     };
     let principal = identified.as_ref().ok();
     let break_glass = principal.is_some_and(|p| access.policy.is_break_glass(p));
