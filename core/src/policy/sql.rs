@@ -54,9 +54,12 @@ pub struct SqlStatement {
     /// column for such a result, so a column rule of the masker cannot follow it. `None` when
     /// it returns a whole row (`SELECT p FROM patients p`, `row_to_json(p.*)`).
     pub derived: Option<Vec<String>>,
-    /// It writes a name as a `U&"…"` escape (`U&"query\005fto_xml"`), which PostgreSQL decodes
-    /// and this parser does not: the names the rules would see are not the ones that run.
-    pub escaped_names: bool,
+    /// Its text may read differently to PostgreSQL's scanner than to this parser, and how:
+    /// a name written as a `U&"…"` escape (decoded by PostgreSQL only), an operator that runs
+    /// into `--` or `/*` (PostgreSQL ends the operator there and reads a comment), a `$` that
+    /// is neither a `$n` parameter nor a dollar quote this parser reads (`$€$` is one to
+    /// PostgreSQL). Either way the statement the rules would judge is not the one that runs.
+    pub misread: Option<&'static str>,
     /// It reads rows as well as doing what its kind says: `INSERT … SELECT`, `CREATE TABLE …
     /// AS SELECT`, `COPY … TO`, a subquery in an UPDATE. Rules on SELECT judge it too.
     pub reads: bool,
@@ -75,7 +78,7 @@ impl SqlStatement {
     /// The request the filter chain decides for what the statement's kind says.
     pub fn request(&self) -> Request {
         // Names hidden from the parser (escapes, SQL run from text) leave the tables unknown.
-        let tables = (!self.escaped_names && self.opaque_call.is_none()).then(|| self.tables.clone());
+        let tables = (self.misread.is_none() && self.opaque_call.is_none()).then(|| self.tables.clone());
         Request::Sql { kind: self.kind, tables, columns: self.columns.clone() }
     }
 
@@ -96,20 +99,63 @@ impl SqlStatement {
     }
 }
 
-/// Whether `sql` writes a name as a Unicode escape: `U&` directly followed by a double-quoted
-/// identifier. (A `U&'…'` string is read, decoded, by the parser.)
-fn escapes_names(sql: &str) -> bool {
+/// Where this parser's tokenizer and PostgreSQL's scanner would part ways on `sql`, if they
+/// would (see [`SqlStatement::misread`]). Texts without `&"`, `$`, `--` or `/*` cannot.
+fn misread(sql: &str) -> Option<&'static str> {
     use sqlparser::tokenizer::{Token, Tokenizer};
-    if !sql.contains("&\"") {
-        return false;
+    let b = sql.as_bytes();
+    let risky = |w: &[u8]| w == b"&\"" || w == b"--" || w == b"/*";
+    if !b.contains(&b'$') && !b.windows(2).any(risky) {
+        return None;
     }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return true };
-    tokens.windows(3).any(|w| match w {
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Some("its text does not tokenize");
+    };
+    let escaped_name = tokens.windows(3).any(|w| match w {
         [Token::Word(u), Token::Ampersand, Token::Word(name)] => {
             u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u") && name.quote_style == Some('"')
         }
         _ => false,
-    })
+    });
+    if escaped_name {
+        return Some("it writes a name as a U&\"…\" escape, which PostgreSQL decodes and the rules would not");
+    }
+    // Runs of adjacent operator tokens: PostgreSQL's scanner ends an operator where `--` or
+    // `/*` begins and reads a comment from there.
+    const OPERATOR: &[u8] = b"+-*/<>=~!@#%^&|`?";
+    let mut run = String::new();
+    for t in &tokens {
+        if matches!(t, Token::Whitespace(_)) {
+            // (Comments included: this parser read them as PostgreSQL does.)
+            run.clear();
+            continue;
+        }
+        let text = t.to_string();
+        if !text.is_empty() && text.bytes().all(|c| OPERATOR.contains(&c)) {
+            run.push_str(&text);
+            if run.contains("--") || run.contains("/*") {
+                return Some("an operator runs into `--` or `/*`, where PostgreSQL reads a comment");
+            }
+        } else {
+            run.clear();
+        }
+        match t {
+            // PostgreSQL's parameters are `$` and digits; anything else after a `$` is part of
+            // a dollar quote to it (its tags may hold any byte past ASCII).
+            Token::Placeholder(p)
+                if p.starts_with('$') && !(p.len() > 1 && p[1..].bytes().all(|c| c.is_ascii_digit())) =>
+            {
+                return Some("a `$` that is neither a parameter nor a dollar quote this parser reads");
+            }
+            Token::DollarQuotedString(q)
+                if q.tag.as_ref().is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit())) =>
+            {
+                return Some("a dollar-quote tag that starts with a digit, which PostgreSQL reads as a parameter");
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// DROP of an object other than those `Statement::Drop` covers (sqlparser gives these their own
@@ -609,7 +655,7 @@ fn effective(s: &Statement) -> &Statement {
 pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
     let names_lexing = LEXING_SETTINGS.iter().any(|n| contains_ignore_case(sql, n));
-    let escaped_names = escapes_names(sql);
+    let misread = misread(sql);
     Ok(statements
         .iter()
         .map(|outer| {
@@ -745,7 +791,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 opaque_call: walk.opaque,
                 server_code,
                 derived,
-                escaped_names,
+                misread,
                 reads,
                 other_sessions,
                 prepares,
@@ -822,10 +868,12 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
         if !s.has_where {
             return Some(("guard:no_where", "UPDATE and DELETE need a WHERE clause".into()));
         }
-        if s.escaped_names {
+        if let Some(how) = s.misread {
             return Some((
                 "guard:lexing",
-                "names written as U&\"…\" escapes are blocked for this role: the rules read names as written".into(),
+                format!(
+                    "PostgreSQL may read this text differently from the gateway: {how}; it is blocked for this role"
+                ),
             ));
         }
         if s.changes_lexing {
@@ -1172,6 +1220,40 @@ mod tests {
             let c = classify(sql);
             assert_eq!(guardrail(&c), None, "{sql}");
             assert!(matches!(&c.unwrap()[0].request(), Request::Sql { tables: Some(t), .. } if t == &["t"]), "{sql}");
+        }
+        // Where the two scanners part: what the parser would judge is not what runs.
+        let mut parsed = 0;
+        for sql in [
+            "SELECT 1 #/* ' */ 1, ssn FROM secrets --'",
+            "SELECT 1 #/* ' */ 1; DELETE FROM patients --'",
+            "SELECT $€$, '$€$; SET ROLE admin; --', 1",
+            "SELECT 1 #--'\n 1; DELETE FROM patients; --'",
+            "SELECT 1 ~--'\n; DELETE FROM patients; --'",
+            "SELECT $1a$ x $1a$",
+        ] {
+            // (One the parser cannot read at all is refused as unparsed; the rest parse as
+            // something harmless, which is the point.)
+            let c = classify(sql);
+            if c.is_ok() {
+                parsed += 1;
+                assert_eq!(guardrail(&c).map(|g| g.0), Some("guard:lexing"), "{sql}");
+                assert!(c.unwrap().iter().all(|s| matches!(s.request(), Request::Sql { tables: None, .. })), "{sql}");
+            } else {
+                assert_eq!(guardrail(&c).map(|g| g.0), Some("guard:unparsed"), "{sql}");
+            }
+        }
+        assert!(parsed >= 4, "{parsed}");
+        for sql in [
+            "SELECT 1 -- a comment",
+            "SELECT 1 --",
+            "SELECT a /**/ FROM t",
+            "SELECT 1 /* c */ + 2",
+            "SELECT $1, $22 FROM t",
+            "SELECT $tag$ it's -- fine /* here */ $tag$",
+            "SELECT 'a--b', '/*' FROM t",
+            "SELECT a - -1 FROM t",
+        ] {
+            assert_eq!(guardrail(&classify(sql)), None, "{sql}");
         }
         // A function that runs SQL from text hides its tables as well.
         let c = classify("SELECT query_to_xml('select * from secrets', true, false, '')").unwrap();
