@@ -63,10 +63,16 @@ pub struct SqlStatement {
     /// It reads rows as well as doing what its kind says: `INSERT … SELECT`, `CREATE TABLE …
     /// AS SELECT`, `COPY … TO`, a subquery in an UPDATE. Rules on SELECT judge it too.
     pub reads: bool,
+    /// Every kind of write it carries besides its own kind (a MERGE's UPDATE and DELETE, an
+    /// `INSERT … ON CONFLICT DO UPDATE`'s UPDATE, a DELETE in a WITH): rules on those judge it too.
+    pub also: Vec<SqlKind>,
     /// It reaches the server's other sessions — every caller of the route shares the gateway's
     /// upstream role: their statement texts (`pg_stat_activity`, `pg_stat_statements`) or a
     /// signal to them (`pg_terminate_backend`, `pg_cancel_backend`). The view or function named.
     pub other_sessions: Option<String>,
+    /// It reads the planner's statistics (`pg_stats`, `pg_statistic` …), which hold samples of
+    /// the values of every analyzed column, whatever the rules on their tables say.
+    pub statistics: Option<String>,
     /// `PREPARE name AS …`: the name (as PostgreSQL folds it), so that an `EXECUTE name` after a
     /// reload can be judged again by what was prepared.
     pub prepares: Option<String>,
@@ -86,16 +92,18 @@ impl SqlStatement {
     /// same tables when it also reads rows (see [`SqlStatement::reads`]).
     pub fn requests(&self) -> Vec<Request> {
         let main = self.request();
-        if !self.reads || self.kind == SqlKind::Select {
-            return vec![main];
+        let Request::Sql { tables, columns, .. } = &main else { return vec![main] };
+        let mut kinds: Vec<SqlKind> = self.also.clone();
+        if self.reads {
+            kinds.push(SqlKind::Select);
         }
-        let read = match &main {
-            Request::Sql { tables, columns, .. } => {
-                Request::Sql { kind: SqlKind::Select, tables: tables.clone(), columns: columns.clone() }
-            }
-            other => other.clone(),
-        };
-        vec![main, read]
+        kinds.retain(|k| *k != self.kind);
+        kinds.dedup();
+        let others: Vec<Request> = kinds
+            .into_iter()
+            .map(|kind| Request::Sql { kind, tables: tables.clone(), columns: columns.clone() })
+            .collect();
+        std::iter::once(main).chain(others).collect()
     }
 }
 
@@ -229,6 +237,9 @@ fn kind_of(s: &Statement) -> SqlKind {
         s if alters_object(s) || drops_object(s) => SqlKind::Ddl,
         Statement::Grant(_)
         | Statement::Revoke(_)
+        | Statement::GrantRole(_)
+        | Statement::RevokeRole(_)
+        | Statement::CreateUser(_)
         | Statement::CreateRole(_)
         | Statement::AlterRole { .. }
         | Statement::AlterUser(_)
@@ -250,6 +261,8 @@ fn set_has_wildcard(body: &SetExpr) -> bool {
         }
         SetExpr::Query(q) => query_has_wildcard(q),
         SetExpr::SetOperation { left, right, .. } => set_has_wildcard(left) || set_has_wildcard(right),
+        // `TABLE patients` returns every column.
+        SetExpr::Table(_) => true,
         _ => false,
     }
 }
@@ -270,15 +283,44 @@ fn columns_of(s: &Statement) -> Option<Vec<String>> {
             cols.push(c);
         }
     };
+    fn assigned(assignments: &[sqlparser::ast::Assignment]) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in assignments {
+            match &a.target {
+                AssignmentTarget::ColumnName(n) => out.push(last_segment(&n.to_string())),
+                AssignmentTarget::Tuple(ns) => out.extend(ns.iter().map(|n| last_segment(&n.to_string()))),
+            }
+        }
+        out
+    }
     match s {
         Statement::Query(q) if query_has_wildcard(q) => return None,
         Statement::Insert(i) if i.columns.is_empty() => return None,
-        Statement::Insert(i) => i.columns.iter().for_each(|c| push(last_segment(&c.to_string()))),
-        Statement::Update(u) => {
-            for a in &u.assignments {
-                match &a.target {
-                    AssignmentTarget::ColumnName(n) => push(last_segment(&n.to_string())),
-                    AssignmentTarget::Tuple(ns) => ns.iter().for_each(|n| push(last_segment(&n.to_string()))),
+        Statement::Insert(i) => {
+            // `ON CONFLICT … DO UPDATE SET ssn = …` sets columns too.
+            if let Some(sqlparser::ast::OnInsert::OnConflict(c)) = &i.on
+                && let sqlparser::ast::OnConflictAction::DoUpdate(u) = &c.action
+            {
+                assigned(&u.assignments).into_iter().for_each(&mut push);
+            }
+            i.columns.iter().for_each(|c| push(last_segment(&c.to_string())));
+        }
+        Statement::Update(u) => assigned(&u.assignments).into_iter().for_each(&mut push),
+        Statement::Merge(m) => {
+            for c in &m.clauses {
+                match &c.action {
+                    sqlparser::ast::MergeAction::Update(u) => match &u.kind {
+                        sqlparser::ast::MergeUpdateKind::Set(assignments) => {
+                            assigned(assignments).into_iter().for_each(&mut push)
+                        }
+                        // `UPDATE SET *`: every column.
+                        _ => return None,
+                    },
+                    sqlparser::ast::MergeAction::Insert(i) if i.columns.is_empty() => return None,
+                    sqlparser::ast::MergeAction::Insert(i) => {
+                        i.columns.iter().for_each(|c| push(last_segment(&c.to_string())));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -335,6 +377,24 @@ const OPAQUE_FUNCTIONS: [&str; 30] = [
     "pg_stat_file",
 ];
 
+/// Functions of one argument that take a whole row and return its values, as `alias.f` calls
+/// them (`p.to_jsonb` is `to_jsonb(p)`). (`text`, `name` and `format` would do too, but are
+/// common column names, which PostgreSQL reads `p.text` as first.)
+const ROW_FUNCTIONS: [&str; 8] = [
+    "to_json",
+    "to_jsonb",
+    "row_to_json",
+    "quote_literal",
+    "quote_nullable",
+    "hstore",
+    "json_build_array",
+    "jsonb_build_array",
+];
+
+/// The planner's statistics: most common values and histogram bounds of every analyzed column.
+const STATISTICS: [&str; 6] =
+    ["pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext", "pg_statistic_ext_data"];
+
 /// A name as PostgreSQL folds it: lower case unless quoted.
 fn ident_name(i: &sqlparser::ast::Ident) -> String {
     if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
@@ -390,6 +450,9 @@ struct Walk {
     reads: bool,
     /// See [`SqlStatement::other_sessions`] (functions; views are found among the tables).
     other_sessions: Option<String>,
+    /// Qualifiers of `q.f` where `f` takes a whole row (`p.to_jsonb`): a table or alias among
+    /// them is a whole row.
+    row_calls: Vec<String>,
 }
 
 impl Visitor for Walk {
@@ -404,6 +467,31 @@ impl Visitor for Walk {
             _ => None,
         };
         self.writes.extend(write);
+        // What a MERGE does is in its clauses: each UPDATE or DELETE counts as one, with a WHERE
+        // only where the clause has its own condition (`WHEN MATCHED AND …`; the ON condition
+        // can match every row).
+        if let Statement::Merge(m) = s {
+            for c in &m.clauses {
+                match &c.action {
+                    sqlparser::ast::MergeAction::Delete { .. } => {
+                        self.writes.push((SqlKind::Delete, c.predicate.is_some()))
+                    }
+                    sqlparser::ast::MergeAction::Update(_) => {
+                        self.writes.push((SqlKind::Update, c.predicate.is_some()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // `INSERT … ON CONFLICT … DO UPDATE` updates the rows it conflicts with: from a query,
+        // possibly every row, unless the update has its own WHERE.
+        if let Statement::Insert(i) = s
+            && let Some(sqlparser::ast::OnInsert::OnConflict(c)) = &i.on
+            && let sqlparser::ast::OnConflictAction::DoUpdate(u) = &c.action
+        {
+            let values_only = i.source.as_ref().is_some_and(|q| matches!(*q.body, SetExpr::Values(_)));
+            self.writes.push((SqlKind::Update, u.selection.is_some() || values_only));
+        }
         let returning = match s {
             Statement::Insert(i) => i.returning.as_deref(),
             Statement::Update(u) => u.returning.as_deref(),
@@ -433,6 +521,10 @@ impl Visitor for Walk {
         }
         if let TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } = tf {
             self.aliases.push(a.name.value.to_lowercase());
+            // `patients p(id, name, x)` renames columns by position: `x` may be `ssn`.
+            if !a.columns.is_empty() {
+                self.wildcard = true;
+            }
         }
         // A set-returning function in FROM (`FROM dblink(…) AS t(…)`).
         let called = match tf {
@@ -479,6 +571,32 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        match e {
+            // `(x).f` and `alias.f` call `f(x)` when `f` is no column (PostgreSQL's attribute
+            // notation for functions of one argument).
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for a in access_chain {
+                    if let sqlparser::ast::AccessExpr::Dot(Expr::Identifier(name)) = a {
+                        self.called(&ident_name(name));
+                        self.whole_row |= ROW_FUNCTIONS.contains(&ident_name(name).as_str());
+                    }
+                }
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                for name in &parts[1..] {
+                    self.called(&ident_name(name));
+                }
+                if let Some(last) = parts.last() {
+                    let qualifier = ident_name(&parts[parts.len() - 2]);
+                    if ROW_FUNCTIONS.contains(&ident_name(last).as_str()) {
+                        self.row_calls.push(qualifier);
+                    }
+                }
+            }
+            // `p.*` anywhere but a select list (`(p.*)::text`, `ROW(p.*)`): every column.
+            Expr::QualifiedWildcard(..) | Expr::Wildcard(..) => self.wildcard = true,
+            _ => {}
+        }
         if let Expr::Function(f) = e {
             self.opaque_name(&f.name);
             self.set_config(f);
@@ -591,6 +709,16 @@ impl Walk {
         }
     }
 
+    /// A function called by `name`, however written: is it one the rules cannot see through?
+    fn called(&mut self, name: &str) {
+        if OTHER_SESSIONS.contains(&name) {
+            self.other_sessions.get_or_insert_with(|| name.to_owned());
+        }
+        if OPAQUE_FUNCTIONS.contains(&name) || ["dblink", "crosstab", "connectby"].iter().any(|p| name.starts_with(p)) {
+            self.opaque.get_or_insert_with(|| name.to_owned());
+        }
+    }
+
     fn opaque_name(&mut self, name: &ObjectName) {
         if let Some(name) = name.0.last().and_then(|p| p.as_ident()) {
             let name = name.value.to_lowercase();
@@ -679,7 +807,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // A query or COPY that writes is judged as the write it carries (the most
             // destructive one).
             let kind = match kind_of(s) {
-                k @ (SqlKind::Select | SqlKind::Copy | SqlKind::Other) => {
+                k @ (SqlKind::Select | SqlKind::Copy | SqlKind::Other | SqlKind::Merge | SqlKind::Insert) => {
                     walk.writes.iter().map(|&(w, _)| w).max_by_key(|w| WRITES.iter().position(|x| x == w)).unwrap_or(k)
                 }
                 k => k,
@@ -691,7 +819,8 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 );
             let copy_file = matches!(s, Statement::Copy { target: CopyTarget::File { .. }, .. });
             let changes_role = match s {
-                Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => true,
+                // Granting a role: its privileges come by inheritance, without a SET ROLE.
+                Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) | Statement::GrantRole(_) => true,
                 Statement::Set(Set::SingleAssignment { variable, .. }) => {
                     let name = last_segment(&variable.to_string());
                     name == "role" || name == "session_authorization"
@@ -735,6 +864,9 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 || (!matches!(kind, SqlKind::Select)
                     && tables.iter().any(|t| t == "pg_settings" || t == "pg_catalog.pg_settings"));
             let reads = walk.reads || matches!(s, Statement::Copy { to: true, .. });
+            let mut also: Vec<SqlKind> = walk.writes.iter().map(|&(k, _)| k).collect();
+            also.sort_by_key(|k| WRITES.iter().position(|w| w == k));
+            also.dedup();
             let prepares = match outer {
                 Statement::Prepare { name, .. } => Some(ident_name(name)),
                 _ => None,
@@ -743,6 +875,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 Statement::Execute { name: Some(name), .. } => name.0.last().and_then(|p| p.as_ident()).map(ident_name),
                 _ => None,
             };
+            let statistics = tables.iter().map(|t| last_segment(t)).find(|t| STATISTICS.contains(&t.as_str()));
             let other_sessions = walk
                 .other_sessions
                 .clone()
@@ -750,6 +883,11 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             // A whole row named by its table or alias (`SELECT p FROM patients p`,
             // `row_to_json(p)`) holds every column, and so does `COPY t TO …` without a column
             // list: unknown either way.
+            // `p.to_jsonb`, where `p` is a table or alias: `to_jsonb(p)`, a whole row.
+            let row_call = walk
+                .row_calls
+                .iter()
+                .any(|q| walk.aliases.contains(q) || tables.iter().any(|t| t == q || t.ends_with(&format!(".{q}"))));
             let columns = match s {
                 // A `*` anywhere (`COPY (SELECT * …)`, a view or table made of one, a subquery
                 // renamed outside) hands on every column, named or not.
@@ -764,7 +902,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 }
                 // In a query, a name that is a table or an alias there is a whole row
                 // (`SELECT p FROM patients p`); so is `p.*` handed to a function.
-                Statement::Query(_) if walk.whole_row => None,
+                Statement::Query(_) if walk.whole_row || row_call => None,
                 Statement::Query(_) => columns_of(s).filter(|cols| {
                     !cols.iter().any(|c| {
                         walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")))
@@ -776,7 +914,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             let row_named =
                 |c: &String| walk.aliases.contains(c) || tables.iter().any(|t| t == c || t.ends_with(&format!(".{c}")));
             // Only an unqualified name can be one (`e.event` is a column of `event e`).
-            let whole_row = walk.whole_row || walk.bare.iter().any(row_named);
+            let whole_row = walk.whole_row || walk.bare.iter().any(row_named) || row_call;
             let derived = if whole_row { None } else { Some(walk.derived) };
             SqlStatement {
                 kind,
@@ -793,7 +931,9 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 derived,
                 misread,
                 reads,
+                also,
                 other_sessions,
+                statistics,
                 prepares,
                 executes,
             }
@@ -903,10 +1043,20 @@ pub fn guardrail(statements: &Classified) -> Option<(&'static str, String)> {
                 ),
             ));
         }
+        if let Some(what) = &s.statistics {
+            return Some((
+                "guard:statistics",
+                format!(
+                    "`{what}` holds samples of the values of every analyzed column, which the rules on their tables \
+                     cannot see; it is blocked for this role"
+                ),
+            ));
+        }
         if s.changes_role {
             return Some((
                 "guard:role",
-                "SET ROLE and SET SESSION AUTHORIZATION change whose privileges the session runs with; they are \
+                "SET ROLE, SET SESSION AUTHORIZATION and GRANT of a role change whose privileges the session runs \
+                 with; they are \
                  blocked for this role"
                     .into(),
             ));
@@ -1317,5 +1467,73 @@ mod tests {
             assert!(g.unwrap().1.contains(what), "{sql}");
         }
         assert_eq!(guardrail(&classify("SELECT pg_backend_pid()")), None);
+    }
+
+    #[test]
+    fn functions_in_attribute_form_and_renamed_rows_are_seen() {
+        // `(x).f` is `f(x)`.
+        for (sql, guard) in [
+            ("SELECT ($q$SELECT ssn FROM secrets$q$::text).ts_stat", "guard:opaque_call"),
+            ("SELECT ('/etc/passwd'::text).pg_read_file", "guard:opaque_call"),
+            ("SELECT (16401::oid).lo_get", "guard:opaque_call"),
+            ("SELECT (1234).pg_terminate_backend", "guard:other_sessions"),
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some(guard), "{sql}");
+        }
+        let cols = |sql: &str| classify(sql).unwrap()[0].columns.clone();
+        let derived = |sql: &str| classify(sql).unwrap()[0].derived.clone();
+        // Whole rows, however asked for: columns unknown, no source column to follow.
+        for sql in [
+            "SELECT p.to_jsonb FROM patients p",
+            "SELECT (p.*)::text FROM patients p",
+            "SELECT id FROM t UNION TABLE patients",
+            "SELECT x FROM patients p(id, name, x)",
+        ] {
+            assert_eq!(cols(sql), None, "{sql}");
+        }
+        assert_eq!(derived("SELECT p.to_jsonb FROM patients p"), None);
+        // A plain qualified column is still a column.
+        assert_eq!(cols("SELECT p.name FROM patients p"), Some(vec!["name".to_owned()]));
+    }
+
+    #[test]
+    fn statistics_merges_upserts_and_role_grants_are_judged_for_what_they_do() {
+        for sql in [
+            "SELECT most_common_vals FROM pg_stats WHERE tablename = 'secrets' AND attname = 'ssn'",
+            "SELECT * FROM pg_catalog.pg_statistic",
+        ] {
+            assert_eq!(guardrail(&classify(sql)).map(|g| g.0), Some("guard:statistics"), "{sql}");
+        }
+        let first = |sql: &str| classify(sql).unwrap().remove(0);
+        let kinds = |sql: &str| {
+            first(sql)
+                .requests()
+                .into_iter()
+                .map(|r| match r {
+                    Request::Sql { kind, .. } => kind,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        // MERGE: an unconditional DELETE is a delete without a WHERE.
+        let m = "MERGE INTO patients USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE";
+        assert_eq!(guardrail(&classify(m)).map(|g| g.0), Some("guard:no_where"));
+        assert!(kinds(m).contains(&SqlKind::Delete) && kinds(m).contains(&SqlKind::Merge), "{:?}", kinds(m));
+        let m =
+            "MERGE INTO patients p USING patients q ON p.id = q.id WHEN MATCHED AND q.flag THEN UPDATE SET ssn = NULL";
+        assert_eq!(guardrail(&classify(m)), None);
+        assert!(kinds(m).contains(&SqlKind::Update), "{:?}", kinds(m));
+        assert!(first(m).columns.unwrap().contains(&"ssn".to_owned()));
+        // An upsert from a query may update every row; from VALUES, the rows it names.
+        let u = "INSERT INTO patients SELECT * FROM patients ON CONFLICT (id) DO UPDATE SET ssn = NULL";
+        assert_eq!(guardrail(&classify(u)).map(|g| g.0), Some("guard:no_where"));
+        assert!(kinds(u).contains(&SqlKind::Update), "{:?}", kinds(u));
+        let u = "INSERT INTO t (id, ssn) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn";
+        assert_eq!(guardrail(&classify(u)), None);
+        assert!(kinds(u).contains(&SqlKind::Update) && first(u).columns.unwrap().contains(&"ssn".to_owned()));
+        // A role granted is a role taken.
+        let g = "GRANT pg_read_server_files TO airlock_upstream";
+        assert_eq!(first(g).kind, SqlKind::Dcl);
+        assert_eq!(guardrail(&classify(g)).map(|g| g.0), Some("guard:role"));
     }
 }
