@@ -795,7 +795,22 @@ impl HttpUpstream {
                                 .get("authorization")
                                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                                 .unwrap_or_default();
-                            let resp: hyper::Response<B> = if parts.uri.path() == "/echo-auth-header" {
+                            let resp: hyper::Response<B> = if parts.uri.path() == "/always-gzip" {
+                                // Compressed whatever the request asked for (a gzip of `{}`).
+                                let gz: &'static [u8] = &[
+                                    0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xab, 0xae, 5, 0, 0x43, 0xbf, 0xa6, 0xa3, 2, 0,
+                                    0, 0,
+                                ];
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .header("content-encoding", "gzip")
+                                    .body(
+                                        http_body_util::Full::new(bytes::Bytes::from_static(gz))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    )
+                                    .unwrap()
+                            } else if parts.uri.path() == "/echo-auth-header" {
                                 hyper::Response::builder()
                                     .header("x-debug-auth", auth.as_str())
                                     .body(

@@ -1135,7 +1135,12 @@ async fn a_reload_applies_to_open_sessions() {
     s.until_ready().await;
     s.send(&[FrontendMessage::Query { sql: Bytes::from_static(b"prepare q as select count(*) from pg_class") }]).await;
     s.until_ready().await;
-    let run = |name: &'static str| {
+    // A PREPARE sent through the extended protocol, as psycopg and JDBC send all SQL.
+    let mut prepare_q2 = vec![parse("", "prepare q2 as select count(*) from pg_class")];
+    prepare_q2.extend(run(""));
+    s.send(&prepare_q2).await;
+    s.until_ready().await;
+    fn run(name: &'static str) -> [FrontendMessage; 3] {
         [
             FrontendMessage::Bind {
                 portal: Bytes::new(),
@@ -1147,7 +1152,7 @@ async fn a_reload_applies_to_open_sessions() {
             FrontendMessage::Execute { portal: Bytes::new(), max_rows: 0 },
             FrontendMessage::Sync,
         ]
-    };
+    }
     let rule = "[[rule]]\nid = \"no-catalog\"\neffect = \"deny\"\nreason = \"not the catalog\"\n\
                 sql = { tables = [\"pg_class\"] }\n";
     let access = airlock::config::Config::parse(&format!("{config}\n{rule}")).unwrap().build_access().unwrap();
@@ -1157,7 +1162,18 @@ async fn a_reload_applies_to_open_sessions() {
     let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{seen:?}");
     // What was prepared before is judged again when it runs: by its text, under the new rule.
-    for refused in [&run("cat")[..], &[FrontendMessage::Query { sql: Bytes::from_static(b"execute q") }]] {
+    let q = |sql: &'static str| FrontendMessage::Query { sql: Bytes::from_static(sql.as_bytes()) };
+    let mut execute_q2 = vec![parse("", "execute q2")];
+    execute_q2.extend(run(""));
+    for refused in [
+        &run("cat")[..],
+        &[q("execute q")],
+        &[q("explain analyze execute q")],
+        &execute_q2[..],
+        // A name the gateway never saw prepared: what it reads is unknown, and the rule on
+        // tables refuses what it cannot rule out.
+        &[q("execute never_prepared")],
+    ] {
         s.send(refused).await;
         let seen = s.until_ready().await;
         let code = seen.iter().find_map(|m| m.field(b'C')).map(|c| String::from_utf8_lossy(c).into_owned());

@@ -645,6 +645,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_a_certificate_principal_again() {
+        let mut params = rcgen::CertificateParams::new(vec!["etl.prod.internal".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "etl");
+        let der = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec();
+        let rules =
+            |roles: &str| format!("[[identity.certificate]]\nsubject = \"*.prod.internal\"\nroles = [{roles}]\n");
+        let from = Some(crate::identity::mtls::PrincipalFrom::SanDns);
+        let first = build(&rules("\"service\"")).unwrap();
+        let p = first.identity.certificates.principal(&der, crate::identity::mtls::PrincipalFrom::SanDns).unwrap();
+        assert_eq!(first.identity.revoked_presenting(&p, Some(&der), from), None);
+        let later = build(&rules("\"service\", \"admin\"")).unwrap();
+        let why = later.identity.revoked_presenting(&p, Some(&der), from).unwrap_or_default();
+        assert!(why.contains("roles") && why.contains("etl.prod.internal"), "{why}");
+        // Without the certificate at hand, nothing can be said (as before).
+        assert_eq!(later.identity.revoked_presenting(&p, None, from), None);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let oidc = "[[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\n";
         assert!(err(oidc).contains("identity.oidc[0].audiences"), "{}", err(oidc));

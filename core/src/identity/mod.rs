@@ -290,6 +290,26 @@ impl Identity {
 }
 
 impl Identity {
+    /// [`Identity::revoked`] for a principal that may have come from a client certificate, with
+    /// that certificate (DER) and the field that names it.
+    pub fn revoked_presenting(
+        &self,
+        p: &Principal,
+        leaf: Option<&[u8]>,
+        from: Option<mtls::PrincipalFrom>,
+    ) -> Option<String> {
+        // A certificate's principal: named again from the same certificate under these
+        // settings (the mapping to roles may have changed).
+        if let (AuthMethod::Mtls { .. }, Some(der), Some(from)) = (&p.method, leaf, from) {
+            return match self.certificates.principal(der, from) {
+                Err(e) => Some(format!("the certificate of `{}` no longer names a principal: {e}", p.subject)),
+                Ok(now) if now.roles != p.roles => Some(format!("the roles of `{}` changed", p.subject)),
+                Ok(_) => None,
+            };
+        }
+        self.revoked(p)
+    }
+
     /// Why a principal authenticated earlier no longer stands under this (reloaded)
     /// configuration, if it does not: its API key was removed, replaced by another secret under
     /// the same name, or given other roles or another expiry; or its OIDC provider was removed.

@@ -76,8 +76,10 @@ pub struct SqlStatement {
     /// `PREPARE name AS …`: the name (as PostgreSQL folds it), so that an `EXECUTE name` after a
     /// reload can be judged again by what was prepared.
     pub prepares: Option<String>,
-    /// `EXECUTE name`: the name.
+    /// `EXECUTE name` (also under EXPLAIN): the name.
     pub executes: Option<String>,
+    /// `DEALLOCATE name` (`Some(name)`), or `DEALLOCATE ALL` / `DISCARD ALL` (`None`).
+    pub deallocates: Option<Option<String>>,
 }
 
 impl SqlStatement {
@@ -871,8 +873,18 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 Statement::Prepare { name, .. } => Some(ident_name(name)),
                 _ => None,
             };
-            let executes = match outer {
+            let executes = match s {
                 Statement::Execute { name: Some(name), .. } => name.0.last().and_then(|p| p.as_ident()).map(ident_name),
+                _ => None,
+            };
+            let deallocates = match outer {
+                Statement::Deallocate { name, .. }
+                    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+                {
+                    Some(None)
+                }
+                Statement::Deallocate { name, .. } => Some(Some(ident_name(name))),
+                Statement::Discard { object_type: sqlparser::ast::DiscardObject::ALL } => Some(None),
                 _ => None,
             };
             let statistics = tables.iter().map(|t| last_segment(t)).find(|t| STATISTICS.contains(&t.as_str()));
@@ -936,6 +948,7 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
                 statistics,
                 prepares,
                 executes,
+                deallocates,
             }
         })
         .collect())

@@ -40,17 +40,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::SessionCtx;
 use super::echo::EchoWatch;
 use super::liveness::{Liveness, Stale, Tracked, Watched};
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
+use super::{Reload, SessionCtx, next_reload};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
-use crate::config::{Access, Route};
+use crate::config::Route;
 use crate::deny::{self, Denial};
 use crate::identity::{AuthError, Principal};
 use crate::journal::record::{CloseMeta, TlsMeta};
@@ -1106,9 +1106,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     for (name, value) in &route.credentials {
         headers.insert(name.clone(), value.clone());
     }
-    if mask.is_some() {
-        // A masked response must arrive in a form the gateway can read, and whole: a range could
-        // cut a value in two and each part would pass.
+    if mask.is_some() || !route.credential_secrets.is_empty() {
+        // A masked response, or one searched for the route's credential, must arrive in a form
+        // the gateway can read, and whole: a range could cut a value in two and each part would
+        // pass.
         headers.remove(header::ACCEPT_ENCODING);
         headers.remove(HeaderName::from_static("grpc-accept-encoding"));
         headers.remove(header::RANGE);
@@ -1175,7 +1176,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 // The upstream's end of a request body is watched by hyper's client.
                 gone: tokio_util::sync::CancellationToken::new(),
                 expires,
-                reloads: principal.map(|p| (reloads.clone(), p.clone())),
+                reloads: principal.map(|p| (next_reload(reloads.clone()), p.clone())),
                 echo: None,
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
@@ -1254,11 +1255,22 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // headers go: a `Transfer-Encoding: gzip, chunked` (hyper undoes only the chunking), or a
     // `Content-Encoding` that `Connection` names, would otherwise lose the header that says the
     // bytes are compressed, and pass the masker unread.
-    if mask.is_some()
+    // So is one searched for the route's credential: compressed, an echo would pass unseen.
+    if (mask.is_some() || !route.credential_secrets.is_empty())
         && let Some(coding) = undone_coding(&parts.headers)
     {
-        ctx.metrics.error("mask");
         stop_pump(guard.pump.take()).await;
+        if mask.is_none() {
+            ctx.metrics.error("credential_unsearchable");
+            let why = format!("the response is encoded ({coding}) and cannot be searched for the route's credential");
+            let decision = crate::journal::record::DecisionMeta {
+                rule: "credential:unsearchable".into(),
+                ..mask_refusal(&principal_label, &why)
+            };
+            let close = format!("response withheld: {why}");
+            return withhold_as(&sj, &mut guard, decision, &close, is_grpc, &request_id).await;
+        }
+        ctx.metrics.error("mask");
         let why = crate::mask::MaskError::Encoded(coding).to_string();
         return withhold(&sj, &mut guard, &principal_label, &why, is_grpc, &request_id).await;
     }
@@ -1384,7 +1396,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         grpc: is_grpc,
         gone,
         expires,
-        reloads: principal.map(|p| (reloads, p.clone())),
+        reloads: principal.map(|p| (next_reload(reloads), p.clone())),
         echo: EchoWatch::new(&route.credential_secrets),
     };
     let framer = Framer::for_content_type(&parts.headers);
@@ -1731,20 +1743,21 @@ struct Pump {
     /// When the caller's credential expires: the body ends then (automatic logoff).
     expires: Option<Instant>,
     /// Reloads, and the caller: a reload that revokes the caller's identity ends the body.
-    reloads: Option<(watch::Receiver<Arc<Access>>, Principal)>,
+    reloads: Option<(Reload, Principal)>,
     /// Responses: watches for the route's credential, which ends the body where it appears.
     echo: Option<EchoWatch>,
 }
 
 /// Waits for a reload that revokes `principal`'s identity; says why.
-async fn revoked(reloads: &mut Option<(watch::Receiver<Arc<Access>>, Principal)>) -> String {
-    let Some((rx, principal)) = reloads else { return std::future::pending().await };
-    while rx.changed().await.is_ok() {
-        if let Some(why) = rx.borrow_and_update().identity.revoked(principal) {
+async fn revoked(reloads: &mut Option<(Reload, Principal)>) -> String {
+    let Some((reload, principal)) = reloads else { return std::future::pending().await };
+    loop {
+        let (rx, access) = reload.as_mut().await;
+        *reload = next_reload(rx);
+        if let Some(why) = access.identity.revoked(principal) {
             return why;
         }
     }
-    std::future::pending().await
 }
 
 /// The response body the caller reads. Dropping it cancels `_gone`'s token.

@@ -44,6 +44,23 @@ impl SharedAccess {
     }
 }
 
+/// The next reload: the receiver (to watch for the one after) and the access it put in force.
+/// Kept across a session's loop turns and polled by reference, so that a loop waiting on many
+/// things registers with the reload notice once, not at every turn.
+pub(crate) type Reload =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (watch::Receiver<Arc<Access>>, Arc<Access>)> + Send>>;
+
+/// Waits, through `rx`, for the next reload (forever, once the gateway is gone).
+pub(crate) fn next_reload(mut rx: watch::Receiver<Arc<Access>>) -> Reload {
+    Box::pin(async move {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let access = rx.borrow_and_update().clone();
+        (rx, access)
+    })
+}
+
 /// What every session of a route shares.
 #[derive(Debug)]
 pub(crate) struct SessionCtx {

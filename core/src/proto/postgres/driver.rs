@@ -506,6 +506,7 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         &ctx,
         &sj,
         &principal,
+        leaf.as_deref(),
         &pg.trusted_roles,
         &mut client,
         &mut cbuf,
@@ -678,87 +679,121 @@ impl Outbox {
 }
 
 /// Statements prepared in a session — by name in the protocol (Parse), and by SQL (`PREPARE name
-/// AS …`) — with their text and the policy version they were judged under. A Bind or `EXECUTE`
-/// under a newer policy (after a reload) is judged again by that text.
+/// AS …`) — with their text and the policy version they were judged under. A Bind under a newer
+/// policy (after a reload) is judged again by that text, and an `EXECUTE name` always is. The
+/// texts are copies (not slices of a read buffer, which they would keep alive), bounded in
+/// number and in bytes.
 #[derive(Default)]
 struct Prepared {
-    protocol: HashMap<Bytes, (Bytes, String)>,
-    sql: HashMap<String, (Bytes, String)>,
+    protocol: HashMap<Bytes, (Bytes, Arc<str>)>,
+    sql: HashMap<String, Bytes>,
+    bytes: usize,
 }
 
-/// Most statements tracked per kind; a Parse or PREPARE of a new name beyond it is refused
-/// (JDBC keeps 256, psycopg 100).
+/// Most statements tracked per kind, and most bytes of their texts in all; a Parse or PREPARE
+/// of a new name beyond either is refused (JDBC keeps 256 statements, psycopg 100).
 const MAX_PREPARED: usize = 10_000;
+const MAX_PREPARED_BYTES: usize = 16 << 20;
+
+/// What an `EXECUTE name` runs, as far as the session's record goes.
+enum Executes {
+    /// The text that prepared it.
+    Known(Bytes),
+    /// A name the gateway did not see prepared: what it reads is unknown.
+    Unknown,
+}
 
 impl Prepared {
     /// The text of the protocol statement `name`, when it was judged under another policy.
     fn stale_protocol(&self, name: &Bytes, version: &str) -> Option<Bytes> {
-        self.protocol.get(name).filter(|(_, v)| v != version).map(|(sql, _)| sql.clone())
+        self.protocol.get(name).filter(|(_, v)| &**v != version).map(|(sql, _)| sql.clone())
     }
 
-    /// For a Query that only runs `EXECUTE name`: the text that prepared it, when it was judged
-    /// under another policy.
-    fn stale_execute(&self, query: &Bytes, version: &str) -> Option<(String, Bytes)> {
-        // Most sessions never PREPARE in SQL: no second look at their texts.
-        if self.sql.is_empty() {
+    /// For a text that is one `EXECUTE name` (or `EXPLAIN … EXECUTE name`): what it runs.
+    fn executes(&self, text: &Bytes) -> Option<Executes> {
+        if !text.windows(7).any(|w| w.eq_ignore_ascii_case(b"execute")) {
             return None;
         }
-        let text = String::from_utf8_lossy(query);
-        let classified = classify_cached(&text);
+        let classified = classify_cached(&String::from_utf8_lossy(text));
         let [only] = classified.as_ref().as_ref().ok()?.as_slice() else { return None };
-        let name = only.executes.clone()?;
-        self.sql.get(&name).filter(|(_, v)| v != version).map(|(sql, _)| (name, sql.clone()))
+        let name = only.executes.as_ref()?;
+        Some(self.sql.get(name).map_or(Executes::Unknown, |t| Executes::Known(t.clone())))
     }
 
-    /// Whether a new name could be tracked: below the bound, or already known.
-    fn room_for(&self, m: &FrontendMessage, query: &Bytes) -> bool {
-        match m {
+    /// Whether a new name could be tracked: below the bounds, or already known.
+    fn room_for(&self, m: &FrontendMessage, text: &Bytes) -> bool {
+        let full = self.bytes + text.len() > MAX_PREPARED_BYTES;
+        let name_room = match m {
             FrontendMessage::Parse { name, .. } => {
-                self.protocol.len() < MAX_PREPARED || self.protocol.contains_key(name)
-            }
-            FrontendMessage::Query { .. } => {
-                self.sql.len() < MAX_PREPARED || prepared_names(query).iter().all(|n| self.sql.contains_key(n))
+                self.protocol.contains_key(name) || (self.protocol.len() < MAX_PREPARED && !full)
             }
             _ => true,
-        }
+        };
+        name_room
+            && sql_effects(text).0.iter().all(|n| self.sql.contains_key(n) || (self.sql.len() < MAX_PREPARED && !full))
     }
 
-    /// Remembers what an allowed message prepares, or that a statement was judged again.
-    fn judged(&mut self, m: &FrontendMessage, query: &Bytes, version: &str, rejudged: Option<&str>) {
+    /// Remembers what an allowed message prepares or closes, or that a statement was judged
+    /// again under `version`.
+    fn judged(&mut self, m: &FrontendMessage, text: &Bytes, version: &Arc<str>) {
         match m {
-            FrontendMessage::Parse { name, sql, .. } => {
-                self.protocol.insert(name.clone(), (sql.clone(), version.to_owned()));
+            FrontendMessage::Parse { name, .. } => {
+                let copy = Bytes::copy_from_slice(text);
+                self.bytes += copy.len();
+                if let Some((old, _)) = self.protocol.insert(Bytes::copy_from_slice(name), (copy, version.clone())) {
+                    self.bytes -= old.len();
+                }
             }
             FrontendMessage::Bind { statement, .. } => {
                 if let Some(entry) = self.protocol.get_mut(statement) {
-                    version.clone_into(&mut entry.1);
-                }
-            }
-            FrontendMessage::Query { .. } => {
-                if let Some(entry) = rejudged.and_then(|name| self.sql.get_mut(name)) {
-                    version.clone_into(&mut entry.1);
-                }
-                for name in prepared_names(query) {
-                    self.sql.insert(name, (query.clone(), version.to_owned()));
+                    entry.1 = version.clone();
                 }
             }
             FrontendMessage::Close { target: frontend::Target::Statement, name } => {
-                self.protocol.remove(name);
+                if let Some((old, _)) = self.protocol.remove(name) {
+                    self.bytes -= old.len();
+                }
             }
             _ => {}
+        }
+        if matches!(m, FrontendMessage::Parse { .. } | FrontendMessage::Query { .. }) {
+            let (prepares, deallocates) = sql_effects(text);
+            for gone in deallocates {
+                match gone {
+                    Some(name) => {
+                        if let Some(old) = self.sql.remove(&name) {
+                            self.bytes -= old.len();
+                        }
+                    }
+                    None => {
+                        self.bytes -= self.sql.values().map(Bytes::len).sum::<usize>();
+                        self.sql.clear();
+                    }
+                }
+            }
+            for name in prepares {
+                let copy = Bytes::copy_from_slice(text);
+                self.bytes += copy.len();
+                if let Some(old) = self.sql.insert(name, copy) {
+                    self.bytes -= old.len();
+                }
+            }
         }
     }
 }
 
-/// The names a query string prepares with `PREPARE name AS …`.
-fn prepared_names(query: &Bytes) -> Vec<String> {
-    if !query.windows(7).any(|w| w.eq_ignore_ascii_case(b"prepare")) {
-        return Vec::new();
+/// The names a text prepares with `PREPARE name AS …`, and those it deallocates (`None`: all).
+fn sql_effects(text: &Bytes) -> (Vec<String>, Vec<Option<String>>) {
+    let mentions = |word: &[u8]| text.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
+    if !mentions(b"prepare") && !mentions(b"deallocate") && !mentions(b"discard") {
+        return (Vec::new(), Vec::new());
     }
-    let text = String::from_utf8_lossy(query);
-    match classify_cached(&text).as_ref() {
-        Ok(statements) => statements.iter().filter_map(|s| s.prepares.clone()).collect(),
-        Err(_) => Vec::new(),
+    match classify_cached(&String::from_utf8_lossy(text)).as_ref() {
+        Ok(statements) => (
+            statements.iter().filter_map(|s| s.prepares.clone()).collect(),
+            statements.iter().filter_map(|s| s.deallocates.clone()).collect(),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
     }
 }
 
@@ -1060,6 +1095,7 @@ async fn relay(
     ctx: &SessionCtx,
     sj: &Arc<SessionJournal>,
     principal: &Principal,
+    leaf: Option<&[u8]>,
     trusted_roles: &[String],
     client: &mut Box<dyn Io>,
     cbuf: &mut BytesMut,
@@ -1086,12 +1122,13 @@ async fn relay(
     // error, aborts the transaction it is in, and reports the true transaction status.
     let mut refusals = Refusals::new();
     let mut prepared = Prepared::default();
+    let mut version: Arc<str> = Arc::from(ctx.access.current().policy.version.as_str());
     let ruled = masker.as_ref().map(PgMasker::ruled_columns).unwrap_or_default();
     let mut to_client = Outbox::new(Direction::UpstreamToClient);
     let mut to_upstream = Outbox::new(Direction::ClientToUpstream);
     // A reload that revokes the caller's identity ends the session at once, idle or not (and
     // at its next message, should it arrive first).
-    let mut reloads = ctx.access.watch();
+    let mut reload = super::super::next_reload(ctx.access.watch());
     loop {
         // Everything already buffered from the upstream goes first, in one write.
         loop {
@@ -1205,28 +1242,41 @@ async fn relay(
             // ends the sessions it opened, at their next message (a Bind and Execute of a
             // statement prepared before as well). The same configuration judges the statement.
             let access = ctx.access.current();
-            if let Some(why) = access.identity.revoked(principal) {
+            if let Some(why) = access.identity.revoked_presenting(principal, leaf, route.client_principal) {
                 let _ = to_client.flush(sj, client, strict, &counters[1]).await;
                 return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "message (not judged)")
                     .await;
             }
             // A statement prepared under an older policy (before a reload) is judged again, by the
-            // text that prepared it, when it is bound or executed.
-            let version = &access.policy.version;
-            let mut rejudged = None;
-            match &m {
-                FrontendMessage::Bind { statement, .. } => sql = prepared.stale_protocol(statement, version),
-                FrontendMessage::Query { sql: q } => {
-                    if let Some((name, text)) = prepared.stale_execute(q, version) {
-                        sql = Some(text);
-                        rejudged = Some(name);
-                    }
+            // text that prepared it, when it is bound; an `EXECUTE name` always is, by the text
+            // that prepared it (or, for a name the gateway did not see prepared, as reading tables
+            // unknown).
+            if version.as_ref() != access.policy.version {
+                version = Arc::from(access.policy.version.as_str());
+            }
+            let mut unknown_execute = false;
+            if let FrontendMessage::Bind { statement, .. } = &m {
+                sql = prepared.stale_protocol(statement, &version);
+            }
+            if !matches!(m, FrontendMessage::FunctionCall(_))
+                && let Some(text) = &sql
+            {
+                match prepared.executes(text) {
+                    Some(Executes::Known(prepared_text)) => sql = Some(prepared_text),
+                    Some(Executes::Unknown) => unknown_execute = true,
+                    None => {}
                 }
-                _ => {}
             }
             if let Some(sql) = sql {
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
                     decide_function_call(&access, &route.name, principal, trusted_roles)
+                } else if unknown_execute {
+                    let (d, summary) = decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql);
+                    let unknown = Request::Sql { kind: crate::policy::SqlKind::Other, tables: None, columns: None };
+                    match d.effect {
+                        Effect::Allow => (access.decide(&route.name, principal, &unknown), summary),
+                        _ => (d, summary),
+                    }
                 } else if !prepared.room_for(&m, &query) {
                     let d = Decision {
                         effect: Effect::Deny,
@@ -1234,7 +1284,7 @@ async fn relay(
                         reason: format!(
                             "more than {MAX_PREPARED} prepared statements in one session; close (DEALLOCATE) some"
                         ),
-                        policy_version: version.clone(),
+                        policy_version: access.policy.version.clone(),
                     };
                     (d, String::from_utf8_lossy(&sql).chars().take(200).collect())
                 } else {
@@ -1273,7 +1323,7 @@ async fn relay(
                     continue;
                 }
             }
-            prepared.judged(&m, &query, version, rejudged.as_deref());
+            prepared.judged(&m, &query, &version);
             if let Some(mk) = masker.as_mut() {
                 mk.frontend(&m);
             }
@@ -1307,9 +1357,9 @@ async fn relay(
             },
             () = tokio::time::sleep(route.idle_timeout) => return "idle timeout".into(),
             () = ctx.abort.cancelled() => return "gateway shutdown: drain deadline passed".into(),
-            () = async { if reloads.changed().await.is_err() { std::future::pending::<()>().await } } => {
-                let access = reloads.borrow_and_update().clone();
-                if let Some(why) = access.identity.revoked(principal) {
+            (rx, access) = &mut reload => {
+                reload = super::super::next_reload(rx);
+                if let Some(why) = access.identity.revoked_presenting(principal, leaf, route.client_principal) {
                     let _ = to_client.flush(sj, client, strict, &counters[1]).await;
                     return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "reload").await;
                 }
