@@ -22,6 +22,22 @@ async fn next(s: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> BackendMessa
     }
 }
 
+/// Starts a session with the gateway and sends `key` as the password it asks for; returns the
+/// connection and what is buffered from it.
+async fn gateway_login(addr: std::net::SocketAddr, key: &str) -> (tokio::net::TcpStream, BytesMut) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = StartupPacket::Startup {
+        major: 3,
+        minor: 0,
+        params: vec![(Bytes::from_static(b"user"), Bytes::from_static(b"x"))],
+    };
+    s.write_all(&startup::encode(&hello)).await.unwrap();
+    let mut buf = BytesMut::new();
+    assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
+    s.write_all(&frontend::encode(&FrontendMessage::Password(Bytes::from(format!("{key}\0"))))).await.unwrap();
+    (s, buf)
+}
+
 /// Logs in as `postgres` with `password`; returns the server's final answer after the exchange.
 async fn login(addr: std::net::SocketAddr, password: &str) -> BackendMessage {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -104,16 +120,7 @@ async fn an_upstream_that_skips_its_scram_proof_is_refused() {
         airlock::identity::apikey::format_hash(key)
     );
     let mut gw = TestGateway::start(&config).await.unwrap();
-    let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
-    let hello = StartupPacket::Startup {
-        major: 3,
-        minor: 0,
-        params: vec![(Bytes::from_static(b"user"), Bytes::from_static(b"x"))],
-    };
-    s.write_all(&startup::encode(&hello)).await.unwrap();
-    let mut buf = BytesMut::new();
-    assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
-    s.write_all(&frontend::encode(&FrontendMessage::Password(Bytes::from(format!("{key}\0"))))).await.unwrap();
+    let (mut s, mut buf) = gateway_login(gw.addr("pg"), key).await;
     let answer = next(&mut s, &mut buf).await;
     assert!(matches!(answer, BackendMessage::ErrorResponse(_)), "the caller is not let in: {answer:?}");
     drop(s);
@@ -162,16 +169,7 @@ async fn a_cleartext_password_request_without_tls_is_refused() {
         let mut gw =
             TestGateway::start(&config(if allowed { "upstream_cleartext_password = true" } else { "" })).await.unwrap();
         // The caller logs in to the gateway with its key as the password.
-        let mut s = tokio::net::TcpStream::connect(gw.addr("pg")).await.unwrap();
-        let hello = StartupPacket::Startup {
-            major: 3,
-            minor: 0,
-            params: vec![(Bytes::from_static(b"user"), Bytes::from_static(b"x"))],
-        };
-        s.write_all(&startup::encode(&hello)).await.unwrap();
-        let mut buf = BytesMut::new();
-        assert_eq!(next(&mut s, &mut buf).await, BackendMessage::Authentication(Authentication::CleartextPassword));
-        s.write_all(&frontend::encode(&FrontendMessage::Password(Bytes::from(format!("{key}\0"))))).await.unwrap();
+        let (mut s, mut buf) = gateway_login(gw.addr("pg"), key).await;
         let sent = tokio::time::timeout(WAIT, got_rx.recv()).await.unwrap().unwrap();
         // (The scripted upstream says nothing after the password: only a refusal has an answer.)
         let answer = if allowed { None } else { Some(next(&mut s, &mut buf).await) };

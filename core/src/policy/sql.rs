@@ -380,9 +380,12 @@ const OPAQUE_FUNCTIONS: [&str; 30] = [
 ];
 
 /// Functions of one argument that take a whole row and return its values, as `alias.f` calls
-/// them (`p.to_jsonb` is `to_jsonb(p)`). (`text`, `name` and `format` would do too, but are
-/// common column names, which PostgreSQL reads `p.text` as first.)
-const ROW_FUNCTIONS: [&str; 8] = [
+/// them (`p.to_jsonb` is `to_jsonb(p)`), and the types a row casts to that way (`p.varchar`).
+/// (`text`, `name` and `format` would do too, but are common column names, which PostgreSQL
+/// reads `p.text` as first.)
+const ROW_FUNCTIONS: [&str; 10] = [
+    "varchar",
+    "bpchar",
     "to_json",
     "to_jsonb",
     "row_to_json",
@@ -469,30 +472,32 @@ impl Visitor for Walk {
             _ => None,
         };
         self.writes.extend(write);
-        // What a MERGE does is in its clauses: each UPDATE or DELETE counts as one, with a WHERE
-        // only where the clause has its own condition (`WHEN MATCHED AND …`; the ON condition
-        // can match every row).
+        // What a MERGE does is in its clauses: each INSERT, UPDATE or DELETE counts as one
+        // (its ON condition plays the part of a WHERE, as in `UPDATE … FROM`). It reads its
+        // source, as `UPDATE … FROM` and `DELETE … USING` read theirs.
         if let Statement::Merge(m) = s {
+            self.reads = true;
             for c in &m.clauses {
                 match &c.action {
-                    sqlparser::ast::MergeAction::Delete { .. } => {
-                        self.writes.push((SqlKind::Delete, c.predicate.is_some()))
-                    }
-                    sqlparser::ast::MergeAction::Update(_) => {
-                        self.writes.push((SqlKind::Update, c.predicate.is_some()))
-                    }
-                    _ => {}
+                    sqlparser::ast::MergeAction::Delete { .. } => self.writes.push((SqlKind::Delete, true)),
+                    sqlparser::ast::MergeAction::Update(_) => self.writes.push((SqlKind::Update, true)),
+                    sqlparser::ast::MergeAction::Insert(_) => self.writes.push((SqlKind::Insert, true)),
+                    sqlparser::ast::MergeAction::DoNothing { .. } => {}
                 }
             }
         }
-        // `INSERT … ON CONFLICT … DO UPDATE` updates the rows it conflicts with: from a query,
-        // possibly every row, unless the update has its own WHERE.
+        match s {
+            Statement::Update(u) if u.from.is_some() => self.reads = true,
+            Statement::Delete(d) if d.using.is_some() => self.reads = true,
+            _ => {}
+        }
+        // `INSERT … ON CONFLICT … DO UPDATE` updates the rows it conflicts with (the conflict
+        // target plays the part of a WHERE).
         if let Statement::Insert(i) = s
             && let Some(sqlparser::ast::OnInsert::OnConflict(c)) = &i.on
-            && let sqlparser::ast::OnConflictAction::DoUpdate(u) = &c.action
+            && matches!(c.action, sqlparser::ast::OnConflictAction::DoUpdate(_))
         {
-            let values_only = i.source.as_ref().is_some_and(|q| matches!(*q.body, SetExpr::Values(_)));
-            self.writes.push((SqlKind::Update, u.selection.is_some() || values_only));
+            self.writes.push((SqlKind::Update, true));
         }
         let returning = match s {
             Statement::Insert(i) => i.returning.as_deref(),
@@ -523,10 +528,13 @@ impl Visitor for Walk {
         }
         if let TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } = tf {
             self.aliases.push(a.name.value.to_lowercase());
-            // `patients p(id, name, x)` renames columns by position: `x` may be `ssn`.
-            if !a.columns.is_empty() {
-                self.wildcard = true;
-            }
+        }
+        // `patients p(id, name, x)` renames a table's columns by position: `x` may be `ssn`.
+        // (A subquery's or a VALUES list's columns are named where they are made.)
+        if let TableFactor::Table { args: None, alias: Some(a), .. } = tf
+            && !a.columns.is_empty()
+        {
+            self.wildcard = true;
         }
         // A set-returning function in FROM (`FROM dblink(…) AS t(…)`).
         let called = match tf {
@@ -823,6 +831,14 @@ pub fn classify(sql: &str) -> Result<Vec<SqlStatement>, String> {
             let changes_role = match s {
                 // Granting a role: its privileges come by inheritance, without a SET ROLE.
                 Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) | Statement::GrantRole(_) => true,
+                // `CREATE ROLE x IN ROLE pg_read_server_files ROLE me` grants as GRANT does.
+                Statement::CreateRole(r) => {
+                    !(r.in_role.is_empty()
+                        && r.in_group.is_empty()
+                        && r.role.is_empty()
+                        && r.user.is_empty()
+                        && r.admin.is_empty())
+                }
                 Statement::Set(Set::SingleAssignment { variable, .. }) => {
                     let name = last_segment(&variable.to_string());
                     name == "role" || name == "session_authorization"
@@ -1505,8 +1521,11 @@ mod tests {
             assert_eq!(cols(sql), None, "{sql}");
         }
         assert_eq!(derived("SELECT p.to_jsonb FROM patients p"), None);
-        // A plain qualified column is still a column.
+        assert_eq!(cols("SELECT p.varchar FROM patients p"), None);
+        // A plain qualified column is still a column, and columns named where they are made are
+        // known.
         assert_eq!(cols("SELECT p.name FROM patients p"), Some(vec!["name".to_owned()]));
+        assert_eq!(cols("SELECT v.id FROM (VALUES (1, 'a')) AS v(id, name)"), Some(vec!["id".to_owned()]));
     }
 
     #[test]
@@ -1528,25 +1547,32 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        // MERGE: an unconditional DELETE is a delete without a WHERE.
+        // MERGE is judged as each write its clauses make, and as the read of its source; its ON
+        // condition plays the part of a WHERE.
         let m = "MERGE INTO patients USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE";
-        assert_eq!(guardrail(&classify(m)).map(|g| g.0), Some("guard:no_where"));
-        assert!(kinds(m).contains(&SqlKind::Delete) && kinds(m).contains(&SqlKind::Merge), "{:?}", kinds(m));
-        let m =
-            "MERGE INTO patients p USING patients q ON p.id = q.id WHEN MATCHED AND q.flag THEN UPDATE SET ssn = NULL";
         assert_eq!(guardrail(&classify(m)), None);
+        for k in [SqlKind::Delete, SqlKind::Merge, SqlKind::Select] {
+            assert!(kinds(m).contains(&k), "{k:?}: {:?}", kinds(m));
+        }
+        let m = "MERGE INTO scratch USING patients p ON false WHEN NOT MATCHED THEN INSERT VALUES (p.id, p.ssn)";
+        assert!(kinds(m).contains(&SqlKind::Insert) && kinds(m).contains(&SqlKind::Select), "{:?}", kinds(m));
+        let m = "MERGE INTO patients p USING patients q ON p.id = q.id WHEN MATCHED THEN UPDATE SET ssn = NULL";
         assert!(kinds(m).contains(&SqlKind::Update), "{:?}", kinds(m));
         assert!(first(m).columns.unwrap().contains(&"ssn".to_owned()));
-        // An upsert from a query may update every row; from VALUES, the rows it names.
+        // An upsert updates too, and sets the columns it names.
         let u = "INSERT INTO patients SELECT * FROM patients ON CONFLICT (id) DO UPDATE SET ssn = NULL";
-        assert_eq!(guardrail(&classify(u)).map(|g| g.0), Some("guard:no_where"));
-        assert!(kinds(u).contains(&SqlKind::Update), "{:?}", kinds(u));
+        assert!(kinds(u).contains(&SqlKind::Update) && kinds(u).contains(&SqlKind::Select), "{:?}", kinds(u));
         let u = "INSERT INTO t (id, ssn) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn";
         assert_eq!(guardrail(&classify(u)), None);
         assert!(kinds(u).contains(&SqlKind::Update) && first(u).columns.unwrap().contains(&"ssn".to_owned()));
+        // Reading another table to update or delete is reading.
+        assert!(kinds("UPDATE t SET a = p.ssn FROM patients p WHERE p.id = t.id").contains(&SqlKind::Select));
+        assert!(kinds("DELETE FROM t USING patients p WHERE p.id = t.id").contains(&SqlKind::Select));
         // A role granted is a role taken.
         let g = "GRANT pg_read_server_files TO airlock_upstream";
         assert_eq!(first(g).kind, SqlKind::Dcl);
         assert_eq!(guardrail(&classify(g)).map(|g| g.0), Some("guard:role"));
+        let c = "CREATE ROLE helper IN ROLE pg_read_server_files ROLE airlock_upstream";
+        assert_eq!(guardrail(&classify(c)).map(|g| g.0), Some("guard:role"));
     }
 }

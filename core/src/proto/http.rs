@@ -1256,8 +1256,18 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // `Content-Encoding` that `Connection` names, would otherwise lose the header that says the
     // bytes are compressed, and pass the masker unread.
     // So is one searched for the route's credential: compressed, an echo would pass unseen.
+    // (A gRPC response compresses message by message, named by `grpc-encoding`; the masker
+    // reads those, the credential search does not.)
+    let grpc_coding = || {
+        parts
+            .headers
+            .get("grpc-encoding")
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+            .map(|v| coding_named(v.to_str().unwrap_or("?")))
+    };
+    let unsearchable = undone_coding(&parts.headers).or_else(|| if mask.is_none() { grpc_coding() } else { None });
     if (mask.is_some() || !route.credential_secrets.is_empty())
-        && let Some(coding) = undone_coding(&parts.headers)
+        && let Some(coding) = unsearchable
     {
         stop_pump(guard.pump.take()).await;
         if mask.is_none() {

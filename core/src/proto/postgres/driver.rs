@@ -326,7 +326,8 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     if !pg.trusted_roles.iter().any(|r| principal.has_role(r))
         && let Some(why) = lexing_startup_parameter(&param)
     {
-        refuse_startup(&sj, &mut client, strict, &counters[1], &principal, &access, "guard:lexing", &why).await;
+        let ending = Ending { sj: &sj, strict, count: &counters[1], principal: &principal, access: &access };
+        ending.refuse_startup(&mut client, "guard:lexing", &why).await;
         close(why).await;
         return;
     }
@@ -335,7 +336,8 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
         param(b"database").map_or_else(|| pg.upstream_user.clone(), |d| String::from_utf8_lossy(&d).into_owned());
     if !pg.databases.is_empty() && !pg.databases.contains(&database) {
         let why = format!("database `{}` is not served by this route", crate::identity::truncate(&database, 64));
-        refuse_startup(&sj, &mut client, strict, &counters[1], &principal, &access, "route:databases", &why).await;
+        let ending = Ending { sj: &sj, strict, count: &counters[1], principal: &principal, access: &access };
+        ending.refuse_startup(&mut client, "route:databases", &why).await;
         close(why).await;
         return;
     }
@@ -525,60 +527,45 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
     close(outcome).await;
 }
 
+/// The parts of a session a refusal that ends it needs.
+struct Ending<'a> {
+    sj: &'a SessionJournal,
+    strict: bool,
+    count: &'a AtomicU64,
+    principal: &'a Principal,
+    access: &'a crate::config::Access,
+}
+
+impl Ending<'_> {
+    /// Journals the denial (`rule`, `why`, for `request`), then sends FATAL `code` with `message`.
+    async fn deny(&self, client: &mut Box<dyn Io>, rule: &str, why: &str, request: &str, code: &str, message: &str) {
+        let _ = self.sj.stage_decision(crate::journal::record::DecisionMeta {
+            phase: "request".into(),
+            effect: "deny".into(),
+            rule: rule.to_owned(),
+            reason: why.to_owned(),
+            principal: self.principal.label(),
+            request: request.to_owned(),
+            policy_version: Some(self.access.policy.version.clone()),
+            break_glass: false,
+        });
+        fatal(self.sj, client, self.strict, self.count, code, message).await;
+    }
+
+    /// Refuses what the caller's startup parameters ask for (FATAL 42501).
+    async fn refuse_startup(&self, client: &mut Box<dyn Io>, rule: &str, why: &str) {
+        self.deny(client, rule, why, "startup parameters", "42501", why).await;
+    }
+
+    /// Ends a session whose caller's identity a reload revoked (`identity:revoked`, FATAL
+    /// 28000). Returns the close reason.
+    async fn revoked(&self, client: &mut Box<dyn Io>, why: &str, request: &str) -> String {
+        self.deny(client, "identity:revoked", why, request, "28000", &format!("{why}; the session ends")).await;
+        format!("credential revoked: {why}")
+    }
+}
+
 /// A FATAL ErrorResponse to the caller, journaled like everything it receives.
-/// Refuses what the caller's startup parameters ask for: the decision journaled under `rule`,
-/// then FATAL 42501.
-#[expect(clippy::too_many_arguments, reason = "the session's parts the refusal needs")]
-async fn refuse_startup(
-    sj: &SessionJournal,
-    client: &mut Box<dyn Io>,
-    strict: bool,
-    count: &AtomicU64,
-    principal: &Principal,
-    access: &crate::config::Access,
-    rule: &str,
-    why: &str,
-) {
-    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
-        phase: "request".into(),
-        effect: "deny".into(),
-        rule: rule.to_owned(),
-        reason: why.to_owned(),
-        principal: principal.label(),
-        request: "startup parameters".into(),
-        policy_version: Some(access.policy.version.clone()),
-        break_glass: false,
-    });
-    fatal(sj, client, strict, count, "42501", why).await;
-}
-
-/// Ends a session whose caller's identity a reload revoked: the decision journaled
-/// (`identity:revoked`), then FATAL 28000. Returns the close reason.
-#[expect(clippy::too_many_arguments, reason = "the session's parts the ending needs")]
-async fn end_revoked(
-    sj: &SessionJournal,
-    client: &mut Box<dyn Io>,
-    strict: bool,
-    count: &AtomicU64,
-    principal: &Principal,
-    access: &crate::config::Access,
-    why: &str,
-    request: &str,
-) -> String {
-    let _ = sj.stage_decision(crate::journal::record::DecisionMeta {
-        phase: "request".into(),
-        effect: "deny".into(),
-        rule: "identity:revoked".into(),
-        reason: why.to_owned(),
-        principal: principal.label(),
-        request: request.to_owned(),
-        policy_version: Some(access.policy.version.clone()),
-        break_glass: false,
-    });
-    fatal(sj, client, strict, count, "28000", &format!("{why}; the session ends")).await;
-    format!("credential revoked: {why}")
-}
-
 async fn fatal(
     sj: &SessionJournal,
     client: &mut Box<dyn Io>,
@@ -678,20 +665,20 @@ impl Outbox {
     }
 }
 
-/// Statements prepared in a session — by name in the protocol (Parse), and by SQL (`PREPARE name
-/// AS …`) — with their text and the policy version they were judged under. A Bind under a newer
-/// policy (after a reload) is judged again by that text, and an `EXECUTE name` always is. The
-/// texts are copies (not slices of a read buffer, which they would keep alive), bounded in
-/// number and in bytes.
+/// Statements prepared in a session — by a Parse, or by SQL (`PREPARE name AS …`): one namespace,
+/// as in PostgreSQL, where a Bind and an `EXECUTE` reach statements made either way — with the
+/// text that made each and the policy version it was judged under. A Bind under a newer policy
+/// (after a reload) is judged again by that text, and an `EXECUTE name` always is. The texts are
+/// copies (not slices of a read buffer, which they would keep alive), bounded in number and in
+/// bytes.
 #[derive(Default)]
 struct Prepared {
-    protocol: HashMap<Bytes, (Bytes, Arc<str>)>,
-    sql: HashMap<String, Bytes>,
+    statements: HashMap<Bytes, (Bytes, Arc<str>)>,
     bytes: usize,
 }
 
-/// Most statements tracked per kind, and most bytes of their texts in all; a Parse or PREPARE
-/// of a new name beyond either is refused (JDBC keeps 256 statements, psycopg 100).
+/// Most statements tracked, and most bytes of their texts in all; preparing beyond either is
+/// refused (JDBC keeps 256 statements, psycopg 100).
 const MAX_PREPARED: usize = 10_000;
 const MAX_PREPARED_BYTES: usize = 16 << 20;
 
@@ -703,80 +690,99 @@ enum Executes {
     Unknown,
 }
 
+/// Why a message may not prepare what it names, if it may not.
+enum NoRoom {
+    /// The name is taken: PostgreSQL refuses it too, and would go on running the statement
+    /// already prepared under it, which the record would no longer describe.
+    Taken(String),
+    /// The bounds are reached.
+    Full,
+}
+
 impl Prepared {
-    /// The text of the protocol statement `name`, when it was judged under another policy.
-    fn stale_protocol(&self, name: &Bytes, version: &str) -> Option<Bytes> {
-        self.protocol.get(name).filter(|(_, v)| &**v != version).map(|(sql, _)| sql.clone())
+    /// The text of the statement `name`, when it was judged under another policy.
+    fn stale(&self, name: &Bytes, version: &str) -> Option<Bytes> {
+        self.statements.get(name).filter(|(_, v)| &**v != version).map(|(sql, _)| sql.clone())
     }
 
-    /// For a text that is one `EXECUTE name` (or `EXPLAIN … EXECUTE name`): what it runs.
-    fn executes(&self, text: &Bytes) -> Option<Executes> {
+    /// What each `EXECUTE name` in a text (also under EXPLAIN) runs.
+    fn executes(&self, text: &Bytes) -> Vec<Executes> {
         if !text.windows(7).any(|w| w.eq_ignore_ascii_case(b"execute")) {
-            return None;
+            return Vec::new();
         }
         let classified = classify_cached(&String::from_utf8_lossy(text));
-        let [only] = classified.as_ref().as_ref().ok()?.as_slice() else { return None };
-        let name = only.executes.as_ref()?;
-        Some(self.sql.get(name).map_or(Executes::Unknown, |t| Executes::Known(t.clone())))
+        let Ok(statements) = classified.as_ref() else { return Vec::new() };
+        statements
+            .iter()
+            .filter_map(|s| s.executes.as_ref())
+            .map(|name| match self.statements.get(name.as_bytes()) {
+                Some((t, _)) => Executes::Known(t.clone()),
+                None => Executes::Unknown,
+            })
+            .collect()
     }
 
-    /// Whether a new name could be tracked: below the bounds, or already known.
-    fn room_for(&self, m: &FrontendMessage, text: &Bytes) -> bool {
-        let full = self.bytes + text.len() > MAX_PREPARED_BYTES;
-        let name_room = match m {
-            FrontendMessage::Parse { name, .. } => {
-                self.protocol.contains_key(name) || (self.protocol.len() < MAX_PREPARED && !full)
+    /// Whether `m` (with its SQL `text`) may prepare what it names.
+    fn room_for(&self, m: &FrontendMessage, text: &Bytes) -> Result<(), NoRoom> {
+        let mut names: Vec<Bytes> = sql_effects(text).0.into_iter().map(Bytes::from).collect();
+        if let FrontendMessage::Parse { name, .. } = m {
+            names.push(name.clone());
+        }
+        let mut bytes = self.bytes;
+        let mut count = self.statements.len();
+        for name in names {
+            match self.statements.get(&name) {
+                // The unnamed statement is replaced by each Parse.
+                Some((old, _)) if name.is_empty() => bytes = bytes - old.len() + text.len(),
+                Some(_) => return Err(NoRoom::Taken(String::from_utf8_lossy(&name).into_owned())),
+                None => {
+                    bytes += text.len();
+                    count += 1;
+                }
             }
-            _ => true,
-        };
-        name_room
-            && sql_effects(text).0.iter().all(|n| self.sql.contains_key(n) || (self.sql.len() < MAX_PREPARED && !full))
+        }
+        if count > MAX_PREPARED || bytes > MAX_PREPARED_BYTES { Err(NoRoom::Full) } else { Ok(()) }
+    }
+
+    fn insert(&mut self, name: Bytes, text: &Bytes, version: &Arc<str>) {
+        self.bytes += text.len();
+        if let Some((old, _)) = self.statements.insert(name, (Bytes::copy_from_slice(text), version.clone())) {
+            self.bytes -= old.len();
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if let Some((old, _)) = self.statements.remove(name) {
+            self.bytes -= old.len();
+        }
     }
 
     /// Remembers what an allowed message prepares or closes, or that a statement was judged
     /// again under `version`.
     fn judged(&mut self, m: &FrontendMessage, text: &Bytes, version: &Arc<str>) {
         match m {
-            FrontendMessage::Parse { name, .. } => {
-                let copy = Bytes::copy_from_slice(text);
-                self.bytes += copy.len();
-                if let Some((old, _)) = self.protocol.insert(Bytes::copy_from_slice(name), (copy, version.clone())) {
-                    self.bytes -= old.len();
-                }
-            }
+            FrontendMessage::Parse { name, .. } => self.insert(Bytes::copy_from_slice(name), text, version),
             FrontendMessage::Bind { statement, .. } => {
-                if let Some(entry) = self.protocol.get_mut(statement) {
+                if let Some(entry) = self.statements.get_mut(statement) {
                     entry.1 = version.clone();
                 }
             }
-            FrontendMessage::Close { target: frontend::Target::Statement, name } => {
-                if let Some((old, _)) = self.protocol.remove(name) {
-                    self.bytes -= old.len();
-                }
-            }
+            FrontendMessage::Close { target: frontend::Target::Statement, name } => self.remove(name),
             _ => {}
         }
         if matches!(m, FrontendMessage::Parse { .. } | FrontendMessage::Query { .. }) {
             let (prepares, deallocates) = sql_effects(text);
             for gone in deallocates {
                 match gone {
-                    Some(name) => {
-                        if let Some(old) = self.sql.remove(&name) {
-                            self.bytes -= old.len();
-                        }
-                    }
+                    Some(name) => self.remove(name.as_bytes()),
                     None => {
-                        self.bytes -= self.sql.values().map(Bytes::len).sum::<usize>();
-                        self.sql.clear();
+                        self.statements.clear();
+                        self.bytes = 0;
                     }
                 }
             }
             for name in prepares {
-                let copy = Bytes::copy_from_slice(text);
-                self.bytes += copy.len();
-                if let Some(old) = self.sql.insert(name, copy) {
-                    self.bytes -= old.len();
-                }
+                self.insert(Bytes::from(name), text, version);
             }
         }
     }
@@ -1244,8 +1250,8 @@ async fn relay(
             let access = ctx.access.current();
             if let Some(why) = access.identity.revoked_presenting(principal, leaf, route.client_principal) {
                 let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "message (not judged)")
-                    .await;
+                let ending = Ending { sj, strict, count: &counters[1], principal, access: &access };
+                return ending.revoked(client, &why, "message (not judged)").await;
             }
             // A statement prepared under an older policy (before a reload) is judged again, by the
             // text that prepared it, when it is bound; an `EXECUTE name` always is, by the text
@@ -1254,42 +1260,63 @@ async fn relay(
             if version.as_ref() != access.policy.version {
                 version = Arc::from(access.policy.version.as_str());
             }
-            let mut unknown_execute = false;
             if let FrontendMessage::Bind { statement, .. } = &m {
-                sql = prepared.stale_protocol(statement, &version);
-            }
-            if !matches!(m, FrontendMessage::FunctionCall(_))
-                && let Some(text) = &sql
-            {
-                match prepared.executes(text) {
-                    Some(Executes::Known(prepared_text)) => sql = Some(prepared_text),
-                    Some(Executes::Unknown) => unknown_execute = true,
-                    None => {}
-                }
+                sql = prepared.stale(statement, &version);
             }
             if let Some(sql) = sql {
+                let refuse = |rule: &str, reason: String| Decision {
+                    effect: Effect::Deny,
+                    rule: rule.into(),
+                    reason,
+                    policy_version: access.policy.version.clone(),
+                };
                 let (d, summary) = if matches!(m, FrontendMessage::FunctionCall(_)) {
                     decide_function_call(&access, &route.name, principal, trusted_roles)
-                } else if unknown_execute {
-                    let (d, summary) = decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql);
-                    let unknown = Request::Sql { kind: crate::policy::SqlKind::Other, tables: None, columns: None };
-                    match d.effect {
-                        Effect::Allow => (access.decide(&route.name, principal, &unknown), summary),
-                        _ => (d, summary),
-                    }
-                } else if !prepared.room_for(&m, &query) {
-                    let d = Decision {
-                        effect: Effect::Deny,
-                        rule: "guard:prepared_limit".into(),
-                        reason: format!(
-                            "more than {MAX_PREPARED} prepared statements in one session; close (DEALLOCATE) some"
-                        ),
-                        policy_version: access.policy.version.clone(),
-                    };
-                    (d, String::from_utf8_lossy(&sql).chars().take(200).collect())
                 } else {
-                    // The policy in force now: a reload applies to open sessions too.
-                    decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql)
+                    let summary: String = String::from_utf8_lossy(&sql).chars().take(200).collect();
+                    match prepared.room_for(&m, &query) {
+                        Err(NoRoom::Taken(name)) => {
+                            (refuse("guard:prepared", format!("prepared statement `{name}` already exists")), summary)
+                        }
+                        Err(NoRoom::Full) => (
+                            refuse(
+                                "guard:prepared_limit",
+                                format!(
+                                    "more than {MAX_PREPARED} prepared statements (or {MAX_PREPARED_BYTES} bytes of them) \
+                                     in one session; close (DEALLOCATE) some"
+                                ),
+                            ),
+                            summary,
+                        ),
+                        // The policy in force now: a reload applies to open sessions too. Each
+                        // `EXECUTE name` in the text is judged by what it runs.
+                        Ok(()) => {
+                            let (mut d, summary) =
+                                decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql);
+                            for runs in prepared.executes(&sql) {
+                                if d.effect == Effect::Deny {
+                                    break;
+                                }
+                                let e = match runs {
+                                    Executes::Known(text) => {
+                                        decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &text).0
+                                    }
+                                    Executes::Unknown => {
+                                        let unknown = Request::Sql {
+                                            kind: crate::policy::SqlKind::Other,
+                                            tables: None,
+                                            columns: None,
+                                        };
+                                        access.decide(&route.name, principal, &unknown)
+                                    }
+                                };
+                                if e.effect != Effect::Allow {
+                                    d = e;
+                                }
+                            }
+                            (d, summary)
+                        }
+                    }
                 };
                 let meta = crate::journal::record::DecisionMeta {
                     phase: "request".into(),
@@ -1361,7 +1388,8 @@ async fn relay(
                 reload = super::super::next_reload(rx);
                 if let Some(why) = access.identity.revoked_presenting(principal, leaf, route.client_principal) {
                     let _ = to_client.flush(sj, client, strict, &counters[1]).await;
-                    return end_revoked(sj, client, strict, &counters[1], principal, &access, &why, "reload").await;
+                    let ending = Ending { sj, strict, count: &counters[1], principal, access: &access };
+                    return ending.revoked(client, &why, "reload").await;
                 }
             }
             () = async { match expires { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
