@@ -448,3 +448,51 @@ async fn a_revoked_client_certificate_is_refused() {
     let reasons: Vec<&str> = list.iter().filter_map(|s| s["close_reason"].as_str()).collect();
     assert!(reasons.iter().any(|r| r.contains("client TLS handshake failed") && r.contains("Revoked")), "{reasons:?}");
 }
+
+/// An HTTP stream whose caller a client certificate named ends when a reload changes what that
+/// certificate's name maps to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_named_by_a_certificate_ends_when_a_reload_changes_its_roles() {
+    let pki = TestPki::new();
+    let upstream = HttpUpstream::start().await;
+    let config = |roles: &str| {
+        format!(
+            "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{}\"\nanonymous = true\n\
+             tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\", client_principal = \"san_dns\" }}\n\n\
+             [[identity.certificate]]\nsubject = \"*.svc.internal\"\nroles = [{roles}]\n",
+            upstream.addr,
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca_pem.display()
+        )
+    };
+    let mut gw = TestGateway::start(&config("\"service\"")).await.unwrap();
+    let (cert, key) = pki.client_cert("etl", &["etl.svc.internal"], HOUR, false);
+    let mut s = connect(&pki, &cert, &key, gw.addr("web")).await.unwrap();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let access = airlock::config::Config::parse(&config("\"service\", \"admin\"")).unwrap().build_access().unwrap();
+    gw.gw().reload_access(access).unwrap();
+    // The upstream is never released: only the reload can end the stream.
+    loop {
+        match timeout(WAIT, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the stream outlived the change"),
+        }
+    }
+    gw.stop().await;
+    let list = sessions(gw.data_dir());
+    assert!(
+        list.iter().any(|l| l["close_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("credential revoked: the roles of `etl.svc.internal` changed"))),
+        "{list:?}"
+    );
+}

@@ -1176,7 +1176,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 // The upstream's end of a request body is watched by hyper's client.
                 gone: tokio_util::sync::CancellationToken::new(),
                 expires,
-                reloads: principal.map(|p| (next_reload(reloads.clone()), p.clone())),
+                reloads: principal.map(|p| Caller::new(reloads.clone(), p, conn)),
                 echo: None,
             };
             (forwarded.boxed(), Some(ctx.tracker.spawn(up.run(body, Framer::for_content_type(&headers)))))
@@ -1406,7 +1406,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         grpc: is_grpc,
         gone,
         expires,
-        reloads: principal.map(|p| (next_reload(reloads), p.clone())),
+        reloads: principal.map(|p| Caller::new(reloads, p, conn)),
         echo: EchoWatch::new(&route.credential_secrets),
     };
     let framer = Framer::for_content_type(&parts.headers);
@@ -1753,19 +1753,40 @@ struct Pump {
     /// When the caller's credential expires: the body ends then (automatic logoff).
     expires: Option<Instant>,
     /// Reloads, and the caller: a reload that revokes the caller's identity ends the body.
-    reloads: Option<(Reload, Principal)>,
+    reloads: Option<Caller>,
     /// Responses: watches for the route's credential, which ends the body where it appears.
     echo: Option<EchoWatch>,
 }
 
 /// Waits for a reload that revokes `principal`'s identity; says why.
-async fn revoked(reloads: &mut Option<(Reload, Principal)>) -> String {
-    let Some((reload, principal)) = reloads else { return std::future::pending().await };
+async fn revoked(reloads: &mut Option<Caller>) -> String {
+    let Some(w) = reloads else { return std::future::pending().await };
     loop {
-        let (rx, access) = reload.as_mut().await;
-        *reload = next_reload(rx);
-        if let Some(why) = access.identity.revoked(principal) {
+        let (rx, access) = w.reload.as_mut().await;
+        w.reload = next_reload(rx);
+        if let Some(why) = access.identity.revoked_presenting(&w.principal, w.leaf.as_deref(), w.from) {
             return why;
+        }
+    }
+}
+
+/// A body's caller, watched for reloads that revoke it.
+struct Caller {
+    reload: Reload,
+    principal: Principal,
+    /// The client certificate that named the caller, if one did (it is named again from it).
+    leaf: Option<Vec<u8>>,
+    from: Option<crate::identity::mtls::PrincipalFrom>,
+}
+
+impl Caller {
+    fn new(reloads: tokio::sync::watch::Receiver<Arc<crate::config::Access>>, p: &Principal, conn: &Conn) -> Self {
+        let by_certificate = matches!(p.method, crate::identity::AuthMethod::Mtls { .. });
+        Self {
+            reload: next_reload(reloads),
+            principal: p.clone(),
+            leaf: conn.leaf.clone().filter(|_| by_certificate),
+            from: conn.ctx.route.client_principal,
         }
     }
 }
