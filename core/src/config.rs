@@ -804,23 +804,19 @@ impl Config {
                 ),
             ));
         }
-        if let Some(t) = &r.tls
-            && t.client_crl.is_some()
-            && t.client_ca.is_none()
-        {
-            return Err(invalid(
-                field("tls.client_crl"),
-                "revokes client certificates, but no `client_ca` asks for one",
-            ));
-        }
-        if let Some(t) = &r.tls
-            && t.client_principal.is_some()
-            && t.client_ca.is_none()
-        {
-            return Err(invalid(
-                field("tls.client_principal"),
-                "names callers by their client certificates, but no `client_ca` asks for one: set `client_ca` too",
-            ));
+        // Settings about client certificates that no `client_ca` asks for.
+        if let Some(t) = r.tls.as_ref().filter(|t| t.client_ca.is_none()) {
+            for (set, name, what) in [
+                (t.client_crl.is_some(), "client_crl", "revokes client certificates"),
+                (t.client_principal.is_some(), "client_principal", "names callers by their client certificates"),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field(&format!("tls.{name}")),
+                        format!("{what}, but no `client_ca` asks for one: set `client_ca` too"),
+                    ));
+                }
+            }
         }
         let tls = match &r.tls {
             None => None,
