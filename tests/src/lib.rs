@@ -775,6 +775,10 @@ impl HttpUpstream {
                             type E = Box<dyn std::error::Error + Send + Sync>;
                             type B = http_body_util::combinators::BoxBody<bytes::Bytes, E>;
                             // A body that sends `first` and then breaks off.
+                            // A whole body.
+                            let whole = |bytes: bytes::Bytes| -> B {
+                                http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed()
+                            };
                             let cut_off = |first: &'static [u8]| -> B {
                                 let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
                                 tokio::spawn(async move {
@@ -804,30 +808,18 @@ impl HttpUpstream {
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
                                     .header("content-encoding", "gzip")
-                                    .body(
-                                        http_body_util::Full::new(bytes::Bytes::from_static(gz))
-                                            .map_err(|never| match never {})
-                                            .boxed(),
-                                    )
+                                    .body(whole(bytes::Bytes::from_static(gz)))
                                     .unwrap()
                             } else if parts.uri.path() == "/echo-auth-header" {
                                 hyper::Response::builder()
                                     .header("x-debug-auth", auth.as_str())
-                                    .body(
-                                        http_body_util::Full::new(bytes::Bytes::from_static(b"{}"))
-                                            .map_err(|never| match never {})
-                                            .boxed(),
-                                    )
+                                    .body(whole(bytes::Bytes::from_static(b"{}")))
                                     .unwrap()
                             } else if parts.uri.path() == "/echo-auth-body" {
                                 let json = serde_json::json!({ "you_sent": auth }).to_string();
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
-                                    .body(
-                                        http_body_util::Full::new(bytes::Bytes::from(json))
-                                            .map_err(|never| match never {})
-                                            .boxed(),
-                                    )
+                                    .body(whole(bytes::Bytes::from(json)))
                                     .unwrap()
                             } else if parts.uri.path() == "/echo-auth-stream" {
                                 let (mut tx, rx) = http_body_util::channel::Channel::<bytes::Bytes, E>::new(4);
@@ -884,11 +876,7 @@ impl HttpUpstream {
                                 let json = serde_json::json!({ "echo": String::from_utf8_lossy(&body) }).to_string();
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
-                                    .body(
-                                        http_body_util::Full::new(bytes::Bytes::from(json))
-                                            .map_err(|never| match never {})
-                                            .boxed(),
-                                    )
+                                    .body(whole(bytes::Bytes::from(json)))
                                     .unwrap()
                             };
                             Ok::<_, std::convert::Infallible>(resp)

@@ -55,6 +55,14 @@ fn url(s: &Setup, path: &str) -> String {
     format!("http://{}{path}", s.gw.addr("llm"))
 }
 
+/// `method path`, sent as written (`--path-as-is`) with the caller's key: status and body.
+fn call(s: &Setup, method: &str, path: &str) -> (u16, String) {
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let (code, _, body) =
+        tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(s, path)]));
+    (code, body)
+}
+
 fn jwt(s: &Setup, exp_offset: i64) -> String {
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let claims = serde_json::json!({"iss": s.issuer, "aud": "airlock", "sub": "alice", "exp": now + exp_offset, "groups": ["clinician"]});
@@ -965,14 +973,12 @@ async fn on_an_allow_list_route_every_reading_must_be_allowed() {
                  [[rule]]\nid = \"fhir\"\neffect = \"allow\"\nhttp = { methods = [\"GET\"], path = \"/fhir/Patient/**\" }\n\
                  [[rule]]\nid = \"models\"\neffect = \"allow\"\nhttp = { methods = [\"GET\"], path = \"/v1/models/*\" }\n";
     let mut s = setup_with("default_effect = \"deny\"", extra).await;
-    let auth = format!("Authorization: Bearer {CALLER_KEY}");
     for (method, path) in [
         ("GET", "/v1/public/..;/admin/users"),
         ("GET", "/v1/public/..%2Fadmin"),
         ("PUT", "/v1/public/x?_method=DELETE"),
     ] {
-        let (code, _, body) =
-            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        let (code, body) = call(&s, method, path);
         assert_eq!(code, 403, "{method} {path}: {body}");
         assert!(body.contains("another server may read it"), "{method} {path}: {body}");
     }
@@ -984,8 +990,7 @@ async fn on_an_allow_list_route_every_reading_must_be_allowed() {
         ("GET", "/fhir/Patient/1"),
         ("GET", "/v1/models/org%2Fmodel"),
     ] {
-        let (code, _, body) =
-            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        let (code, body) = call(&s, method, path);
         assert_eq!(code, 200, "{method} {path}: {body}");
     }
     assert_eq!(s.upstream.seen().len(), 4);
@@ -1022,8 +1027,7 @@ async fn path_method_and_kind_tricks_meet_the_same_rules() {
         ("PUT", "/v1/admin/users/7?_method=DELETE"),
         ("PUT", "/v1/admin/users/7?%5Fmethod=%44ELETE"),
     ] {
-        let (code, _, body) =
-            tokio::task::block_in_place(|| curl(&["--path-as-is", "-X", method, "-H", &auth, &url(&s, path)]));
+        let (code, body) = call(&s, method, path);
         assert_eq!(code, 403, "{method} {path}: {body}");
         assert!(body.contains("no-admin"), "{method} {path}: {body}");
     }
