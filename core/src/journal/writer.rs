@@ -177,7 +177,7 @@ pub struct Journal {
 impl Journal {
     /// Opens the database, recovers the chain head, loads (or creates) keys and starts the writer.
     pub fn open(settings: &JournalSettings, metrics: Arc<Metrics>) -> Result<Self, JournalError> {
-        let store = Store::open_primary(&db_path(&settings.data_dir), settings.memtable_bytes)?;
+        let store = Store::open_primary(&db_path(&settings.data_dir), settings.memtable_bytes, settings.encrypt)?;
         let last = store.last_record()?;
         // Keys are created only with a new journal: a missing key later is an error, never a
         // silent replacement that would orphan old sessions or old checkpoints.
