@@ -9,6 +9,10 @@ use std::sync::Arc;
 use airlock::mask::{Detector, Profile, ProfileSpec, Tally};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The gateway's allocator (see `core/src/main.rs`), so the numbers are the ones it runs at.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A small deterministic generator (xorshift), so every run masks the same bytes.
 struct Rng(u64);
 

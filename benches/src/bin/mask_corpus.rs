@@ -12,6 +12,10 @@ use airlock::mask::{Detector, Profile, ProfileSpec, Tally};
 use anyhow::Context as _;
 use clap::Parser;
 
+/// The gateway's allocator (see `core/src/main.rs`), so the numbers are the ones it runs at.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     corpus: std::path::PathBuf,
