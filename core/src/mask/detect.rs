@@ -10,7 +10,6 @@
 //! masker, which asks a lazy DFA whether a position could still start a match, judges a value the
 //! same however the text was cut.
 
-use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
@@ -18,6 +17,7 @@ use regex_automata::meta::Regex;
 use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
+use rustc_hash::FxHashSet;
 
 use super::validate as v;
 
@@ -167,12 +167,12 @@ fn id(name: &str) -> EntityId {
     BUILTIN.iter().position(|e| *e == name).unwrap_or(0)
 }
 
-static FIRST_NAMES: LazyLock<HashSet<&'static str>> =
+static FIRST_NAMES: LazyLock<FxHashSet<&'static str>> =
     LazyLock::new(|| include_str!("names/first.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
-static LAST_NAMES: LazyLock<HashSet<&'static str>> =
+static LAST_NAMES: LazyLock<FxHashSet<&'static str>> =
     LazyLock::new(|| include_str!("names/last.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
 /// [`NOT_NAMES`] and [`NOT_NAME_WORDS`] together, for lookups per word.
-static NOT_NAME: LazyLock<HashSet<&'static str>> =
+static NOT_NAME: LazyLock<FxHashSet<&'static str>> =
     LazyLock::new(|| NOT_NAMES.iter().chain(NOT_NAME_WORDS).copied().collect());
 
 /// Capitalized words that follow a cue or a title but are not names.
@@ -403,11 +403,17 @@ const NOT_NAME_WORDS: &[&str] = &[
 /// `my account number is `, `the subscriber ID on my card is `.
 const SEP: &str = r#"(?:[\s_]*(?:number|num|nbr|no\.?|id|\#))?["']?\s*(?:[:#=.\-]|(?:on\s+(?:my|the|your)\s+card\s+)?is)?\s*["']?\s*"#;
 
+/// Titles before a name (`Dr. Smith`).
+const TITLES: [&str; 7] = ["Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof"];
+/// How sure a title and a capitalized word make a name.
+const TITLE_CONFIDENCE: f32 = 0.85;
+
 fn builtin_patterns() -> Vec<Pattern> {
     let p =
         |entity: &str, regex: String, check: Check, confidence: f32| Pattern::new(id(entity), regex, check, confidence);
     let months = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
     let name = r"(?:Mc|Mac|O')?[A-Z][a-z]+(?:-(?:Mc|Mac|O')?[A-Z][a-z]+)?";
+    let titles = TITLES.join("|");
     vec![
         // Context-keyword identifiers first: their match starts at the keyword, left of the value.
         p(
@@ -499,14 +505,14 @@ fn builtin_patterns() -> Vec<Pattern> {
         ),
         p(
             "PERSON",
-            format!(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s(?P<v>{name}(?: [A-Z]\.)?(?: {name})?)\b"),
+            format!(r"\b(?:{titles})\.?\s(?P<v>{name}(?: [A-Z]\.)?(?: {name})?)\b"),
             Check::Name,
-            0.85,
+            TITLE_CONFIDENCE,
         ),
         p(
             "PERSON",
             format!(
-                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:(?:full|first|last|legal|preferred|nick)[ _]?)?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact|it'?s|it\s+is|this\s+is|i'?m|i\s+am|call\s+me|thanks,?|thank\s+you,?|hi,?|hello,?|dear))["']?\s*[:=,\-]?\s*["']?(?P<v>{name}(?: [A-Z]\.)?(?: {name}){{0,2}})\b"#
+                r#"(?i:\b(?:patient(?:[ _]?name)?|pt|(?:(?:full|first|last|legal|preferred|nick)[ _]?)?name|seen\s+by|attending|physician|provider|nurse|caregiver|guardian|spouse|mother|father|son|daughter|wife|husband|signed\s+by|referred\s+by|my\s+name\s+is|contact|emergency\s+contact|it'?s|it\s+is|this\s+is|i'?m|i\s+am|call\s+me|thanks,?|thank\s+you,?|hi,?|hello,?|dear))["']?\s*[:=,\-]?\s*["']?(?:(?:{titles})\.?\s)?(?P<v>{name}(?: [A-Z]\.)?(?: {name}){{0,2}})\b"#
             ),
             Check::Name,
             0.8,
@@ -783,6 +789,9 @@ impl Detector {
                 let last = words.next_back().unwrap_or(first);
                 if FIRST_NAMES.contains(first) || LAST_NAMES.contains(last) {
                     confidence = confidence.max(0.9);
+                } else if after_title(&hay[start..vs]) {
+                    // A cue and a title (`seen by Dr. Smith`): as sure as the title alone.
+                    confidence = confidence.max(TITLE_CONFIDENCE);
                 }
                 !text.split_whitespace().any(|w| NOT_NAME.contains(w))
             }
@@ -903,6 +912,19 @@ impl Detector {
         }
         !sid.is_dead()
     }
+}
+
+/// Whether `before` (the match up to a name) ends with a title and the space after it.
+fn after_title(before: &[u8]) -> bool {
+    let Some(rest) =
+        before.strip_suffix(b" ").or_else(|| before.strip_suffix(b"\t")).or_else(|| before.strip_suffix(b"\n"))
+    else {
+        return false;
+    };
+    let rest = rest.strip_suffix(b".").unwrap_or(rest);
+    TITLES.iter().any(|t| {
+        rest.strip_suffix(t.as_bytes()).is_some_and(|head| head.last().is_none_or(|b| !b.is_ascii_alphanumeric()))
+    })
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {

@@ -359,6 +359,16 @@ impl Profile {
         written: &impl Written,
     ) {
         let mut at = from;
+        // Counted here and added to the tally once per entity: the tally takes a lock and
+        // looks up a label. On the stack unless there are many custom entities.
+        let entities = if findings.is_empty() { 0 } else { self.detector.entities().len() };
+        let (mut small, mut many) = ([0_u64; 48], Vec::new());
+        let counts = if entities <= small.len() {
+            &mut small[..entities]
+        } else {
+            many.resize(entities, 0);
+            &mut many[..]
+        };
         for f in findings {
             let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
             if f.confidence < self.min_confidence || action == Action::Keep || f.start < at || f.end > to {
@@ -377,8 +387,13 @@ impl Profile {
                 if matches!(action, Action::Partial(_)) { written.shown(hay, s, e) } else { (&hay[s..e]).into() };
             self.replace(label, Some(f.entity), &value, action, out);
             written.after_masked(s, e, out);
-            tally.add(label, 1);
+            counts[f.entity] += 1;
             at = e;
+        }
+        for (label, &n) in self.detector.entities().iter().zip(counts.iter()) {
+            if n > 0 {
+                tally.add(label, n);
+            }
         }
         // Even when no text is left: markup may still have tags to write.
         written.unmasked(at, to, out);

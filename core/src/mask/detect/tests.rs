@@ -342,3 +342,18 @@ fn phrase_words_cover_every_keyword_cue_and_month_literal() {
         }
     }
 }
+
+#[test]
+fn a_cue_before_a_title_finds_the_name_as_sure_as_the_title() {
+    let d = Detector::new(&[], &[]).unwrap();
+    for (text, name) in
+        [("seen by Dr. Zorblat today", "Zorblat"), ("Dr. Zorblat today", "Zorblat"), ("Thanks, Mrs Quux", "Quux")]
+    {
+        let got = d.find_all(text.as_bytes());
+        assert_eq!(got.len(), 1, "{text:?}: {got:?}");
+        assert_eq!(&text[got[0].start..got[0].end], name, "{text:?}");
+        assert!(got[0].confidence >= TITLE_CONFIDENCE, "{text:?}: {got:?}");
+    }
+    // A cue with a title and no name after it finds nothing.
+    assert!(d.find_all(b"seen by Dr. today").is_empty());
+}
