@@ -826,6 +826,9 @@ impl HttpUpstream {
                                 tokio::spawn(async move {
                                     let half = auth.len() / 2;
                                     let _ = tx.send_data(bytes::Bytes::from_static(b"data: hello\n\n")).await;
+                                    // Time for the first event to reach the caller before the
+                                    // stream is cut (20 ms was too little on a loaded machine).
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
                                     let _ = tx.send_data(bytes::Bytes::from(format!("data: {}", &auth[..half]))).await;
                                     tokio::time::sleep(Duration::from_millis(20)).await;
                                     let _ = tx.send_data(bytes::Bytes::from(format!("{}\n\n", &auth[half..]))).await;
