@@ -1192,3 +1192,55 @@ async fn a_stream_ends_when_its_credential_expires() {
         "{list:?}"
     );
 }
+
+/// A `_method` field in a multipart form (curl `-F`), as Rails, Laravel and Symfony read it: judged
+/// in the first bytes the route inspects; past them, the body is broken off before the field and
+/// the upstream never gets a whole request that carries it. Uploads larger than the inspection
+/// limit still go through whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_field_in_a_multipart_form_meets_the_rules() {
+    let extra = "[[rule]]\nid = \"no-record-deletes\"\neffect = \"deny\"\nreason = \"records stay\"\n\
+                 http = { methods = [\"DELETE\"], path = \"/v1/records/**\" }\n";
+    let mut s = setup_with("max_inspect_body = 4096", extra).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("scan.txt");
+    std::fs::write(&big, "x".repeat(20_000)).unwrap();
+    let upload = format!("file=@{}", big.display());
+    let form = |fields: &[&str]| {
+        let mut args = vec!["-H".to_owned(), format!("Authorization: Bearer {CALLER_KEY}")];
+        for f in fields {
+            args.extend(["-F".to_owned(), (*f).to_owned()]);
+        }
+        args.push(url(&s, "/v1/records/7"));
+        tokio::task::block_in_place(move || curl(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    // In the first bytes: judged as the request's method.
+    let (code, _, resp) = form(&["note=x", "_method=DELETE"]);
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("no-record-deletes"), "{resp}");
+    let (code, _, resp) = form(&["_method=delete", &upload]);
+    assert_eq!(code, 403, "{resp}");
+    // An allowed override, and an upload with none, go on whole.
+    let (code, _, resp) = form(&["_method=PATCH", &upload]);
+    assert_eq!(code, 200, "{}", &resp[..resp.len().min(300)]);
+    let (code, _, resp) = form(&[&upload, "note=kept"]);
+    assert_eq!(code, 200, "{}", &resp[..resp.len().min(300)]);
+    // Past the first bytes: broken off before the field, answered 400.
+    let (code, _, resp) = form(&[&upload, "_method=DELETE"]);
+    assert_eq!(code, 400, "{}", &resp[..resp.len().min(300)]);
+    let seen = s.upstream.seen();
+    let whole: Vec<_> = seen.iter().filter(|r| r.body.len() > 20_000).collect();
+    assert_eq!(whole.len(), 2, "the two allowed uploads arrived whole");
+    assert!(String::from_utf8_lossy(&whole[0].body).contains("PATCH"));
+    assert!(String::from_utf8_lossy(&whole[1].body).contains("kept"));
+    assert!(
+        !seen.iter().any(|r| String::from_utf8_lossy(&r.body).contains("DELETE")),
+        "no body with the refused override reached the upstream"
+    );
+    s.gw.stop().await;
+    let list = sessions(s.gw.data_dir());
+    assert!(
+        list.iter().any(|l| l["close_reason"].as_str().is_some_and(|r| r.contains("`_method` field past the bytes"))),
+        "the cut is journaled: {list:?}"
+    );
+}

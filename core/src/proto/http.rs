@@ -47,6 +47,7 @@ use uuid::Uuid;
 
 use super::echo::EchoWatch;
 use super::liveness::{Liveness, Stale, Tracked, Watched};
+use super::multipart;
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
 use super::{Reload, SessionCtx, next_reload};
 use crate::admin::metrics::{BytesLabels, RouteLabels};
@@ -59,7 +60,7 @@ use crate::mask::Tally;
 use crate::mask::body::{BodyKind, BodyMasker};
 use crate::policy::Request as Operation;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the gateway.
 pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
@@ -885,18 +886,69 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         && parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
             ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let body: Body = if ((route.mcp && inspects_body) || form) && identified.is_ok() {
-        let encoded = parts.headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
-        });
+    // So is a multipart POST, for a `_method` field (see `multipart`): its first bytes before
+    // the decision, the rest as it goes on.
+    let multipart = (!route.mcp && parts.method == hyper::Method::POST)
+        .then(|| parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(multipart::boundary))
+        .flatten();
+    let body: Body = if let Some(boundary) = multipart.filter(|_| identified.is_ok()) {
+        let encoded = content_encoded(&parts.headers);
+        let units = inspect_units(&parts.headers, route.max_inspect_body);
+        let budget = ctx.http_upstream.as_ref().map(|u| u.inspecting.clone());
+        let limit = route.max_inspect_body;
+        let read = async move {
+            let room = match budget {
+                Some(b) => b.acquire_many_owned(units).await.ok(),
+                None => None,
+            };
+            (room, read_prefix(body.map_err(|e| Box::new(e) as BoxError).boxed(), limit).await)
+        };
+        match (tokio::time::timeout(route.header_timeout, read).await, boundary) {
+            (Err(_), _) => {
+                uninspectable = Some(format!("the request body did not arrive within {:?}", route.header_timeout));
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+            }
+            (Ok((_, Err(why))), _) => {
+                uninspectable = Some(why);
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+            }
+            (Ok(_), None) => {
+                uninspectable = Some("a multipart body without a boundary cannot be inspected".into());
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+            }
+            (Ok((room, Ok((first, rest)))), Some(boundary)) => {
+                let fields = if encoded {
+                    Err("an encoded (compressed) multipart body cannot be inspected".to_owned())
+                } else {
+                    multipart::method_fields(&boundary, &first, rest.is_none())
+                };
+                let forwarded = fields.and_then(|prefix| {
+                    for m in prefix.methods {
+                        http_views.push(Operation::Http { method: m, path: path.clone() });
+                    }
+                    let Some(rest) = rest else {
+                        return Ok(Full::new(first).map_err(|never| match never {}).boxed());
+                    };
+                    // The scan reads the judged bytes too, to find where the next part begins.
+                    let mut scan = multipart::Scan::new(&boundary, prefix.judged);
+                    scan.feed(&first)?;
+                    let rest = multipart::Scanned { inner: rest, scan }.boxed();
+                    Ok(Prefixed { first: Some(first), rest }.boxed())
+                });
+                match forwarded {
+                    Ok(inner) => Held { inner, _room: room }.boxed(),
+                    Err(why) => {
+                        uninspectable = Some(why);
+                        http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+                    }
+                }
+            }
+        }
+    } else if ((route.mcp && inspects_body) || form) && identified.is_ok() {
+        let encoded = content_encoded(&parts.headers);
         let limited = http_body_util::Limited::new(body, route.max_inspect_body).collect();
-        // Room in the route's inspection budget first, for as much as the body says it holds
-        // (or the most the route reads), held until the body has gone on.
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let size = declared.unwrap_or(route.max_inspect_body).min(route.max_inspect_body);
-        let units = u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        // Room in the route's inspection budget first, held until the body has gone on.
+        let units = inspect_units(&parts.headers, route.max_inspect_body);
         let budget = ctx.http_upstream.as_ref().map(|u| u.inspecting.clone());
         let read = async move {
             let room = match budget {
@@ -2363,6 +2415,41 @@ fn mask_json_ish(
         out.extend_from_slice(&unit);
     }
     Ok(out)
+}
+
+/// Whether a body comes in a content coding other than `identity`.
+fn content_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
+    })
+}
+
+/// Room (in KiB) a body read for inspection takes in the route's budget: as much as it says it
+/// holds, or the most the route reads.
+fn inspect_units(headers: &HeaderMap, max: usize) -> u32 {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let size = declared.unwrap_or(max).min(max);
+    u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The first `limit` bytes of a body (or a little more: whole frames), and the rest unless that
+/// was all.
+async fn read_prefix(mut body: Body, limit: usize) -> Result<(Bytes, Option<Body>), String> {
+    let mut first = bytes::BytesMut::new();
+    while first.len() < limit {
+        match body.frame().await {
+            None => return Ok((first.freeze(), None)),
+            Some(Err(e)) => return Err(format!("the request body could not be read: {e}")),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => first.extend_from_slice(&data),
+                Err(_) => return Err("a multipart body with trailers cannot be inspected".into()),
+            },
+        }
+    }
+    let rest = (!body.is_end_stream()).then_some(body);
+    Ok((first.freeze(), rest))
 }
 
 /// A body that holds room in an inspection budget until it has been sent (or dropped).

@@ -3,6 +3,7 @@
 pub(crate) mod echo;
 pub mod http;
 pub(crate) mod liveness;
+pub(crate) mod multipart;
 pub mod postgres;
 pub(crate) mod session;
 pub mod tcp;
