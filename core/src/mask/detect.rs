@@ -653,10 +653,8 @@ impl Detector {
         let (mut dense_until, mut short_skips) = (from, 0_u32);
         let mut at = from;
         while at < until {
-            if at >= dense_until
-                && until - at >= scout_min
-                && let Some((dfa, pool)) = &self.scout
-            {
+            let scouting = at >= dense_until && until - at >= scout_min;
+            if scouting && let Some((dfa, pool)) = &self.scout {
                 let (cache, idle) = scout_cache.get_or_insert_with(|| (pool.get(), None));
                 match super::scout::scout(dfa, cache, idle, hay, at, until) {
                     super::scout::Scouted::From(w) => {
@@ -669,24 +667,40 @@ impl Detector {
                     super::scout::Scouted::Nothing => break,
                 }
             }
-            let Some(m) = self.all.search(&Input::new(hay).range(at..)) else { break };
-            if m.start() >= until {
+            // Where the scout is not used (dense or short text), the built-in set is searched
+            // anchored at each place a match can start: no reverse search for each match's
+            // start, and no pass over the bytes between those places.
+            let anchored = match &self.scout {
+                Some((dfa, pool)) if !scouting => {
+                    let (cache, _) = scout_cache.get_or_insert_with(|| (pool.get(), None));
+                    next_anchored(dfa, cache, hay, at, until)
+                }
+                _ => Err(()),
+            };
+            let (start, end, first) = match anchored {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(()) => {
+                    let Some(m) = self.all.search(&Input::new(hay).range(at..)) else { break };
+                    (m.start(), m.end(), m.pattern().as_usize())
+                }
+            };
+            if start >= until {
                 break;
             }
-            let first = m.pattern().as_usize();
-            let mut found = self.accept(hay, first, m.start(), m.end());
+            let mut found = self.accept(hay, first, start, end);
             if found.is_none() {
                 // Another pattern may match here where the first one's validator refused: try
                 // those that match at this start, in priority order (all of them if the set
                 // could not be worked out).
                 let (cache, here) =
                     retry.get_or_insert_with(|| (self.live_caches.get(), PatternSet::new(self.patterns.len())));
-                let known = self.patterns_at(cache, hay, m.start(), here);
+                let known = self.patterns_at(cache, hay, start, here);
                 for pid in (0..self.patterns.len()).filter(|&p| p != first) {
                     if known && !here.contains(pattern_id(pid)) {
                         continue;
                     }
-                    let input = Input::new(hay).range(m.start()..).anchored(Anchored::Yes);
+                    let input = Input::new(hay).range(start..).anchored(Anchored::Yes);
                     if let Some(m2) = self.alone[pid].search(&input)
                         && let Some(f) = self.accept(hay, pid, m2.start(), m2.end())
                     {
@@ -697,10 +711,10 @@ impl Detector {
             }
             match found {
                 Some(f) => {
-                    at = f.match_end.max(m.start() + 1);
+                    at = f.match_end.max(start + 1);
                     out.push(f);
                 }
-                None => at = m.start() + 1,
+                None => at = start + 1,
             }
         }
     }
@@ -925,6 +939,77 @@ fn after_title(before: &[u8]) -> bool {
     TITLES.iter().any(|t| {
         rest.strip_suffix(t.as_bytes()).is_some_and(|head| head.last().is_none_or(|b| !b.is_ascii_alphanumeric()))
     })
+}
+
+/// Bytes that may start a built-in match (`START_WORD`: where a word begins; `START_ANY`:
+/// anywhere; `START_LOCAL`: where a run of e-mail local-part bytes begins).
+const START_WORD: u8 = 1;
+const START_ANY: u8 = 2;
+const START_LOCAL: u8 = 4;
+static START_CLASS: [u8; 256] = {
+    let mut t = [0_u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[b] |= START_WORD;
+        }
+        if matches!(c, b'+' | b'(' | b':') {
+            t[b] |= START_ANY;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') {
+            t[b] |= START_LOCAL;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The first place in `from..until` where a built-in pattern could start a match (given the
+/// byte before `from`). Every
+/// built-in pattern begins with `\b` before a word byte, with `+`, `(` or `:`, or (the e-mail
+/// address, with no `\b`) with a local-part byte — and its leftmost match there starts where
+/// that run of local-part bytes begins. A property test compares the search with the meta
+/// regex's on generated texts.
+fn next_candidate(hay: &[u8], from: usize, until: usize) -> Option<usize> {
+    let mut prev = if from == 0 { 0 } else { START_CLASS[usize::from(hay[from - 1])] };
+    for (i, &b) in hay[from..until].iter().enumerate() {
+        let c = START_CLASS[usize::from(b)];
+        if c & START_ANY != 0
+            || (c & START_WORD != 0 && prev & START_WORD == 0)
+            || (c & START_LOCAL != 0 && prev & START_LOCAL == 0)
+        {
+            return Some(from + i);
+        }
+        prev = c;
+    }
+    None
+}
+
+/// The leftmost-first match that starts in `at..until`, found by an anchored search at each
+/// candidate start: `(start, end, pattern)`. `Err` when the lazy DFA gave up.
+fn next_anchored(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    at: usize,
+    until: usize,
+) -> Result<Option<(usize, usize, usize)>, ()> {
+    // `at` itself is always tried: an unanchored search from there (as after a refused match)
+    // may start an e-mail address in the middle of a run.
+    let mut c = at;
+    while c < until {
+        let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
+        match dfa.try_search_fwd(cache, &input) {
+            Ok(Some(m)) if m.offset() > c => return Ok(Some((c, m.offset(), m.pattern().as_usize()))),
+            Ok(_) => match next_candidate(hay, c + 1, until) {
+                Some(next) => c = next,
+                None => break,
+            },
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(None)
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {

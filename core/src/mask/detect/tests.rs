@@ -241,6 +241,12 @@ const PIECES: &[&str] = &[
     "wife",
     "www.example.org",
     "Mary",
+    "%",
+    "+",
+    "_",
+    ".j.doe@mail.example.org",
+    "-x_y%z@example.org",
+    "a.b",
 ];
 
 proptest::proptest! {
@@ -258,6 +264,10 @@ proptest::proptest! {
         let mut scouted = Vec::new();
         D.scan_with(hay, 0, hay.len(), &mut scouted, (0, u32::MAX));
         proptest::prop_assert_eq!(&scouted, &reference, "scouted: {:?}", text);
+        // Short texts take the anchored search (above); so do dense stretches of long ones.
+        let mut anchored = Vec::new();
+        D.scan_with(hay, 0, hay.len(), &mut anchored, (usize::MAX, 0));
+        proptest::prop_assert_eq!(&anchored, &reference, "anchored: {:?}", text);
         // The value found without captures is the one the capture group reports.
         for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
             let alone = &D.alone[pid];
