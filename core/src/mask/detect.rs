@@ -898,10 +898,18 @@ impl Detector {
         }
         let mut done = lo;
         for &(start, end) in &windows[..len] {
-            for p in start.max(done)..end {
+            // The first place of a window is asked, then (with the built-in set) only the places
+            // where a built-in match can start: one that starts elsewhere, in a run of e-mail
+            // bytes, is live only if the match from where the run starts is.
+            let mut p = start.max(done);
+            while p < end {
                 if self.is_live(cache, hay, p) {
                     return p;
                 }
+                p = match self.scout {
+                    Some(_) => next_candidate(hay, p + 1, end).unwrap_or(end),
+                    None => p + 1,
+                };
             }
             done = done.max(end);
         }
