@@ -638,12 +638,30 @@ impl Detector {
     /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is
     /// context (look-behind) only; the end of `hay` is the end of the text.
     pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
-        self.scan_with(hay, from, until, out, (SCOUT_MIN, DENSE_RUNS));
+        self.scan_with(hay, from, until, out, (SCOUT_MIN, DENSE_RUNS), true);
+    }
+
+    /// Whether `text` holds nothing to mask. For many tiny texts (a tag, an attribute): one
+    /// unanchored search each costs less there than a search at each place a match can start.
+    pub(crate) fn finds_nothing(&self, text: &[u8]) -> bool {
+        let mut out = Vec::new();
+        self.scan_with(text, 0, text.len(), &mut out, (SCOUT_MIN, DENSE_RUNS), false);
+        out.is_empty()
     }
 
     /// [`Detector::scan`], scouting while at least `scout.0` bytes are left and until `scout.1`
     /// short windows in a row.
-    fn scan_with(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>, scout: (usize, u32)) {
+    /// With `anchored`, where the scout is not used, the search runs anchored at each candidate
+    /// start (see [`next_anchored`]).
+    fn scan_with(
+        &self,
+        hay: &[u8],
+        from: usize,
+        until: usize,
+        out: &mut Vec<Finding>,
+        scout: (usize, u32),
+        anchored: bool,
+    ) {
         let (scout_min, dense_runs) = scout;
         // Taken when first needed: most calls need neither.
         let mut retry = None;
@@ -670,14 +688,14 @@ impl Detector {
             // Where the scout is not used (dense or short text), the built-in set is searched
             // anchored at each place a match can start: no reverse search for each match's
             // start, and no pass over the bytes between those places.
-            let anchored = match &self.scout {
-                Some((dfa, pool)) if !scouting => {
+            let next = match &self.scout {
+                Some((dfa, pool)) if anchored && !scouting => {
                     let (cache, _) = scout_cache.get_or_insert_with(|| (pool.get(), None));
                     next_anchored(dfa, cache, hay, at, until)
                 }
                 _ => Err(()),
             };
-            let (start, end, first) = match anchored {
+            let (start, end, first) = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(()) => {

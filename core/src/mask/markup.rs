@@ -73,8 +73,7 @@ impl Source {
                 // References would have to be read decoded: such a tag stays text.
                 let clean = !t.contains(&b'&')
                     && self.judge.as_ref().is_some_and(|d| {
-                        d.find_all(t).is_empty()
-                            && attributes(t).all(|(name, value)| d.find_all(&keyed(name, value)).is_empty())
+                        d.finds_nothing(t) && attributes(t).all(|(name, value)| d.finds_nothing(&keyed(name, value)))
                     });
                 if clean { Ref::Gone(len) } else { Ref::Text }
             }

@@ -262,11 +262,12 @@ proptest::proptest! {
         let reference = scan_reference(&D, hay);
         proptest::prop_assert_eq!(&D.find_all(hay), &reference, "{:?}", text);
         let mut scouted = Vec::new();
-        D.scan_with(hay, 0, hay.len(), &mut scouted, (0, u32::MAX));
+        D.scan_with(hay, 0, hay.len(), &mut scouted, (0, u32::MAX), true);
         proptest::prop_assert_eq!(&scouted, &reference, "scouted: {:?}", text);
         // Short texts take the anchored search (above); so do dense stretches of long ones.
         let mut anchored = Vec::new();
-        D.scan_with(hay, 0, hay.len(), &mut anchored, (usize::MAX, 0));
+        D.scan_with(hay, 0, hay.len(), &mut anchored, (usize::MAX, 0), true);
+        proptest::prop_assert_eq!(D.finds_nothing(hay), reference.is_empty(), "{:?}", text);
         proptest::prop_assert_eq!(&anchored, &reference, "anchored: {:?}", text);
         // The value found without captures is the one the capture group reports.
         for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
