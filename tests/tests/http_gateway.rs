@@ -1220,6 +1220,14 @@ async fn a_method_field_in_a_multipart_form_meets_the_rules() {
     assert!(resp.contains("no-record-deletes"), "{resp}");
     let (code, _, resp) = form(&["_method=delete", &upload]);
     assert_eq!(code, 403, "{resp}");
+    // Any multipart type: Rack reads form fields from each.
+    let auth = format!("Authorization: Bearer {CALLER_KEY}");
+    let u = url(&s, "/v1/records/7");
+    let (code, _, resp) = tokio::task::block_in_place(|| {
+        curl(&["-H", &auth, "-H", "Content-Type: multipart/mixed", "-F", "_method=DELETE", &u])
+    });
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("no-record-deletes"), "{resp}");
     // An allowed override, and an upload with none, go on whole.
     let (code, _, resp) = form(&["_method=PATCH", &upload]);
     assert_eq!(code, 200, "{}", &resp[..resp.len().min(300)]);

@@ -15,11 +15,13 @@ use bytes::Bytes;
 /// Longest header block of one part; a longer one is refused (Rack's limit is lower).
 const HEADERS_MAX: usize = 16 * 1024;
 
-/// The boundary of a `multipart/form-data` content type: `Some(None)` when the type is multipart
-/// but names no usable boundary, `None` when it is not multipart.
+/// The boundary of a multipart content type: `Some(None)` when the type is multipart but names no
+/// usable boundary, `None` when it is not multipart. Any `multipart/*` type counts: Rack parses
+/// every one of them for form fields, not only `multipart/form-data`.
 pub(crate) fn boundary(content_type: &str) -> Option<Option<String>> {
     let mut params = content_type.split(';');
-    if !params.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
+    let kind = params.next()?.trim().as_bytes();
+    if kind.len() < 10 || !kind[..10].eq_ignore_ascii_case(b"multipart/") {
         return None;
     }
     Some(
@@ -215,6 +217,8 @@ mod tests {
         assert_eq!(boundary("multipart/form-data; boundary=\"ab c\""), Some(Some("ab c".into())));
         assert_eq!(boundary("Multipart/Form-Data;charset=x; BOUNDARY=q"), Some(Some("q".into())));
         assert_eq!(boundary("multipart/form-data"), Some(None));
+        assert_eq!(boundary("multipart/mixed; boundary=z"), Some(Some("z".into())));
+        assert_eq!(boundary("multipartx/form-data; boundary=z"), None);
         assert_eq!(boundary("application/x-www-form-urlencoded"), None);
     }
 
