@@ -1228,6 +1228,16 @@ async fn a_method_field_in_a_multipart_form_meets_the_rules() {
     });
     assert_eq!(code, 403, "{resp}");
     assert!(resp.contains("no-record-deletes"), "{resp}");
+    // A method in lower case, a boundary parsers read differently.
+    let (code, _, resp) =
+        tokio::task::block_in_place(|| curl(&["-H", &auth, "-X", "post", "-F", "_method=DELETE", &u]));
+    assert_eq!(code, 403, "{resp}");
+    let odd = "Content-Type: multipart/form-data; boundary=a,b";
+    let (code, _, resp) = tokio::task::block_in_place(|| {
+        curl(&["-H", &auth, "-H", odd, "--data-binary", "--a,b\r\n\r\nx\r\n--a,b--", &u])
+    });
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("inspect"), "{resp}");
     // An allowed override, and an upload with none, go on whole.
     let (code, _, resp) = form(&["_method=PATCH", &upload]);
     assert_eq!(code, 200, "{}", &resp[..resp.len().min(300)]);

@@ -881,16 +881,21 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         !matches!(parts.method.as_str().to_ascii_uppercase().as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
     // A form-encoded POST is read too, for a `_method` in it: Rails (Rack::MethodOverride),
     // Laravel and Symfony run that method in place of POST.
-    let form = !route.mcp
-        && parts.method == hyper::Method::POST
-        && parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-            ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+    // The method in any case (a server may take `post`), every Content-Type the request carries
+    // (a server may join them), read even where it is not ASCII (one may parse it anyway).
+    let post = !route.mcp && parts.method.as_str().eq_ignore_ascii_case("POST");
+    let content_type = parts.headers.get_all(header::CONTENT_TYPE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>();
+    let content_type = String::from_utf8_lossy(&content_type.join(&b", "[..])).into_owned();
+    let form = post
+        && content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded");
     // So is a multipart POST, for a `_method` field (see `multipart`): its first bytes before
     // the decision, the rest as it goes on.
-    let multipart = (!route.mcp && parts.method == hyper::Method::POST)
-        .then(|| parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(multipart::boundary))
-        .flatten();
+    let multipart = post.then(|| multipart::boundary(&content_type)).flatten();
     let body: Body = if let Some(boundary) = multipart.filter(|_| identified.is_ok()) {
         let encoded = content_encoded(&parts.headers);
         let units = inspect_units(&parts.headers, route.max_inspect_body);

@@ -16,22 +16,37 @@ use bytes::Bytes;
 const HEADERS_MAX: usize = 16 * 1024;
 
 /// The boundary of a multipart content type: `Some(None)` when the type is multipart but names no
-/// usable boundary, `None` when it is not multipart. Any `multipart/*` type counts: Rack parses
-/// every one of them for form fields, not only `multipart/form-data`.
+/// boundary every parser reads the same way, `None` when it is not multipart. Any `multipart/*`
+/// type counts: Rack parses every one of them for form fields, not only `multipart/form-data`.
+///
+/// Parsers disagree on odd boundaries (Rack takes the last `boundary=`, PHP the first substring
+/// `boundary`; PHP cuts at a comma, a leading space is kept by some), so only one plain boundary
+/// is accepted: the word `boundary` once, its value of RFC 2046 characters with no space at either
+/// end and no comma. Anything else is refused, not forwarded uninspected.
 pub(crate) fn boundary(content_type: &str) -> Option<Option<String>> {
     let mut params = content_type.split(';');
     let kind = params.next()?.trim().as_bytes();
     if kind.len() < 10 || !kind[..10].eq_ignore_ascii_case(b"multipart/") {
         return None;
     }
-    Some(
-        params
-            .find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
-            })
-            .filter(|b| !b.is_empty() && b.len() <= 200),
-    )
+    if content_type.to_ascii_lowercase().matches("boundary").count() != 1 {
+        return Some(None);
+    }
+    let value = params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("boundary").then_some(v)
+    });
+    let plain = |b: &str| {
+        !b.is_empty()
+            && b.len() <= 70
+            && !b.starts_with(' ')
+            && !b.ends_with(' ')
+            && b.bytes().all(|c| c.is_ascii_alphanumeric() || b"'()+_-./:=? ".contains(&c))
+    };
+    Some(value.map(|v| v.trim_start_matches(' ').trim_end()).and_then(|v| {
+        let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        plain(unquoted).then(|| unquoted.to_owned())
+    }))
 }
 
 /// The next delimiter line (`--boundary` at the start of a line) at or after `from`. `start` says
@@ -49,32 +64,54 @@ fn next_delim(buf: &[u8], from: usize, delim: &[u8], start: bool) -> Option<usiz
 }
 
 /// The end (past the blank line) of the header block of the part whose delimiter line starts at
-/// `p`. `None` while it is incomplete; `Some(Err)` when too long.
-fn headers_at(buf: &[u8], p: usize) -> Option<Result<usize, ()>> {
+/// `p`. `None` while it is incomplete; `Some(Err)` when too long. Parsers differ on what ends
+/// the block (Rack only `\r\n\r\n`, others a bare LF too): it ends at the later of the two, so
+/// a header hidden between them is read; in a body that ends first, at its end.
+fn headers_at(buf: &[u8], p: usize, whole: bool) -> Option<Result<usize, ()>> {
     let too_long = |end: usize| end - p > HEADERS_MAX;
-    let Some(nl) = memchr::memchr(b'\n', &buf[p..]) else {
-        return too_long(buf.len()).then_some(Err(()));
-    };
+    let incomplete = || if whole { Some(Ok(buf.len())) } else { too_long(buf.len()).then_some(Err(())) };
+    let Some(nl) = memchr::memchr(b'\n', &buf[p..]) else { return incomplete() };
     let mut i = p + nl + 1;
-    loop {
-        let Some(nl) = memchr::memchr(b'\n', &buf[i..]) else {
-            return too_long(buf.len()).then_some(Err(()));
-        };
+    let lf_end = loop {
+        let Some(nl) = memchr::memchr(b'\n', &buf[i..]) else { return incomplete() };
         let line = &buf[i..i + nl];
         if line.is_empty() || line == b"\r" {
-            return Some(Ok(i + nl + 1));
+            break i + nl + 1;
         }
         if too_long(i + nl + 1) {
             return Some(Err(()));
         }
         i += nl + 1;
-    }
+    };
+    // The CRLF blank line: the one just found, or a later one.
+    let crlf_end = match memchr::memmem::find(&buf[p..], b"\r\n\r\n") {
+        Some(rel) => p + rel + 4,
+        None => return incomplete(),
+    };
+    let end = lf_end.max(crlf_end);
+    if too_long(end) { Some(Err(())) } else { Some(Ok(end)) }
 }
 
-/// Whether a part's headers (or a delimiter line's tail) could name the field `_method`.
+/// Whether a part's headers (or a delimiter line's tail) could name the field `_method`: read as
+/// the frameworks read a name (Rack drops backslash escapes, PHP turns `.` and spaces into `_`,
+/// RFC 2231 names are percent-encoded), `_method` standing alone, not inside a longer name such
+/// as `payment_method`.
 fn names_method(headers: &[u8]) -> bool {
-    let lower = headers.to_ascii_lowercase();
-    memchr::memmem::find(&lower, b"_method").is_some() || memchr::memmem::find(&lower, b"%5fmethod").is_some()
+    let mut norm: Vec<u8> = Vec::with_capacity(headers.len());
+    for &b in headers {
+        match b.to_ascii_lowercase() {
+            b'\\' => {}
+            b'.' | b' ' => norm.push(b'_'),
+            c => norm.push(c),
+        }
+    }
+    let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
+    [&b"_method"[..], b"%5fmethod"].iter().any(|needle| {
+        memchr::memmem::find_iter(&norm, needle).any(|at| {
+            let before = at.checked_sub(1).and_then(|i| norm.get(i));
+            !before.is_some_and(word) && !norm.get(at + needle.len()).is_some_and(word)
+        })
+    })
 }
 
 /// What the first bytes of a multipart body ask for.
@@ -94,7 +131,7 @@ pub(crate) fn method_fields(boundary: &str, body: &[u8], whole: bool) -> Result<
     let mut methods = Vec::new();
     let mut from = 0;
     while let Some(p) = next_delim(body, from, &delim, true) {
-        let end = match headers_at(body, p) {
+        let end = match headers_at(body, p, whole) {
             Some(Ok(end)) => end,
             Some(Err(())) => return Err("a multipart part's headers are too long to inspect".into()),
             // Headers cut by the end: the reader after the decision judges them (or, in a whole
@@ -105,6 +142,9 @@ pub(crate) fn method_fields(boundary: &str, body: &[u8], whole: bool) -> Result<
             None => return Ok(Prefix { methods, judged: p }),
         };
         if names_method(&body[p + delim.len()..end]) {
+            if end == body.len() {
+                return Err("a multipart body ends inside the headers of a `_method` field".into());
+            }
             let value_end = match next_delim(body, end, &delim, true) {
                 Some(q) => q,
                 None if whole => body.len(),
@@ -117,7 +157,9 @@ pub(crate) fn method_fields(boundary: &str, body: &[u8], whole: bool) -> Result<
         }
         from = end;
     }
-    Ok(Prefix { methods, judged: body.len() })
+    // Not whole: a delimiter may be cut by the end of these bytes, and the scan judges it.
+    let judged = if whole { body.len() } else { from.max(body.len().saturating_sub(delim.len() + 1)) };
+    Ok(Prefix { methods, judged })
 }
 
 /// Reads a multipart body as it goes upstream, for parts past the judged first bytes.
@@ -148,7 +190,7 @@ impl Scan {
                 // (before `from` too: a delimiter may start right after the last header block).
                 break self.buf.len().saturating_sub(self.delim.len() + 1).max(from.saturating_sub(1));
             };
-            match headers_at(&self.buf, p) {
+            match headers_at(&self.buf, p, false) {
                 None => break p.saturating_sub(1),
                 Some(Err(())) => return Err("a multipart part's headers are too long to inspect".into()),
                 Some(Ok(end)) => {
@@ -161,6 +203,22 @@ impl Scan {
         };
         self.buf.drain(..keep_from);
         self.base += keep_from;
+        Ok(())
+    }
+}
+
+impl Scan {
+    /// The body has ended: a part whose headers never ended (some parsers read them anyway) must
+    /// not name `_method` either.
+    pub(crate) fn finish(&self) -> Result<(), String> {
+        let start = self.base == 0;
+        let mut from = 0;
+        while let Some(p) = next_delim(&self.buf, from, &self.delim, start) {
+            if self.base + p >= self.judged && names_method(&self.buf[p + self.delim.len()..]) {
+                return Err("a multipart body ends inside the headers of a `_method` field".to_owned());
+            }
+            from = p + 1;
+        }
         Ok(())
     }
 }
@@ -184,10 +242,12 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-            && let Err(why) = self.scan.feed(data)
-        {
+        let judged = match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.data_ref().map_or(Ok(()), |data| self.scan.feed(data)),
+            std::task::Poll::Ready(None) => self.scan.finish(),
+            _ => Ok(()),
+        };
+        if let Err(why) = judged {
             return std::task::Poll::Ready(Some(Err(why.into())));
         }
         polled
@@ -219,6 +279,10 @@ mod tests {
         assert_eq!(boundary("multipart/form-data"), Some(None));
         assert_eq!(boundary("multipart/mixed; boundary=z"), Some(Some("z".into())));
         assert_eq!(boundary("multipartx/form-data; boundary=z"), None);
+        // What parsers read differently is refused.
+        for odd in ["boundary=a,b", "boundary=a; boundary=b", "xboundary=b; boundary=a", "boundary=\"a b \""] {
+            assert_eq!(boundary(&format!("multipart/form-data; {odd}")), Some(None), "{odd}");
+        }
         assert_eq!(boundary("application/x-www-form-urlencoded"), None);
     }
 
@@ -227,9 +291,20 @@ mod tests {
         let body = format!("{}{}{}--{B}--\r\n", part("note", "x"), part("_method", " delete "), part("f", "y"));
         let got = method_fields(B, body.as_bytes(), true).unwrap();
         assert_eq!(got.methods, ["DELETE"]);
-        // Bare LF line ends, a percent-encoded name, no closing delimiter.
-        let lf = format!("--{B}\nContent-Disposition: form-data; name*=UTF-8''%5Fmethod\n\nPUT\n--{B}--");
-        assert_eq!(method_fields(B, lf.as_bytes(), true).unwrap().methods, ["PUT"]);
+        // A percent-encoded name, no closing delimiter; names as Rack and PHP read them.
+        for name in ["name*=UTF-8''%5Fmethod", "name=\"_\\method\"", "name=\".method\"", "name=_METHOD"] {
+            let body = format!("--{B}\r\nContent-Disposition: form-data; {name}\r\n\r\nPUT\r\n--{B}--");
+            assert_eq!(method_fields(B, body.as_bytes(), true).unwrap().methods, ["PUT"], "{name}");
+        }
+        // A longer name is another field.
+        let other = format!("{}{}", part("payment_method", "card"), part("my_method.pdf", "x"));
+        assert!(method_fields(B, other.as_bytes(), true).unwrap().methods.is_empty());
+        // A header hidden after a bare-LF blank line, where Rack still reads headers; bare LF
+        // line ends only: the headers never end for Rack, and the field is refused.
+        let hidden = format!("--{B}\r\nX: 1\n\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nPUT\r\n--{B}--");
+        assert_eq!(method_fields(B, hidden.as_bytes(), true).unwrap().methods, ["PUT"]);
+        let lf = format!("--{B}\nContent-Disposition: form-data; name=\"_method\"\n\nPUT\n--{B}--");
+        assert!(method_fields(B, lf.as_bytes(), true).is_err());
         assert!(method_fields(B, part("note", "_method=DELETE").as_bytes(), true).unwrap().methods.is_empty());
         // A prefix: a field cut inside its value cannot be judged; one cut in its headers is left
         // to the scan, from where its delimiter starts.
@@ -240,6 +315,17 @@ mod tests {
         let got = method_fields(B, head_cut.as_bytes(), false).unwrap();
         assert_eq!(got, Prefix { methods: vec![], judged: part("note", "x").len() });
         assert!(method_fields(B, head_cut.as_bytes(), true).is_err(), "a whole body cut in its headers");
+    }
+
+    #[test]
+    fn a_delimiter_cut_by_the_end_of_the_first_bytes_is_left_to_the_scan() {
+        let body = format!("{}{}", part("note", "x"), part("_method", "DELETE"));
+        let cut = part("note", "x").len() + 4;
+        let prefix = method_fields(B, &body.as_bytes()[..cut], false).unwrap();
+        assert!(prefix.methods.is_empty());
+        let mut scan = Scan::new(B, prefix.judged);
+        scan.feed(&body.as_bytes()[..cut]).unwrap();
+        assert!(scan.feed(&body.as_bytes()[cut..]).is_err());
     }
 
     #[test]
@@ -280,7 +366,7 @@ mod tests {
                 body.extend_from_slice(atoms[(next() % atoms.len() as u64) as usize]);
             }
             let mut whole = Scan::new(B, 0);
-            let expected = whole.feed(&body).is_err();
+            let expected = whole.feed(&body).and_then(|()| whole.finish()).is_err();
             let mut cut = Scan::new(B, 0);
             let mut at = 0;
             let mut refused = false;
@@ -290,6 +376,7 @@ mod tests {
                 refused = cut.feed(&body[at..end]).is_err();
                 at = end;
             }
+            refused = refused || cut.finish().is_err();
             assert_eq!(refused, expected, "{:?}", String::from_utf8_lossy(&body));
             if let Ok(prefix) = method_fields(B, &body, true)
                 && !prefix.methods.is_empty()
