@@ -172,17 +172,25 @@ pub(crate) struct Scan {
     base: usize,
     /// Parts that start before this offset were judged before the body went on.
     judged: usize,
+    /// While a header block is incomplete: the length `buf` must reach before it is read again.
+    /// It doubles, so a block sent a byte at a time is read a logarithmic number of times, not
+    /// once per byte (up to 16 KiB each time).
+    retry_at: usize,
 }
 
 impl Scan {
     pub(crate) fn new(boundary: &str, judged: usize) -> Self {
-        Self { delim: [b"--", boundary.as_bytes()].concat(), buf: Vec::new(), base: 0, judged }
+        Self { delim: [b"--", boundary.as_bytes()].concat(), buf: Vec::new(), base: 0, judged, retry_at: 0 }
     }
 
     /// The next piece of the body; an error when it holds the headers of a `_method` part that was
     /// not judged, or headers too long to read.
     pub(crate) fn feed(&mut self, piece: &[u8]) -> Result<(), String> {
         self.buf.extend_from_slice(piece);
+        if self.buf.len() < self.retry_at {
+            return Ok(());
+        }
+        self.retry_at = 0;
         let mut from = 0;
         let keep_from = loop {
             let Some(p) = next_delim(&self.buf, from, &self.delim, self.base == 0) else {
@@ -191,7 +199,15 @@ impl Scan {
                 break self.buf.len().saturating_sub(self.delim.len() + 1).max(from.saturating_sub(1));
             };
             match headers_at(&self.buf, p, false) {
-                None => break p.saturating_sub(1),
+                None => {
+                    // Kept from the line break before the delimiter; read again once the block has
+                    // doubled, or at the latest once it is too long.
+                    // (`held` is at most HEADERS_MAX here: a longer block is an error.)
+                    let kept = p.saturating_sub(1);
+                    let held = self.buf.len() - p;
+                    self.retry_at = self.buf.len() - kept + held.max(64).min(HEADERS_MAX + 1 - held);
+                    break kept;
+                }
                 Some(Err(())) => return Err("a multipart part's headers are too long to inspect".into()),
                 Some(Ok(end)) => {
                     if self.base + p >= self.judged && names_method(&self.buf[p + self.delim.len()..end]) {
@@ -205,12 +221,12 @@ impl Scan {
         self.base += keep_from;
         Ok(())
     }
-}
 
-impl Scan {
-    /// The body has ended: a part whose headers never ended (some parsers read them anyway) must
-    /// not name `_method` either.
-    pub(crate) fn finish(&self) -> Result<(), String> {
+    /// The body has ended: what waits is read now, and a part whose headers never ended (some
+    /// parsers read them anyway) must not name `_method` either.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        self.retry_at = 0;
+        self.feed(&[])?;
         let start = self.base == 0;
         let mut from = 0;
         while let Some(p) = next_delim(&self.buf, from, &self.delim, start) {
@@ -337,7 +353,8 @@ mod tests {
             // Judged up to the `_method` part: refused. Judged past it: let through.
             for (judged, refused) in [(at, true), (at + 1, false)] {
                 let mut scan = Scan::new(B, judged);
-                let result: Result<(), String> = body.as_bytes().chunks(size).try_for_each(|c| scan.feed(c));
+                let result: Result<(), String> =
+                    body.as_bytes().chunks(size).try_for_each(|c| scan.feed(c)).and_then(|()| scan.finish());
                 assert_eq!(result.is_err(), refused, "pieces of {size}, judged to {judged}");
                 assert!(scan.buf.len() <= HEADERS_MAX + 2 * size + 16, "the scan keeps little");
             }
@@ -345,6 +362,18 @@ mod tests {
         let mut scan = Scan::new(B, 0);
         let long = format!("--{B}\r\n{}", "h".repeat(HEADERS_MAX + 10));
         assert!(scan.feed(long.as_bytes()).is_err(), "endless headers are refused");
+        // Sent a byte at a time, too: found once the block passes the bound, and the block is
+        // read again only as it doubles.
+        let mut scan = Scan::new(B, 0);
+        let mut reads = 0;
+        let refused = long.as_bytes().chunks(1).any(|c| {
+            let before = scan.retry_at;
+            let r = scan.feed(c).is_err();
+            reads += usize::from(scan.retry_at != before || r);
+            r
+        });
+        assert!(refused && scan.buf.len() <= HEADERS_MAX + 16, "{}", scan.buf.len());
+        assert!(reads < 40, "the block was read {reads} times");
     }
 
     /// Arbitrary bodies made of the pieces that matter, cut anywhere: nothing panics, the scan
