@@ -884,8 +884,13 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // The method in any case (a server may take `post`), every Content-Type the request carries
     // (a server may join them), read even where it is not ASCII (one may parse it anyway).
     let post = !route.mcp && parts.method.as_str().eq_ignore_ascii_case("POST");
-    let content_type = parts.headers.get_all(header::CONTENT_TYPE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>();
-    let content_type = String::from_utf8_lossy(&content_type.join(&b", "[..])).into_owned();
+    // (Only for a POST: nothing is allocated for the other requests.)
+    let content_type = if post {
+        let all = parts.headers.get_all(header::CONTENT_TYPE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>();
+        String::from_utf8_lossy(&all.join(&b", "[..])).into_owned()
+    } else {
+        String::new()
+    };
     let form = post
         && content_type
             .split(';')
