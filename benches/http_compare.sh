@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP on loopback, side by side in one run: direct (nginx serving a small JSON body) vs nginx
 # `proxy_pass` (keep-alive upstream pool) vs Airlock (API-key auth, credential injection, journal
-# batched and strict). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2 (h2c). Rounds are
+# batched and strict) vs a bare hyper proxy (`hyper_floor`: the gateway's HTTP parts and nothing
+# else, the floor under Airlock's own work). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2 (h2c). Rounds are
 # interleaved so drift hits every target alike.
 #
 #   benches/http_compare.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 5 s per measurement)
@@ -13,9 +14,9 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 ROUNDS=${1:-3}
 SECS=${2:-5}
-cargo build --profile bench -q -p airlock
+cargo build --profile bench -q -p airlock -p airlock-benches --bin airlock --bin hyper_floor
 
-ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205
+ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205; FLOOR=17206
 KEY=ak_bench_0123456789
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<CFG
@@ -64,7 +65,8 @@ sha256 = "$HASH"
 roles = ["agent"]
 CFG
 done
-wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$STRICT
+"$TARGET/release/hyper_floor" 127.0.0.1:$FLOOR 127.0.0.1:$ORIGIN & PIDS+=($!)
+wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$STRICT 127.0.0.1:$FLOOR
 
 # wrk: rps and p50 latency (ms).
 h1() {
@@ -88,9 +90,9 @@ h2() {
 }
 
 declare -A H1 H2 P50 IDLE
-targets="direct nginx airlock_batched airlock_strict"
-port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
-port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+targets="direct nginx hyper_floor airlock_batched airlock_strict"
+port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; hyper_floor) echo $FLOOR;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; hyper_floor) echo $FLOOR;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
 for round in $(seq "$ROUNDS"); do
   for t in $targets; do
     read -r rps p50 < <(h1 "$(port_h1 $t)")
