@@ -208,3 +208,59 @@ async fn a_failed_journal_refuses_the_next_hand_off_in_batched_mode_too() {
     assert!(a.flush().await.is_err(), "a staged group is refused at its hand-off");
     assert!(SessionJournal::open(journal.clone(), meta("127.0.0.1:11")).unwrap().flush().await.is_err());
 }
+
+/// Commits so far, from the metrics' batch-size histogram.
+fn commits(metrics: &Metrics) -> u64 {
+    let text = metrics.render();
+    let line = text.lines().find(|l| l.contains("journal_batch_records_count")).expect("the histogram is rendered");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn batched_groups_nobody_waits_for_are_gathered_into_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.durability = Durability::Batched;
+    let metrics = Arc::new(Metrics::new());
+    let journal = Arc::new(Journal::open(&settings, metrics.clone()).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:14")).unwrap();
+    // The first commit after a quiet spell goes at once.
+    s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"0")).await.unwrap().await.unwrap();
+    let before = commits(&metrics);
+    // 100 groups, 50 µs apart, whose receipts nobody awaits yet (as an HTTP request's): a writer
+    // that committed each as it came would make about 100 commits in these 5 ms.
+    let mut receipts = Vec::new();
+    for i in 0..100u32 {
+        receipts
+            .push(s.data(Direction::ClientToUpstream, false, &Bytes::from(i.to_be_bytes().to_vec())).await.unwrap());
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    for r in receipts {
+        r.await.unwrap();
+    }
+    let made = commits(&metrics) - before;
+    assert!(made <= 30, "{made} commits for 100 groups sent over 5 ms");
+    journal.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batched_receipt_someone_awaits_is_not_held_back_to_gather() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = JournalSettings::for_data_dir(dir.path());
+    settings.durability = Durability::Batched;
+    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:15")).unwrap();
+    // A body pump awaits each unit's receipt before the next: were each commit held until a
+    // gathering interval (1 ms) after the last, these 200 would take at least 200 ms.
+    let started = std::time::Instant::now();
+    for i in 0..200u32 {
+        s.data(Direction::UpstreamToClient, false, &Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(100), "200 awaited commits took {took:?}");
+    journal.shutdown().await.unwrap();
+}
