@@ -2,8 +2,9 @@
 # HTTP on loopback, side by side in one run: direct (nginx serving a small JSON body) vs nginx
 # `proxy_pass` (keep-alive upstream pool) vs Airlock (API-key auth, credential injection, journal
 # batched and strict) vs a bare hyper proxy (`hyper_floor`: the gateway's HTTP parts and nothing
-# else, the floor under Airlock's own work). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2 (h2c). Rounds are
-# interleaved so drift hits every target alike.
+# else, the floor under Airlock's own work). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2
+# (h2c). Rounds are interleaved so drift hits every target alike. A target that answers anything
+# but 2xx stops the script: an error page served fast is not a result.
 #
 #   benches/http_compare.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 5 s per measurement)
 #
@@ -71,6 +72,7 @@ wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$
 # wrk: rps and p50 latency (ms).
 h1() {
   local out; out=$(wrk -t2 -c32 -d"${SECS}s" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1)
+  if grep -q 'Non-2xx' <<<"$out"; then echo "wrk: non-2xx answers from port $1" >&2; exit 1; fi
   local rps p50
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
@@ -80,13 +82,15 @@ h1() {
 # the 32-connection p50 above also holds the wait behind other requests.
 h1_idle() {
   local out; out=$(wrk -t1 -c1 -d"${SECS}s" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1)
+  if grep -q 'Non-2xx' <<<"$out"; then echo "wrk: non-2xx answers from port $1" >&2; exit 1; fi
   awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out"
 }
 # h2load: rps (32 clients, 10 streams each).
 h2() {
   local n=$((SECS * 8000))
-  h2load -n "$n" -c 32 -m 10 -H "authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1 |
-    awk '/^finished in/ {gsub(/,/,""); print $4}'
+  local out; out=$(h2load -n "$n" -c 32 -m 10 -H "authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/chat" 2>&1)
+  if ! grep -qE "^status codes: $n 2xx" <<<"$out"; then echo "h2load: not every answer from port $1 was 2xx" >&2; exit 1; fi
+  awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out"
 }
 
 declare -A H1 H2 P50 IDLE
@@ -98,6 +102,7 @@ for round in $(seq "$ROUNDS"); do
     read -r rps p50 < <(h1 "$(port_h1 $t)")
     r2=$(h2 "$(port_h2 $t)")
     idle=$(h1_idle "$(port_h1 $t)")
+    [ -n "$rps" ] && [ -n "$r2" ] && [ -n "$idle" ] || { echo "a measurement of $t failed" >&2; exit 1; }
     echo "round $round  $t  http1 ${rps} req/s p50 ${p50} ms  http2 ${r2} req/s  one connection p50 ${idle} ms"
     H1[$t]="${H1[$t]:-} $rps"; P50[$t]="${P50[$t]:-} $p50"; H2[$t]="${H2[$t]:-} $r2"; IDLE[$t]="${IDLE[$t]:-} $idle"
   done

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 
 use http_body_util::{Either, Empty};
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -43,6 +43,8 @@ async fn serve(listen: String, upstream: String) -> anyhow::Result<()> {
                     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
                     let Ok(uri) = format!("http://{upstream}{path}").parse() else { return Ok(bad_gateway()) };
                     *req.uri_mut() = uri;
+                    // HTTP/2 from the caller, HTTP/1.1 to the origin, as the gateway does.
+                    *req.version_mut() = Version::HTTP_11;
                     Ok::<_, Infallible>(match client.request(req).await {
                         Ok(resp) => resp.map(Either::Left),
                         Err(_) => bad_gateway(),
