@@ -123,7 +123,7 @@ impl Reserved<'_> {
     pub(crate) fn send(self, group: Group) -> Receipt {
         let (tx, rx) = oneshot::channel();
         self.slot.send(Command::Append(group, Ack { tx, _room: self.room }));
-        Receipt { rx, waiters: self.waiters.clone(), counted: false }
+        Receipt { rx, waiters: self.waiters.clone(), counted: false, patient: false }
     }
 }
 
@@ -164,9 +164,18 @@ pub struct Receipt {
     waiters: Arc<Waiters>,
     /// Counted in `waiters` (polled while pending).
     counted: bool,
+    /// Awaited by someone who does not mind the writer gathering first (see [`Receipt::patient`]).
+    patient: bool,
 }
 
 impl Receipt {
+    /// This receipt awaited off the path of any data, only to learn the outcome (a session-close
+    /// record): the writer need not cut its gathering short for it.
+    pub fn patient(mut self) -> Self {
+        self.patient = true;
+        self
+    }
+
     fn uncount(&mut self) {
         if std::mem::take(&mut self.counted) {
             self.waiters.count.fetch_sub(1, Ordering::SeqCst);
@@ -185,7 +194,7 @@ impl Future for Receipt {
                 Poll::Ready(r.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed))))
             }
             Poll::Pending => {
-                if !this.counted {
+                if !this.counted && !this.patient {
                     this.counted = true;
                     // Counted before the flag is read, and the writer sets the flag before it
                     // reads the count: one of the two sees the other.

@@ -1484,7 +1484,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         {
             stop_pump(Some(task)).await;
         }
-        close(&sj, &counters, &tally, started, reason).await;
+        close(&sj, &counters, &tally, started, reason, true).await;
     });
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, delivered.boxed())
@@ -2120,7 +2120,7 @@ impl CloseGuard {
     async fn close(&mut self, reason: String) {
         self.armed = false;
         stop_pump(self.pump.take()).await;
-        close(&self.sj, &self.counters, &self.tally, self.started, reason).await;
+        close(&self.sj, &self.counters, &self.tally, self.started, reason, false).await;
     }
 }
 
@@ -2132,7 +2132,7 @@ impl Drop for CloseGuard {
             let pump = self.pump.take();
             self.tracker.spawn(async move {
                 stop_pump(pump).await;
-                close(&sj, &counters, &tally, started, "the caller went away before the response".into()).await;
+                close(&sj, &counters, &tally, started, "the caller went away before the response".into(), true).await;
             });
         } else if let Some(pump) = self.pump.take() {
             pump.abort();
@@ -2151,9 +2151,19 @@ fn close_meta(counters: &Counters, tally: &Tally, started: Instant, reason: Stri
     }
 }
 
-async fn close(sj: &SessionJournal, counters: &Counters, tally: &Tally, started: Instant, reason: String) {
+/// Writes the session's close record and waits for it. `detached` when nothing but the task
+/// that writes it waits on it (no response does): then the writer may gather first.
+async fn close(
+    sj: &SessionJournal,
+    counters: &Counters,
+    tally: &Tally,
+    started: Instant,
+    reason: String,
+    detached: bool,
+) {
     match sj.close(close_meta(counters, tally, started, reason)).await {
         Ok(receipt) => {
+            let receipt = if detached { receipt.patient() } else { receipt };
             if let Err(e) = receipt.await {
                 warn!(session = %sj.id(), error = %e, "Session-close record not written.");
             }
