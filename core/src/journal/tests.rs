@@ -227,19 +227,23 @@ async fn batched_groups_nobody_waits_for_are_gathered_into_few_commits() {
     // The first commit after a quiet spell goes at once.
     s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"0")).await.unwrap().await.unwrap();
     let before = commits(&metrics);
-    // 100 groups, 50 µs apart, whose receipts nobody awaits yet (as an HTTP request's): a writer
-    // that committed each as it came would make about 100 commits in these 5 ms.
+    let started = std::time::Instant::now();
+    // 100 groups, 50 µs apart or more, whose receipts nobody awaits yet (as an HTTP request's):
+    // a writer that committed each as it came would make about 100 commits. Gathering, commits
+    // are at least a millisecond apart, however slowly the loop runs.
     let mut receipts = Vec::new();
     for i in 0..100u32 {
         receipts
             .push(s.data(Direction::ClientToUpstream, false, &Bytes::from(i.to_be_bytes().to_vec())).await.unwrap());
         std::thread::sleep(std::time::Duration::from_micros(50));
     }
+    let sent_in = started.elapsed();
     for r in receipts {
         r.await.unwrap();
     }
     let made = commits(&metrics) - before;
-    assert!(made <= 30, "{made} commits for 100 groups sent over 5 ms");
+    let bound = sent_in.as_millis() as u64 + 2;
+    assert!(made <= bound.min(60), "{made} commits for 100 groups sent over {sent_in:?}");
     journal.shutdown().await.unwrap();
 }
 
@@ -250,17 +254,26 @@ async fn a_batched_receipt_someone_awaits_is_not_held_back_to_gather() {
     settings.durability = Durability::Batched;
     let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
     let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:15")).unwrap();
-    // A body pump awaits each unit's receipt before the next: were each commit held until a
-    // gathering interval (1 ms) after the last, these 200 would take at least 200 ms.
-    let started = std::time::Instant::now();
-    for i in 0..200u32 {
-        s.data(Direction::UpstreamToClient, false, &Bytes::from(i.to_be_bytes().to_vec()))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+    // A body pump awaits each unit's receipt before the next: no commit may be held to the end
+    // of a gathering for it. Awaited at once; awaited after a pause, as after forwarding (the
+    // writer is then gathering and must be woken); and marked as awaited next.
+    for i in 0..300u32 {
+        let receipt = s.data(Direction::UpstreamToClient, false, &Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+        match i % 3 {
+            0 => receipt.await.unwrap(),
+            1 => {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                receipt.await.unwrap()
+            }
+            _ => {
+                let receipt = receipt.awaited_next();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                receipt.await.unwrap()
+            }
+        };
     }
-    let took = started.elapsed();
-    assert!(took < std::time::Duration::from_millis(100), "200 awaited commits took {took:?}");
+    // A tick can arrive just after a commit and gather to its end with nobody waiting.
+    let full = journal.full_gathers();
+    assert!(full <= 10, "{full} of 300 awaited commits were held to the end of a gathering");
     journal.shutdown().await.unwrap();
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -114,7 +114,8 @@ impl Submission {
 pub(crate) struct Reserved<'a> {
     slot: mpsc::Permit<'a, Command>,
     room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    waiters: &'a Arc<Waiters>,
+    /// Batched mode only: the writer never gathers in strict mode.
+    waiters: Option<&'a Arc<Waiters>>,
 }
 
 impl Reserved<'_> {
@@ -123,7 +124,7 @@ impl Reserved<'_> {
     pub(crate) fn send(self, group: Group) -> Receipt {
         let (tx, rx) = oneshot::channel();
         self.slot.send(Command::Append(group, Ack { tx, _room: self.room }));
-        Receipt { rx, waiters: self.waiters.clone(), counted: false, patient: false }
+        Receipt { rx, waiters: self.waiters.cloned(), counted: false, patient: false }
     }
 }
 
@@ -136,6 +137,22 @@ struct Waiters {
     /// The writer is gathering: a new waiter wakes it.
     gathering: AtomicBool,
     writer: OnceLock<thread::Thread>,
+    /// Gatherings that ran to their end (none was cut short).
+    full: AtomicU64,
+}
+
+impl Waiters {
+    /// One more receipt waited on: a gathering writer commits now.
+    fn add(&self) {
+        // Counted before the flag is read, and the writer sets the flag before it reads the
+        // count: one of the two sees the other.
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if self.gathering.load(Ordering::SeqCst)
+            && let Some(writer) = self.writer.get()
+        {
+            writer.unpark();
+        }
+    }
 }
 
 enum Command {
@@ -161,7 +178,7 @@ impl Ack {
 #[derive(Debug)]
 pub struct Receipt {
     rx: oneshot::Receiver<Result<u64, Arc<JournalError>>>,
-    waiters: Arc<Waiters>,
+    waiters: Option<Arc<Waiters>>,
     /// Counted in `waiters` (polled while pending).
     counted: bool,
     /// Awaited by someone who does not mind the writer gathering first (see [`Receipt::patient`]).
@@ -176,9 +193,29 @@ impl Receipt {
         self
     }
 
+    /// This receipt will be awaited right after the caller forwards its data: counted as
+    /// waited on from now, so the writer commits while the data moves instead of gathering
+    /// and being woken again when the caller comes to wait.
+    pub fn awaited_next(mut self) -> Self {
+        self.count();
+        self
+    }
+
+    fn count(&mut self) {
+        if !self.counted
+            && !self.patient
+            && let Some(w) = &self.waiters
+        {
+            self.counted = true;
+            w.add();
+        }
+    }
+
     fn uncount(&mut self) {
-        if std::mem::take(&mut self.counted) {
-            self.waiters.count.fetch_sub(1, Ordering::SeqCst);
+        if std::mem::take(&mut self.counted)
+            && let Some(w) = &self.waiters
+        {
+            w.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -194,17 +231,7 @@ impl Future for Receipt {
                 Poll::Ready(r.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed))))
             }
             Poll::Pending => {
-                if !this.counted && !this.patient {
-                    this.counted = true;
-                    // Counted before the flag is read, and the writer sets the flag before it
-                    // reads the count: one of the two sees the other.
-                    this.waiters.count.fetch_add(1, Ordering::SeqCst);
-                    if this.waiters.gathering.load(Ordering::SeqCst)
-                        && let Some(writer) = this.waiters.writer.get()
-                    {
-                        writer.unpark();
-                    }
-                }
+                this.count();
                 Poll::Pending
             }
         }
@@ -442,7 +469,14 @@ impl Journal {
         {
             writer.unpark();
         }
-        Ok(Reserved { slot, room: (room, bytes), waiters: &self.waiters })
+        let waiters = (self.durability == Durability::Batched).then_some(&self.waiters);
+        Ok(Reserved { slot, room: (room, bytes), waiters })
+    }
+
+    /// Batched mode: how many times the writer gathered to the end of its interval.
+    #[cfg(test)]
+    pub(crate) fn full_gathers(&self) -> u64 {
+        self.waiters.full.load(Ordering::Relaxed)
     }
 
     /// Writes a signed checkpoint now if records arrived since the last one.
@@ -565,6 +599,9 @@ impl Writer {
                 break;
             }
             thread::park_timeout(until - now);
+        }
+        if Instant::now() >= until {
+            w.full.fetch_add(1, Ordering::Relaxed);
         }
         w.gathering.store(false, Ordering::SeqCst);
     }

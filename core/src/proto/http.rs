@@ -1971,7 +1971,7 @@ impl Pump {
             receipt.await.map_err(|e| format!("journal write failed: {e}"))?;
             None
         } else {
-            Some(receipt)
+            Some(receipt.awaited_next())
         };
         let count = match self.direction {
             Direction::ClientToUpstream => &self.counters.from_client,

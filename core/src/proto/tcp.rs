@@ -394,7 +394,7 @@ impl Pump<'_> {
                         r.await.map_err(End::journal)?;
                         None
                     }
-                    r => r,
+                    r => r.map(crate::journal::Receipt::awaited_next),
                 };
                 let io_err = |source| End::Io { side: self.sides.1, op: "write", source };
                 if fin {
