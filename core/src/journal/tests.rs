@@ -216,14 +216,20 @@ fn commits(metrics: &Metrics) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
-async fn batched_groups_nobody_waits_for_are_gathered_into_few_commits() {
+/// A batched journal in a fresh directory, with one session open in it.
+fn batched(metrics: &Arc<Metrics>) -> (tempfile::TempDir, Arc<Journal>, SessionJournal) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = JournalSettings::for_data_dir(dir.path());
     settings.durability = Durability::Batched;
-    let metrics = Arc::new(Metrics::new());
     let journal = Arc::new(Journal::open(&settings, metrics.clone()).unwrap());
     let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:14")).unwrap();
+    (dir, journal, s)
+}
+
+#[tokio::test]
+async fn batched_groups_nobody_waits_for_are_gathered_into_few_commits() {
+    let metrics = Arc::new(Metrics::new());
+    let (_dir, journal, s) = batched(&metrics);
     // The first commit after a quiet spell goes at once.
     s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"0")).await.unwrap().await.unwrap();
     let before = commits(&metrics);
@@ -249,11 +255,7 @@ async fn batched_groups_nobody_waits_for_are_gathered_into_few_commits() {
 
 #[tokio::test]
 async fn a_batched_receipt_someone_awaits_is_not_held_back_to_gather() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = JournalSettings::for_data_dir(dir.path());
-    settings.durability = Durability::Batched;
-    let journal = Arc::new(Journal::open(&settings, Arc::new(Metrics::new())).unwrap());
-    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:15")).unwrap();
+    let (_dir, journal, s) = batched(&Arc::new(Metrics::new()));
     // A body pump awaits each unit's receipt before the next: no commit may be held to the end
     // of a gathering for it. Awaited at once; awaited after a pause, as after forwarding (the
     // writer is then gathering and must be woken); and marked as awaited next.

@@ -464,7 +464,7 @@ impl Journal {
         // Half the room taken while the writer gathers: it commits now rather than let the
         // next producer wait for room.
         if self.waiters.gathering.load(Ordering::SeqCst)
-            && (self.room.available_permits() * 2 < self.depth || self.bytes.available_permits() * 2 < MAX_QUEUED_BYTES)
+            && !mostly_free(&self.room, &self.bytes, self.depth)
             && let Some(writer) = self.waiters.writer.get()
         {
             writer.unpark();
@@ -503,6 +503,11 @@ impl Journal {
         }
         result
     }
+}
+
+/// Whether more than half of the queue's room, in records (of `depth`) and in bytes, is free.
+fn mostly_free(room: &Semaphore, bytes: &Semaphore, depth: usize) -> bool {
+    room.available_permits() * 2 >= depth && bytes.available_permits() * 2 >= MAX_QUEUED_BYTES
 }
 
 struct Writer {
@@ -593,22 +598,21 @@ impl Writer {
         let until = since + GATHER;
         let w = &self.waiters;
         w.gathering.store(true, Ordering::SeqCst);
-        loop {
+        let (room, bytes, depth) = &self.queue;
+        let full = loop {
             let now = Instant::now();
-            if now >= until || w.count.load(Ordering::SeqCst) > 0 || !self.queue_mostly_free() {
-                break;
+            if now >= until {
+                break true;
+            }
+            if w.count.load(Ordering::SeqCst) > 0 || !mostly_free(room, bytes, *depth) {
+                break false;
             }
             thread::park_timeout(until - now);
-        }
-        if Instant::now() >= until {
+        };
+        if full {
             w.full.fetch_add(1, Ordering::Relaxed);
         }
         w.gathering.store(false, Ordering::SeqCst);
-    }
-
-    fn queue_mostly_free(&self) -> bool {
-        let (room, bytes, depth) = &self.queue;
-        room.available_permits() * 2 >= *depth && bytes.available_permits() * 2 >= MAX_QUEUED_BYTES
     }
 
     /// Batched mode, at shutdown: fsync what the ticker has not.
