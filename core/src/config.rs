@@ -576,7 +576,7 @@ pub struct Route {
     pub credentials: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// HTTP routes: the credentials' secrets, which a response that carries one is withheld
     /// for (an upstream that echoes what it was sent).
-    pub credential_secrets: Vec<Box<[u8]>>,
+    pub credential_secrets: crate::proto::echo::Secrets,
     /// HTTP routes: speak HTTP/2 to the upstream.
     pub upstream_http2: bool,
     /// HTTP routes: inspect JSON-RPC (MCP) request bodies.
@@ -907,7 +907,7 @@ impl Config {
             client_principal_named: r.tls.as_ref().is_some_and(|t| t.client_principal.is_some()),
             anonymous: r.anonymous,
             credentials,
-            credential_secrets,
+            credential_secrets: crate::proto::echo::Secrets::new(&credential_secrets),
             upstream_http2: r.upstream_http2,
             mcp: r.mcp,
             max_inspect_body: r.max_inspect_body,

@@ -45,7 +45,6 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::echo::EchoWatch;
 use super::liveness::{Liveness, Stale, Tracked, Watched};
 use super::multipart;
 use super::session::{ActiveSession, accept_client, journal_admission, notify_break_glass, open_session};
@@ -1354,7 +1353,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         parts.headers.insert(HeaderName::from_static("x-request-id"), v);
     }
-    if EchoWatch::in_headers(&route.credential_secrets, &parts.headers) {
+    if route.credential_secrets.in_headers(&parts.headers) {
         ctx.metrics.error("credential_echoed");
         stop_pump(guard.pump.take()).await;
         return withhold_echo(&sj, &mut guard, &principal_label, is_grpc, &request_id).await;
@@ -1415,7 +1414,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 );
             }
         };
-        if let Some(mut watch) = EchoWatch::new(&route.credential_secrets)
+        if let Some(mut watch) = route.credential_secrets.watch()
             && whole.units.iter().any(|u| watch.seen(u))
         {
             ctx.metrics.error("credential_echoed");
@@ -1469,7 +1468,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         gone,
         expires,
         reloads: principal.map(|p| Caller::new(reloads, p, conn)),
-        echo: EchoWatch::new(&route.credential_secrets),
+        echo: route.credential_secrets.watch(),
     };
     let framer = Framer::for_content_type(&parts.headers);
     let up_task = guard.pump.take();
@@ -1817,7 +1816,7 @@ struct Pump {
     /// Reloads, and the caller: a reload that revokes the caller's identity ends the body.
     reloads: Option<Caller>,
     /// Responses: watches for the route's credential, which ends the body where it appears.
-    echo: Option<EchoWatch>,
+    echo: Option<super::echo::EchoWatch>,
 }
 
 /// Waits for a reload that revokes `principal`'s identity; says why.
