@@ -457,12 +457,18 @@ fn encode_body_after(mut out: BytesMut, record: &Record) -> Result<BytesMut, Rec
 
 /// The fixed header of a data record, used as the AEAD's associated data so that a sealed payload
 /// cannot be moved to another session, time, direction or position in the stream.
-pub fn data_aad(session: &Uuid, time_us: i64, direction: Direction, frame_flags: FrameFlags) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(BODY_HEADER_LEN + 2);
+pub fn data_aad(
+    session: &Uuid,
+    time_us: i64,
+    direction: Direction,
+    frame_flags: FrameFlags,
+) -> [u8; BODY_HEADER_LEN + 2] {
+    let mut aad = [0; BODY_HEADER_LEN + 2];
+    let mut out = &mut aad[..];
     put_header(&mut out, 2, session, time_us);
     out.put_u8(direction.to_byte());
     out.put_u8(data_flags(frame_flags.fin, true, frame_flags.break_glass, frame_flags.head));
-    out.to_vec()
+    aad
 }
 
 /// Encodes the stored value for a body and its chain hash.
@@ -492,7 +498,7 @@ fn data_flags(fin: bool, sealed: bool, break_glass: bool, head: bool) -> u8 {
         | (if head { FLAG_HEAD } else { 0 })
 }
 
-fn put_header(out: &mut BytesMut, kind: u8, session: &Uuid, time_us: i64) {
+fn put_header(out: &mut impl BufMut, kind: u8, session: &Uuid, time_us: i64) {
     out.put_u8(BODY_VERSION);
     out.put_u8(kind);
     out.put_slice(session.as_bytes());
@@ -505,12 +511,22 @@ fn put_len_prefixed(out: &mut BytesMut, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
+/// The metadata as length-prefixed JSON, written in place (the length is filled in after).
 fn put_meta<T: Serialize>(out: &mut BytesMut, meta: &T) -> Result<(), RecordError> {
-    let json = serde_json::to_vec(meta).map_err(|e| RecordError::Metadata(e.to_string()))?;
-    if json.len() > MAX_META_LEN {
-        return Err(RecordError::TooLong { field: "metadata", len: json.len(), max: MAX_META_LEN });
+    let at = out.len();
+    out.put_u32(0);
+    let written = serde_json::to_writer((&mut *out).writer(), meta);
+    let len = out.len() - at - 4;
+    if let Err(e) = written {
+        out.truncate(at);
+        return Err(RecordError::Metadata(e.to_string()));
     }
-    put_len_prefixed(out, &json);
+    if len > MAX_META_LEN {
+        out.truncate(at);
+        return Err(RecordError::TooLong { field: "metadata", len, max: MAX_META_LEN });
+    }
+    // At most MAX_META_LEN, far below u32::MAX.
+    out[at..at + 4].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The journal as one session sees it: encodes its records, seals its payloads, keeps its index
 //! summary up to date.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,6 +32,10 @@ pub struct SessionJournal {
     id: Uuid,
     cipher: Option<SessionCipher>,
     summary: Mutex<SessionSummary>,
+    /// The index summary has not been handed to the writer yet. It goes with the first hand-off,
+    /// encoded then — unless that hand-off carries the close, whose summary is the final one
+    /// (a short session's summary is encoded and written once, not twice).
+    summary_pending: AtomicBool,
     /// Set from the session-open record: every later record carries the mark.
     break_glass: bool,
     /// Records waiting for the next hand-off.
@@ -69,13 +74,13 @@ impl SessionJournal {
             bytes_from_upstream: 0,
         };
         let enveloped = encode_body_in_envelope(&Record { session: id, time_us, kind: RecordKind::SessionOpen(meta) })?;
-        let summary_json = encode_summary(&summary)?;
-        let open = Submission { session: id, enveloped, summary: Some(summary_json), wrapped_key };
+        let open = Submission { session: id, enveloped, summary: None, wrapped_key };
         Ok(Self {
             journal,
             id,
             cipher,
             summary: Mutex::new(summary),
+            summary_pending: AtomicBool::new(true),
             break_glass,
             staged: Mutex::new(vec![open]),
             turn: tokio::sync::Mutex::new(()),
@@ -197,6 +202,8 @@ impl SessionJournal {
         // Records staged since the count was taken stay for their own hand-off.
         let group = {
             let mut staged = self.staged_records()?;
+            let records = records.min(staged.len());
+            self.attach_summary(&mut staged[..records])?;
             match records {
                 0 => Group::Barrier,
                 1 => Group::One(staged.remove(0)),
@@ -205,6 +212,20 @@ impl SessionJournal {
             }
         };
         Ok(reserved.send(group))
+    }
+
+    /// Gives the first records handed over the session's summary, if it is still pending and
+    /// they do not carry the close's.
+    fn attach_summary(&self, subs: &mut [Submission]) -> Result<(), JournalError> {
+        if subs.is_empty() || !self.summary_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !subs.iter().any(|s| s.summary.is_some()) {
+            let s = self.summary.lock().map_err(|_| JournalError::Internal("session summary lock poisoned"))?;
+            subs[0].summary = Some(encode_summary(&s)?);
+        }
+        self.summary_pending.store(false, Ordering::Release);
+        Ok(())
     }
 
     fn stage(&self, time_us: i64, kind: RecordKind, summary: Option<Vec<u8>>) -> Result<(), JournalError> {
@@ -222,7 +243,7 @@ impl Drop for SessionJournal {
     fn drop(&mut self) {
         // Every driver ends a session with a queued close record, so nothing should be left; if
         // something is (a task cancelled before its hand-off), it is handed over rather than lost.
-        let staged = match self.staged.lock() {
+        let mut staged = match self.staged.lock() {
             Ok(mut staged) => std::mem::take(&mut *staged),
             Err(_) => {
                 tracing::error!(session = %self.id, "Staged records lock poisoned; they are not written.");
@@ -233,6 +254,9 @@ impl Drop for SessionJournal {
             return;
         }
         tracing::warn!(session = %self.id, records = staged.len(), "Session ended with staged records; queuing them.");
+        if let Err(e) = self.attach_summary(&mut staged) {
+            tracing::error!(session = %self.id, error = %e, "The session's index summary is not written.");
+        }
         let journal = self.journal.clone();
         let id = self.id;
         let submit = async move {

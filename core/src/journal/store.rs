@@ -330,7 +330,7 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
-            let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
+            let Some(rest) = k.strip_prefix(&prefix[..]) else { break };
             let first = seq_from_key(rest).ok_or_else(|| JournalError::Index(format!("index key {}", hex(&k))))?;
             let count = run_length(&v).ok_or_else(|| JournalError::Index(format!("index value {}", hex(&v))))?;
             let last = first.checked_add(u64::from(count) - 1).filter(|&last| last <= newest);
@@ -508,23 +508,36 @@ pub(crate) fn seq_from_key(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.try_into().ok()?))
 }
 
-pub(crate) fn summary_key(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(SUMMARY_PREFIX);
-    k.extend_from_slice(id.as_bytes());
+pub(crate) fn summary_key(id: &Uuid) -> [u8; 17] {
+    let mut k = [SUMMARY_PREFIX; 17];
+    k[1..].copy_from_slice(id.as_bytes());
     k
 }
 
 /// The index entry of a run of `count` consecutive records of one session from `first`.
-pub(crate) fn index_key(id: &Uuid, first: u64) -> Vec<u8> {
-    let mut k = index_prefix(id);
-    k.extend_from_slice(&first.to_be_bytes());
+pub(crate) fn index_key(id: &Uuid, first: u64) -> [u8; 25] {
+    let mut k = [0; 25];
+    k[..17].copy_from_slice(&index_prefix(id));
+    k[17..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
 /// Empty for one record (the form journals before runs were written), else the count.
-pub(crate) fn index_value(count: u32) -> Vec<u8> {
-    if count == 1 { Vec::new() } else { count.to_be_bytes().to_vec() }
+pub(crate) fn index_value(count: u32) -> impl AsRef<[u8]> {
+    let bytes = count.to_be_bytes();
+    // (A run of one is stored as an empty value.)
+    IndexValue { bytes, len: if count == 1 { 0 } else { 4 } }
+}
+
+struct IndexValue {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl AsRef<[u8]> for IndexValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The run length an index value says; `None` if it is not one.
@@ -536,10 +549,9 @@ pub(crate) fn run_length(v: &[u8]) -> Option<u32> {
     }
 }
 
-pub(crate) fn index_prefix(id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(25);
-    k.push(INDEX_PREFIX);
-    k.extend_from_slice(id.as_bytes());
+pub(crate) fn index_prefix(id: &Uuid) -> [u8; 17] {
+    let mut k = [INDEX_PREFIX; 17];
+    k[1..].copy_from_slice(id.as_bytes());
     k
 }
 

@@ -279,3 +279,31 @@ async fn a_batched_receipt_someone_awaits_is_not_held_back_to_gather() {
     assert!(full <= 10, "{full} of 300 awaited commits were held to the end of a gathering");
     journal.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_index_summary_goes_with_the_first_hand_off_and_the_close_has_the_last_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+    // Still open after its first hand-off: the index lists it as open.
+    let open = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
+    open.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
+    // Opened and closed in one hand-off: the close's summary is the one written.
+    let short = SessionJournal::open(journal.clone(), meta("127.0.0.1:11")).unwrap();
+    short.stage_data(Direction::ClientToUpstream, true, &Bytes::from_static(b"2")).unwrap();
+    short.close(close()).await.unwrap().await.unwrap();
+    // Closed after an earlier hand-off: the later summary replaces the first.
+    let long = SessionJournal::open(journal.clone(), meta("127.0.0.1:12")).unwrap();
+    long.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"3")).await.unwrap().await.unwrap();
+    long.close(close()).await.unwrap().await.unwrap();
+    journal.shutdown().await.unwrap();
+
+    let store = Store::open_reader(&db_path(dir.path())).unwrap();
+    let summary = |id| store.session(&id).unwrap().unwrap_or_else(|| panic!("no summary for {id}"));
+    let o = summary(open.id());
+    assert_eq!((o.client_addr.as_str(), o.closed_us, o.close_reason), ("127.0.0.1:10", None, None));
+    for s in [summary(short.id()), summary(long.id())] {
+        assert!(s.closed_us.is_some(), "{s:?}");
+        assert_eq!((s.close_reason.as_deref(), s.bytes_from_client), (Some("done"), 2));
+    }
+}
