@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::journal::{Checkpoint, Journal};
 use crate::listener;
 use crate::proto::{SessionCtx, SharedAccess};
+use crate::shards::Shards;
 
 /// A started gateway.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ pub struct Gateway {
     stop_accepting: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
+    shards: Arc<Shards>,
     accept_tasks: Vec<JoinHandle<()>>,
     admin_task: Option<JoinHandle<std::io::Result<()>>>,
     drain_timeout: Duration,
@@ -75,14 +77,23 @@ impl Gateway {
         let stop_accepting = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let shards = match Shards::start(std::thread::available_parallelism().map_or(1, |n| n.get())) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = journal.shutdown().await;
+                return Err(crate::journal::JournalError::io(std::path::Path::new("session runtimes"), e).into());
+            }
+        };
         let mut routes = Vec::new();
         let mut accept_tasks = Vec::new();
         for (route, l) in settings.routes.iter().zip(listeners) {
             routes.push((route.name.clone(), l.local_addr().unwrap_or(route.listen)));
             let http_upstream = match route.protocol {
-                crate::config::Protocol::Http => Some(crate::proto::http::Upstream::new(route).map_err(|source| {
-                    crate::config::ConfigError::Tls { field: format!("route[{}].upstream_tls", route.name), source }
-                })?),
+                crate::config::Protocol::Http => {
+                    Some(crate::proto::http::Upstream::new(route, shards.len()).map_err(|source| {
+                        crate::config::ConfigError::Tls { field: format!("route[{}].upstream_tls", route.name), source }
+                    })?)
+                }
                 crate::config::Protocol::Tcp | crate::config::Protocol::Postgres => None,
             };
             let ctx = Arc::new(SessionCtx {
@@ -95,7 +106,13 @@ impl Gateway {
                 abort: abort.clone(),
                 tracker: tracker.clone(),
             });
-            accept_tasks.push(tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), stop_accepting.clone())));
+            accept_tasks.push(tokio::spawn(listener::accept_loop(
+                l,
+                ctx,
+                tracker.clone(),
+                shards.clone(),
+                stop_accepting.clone(),
+            )));
         }
         let admin_state =
             Arc::new(AdminState { metrics: metrics.clone(), ready: false.into(), journal: journal.clone() });
@@ -119,6 +136,7 @@ impl Gateway {
             stop_accepting,
             abort,
             tracker,
+            shards,
             accept_tasks,
             admin_task,
             drain_timeout: settings.drain_timeout,
@@ -195,7 +213,12 @@ impl Gateway {
         {
             t.abort();
         }
-        let cp = self.journal.shutdown().await?;
+        // What a session left to its runtime (a record queued as it was dropped) is handed to
+        // the journal before it stops; the runtimes stop after it.
+        let cp = self.journal.shutdown().await;
+        let shards = self.shards.clone();
+        let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
+        let cp = cp?;
         if let Some(cp) = &cp {
             info!(seq = cp.seq, "Final checkpoint signed.");
         }

@@ -20,6 +20,7 @@ pub mod mask;
 pub mod outbound;
 pub mod policy;
 pub mod proto;
+mod shards;
 pub mod time;
 pub mod tls;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::admin::metrics::RejectLabels;
 use crate::config::Protocol;
 use crate::proto::{SessionCtx, http, session, tcp};
+use crate::shards::Shards;
 
 /// Most refusals being journaled at once per route.
 const MAX_JOURNALED_REFUSALS: usize = 64;
@@ -26,10 +27,12 @@ pub async fn bind(route: &crate::config::Route) -> Result<TcpListener, crate::Er
 }
 
 /// Accepts until `stop` fires. Each session runs on `tracker` so shutdown can wait for it.
+/// Sessions run on the session runtimes (`shards`), refusals here.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<SessionCtx>,
     tracker: TaskTracker,
+    shards: Arc<Shards>,
     stop: CancellationToken,
 ) {
     let route = &ctx.route;
@@ -54,17 +57,33 @@ pub(crate) async fn accept_loop(
             }
         };
         match permits.clone().try_acquire_owned() {
-            Ok(permit) => match route.protocol {
-                Protocol::Tcp => {
-                    tracker.spawn(tcp::serve(ctx.clone(), stream, peer, permit));
-                }
-                Protocol::Http => {
-                    tracker.spawn(http::serve(ctx.clone(), stream, peer, permit));
-                }
-                Protocol::Postgres => {
-                    tracker.spawn(crate::proto::postgres::serve(ctx.clone(), stream, peer, permit));
-                }
-            },
+            Ok(permit) => {
+                // The socket leaves this runtime's reactor and joins the shard's.
+                let std = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(route = %route.name, client = %peer, error = %e, "Accepted connection unusable.");
+                        ctx.metrics.error("accept");
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                shards.next().spawn(tracker.track_future(async move {
+                    let stream = match TcpStream::from_std(std) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(route = %ctx.route.name, client = %peer, error = %e, "Accepted connection unusable.");
+                            ctx.metrics.error("accept");
+                            return;
+                        }
+                    };
+                    match ctx.route.protocol {
+                        Protocol::Tcp => tcp::serve(ctx, stream, peer, permit).await,
+                        Protocol::Http => http::serve(ctx, stream, peer, permit).await,
+                        Protocol::Postgres => crate::proto::postgres::serve(ctx, stream, peer, permit).await,
+                    }
+                }));
+            }
             Err(_) => {
                 ctx.metrics
                     .connections_rejected

@@ -73,7 +73,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The pooled client towards one route's upstream.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// One per session runtime, so a pooled connection is driven on the thread that uses it.
+    clients: Vec<Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>>,
     /// `http://host:port` or `https://host:port`.
     base: String,
     http2: bool,
@@ -138,8 +139,8 @@ fn inspect_budget_kib(route: &Route) -> usize {
 }
 
 impl Upstream {
-    /// The client for an HTTP route.
-    pub(crate) fn new(route: &Route) -> Result<Self, crate::tls::TlsError> {
+    /// The clients for an HTTP route, one for each of `runtimes` session runtimes.
+    pub(crate) fn new(route: &Route, runtimes: usize) -> Result<Self, crate::tls::TlsError> {
         let (tls, server_name) = match &route.upstream_client_tls {
             Some((cfg, name)) => {
                 // The name was validated when the route was built.
@@ -158,13 +159,17 @@ impl Upstream {
             None => builder,
         };
         let connector = builder.enable_all_versions().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http2_only(route.upstream_http2)
-            .build(connector);
+        let clients = (0..runtimes.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .http2_only(route.upstream_http2)
+                    .build(connector.clone())
+            })
+            .collect();
         let scheme = if route.upstream_client_tls.is_some() { "https" } else { "http" };
         Ok(Self {
-            client,
+            clients,
             base: format!("{scheme}://{}", route.upstream),
             http2: route.upstream_http2,
             inspecting: Arc::new(tokio::sync::Semaphore::new(
@@ -172,6 +177,11 @@ impl Upstream {
             )),
             mcp_sessions: Default::default(),
         })
+    }
+
+    /// The client of the session runtime this runs on.
+    fn client(&self) -> &Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
+        &self.clients[crate::shards::current() % self.clients.len()]
     }
 }
 
@@ -1257,7 +1267,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     // exchange's own deadline.
     let head_by = Instant::now() + route.connect_timeout + route.first_byte_timeout;
     let head_by = deadline.map_or(head_by, |d| d.min(head_by));
-    let resp = match tokio::time::timeout_at(head_by, upstream.client.request(up_req)).await {
+    let resp = match tokio::time::timeout_at(head_by, upstream.client().request(up_req)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             // If the caller's own body was malformed (an invalid chunk size, say), the failure
