@@ -2,7 +2,8 @@
 # HTTP on loopback, side by side in one run: direct (nginx serving a small JSON body) vs nginx
 # `proxy_pass` (keep-alive upstream pool) vs Airlock (API-key auth, credential injection, journal
 # batched and strict) vs a bare hyper proxy (`hyper_floor`: the gateway's HTTP parts and nothing
-# else, the floor under Airlock's own work). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2
+# else, the floor under Airlock's own work; also run with one single-threaded runtime per core,
+# the best hyper did here). wrk drives HTTP/1.1 keep-alive, h2load drives HTTP/2
 # (h2c). Rounds are interleaved so drift hits every target alike. A target that answers anything
 # but 2xx stops the script: an error page served fast is not a result.
 #
@@ -17,33 +18,43 @@ ROUNDS=${1:-3}
 SECS=${2:-5}
 cargo build --profile bench -q -p airlock -p airlock-benches --bin airlock --bin hyper_floor
 
-ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205; FLOOR=17206
+ORIGIN=17200; ORIGIN_H2=17201; NGINX=17202; NGINX_H2=17203; BATCHED=17204; STRICT=17205; FLOOR=17206; FLOOR_PC=17207
 KEY=ak_bench_0123456789
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx.conf" <<CFG
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log error;
+# Two nginx instances. The origin has one worker, shared by every target. The proxy is its own
+# instance with `worker_processes auto` (one per core, as Debian ships it), the same CPUs Airlock's
+# runtime gets. (Until stop 20 one worker served both roles: measuring nginx's proxy, that worker
+# also did the origin's work and held nginx to one core, which flattered every ratio by about a
+# quarter.)
+nginx_conf() { # NAME WORKERS SERVER-BLOCKS
+  mkdir -p "$WORK/$1"
+  cat >"$WORK/$1.conf" <<CFG
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1/error.log error;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
+  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
   keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+$3
+}
+CFG
+  nginx -c "$WORK/$1.conf" -g 'daemon off;' & PIDS+=($!)
+}
+nginx_conf origin 1 "
   server {
     listen 127.0.0.1:$ORIGIN;
     listen 127.0.0.1:$ORIGIN_H2 http2;
-    location / { default_type application/json; return 200 '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}'; }
-  }
+    location / { default_type application/json; return 200 '{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}'; }
+  }"
+nginx_conf proxy auto "
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX;
     listen 127.0.0.1:$NGINX_H2 http2;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CFG
-nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 
 HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
 printf 'sk-upstream-bench' >"$WORK/upstream.key"
@@ -67,7 +78,8 @@ roles = ["agent"]
 CFG
 done
 "$TARGET/release/hyper_floor" 127.0.0.1:$FLOOR 127.0.0.1:$ORIGIN & PIDS+=($!)
-wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$STRICT 127.0.0.1:$FLOOR
+FLOOR_PER_CORE=1 "$TARGET/release/hyper_floor" 127.0.0.1:$FLOOR_PC 127.0.0.1:$ORIGIN & PIDS+=($!)
+wait_listening 127.0.0.1:$ORIGIN 127.0.0.1:$NGINX 127.0.0.1:$BATCHED 127.0.0.1:$STRICT 127.0.0.1:$FLOOR 127.0.0.1:$FLOOR_PC
 
 # wrk: rps and p50 latency (ms).
 h1() {
@@ -94,9 +106,9 @@ h2() {
 }
 
 declare -A H1 H2 P50 IDLE
-targets="direct nginx hyper_floor airlock_batched airlock_strict"
-port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; hyper_floor) echo $FLOOR;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
-port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; hyper_floor) echo $FLOOR;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+targets="direct nginx hyper_floor hyper_floor_per_core airlock_batched airlock_strict"
+port_h1() { case $1 in direct) echo $ORIGIN;; nginx) echo $NGINX;; hyper_floor) echo $FLOOR;; hyper_floor_per_core) echo $FLOOR_PC;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
+port_h2() { case $1 in direct) echo $ORIGIN_H2;; nginx) echo $NGINX_H2;; hyper_floor) echo $FLOOR;; hyper_floor_per_core) echo $FLOOR_PC;; airlock_batched) echo $BATCHED;; airlock_strict) echo $STRICT;; esac; }
 for round in $(seq "$ROUNDS"); do
   for t in $targets; do
     read -r rps p50 < <(h1 "$(port_h1 $t)")
