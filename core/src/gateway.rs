@@ -39,6 +39,15 @@ pub struct Gateway {
     drain_timeout: Duration,
 }
 
+/// A gateway dropped without [`Gateway::shutdown`] stops accepting, and its session runtimes
+/// stop (whatever still runs on them is dropped).
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.abort.cancel();
+    }
+}
+
 impl Gateway {
     /// Opens the journal and binds every listener; sessions are served once this returns.
     /// Fails before accepting anything if any address is taken.
@@ -84,16 +93,24 @@ impl Gateway {
                 return Err(crate::journal::JournalError::io(std::path::Path::new("session runtimes"), e).into());
             }
         };
+        // Every route's context first: a route that fails to build (its upstream TLS) leaves
+        // nothing accepting behind it.
         let mut routes = Vec::new();
-        let mut accept_tasks = Vec::new();
+        let mut contexts = Vec::new();
         for (route, l) in settings.routes.iter().zip(listeners) {
             routes.push((route.name.clone(), l.local_addr().unwrap_or(route.listen)));
             let http_upstream = match route.protocol {
-                crate::config::Protocol::Http => {
-                    Some(crate::proto::http::Upstream::new(route, shards.len()).map_err(|source| {
-                        crate::config::ConfigError::Tls { field: format!("route[{}].upstream_tls", route.name), source }
-                    })?)
-                }
+                crate::config::Protocol::Http => match crate::proto::http::Upstream::new(route, shards.len()) {
+                    Ok(u) => Some(u),
+                    Err(source) => {
+                        let _ = journal.shutdown().await;
+                        return Err(crate::config::ConfigError::Tls {
+                            field: format!("route[{}].upstream_tls", route.name),
+                            source,
+                        }
+                        .into());
+                    }
+                },
                 crate::config::Protocol::Tcp | crate::config::Protocol::Postgres => None,
             };
             let ctx = Arc::new(SessionCtx {
@@ -106,14 +123,14 @@ impl Gateway {
                 abort: abort.clone(),
                 tracker: tracker.clone(),
             });
-            accept_tasks.push(tokio::spawn(listener::accept_loop(
-                l,
-                ctx,
-                tracker.clone(),
-                shards.clone(),
-                stop_accepting.clone(),
-            )));
+            contexts.push((l, ctx));
         }
+        let accept_tasks = contexts
+            .into_iter()
+            .map(|(l, ctx)| {
+                tokio::spawn(listener::accept_loop(l, ctx, tracker.clone(), shards.clone(), stop_accepting.clone()))
+            })
+            .collect();
         let admin_state =
             Arc::new(AdminState { metrics: metrics.clone(), ready: false.into(), journal: journal.clone() });
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -213,8 +230,10 @@ impl Gateway {
         {
             t.abort();
         }
-        // What a session left to its runtime (a record queued as it was dropped) is handed to
-        // the journal before it stops; the runtimes stop after it.
+        // The session runtimes stop after the journal, so a record a session queued on its way
+        // out (see `SessionJournal`'s `Drop`) can still reach the writer while it drains; one
+        // queued later is refused and logged. Sessions still open here (past the drain and the
+        // closing bound above) are dropped with their runtimes.
         let cp = self.journal.shutdown().await;
         let shards = self.shards.clone();
         let _ = tokio::task::spawn_blocking(move || shards.stop()).await;

@@ -40,6 +40,8 @@ impl Shards {
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
         let mut threads = Vec::new();
+        // Runtimes already started stop again if a later one cannot start.
+        let failed = stop.clone().drop_guard();
         for i in 0..n.max(1) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let stopped = stop.clone();
@@ -49,6 +51,9 @@ impl Shards {
                     Ok(rt) => {
                         let _ = tx.send(Ok(rt.handle().clone()));
                         rt.block_on(stopped.cancelled());
+                        // Not waiting without bound for its blocking pool (a DNS lookup in flight
+                        // there could hold up the gateway's shutdown).
+                        rt.shutdown_timeout(std::time::Duration::from_secs(1));
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -58,16 +63,11 @@ impl Shards {
             threads.push(thread);
             match rx.recv() {
                 Ok(Ok(handle)) => handles.push(handle),
-                Ok(Err(e)) => {
-                    stop.cancel();
-                    return Err(e);
-                }
-                Err(_) => {
-                    stop.cancel();
-                    return Err(std::io::Error::other("a session runtime thread ended while starting"));
-                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(std::io::Error::other("a session runtime thread ended while starting")),
             }
         }
+        failed.disarm();
         Ok(Self { handles, next: AtomicUsize::new(0), stop, threads: Mutex::new(threads) })
     }
 
