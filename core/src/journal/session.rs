@@ -31,7 +31,8 @@ pub struct SessionJournal {
     journal: Arc<Journal>,
     id: Uuid,
     cipher: Option<SessionCipher>,
-    summary: Mutex<SessionSummary>,
+    /// The index summary as the session opened (a close writes its own, closed copy).
+    summary: SessionSummary,
     /// The index summary has not been handed to the writer yet. It goes with the first hand-off,
     /// encoded then — unless that hand-off carries the close, whose summary is the final one
     /// (a short session's summary is encoded and written once, not twice).
@@ -79,7 +80,7 @@ impl SessionJournal {
             journal,
             id,
             cipher,
-            summary: Mutex::new(summary),
+            summary,
             summary_pending: AtomicBool::new(true),
             break_glass,
             staged: Mutex::new(vec![open]),
@@ -174,8 +175,11 @@ impl SessionJournal {
     pub fn stage_close(&self, meta: CloseMeta) -> Result<(), JournalError> {
         let meta = CloseMeta { break_glass: self.break_glass, ..meta };
         let time_us = now_us();
+        // The closed summary goes with the close record only: the session's own stays as it was
+        // opened, so a hand-off that does not carry the close (an earlier one still waiting for
+        // room, or one after a close that failed to stage) never calls the session closed.
         let summary = {
-            let mut s = self.summary.lock().map_err(|_| JournalError::Internal("session summary lock poisoned"))?;
+            let mut s = self.summary.clone();
             s.closed_us = Some(time_us);
             s.close_reason = Some(meta.reason.clone());
             s.bytes_from_client = meta.bytes_from_client;
@@ -221,8 +225,7 @@ impl SessionJournal {
             return Ok(());
         }
         if !subs.iter().any(|s| s.summary.is_some()) {
-            let s = self.summary.lock().map_err(|_| JournalError::Internal("session summary lock poisoned"))?;
-            subs[0].summary = Some(encode_summary(&s)?);
+            subs[0].summary = Some(encode_summary(&self.summary)?);
         }
         self.summary_pending.store(false, Ordering::Release);
         Ok(())

@@ -307,3 +307,22 @@ async fn the_index_summary_goes_with_the_first_hand_off_and_the_close_has_the_la
         assert_eq!((s.close_reason.as_deref(), s.bytes_from_client), (Some("done"), 2));
     }
 }
+
+#[tokio::test]
+async fn a_close_that_failed_to_stage_leaves_the_index_saying_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
+    // Metadata over the record limit: the close is refused before it is staged.
+    let too_long = CloseMeta { reason: "x".repeat(super::record::MAX_META_LEN + 1), ..close() };
+    assert!(s.stage_close(too_long).is_err());
+    s.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
+    journal.shutdown().await.unwrap();
+
+    let store = Store::open_reader(&db_path(dir.path())).unwrap();
+    let summary = store.session(&s.id()).unwrap().unwrap();
+    assert_eq!((summary.closed_us, summary.close_reason), (None, None));
+    let report = verify(&store, &VerifyOptions::default()).unwrap();
+    assert!(report.ok, "{report:?}");
+}
