@@ -351,6 +351,34 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
 /// idle timeout: an upstream that drips one byte at a time is cut off at the deadline, and the
 /// caller gets a clean refusal instead of waiting for as long as the upstream keeps dripping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_json_body_is_masked_whole_off_the_session_runtime() {
+    // Over 64 KiB: masked on the blocking pool, not on the session's runtime.
+    let records: Vec<String> =
+        (0..1500).map(|i| format!(r#"{{"id":{i},"patient_name":"Quentin Zed","note":"SSN {SSN}"}}"#)).collect();
+    let body = format!("[{}]", records.join(","));
+    assert!(body.len() > 64 * 1024);
+    let upstream = raw_upstream(vec![("/large", response("application/json", "", body.as_bytes()))]).await;
+    let config = format!(
+        "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\nupstream = \"{upstream}\"\n\
+         mask = \"agent\"\n\n{}\
+         [[masking.profile]]\nname = \"agent\"\n\
+         [[masking.profile.field]]\nkey = \"patient_name\"\n",
+        keys()
+    );
+    let mut gw = TestGateway::start(&config).await.unwrap();
+    let url = format!("http://{}/large", gw.addr("api"));
+    let auth = format!("authorization: Bearer {AGENT_KEY}");
+    let (code, _, got) = tokio::task::block_in_place(move || curl(&["-H", &auth, &url]));
+    assert_eq!(code, 200, "{}", &got[..got.len().min(300)]);
+    let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 1500);
+    assert!(items.iter().all(|r| r["patient_name"] == "[PHI:patient_name]" && r["note"] == "SSN [PHI:SSN]"));
+    assert!(!got.contains(SSN) && !got.contains("Quentin"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripping_body_on_a_masked_route_is_cut_off_at_the_request_timeout() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = l.local_addr().unwrap();

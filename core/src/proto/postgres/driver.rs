@@ -437,9 +437,19 @@ pub(crate) async fn serve(ctx: Arc<SessionCtx>, stream: TcpStream, peer: SocketA
                     FrontendMessage::Password(FrontendMessage::sasl_initial_body(&initial))
                 }
                 BackendMessage::Authentication(Authentication::SaslContinue(data)) => {
-                    let s = scram.as_mut().ok_or("SASL continue before SASL start")?;
-                    let text = std::str::from_utf8(&data).map_err(|_| "SCRAM message is not UTF-8")?;
-                    FrontendMessage::Password(Bytes::from(s.server_first(text).map_err(|e| e.to_string())?))
+                    let mut s = scram.take().ok_or("SASL continue before SASL start")?;
+                    let text = std::str::from_utf8(&data).map_err(|_| "SCRAM message is not UTF-8")?.to_owned();
+                    // PBKDF2 with the count the upstream asks for (up to a million rounds, a
+                    // second of CPU) runs off the session runtime, whose other sessions it
+                    // would stall.
+                    let (s, reply) = tokio::task::spawn_blocking(move || {
+                        let reply = s.server_first(&text);
+                        (s, reply)
+                    })
+                    .await
+                    .map_err(|_| "the SCRAM computation failed".to_owned())?;
+                    scram = Some(s);
+                    FrontendMessage::Password(Bytes::from(reply.map_err(|e| e.to_string())?))
                 }
                 BackendMessage::Authentication(Authentication::SaslFinal(data)) => {
                     let s = scram.as_ref().ok_or("SASL final before SASL start")?;
