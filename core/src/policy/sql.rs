@@ -986,7 +986,8 @@ static CACHE: LazyLock<Mutex<HashMap<Box<str>, Arc<Classified>>>> = LazyLock::ne
 /// normalized, and a text that differs in one byte is parsed on its own.
 pub fn classify_cached(sql: &str) -> Arc<Classified> {
     if sql.len() > CACHE_MAX_SQL {
-        return Arc::new(classify(sql));
+        let known = LONG.with(|l| l.borrow().iter().find(|(t, _)| **t == *sql).map(|(_, c)| c.clone()));
+        return known.unwrap_or_else(|| Arc::new(classify(sql)));
     }
     if let Some(hit) = CACHE.lock().ok().and_then(|c| c.get(sql).cloned()) {
         return hit;
@@ -999,6 +1000,47 @@ pub fn classify_cached(sql: &str) -> Arc<Classified> {
         cache.insert(sql.into(), classified.clone());
     }
     classified
+}
+
+/// Long texts classified by [`classify_long`] on this thread, newest last.
+type LongTexts = std::cell::RefCell<std::collections::VecDeque<(Box<str>, Arc<Classified>)>>;
+
+thread_local! {
+    static LONG: LongTexts = const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// Long texts this thread remembers at once (their classifications are what the next calls for
+/// the same message ask for), and their most bytes in all.
+const LONG_ENTRIES: usize = 4;
+const LONG_MAX_BYTES: usize = 8 << 20;
+
+/// Classifies a text too long for the shared cache on the blocking pool, so a session runtime is
+/// not held up by the parser (a PostgreSQL message may carry megabytes of SQL), and remembers the
+/// answer on the calling thread, where [`classify_cached`] finds it for the same text. Texts the
+/// shared cache takes, or too large to remember, are left to [`classify_cached`].
+pub async fn classify_long(sql: &[u8]) {
+    if sql.len() <= CACHE_MAX_SQL || sql.len() > LONG_MAX_BYTES {
+        return;
+    }
+    let text: Box<str> = String::from_utf8_lossy(sql).into();
+    if LONG.with(|l| l.borrow().iter().any(|(t, _)| *t == text)) {
+        return;
+    }
+    let Ok((text, classified)) = tokio::task::spawn_blocking(move || {
+        let classified = Arc::new(classify(&text));
+        (text, classified)
+    })
+    .await
+    else {
+        return;
+    };
+    LONG.with(|l| {
+        let mut l = l.borrow_mut();
+        l.push_back((text, classified));
+        while l.len() > LONG_ENTRIES || l.iter().map(|(t, _)| t.len()).sum::<usize>() > LONG_MAX_BYTES {
+            l.pop_front();
+        }
+    });
 }
 
 /// The built-in guardrail a statement list breaks, as `(rule id, reason)`; `None` if it passes.
@@ -1574,5 +1616,23 @@ mod tests {
         assert_eq!(guardrail(&classify(g)).map(|g| g.0), Some("guard:role"));
         let c = "CREATE ROLE helper IN ROLE pg_read_server_files ROLE airlock_upstream";
         assert_eq!(guardrail(&classify(c)).map(|g| g.0), Some("guard:role"));
+    }
+
+    #[tokio::test]
+    async fn a_long_text_is_classified_once_off_the_runtime_and_found_again_on_this_thread() {
+        let long = format!("SELECT {} FROM patients", vec!["name"; 600].join(", "));
+        assert!(long.len() > CACHE_MAX_SQL);
+        classify_long(long.as_bytes()).await;
+        let first = classify_cached(&long);
+        assert!(Arc::ptr_eq(&first, &classify_cached(&long)), "remembered: the same answer, not a new parse");
+        assert_eq!(first.as_ref().as_ref().map(|s| s.len()), Ok(1));
+        // Not on another thread: the memo is this thread's.
+        let elsewhere = std::thread::scope(|s| s.spawn(|| classify_cached(&long)).join().unwrap());
+        assert!(!Arc::ptr_eq(&first, &elsewhere));
+        // Older long texts give way to newer ones.
+        for i in 0..LONG_ENTRIES {
+            classify_long(format!("{long} WHERE id = {i}").as_bytes()).await;
+        }
+        assert!(!Arc::ptr_eq(&first, &classify_cached(&long)));
     }
 }
