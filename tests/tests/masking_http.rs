@@ -347,9 +347,6 @@ async fn json_fields_are_masked_and_uninspectable_responses_are_withheld() {
     assert_eq!(withheld, 11);
 }
 
-/// A JSON body read whole for masking is read within the route's `request_timeout`, not only its
-/// idle timeout: an upstream that drips one byte at a time is cut off at the deadline, and the
-/// caller gets a clean refusal instead of waiting for as long as the upstream keeps dripping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_json_body_is_masked_whole_off_the_session_runtime() {
     // Over 64 KiB: masked on the blocking pool, not on the session's runtime.
@@ -378,6 +375,9 @@ async fn a_large_json_body_is_masked_whole_off_the_session_runtime() {
     gw.stop().await;
 }
 
+/// A JSON body read whole for masking is read within the route's `request_timeout`, not only its
+/// idle timeout: an upstream that drips one byte at a time is cut off at the deadline, and the
+/// caller gets a clean refusal instead of waiting for as long as the upstream keeps dripping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripping_body_on_a_masked_route_is_cut_off_at_the_request_timeout() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

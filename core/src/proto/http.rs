@@ -2268,7 +2268,7 @@ async fn mask_response(
             let mut bytes = bytes::BytesMut::new();
             let room = inspection_room(budget, route, deadline).await?;
             while read_more(&mut body, &mut bytes, route, deadline).await? {}
-            let masked = mask_whole(profile, tally, bytes, BodyKind::Json, &route.stream_fields).await?;
+            let (masked, room) = mask_whole(profile, tally, bytes, BodyKind::Json, &route.stream_fields, room).await?;
             Ok(whole_body(headers, masked, room))
         }
         kind @ (BodyKind::Text | BodyKind::Html | BodyKind::Xml) => {
@@ -2293,7 +2293,7 @@ async fn mask_response(
                 while more {
                     more = read_more(&mut body, &mut bytes, route, deadline).await?;
                 }
-                let masked = mask_whole(profile, tally, bytes, kind, &route.stream_fields).await?;
+                let (masked, room) = mask_whole(profile, tally, bytes, kind, &route.stream_fields, room).await?;
                 return Ok(whole_body(headers, masked, room));
             }
             let masker =
@@ -2399,29 +2399,34 @@ fn json_look(bytes: &[u8], more: bool) -> JsonLook {
     }
 }
 
-/// Masks a body that is or looks like JSON: as one document if it is one, as JSON lines if
-/// every line is JSON, and otherwise as text — or, for a body labelled JSON, not at all.
 /// Bodies larger than this are masked off the session runtime: masking runs at roughly 100 MB/s,
 /// so a 1 MiB body would stall the runtime's other sessions for about 10 ms.
 const MASK_INLINE_MAX: usize = 64 * 1024;
 
-/// [`mask_json_ish`] for a body read whole; a large one on the blocking pool.
+/// [`mask_json_ish`] for a body read whole; a large one on the blocking pool. The body's room
+/// in the route's inspection budget goes with the work and comes back with its result, so a
+/// caller that goes away (an HTTP/2 stream reset) does not free room that is still in use.
 async fn mask_whole(
     profile: &Arc<crate::mask::Profile>,
     tally: &Arc<Tally>,
     bytes: bytes::BytesMut,
     kind: BodyKind,
     stream_fields: &Arc<[Vec<crate::mask::PathSeg>]>,
-) -> Result<Vec<u8>, String> {
+    room: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>), String> {
     if bytes.len() <= MASK_INLINE_MAX {
-        return mask_json_ish(profile, tally, &bytes, kind, stream_fields);
+        return mask_json_ish(profile, tally, &bytes, kind, stream_fields).map(|m| (m, room));
     }
     let (profile, tally, fields) = (profile.clone(), tally.clone(), stream_fields.clone());
-    tokio::task::spawn_blocking(move || mask_json_ish(&profile, &tally, &bytes, kind, &fields))
-        .await
-        .map_err(|_| "the masker failed".to_owned())?
+    let (masked, room) =
+        tokio::task::spawn_blocking(move || (mask_json_ish(&profile, &tally, &bytes, kind, &fields), room))
+            .await
+            .map_err(|_| "the masker failed".to_owned())?;
+    masked.map(|m| (m, room))
 }
 
+/// Masks a body that is or looks like JSON: as one document if it is one, as JSON lines if
+/// every line is JSON, and otherwise as text — or, for a body labelled JSON, not at all.
 fn mask_json_ish(
     profile: &Arc<crate::mask::Profile>,
     tally: &Arc<Tally>,
