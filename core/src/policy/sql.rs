@@ -986,8 +986,7 @@ static CACHE: LazyLock<Mutex<HashMap<Box<str>, Arc<Classified>>>> = LazyLock::ne
 /// normalized, and a text that differs in one byte is parsed on its own.
 pub fn classify_cached(sql: &str) -> Arc<Classified> {
     if sql.len() > CACHE_MAX_SQL {
-        let known = LONG.with(|l| l.borrow().iter().find(|(t, _)| **t == *sql).map(|(_, c)| c.clone()));
-        return known.unwrap_or_else(|| Arc::new(classify(sql)));
+        return remembered_long(sql).unwrap_or_else(|| Arc::new(classify(sql)));
     }
     if let Some(hit) = CACHE.lock().ok().and_then(|c| c.get(sql).cloned()) {
         return hit;
@@ -1022,8 +1021,9 @@ pub async fn classify_long(sql: &[u8]) {
     if sql.len() <= CACHE_MAX_SQL || sql.len() > LONG_MAX_BYTES {
         return;
     }
+    // (Measured as the text the classifier reads: each invalid byte is three there.)
     let text: Box<str> = String::from_utf8_lossy(sql).into();
-    if LONG.with(|l| l.borrow().iter().any(|(t, _)| *t == text)) {
+    if text.len() > LONG_MAX_BYTES || remembered_long(&text).is_some() {
         return;
     }
     let Ok((text, classified)) = tokio::task::spawn_blocking(move || {
@@ -1037,10 +1037,25 @@ pub async fn classify_long(sql: &[u8]) {
     LONG.with(|l| {
         let mut l = l.borrow_mut();
         l.push_back((text, classified));
-        while l.len() > LONG_ENTRIES || l.iter().map(|(t, _)| t.len()).sum::<usize>() > LONG_MAX_BYTES {
+        // The newest stays, whatever its size.
+        while l.len() > 1 && (l.len() > LONG_ENTRIES || l.iter().map(|(t, _)| t.len()).sum::<usize>() > LONG_MAX_BYTES)
+        {
             l.pop_front();
         }
     });
+}
+
+/// A long text's remembered classification on this thread; a hit becomes the newest entry, so
+/// the texts one message needs stay while it is decided.
+fn remembered_long(sql: &str) -> Option<Arc<Classified>> {
+    LONG.with(|l| {
+        let mut l = l.borrow_mut();
+        let i = l.iter().position(|(t, _)| **t == *sql)?;
+        let hit = l.remove(i)?;
+        let classified = hit.1.clone();
+        l.push_back(hit);
+        Some(classified)
+    })
 }
 
 /// The built-in guardrail a statement list breaks, as `(rule id, reason)`; `None` if it passes.
@@ -1629,9 +1644,16 @@ mod tests {
         // Not on another thread: the memo is this thread's.
         let elsewhere = std::thread::scope(|s| s.spawn(|| classify_cached(&long)).join().unwrap());
         assert!(!Arc::ptr_eq(&first, &elsewhere));
-        // Older long texts give way to newer ones.
-        for i in 0..LONG_ENTRIES {
+        // A text asked for again stays while newer ones come in…
+        for i in 0..LONG_ENTRIES - 1 {
             classify_long(format!("{long} WHERE id = {i}").as_bytes()).await;
+        }
+        assert!(Arc::ptr_eq(&first, &classify_cached(&long)));
+        classify_long(format!("{long} WHERE id = 100").as_bytes()).await;
+        assert!(Arc::ptr_eq(&first, &classify_cached(&long)));
+        // …and the least recently asked give way.
+        for i in 0..LONG_ENTRIES {
+            classify_long(format!("{long} WHERE id = {}", 200 + i).as_bytes()).await;
         }
         assert!(!Arc::ptr_eq(&first, &classify_cached(&long)));
     }
