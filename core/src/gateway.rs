@@ -231,9 +231,9 @@ impl Gateway {
             t.abort();
         }
         // The session runtimes stop after the journal, so a record a session queued on its way
-        // out (see `SessionJournal`'s `Drop`) can still reach the writer while it drains; one
-        // queued later is refused and logged. Sessions still open here (past the drain and the
-        // closing bound above) are dropped with their runtimes.
+        // out (see `SessionJournal`'s `Drop`) can still reach the writer while it drains. Sessions
+        // still open here (past the drain and the closing bound above) are dropped with their
+        // runtimes: their staged records are counted in a warning and not written.
         let cp = self.journal.shutdown().await;
         let shards = self.shards.clone();
         let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
