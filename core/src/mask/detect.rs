@@ -92,7 +92,8 @@ struct Pattern {
     regex: String,
     check: Check,
     confidence: f32,
-    /// The pattern marks its value with a group `v` (a keyword or title before it).
+    /// The pattern marks its value with a group `v` (a keyword or title before it) that is not
+    /// the whole match.
     has_value: bool,
     /// When the `v` group ends the pattern at its top level: what comes before it and the value
     /// (with what follows), compiled apart. Two anchored lazy-DFA searches then find the value
@@ -575,7 +576,10 @@ impl Detector {
                 .configure(Regex::config().utf8_empty(false))
                 .build(&p.regex)
                 .map_err(|e| BuildError { entity: entities[p.entity].clone(), source: Box::new(e) })?;
-            p.has_value = one.group_info().to_index(regex_automata::PatternID::ZERO, "v").is_some();
+            // A group around the whole pattern (`\b(?P<v>…)\b`) is the match itself: nothing to
+            // find (a name pair, the commonest match in dense text, was two searches more).
+            p.has_value =
+                one.group_info().to_index(regex_automata::PatternID::ZERO, "v").is_some() && !value_is_whole(&p.regex);
             if p.has_value {
                 p.split = split_at_value(&p.regex).and_then(|(before, value)| {
                     let build = |r: &str| Regex::builder().syntax(syntax_config()).build(r).ok();
@@ -1089,6 +1093,37 @@ fn split_at_value(regex: &str) -> Option<(String, String)> {
     let close = close?;
     let flags = if regex.starts_with("(?i)") { "(?i)" } else { "" };
     Some((regex[..open].to_owned(), format!("{flags}{}{}", &regex[open + 6..close], &regex[close + 1..])))
+}
+
+/// Whether group `v` spans the whole of `regex` but for word-boundary assertions (and a leading
+/// `(?i)`): `(?i)\b(?P<v>…)\b` and the like, whose value is the match.
+fn value_is_whole(regex: &str) -> bool {
+    let r = regex.strip_prefix("(?i)").unwrap_or(regex);
+    let r = r.strip_prefix(r"\b").unwrap_or(r);
+    let Some(inner) = r.strip_prefix("(?P<v>") else { return false };
+    let inner = inner.strip_suffix(r"\b").unwrap_or(inner);
+    let Some(inner) = inner.strip_suffix(')') else { return false };
+    // That `)` closes the group only if what is inside is balanced on its own.
+    let bytes = inner.as_bytes();
+    let (mut depth, mut class, mut i) = (0_i32, false, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' if !class => class = true,
+            b']' if class => class = false,
+            _ if class => {}
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    depth == 0 && !class
 }
 
 fn ends_with_digit_dot(before: &[u8]) -> bool {

@@ -6,8 +6,34 @@
 //! same whatever the chunking.
 
 /// The ASCII digits of `s`, in order, as numbers 0–9.
-fn digits(s: &[u8]) -> Vec<u8> {
-    s.iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0').collect()
+fn digits(s: &[u8]) -> Digits {
+    let mut d = Digits { buf: [0; MAX_DIGITS], len: 0 };
+    for &b in s.iter().filter(|b| b.is_ascii_digit()) {
+        // More digits than this make no identifier a validator takes: the count stops here
+        // and the value is refused all the same.
+        if d.len == MAX_DIGITS {
+            break;
+        }
+        d.buf[d.len] = b - b'0';
+        d.len += 1;
+    }
+    d
+}
+
+/// The most digits [`digits`] keeps (every validator wants 19 or fewer).
+const MAX_DIGITS: usize = 32;
+
+/// A value's digits, on the stack: validators run on every candidate match.
+struct Digits {
+    buf: [u8; MAX_DIGITS],
+    len: usize,
+}
+
+impl std::ops::Deref for Digits {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Luhn (ISO/IEC 7812-1 annex B) over `d`, the check digit last.
@@ -70,8 +96,8 @@ pub(crate) fn npi(s: &[u8]) -> bool {
     if d.len() != 10 || !matches!(d[0], 1 | 2) {
         return false;
     }
-    let mut full = vec![8, 0, 8, 4, 0];
-    full.extend_from_slice(&d);
+    let mut full = [8, 0, 8, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    full[5..].copy_from_slice(&d);
     luhn(&full)
 }
 
@@ -91,8 +117,17 @@ pub(crate) fn dea(s: &[u8]) -> bool {
 
 /// IBAN (ISO 13616): a known country's length and the mod-97 check.
 pub(crate) fn iban(s: &[u8]) -> bool {
-    let c: Vec<u8> = s.iter().filter(|b| b.is_ascii_alphanumeric()).map(u8::to_ascii_uppercase).collect();
-    if c.len() < 15 || c.len() > 34 || !c[..2].iter().all(u8::is_ascii_alphabetic) {
+    let mut buf = [0_u8; 34];
+    let mut len = 0;
+    for &b in s.iter().filter(|b| b.is_ascii_alphanumeric()) {
+        if len == buf.len() {
+            return false;
+        }
+        buf[len] = b.to_ascii_uppercase();
+        len += 1;
+    }
+    let c = &buf[..len];
+    if c.len() < 15 || !c[..2].iter().all(u8::is_ascii_alphabetic) {
         return false;
     }
     if iban_length(&c[..2]).is_some_and(|n| n != c.len()) {

@@ -368,3 +368,15 @@ fn a_cue_before_a_title_finds_the_name_as_sure_as_the_title() {
     // A cue with a title and no name after it finds nothing.
     assert!(d.find_all(b"seen by Dr. today").is_empty());
 }
+
+#[test]
+fn a_value_group_around_the_whole_pattern_is_the_match() {
+    for whole in [r"\b(?P<v>[A-Z][a-z]+ [A-Z][a-z]+)\b", r"(?i)\b(?P<v>a(b|c)d)\b", r"(?P<v>x\))", r"(?P<v>x\\)\b"] {
+        assert!(value_is_whole(whole), "{whole}");
+    }
+    for not in [r"\bmrn:\s*(?P<v>\d+)\b", r"\b(?P<v>\d+)-\d+", r"(?P<v>a)(b)", r"(?P<v>x)\\b", r"(?P<v>a)|b"] {
+        assert!(!value_is_whole(not), "{not}");
+    }
+    // The name pair's value is the match, found without a second search.
+    one("Seen with Maria Garcia today.", "PERSON", "Maria Garcia");
+}
