@@ -95,10 +95,11 @@ struct Pattern {
     /// The pattern marks its value with a group `v` (a keyword or title before it) that is not
     /// the whole match.
     has_value: bool,
-    /// When the `v` group ends the pattern at its top level: what comes before it and the value
-    /// (with what follows), compiled apart. Two anchored lazy-DFA searches then find the value
-    /// where a capturing search would need a backtracker.
-    split: Option<(Regex, Regex)>,
+    /// When the `v` group ends the pattern at its top level: its pattern id in [`Splits`], where
+    /// what comes before the group and the value (with what follows) are compiled apart. Two
+    /// anchored lazy-DFA searches then find the value where a capturing search would need a
+    /// backtracker.
+    split: Option<regex_automata::PatternID>,
 }
 
 impl Pattern {
@@ -532,6 +533,8 @@ pub struct Detector {
     /// small regex runs its own lazy DFA and backtracker, where the combined one would fall back
     /// to a backtracker over every pattern's NFA.
     alone: Vec<Regex>,
+    /// The split patterns' halves (see [`Pattern::split`]).
+    splits: Option<Splits>,
     /// Every pattern at once, anchored, keeping every thread alive (`MatchKind::All`): whether a
     /// position could still start a match once more text comes.
     live: DFA,
@@ -543,6 +546,37 @@ pub struct Detector {
 }
 
 type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+type PairFn = Box<dyn Fn() -> (Cache, Cache) + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
+/// What comes before each split pattern's value, and the value with what follows, each set as
+/// one lazy DFA searched anchored at one of its patterns (a pattern's id is its index among the
+/// split ones). One DFA per set, not a regex per half: a meta regex's set-up for each of these
+/// short searches cost more than the search.
+struct Splits {
+    before: DFA,
+    value: DFA,
+    caches: Pool<(Cache, Cache), PairFn>,
+}
+
+impl std::fmt::Debug for Splits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Splits({} patterns)", self.before.pattern_len())
+    }
+}
+
+/// A leftmost-first lazy DFA over `regexes`, each of which can be searched alone; `None` if one
+/// does not compile.
+fn split_dfa(regexes: &[&str]) -> Option<DFA> {
+    DFA::builder()
+        .syntax(syntax_config())
+        .configure(DFA::config().match_kind(MatchKind::LeftmostFirst).starts_for_each_pattern(true))
+        .thompson(
+            regex_automata::nfa::thompson::Config::new()
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+        )
+        .build_many(regexes)
+        .ok()
+}
 
 impl Detector {
     /// The built-in detectors plus `custom` and `deny` entities (those take priority).
@@ -569,6 +603,7 @@ impl Detector {
         }
         patterns.extend(builtin_patterns());
         let mut alone = Vec::with_capacity(patterns.len());
+        let mut halves: Vec<(String, String)> = Vec::new();
         for p in &mut patterns {
             // Compile one at a time first, so an error names its entity.
             let one = Regex::builder()
@@ -580,14 +615,37 @@ impl Detector {
             // find (a name pair, the commonest match in dense text, was two searches more).
             p.has_value =
                 one.group_info().to_index(regex_automata::PatternID::ZERO, "v").is_some() && !value_is_whole(&p.regex);
-            if p.has_value {
-                p.split = split_at_value(&p.regex).and_then(|(before, value)| {
-                    let build = |r: &str| Regex::builder().syntax(syntax_config()).build(r).ok();
-                    Some((build(&before)?, build(&value)?))
-                });
+            if p.has_value
+                && let Some((before, value)) = split_at_value(&p.regex)
+                && split_dfa(&[before.as_str()]).is_some()
+                && split_dfa(&[value.as_str()]).is_some()
+            {
+                p.split = regex_automata::PatternID::new(halves.len()).ok();
+                halves.push((before, value));
             }
             alone.push(one);
         }
+        let splits = if halves.is_empty() {
+            None
+        } else {
+            let before = split_dfa(&halves.iter().map(|h| h.0.as_str()).collect::<Vec<_>>());
+            let value = split_dfa(&halves.iter().map(|h| h.1.as_str()).collect::<Vec<_>>());
+            match (before, value) {
+                (Some(before), Some(value)) => {
+                    let (b, v) = (before.clone(), value.clone());
+                    let caches: Pool<(Cache, Cache), PairFn> =
+                        Pool::new(Box::new(move || (b.create_cache(), v.create_cache())));
+                    Some(Splits { before, value, caches })
+                }
+                // Each compiled alone; together they should too. If not, captures decide.
+                _ => {
+                    for p in &mut patterns {
+                        p.split = None;
+                    }
+                    None
+                }
+            }
+        };
         let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
         let err =
             |e: Box<dyn std::error::Error + Send + Sync>| BuildError { entity: "the combined set".into(), source: e };
@@ -616,7 +674,7 @@ impl Detector {
         } else {
             None
         };
-        Ok(Self { entities, patterns, all, alone, live, live_caches, scout })
+        Ok(Self { entities, patterns, all, alone, splits, live, live_caches, scout })
     }
 
     #[cfg(test)]
@@ -861,13 +919,18 @@ impl Detector {
     /// value starts at `split`. Otherwise (a custom pattern whose value is nested, or a
     /// prefix whose first path leaves no value) a capturing search decides.
     fn value_span(&self, pid: usize, hay: &[u8], start: usize, end: usize) -> (usize, usize) {
-        if let Some((before, value)) = &self.patterns[pid].split
-            && let Some(b) = before.search(&Input::new(hay).range(start..end).anchored(Anchored::Yes))
-            && value
-                .search(&Input::new(hay).range(b.end()..end).anchored(Anchored::Yes))
-                .is_some_and(|v| v.end() == end)
-        {
-            return (b.end(), end);
+        if let (Some(split), Some(splits)) = (self.patterns[pid].split, &self.splits) {
+            let mut caches = splits.caches.get();
+            let (bc, vc) = &mut *caches;
+            let before = Input::new(hay).range(start..end).anchored(Anchored::Pattern(split));
+            if let Ok(Some(b)) = splits.before.try_search_fwd(bc, &before) {
+                let value = Input::new(hay).range(b.offset()..end).anchored(Anchored::Pattern(split));
+                if let Ok(Some(v)) = splits.value.try_search_fwd(vc, &value)
+                    && v.offset() == end
+                {
+                    return (b.offset(), end);
+                }
+            }
         }
         // Bounded to the match, so the backtracker's visited set is the match's size, not the
         // rest of the haystack's (look-around still sees the bytes either side).
