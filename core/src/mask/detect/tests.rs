@@ -380,3 +380,38 @@ fn a_value_group_around_the_whole_pattern_is_the_match() {
     // The name pair's value is the match, found without a second search.
     one("Seen with Maria Garcia today.", "PERSON", "Maria Garcia");
 }
+
+#[test]
+fn split_values_are_where_a_capturing_search_puts_them() {
+    let d = Detector::new(&[], &[]).unwrap();
+    let texts = [
+        "MRN: 12345-AB, medical record number A-99881 and chart 7788123",
+        "Member ID 99887766; policy no. XZ-44321; group # 55501",
+        "acct# 12345678, a/c 99-8877-66, bank account: 3344556677",
+        "DL: D1234567, driver's license A12345678, lic. 55-66-77",
+        "SSN: 219099999, social security no. 078051120, ss# 219099999",
+        "NPI 1234567893 and imei: 490154203237518",
+        "Seen by Dr. Maria Garcia; patient name: Quentin Zed; Dear Mrs. Ann B. Lee,",
+        r#"{"patient_name":"Quentin Zed","mrn":"A-12345","note":"attending: Dr. John Smith"}"#,
+        "my name is Jane Doe and I am Robert O. Brown",
+        "certificate 44-1234, birth certificate: BC-99812",
+    ];
+    let split: Vec<usize> = (0..d.patterns.len()).filter(|&p| d.patterns[p].split.is_some()).collect();
+    assert!(split.len() >= 8, "the built-in keyword patterns are split: {split:?}");
+    let mut checked = 0;
+    for &pid in &split {
+        let alone = &d.alone[pid];
+        let mut caps = alone.create_captures();
+        for text in texts {
+            let hay = text.as_bytes();
+            for m in alone.find_iter(hay) {
+                let input = Input::new(hay).range(m.start()..m.end()).anchored(Anchored::Yes);
+                alone.search_captures(&input, &mut caps);
+                let want = caps.get_group_by_name("v").map_or((m.start(), m.end()), |s| (s.start, s.end));
+                assert_eq!(d.value_span(pid, hay, m.start(), m.end()), want, "pattern {pid} in {text:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} matches compared");
+}
