@@ -1124,11 +1124,10 @@ fn regex_syntax_escape(s: &str) -> String {
     out
 }
 
-/// `regex` cut around its group `v` into what comes before the group and the group's contents
-/// with what follows it, when the group sits at the top level and the pattern has no top-level
-/// alternation (so the pattern is exactly the one followed by the other). A leading `(?flags)`
-/// applies to both halves.
-fn split_at_value(regex: &str) -> Option<(String, String)> {
+/// `regex` cut around its group `v`: what comes before the group, the group's contents and
+/// what follows it, when the group sits at the top level and the pattern has no top-level
+/// alternation (so the pattern is exactly the three in a row).
+fn value_parts(regex: &str) -> Option<(&str, &str, &str)> {
     let open = regex.find("(?P<v>")?;
     let bytes = regex.as_bytes();
     let (mut depth, mut class, mut close, mut i) = (0_i32, false, None, 0);
@@ -1154,39 +1153,23 @@ fn split_at_value(regex: &str) -> Option<(String, String)> {
         i += 1;
     }
     let close = close?;
+    Some((&regex[..open], &regex[open + 6..close], &regex[close + 1..]))
+}
+
+/// `regex` cut into what comes before its group `v` and the group's contents with what follows
+/// it (see [`value_parts`]). A leading `(?i)` applies to both halves.
+fn split_at_value(regex: &str) -> Option<(String, String)> {
+    let (before, value, after) = value_parts(regex)?;
     let flags = if regex.starts_with("(?i)") { "(?i)" } else { "" };
-    Some((regex[..open].to_owned(), format!("{flags}{}{}", &regex[open + 6..close], &regex[close + 1..])))
+    Some((before.to_owned(), format!("{flags}{value}{after}")))
 }
 
 /// Whether group `v` spans the whole of `regex` but for word-boundary assertions (and a leading
 /// `(?i)`): `(?i)\b(?P<v>…)\b` and the like, whose value is the match.
 fn value_is_whole(regex: &str) -> bool {
-    let r = regex.strip_prefix("(?i)").unwrap_or(regex);
-    let r = r.strip_prefix(r"\b").unwrap_or(r);
-    let Some(inner) = r.strip_prefix("(?P<v>") else { return false };
-    let inner = inner.strip_suffix(r"\b").unwrap_or(inner);
-    let Some(inner) = inner.strip_suffix(')') else { return false };
-    // That `)` closes the group only if what is inside is balanced on its own.
-    let bytes = inner.as_bytes();
-    let (mut depth, mut class, mut i) = (0_i32, false, 0);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'[' if !class => class = true,
-            b']' if class => class = false,
-            _ if class => {}
-            b'(' => depth += 1,
-            b')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    depth == 0 && !class
+    value_parts(regex).is_some_and(|(before, _, after)| {
+        matches!(before, "" | r"\b" | "(?i)" | r"(?i)\b") && matches!(after, "" | r"\b")
+    })
 }
 
 fn ends_with_digit_dot(before: &[u8]) -> bool {
