@@ -280,11 +280,17 @@ async fn a_batched_receipt_someone_awaits_is_not_held_back_to_gather() {
     journal.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_index_summary_goes_with_the_first_hand_off_and_the_close_has_the_last_word() {
+/// A journal with the default settings (strict) in a fresh directory.
+fn default_journal() -> (tempfile::TempDir, Arc<Journal>) {
     let dir = tempfile::tempdir().unwrap();
     let journal =
         Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+    (dir, journal)
+}
+
+#[tokio::test]
+async fn the_index_summary_goes_with_the_first_hand_off_and_the_close_has_the_last_word() {
+    let (dir, journal) = default_journal();
     // Still open after its first hand-off: the index lists it as open.
     let open = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
     open.data(Direction::ClientToUpstream, false, &Bytes::from_static(b"1")).await.unwrap().await.unwrap();
@@ -310,9 +316,7 @@ async fn the_index_summary_goes_with_the_first_hand_off_and_the_close_has_the_la
 
 #[tokio::test]
 async fn a_close_that_failed_to_stage_leaves_the_index_saying_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+    let (dir, journal) = default_journal();
     let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:10")).unwrap();
     // Metadata over the record limit: the close is refused before it is staged.
     let too_long = CloseMeta { reason: "x".repeat(super::record::MAX_META_LEN + 1), ..close() };
