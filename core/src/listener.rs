@@ -62,8 +62,7 @@ pub(crate) async fn accept_loop(
                 let std = match stream.into_std() {
                     Ok(s) => s,
                     Err(e) => {
-                        warn!(route = %route.name, client = %peer, error = %e, "Accepted connection unusable.");
-                        ctx.metrics.error("accept");
+                        unusable(&ctx, peer, &e);
                         continue;
                     }
                 };
@@ -71,11 +70,7 @@ pub(crate) async fn accept_loop(
                 shards.next().spawn(tracker.track_future(async move {
                     let stream = match TcpStream::from_std(std) {
                         Ok(s) => s,
-                        Err(e) => {
-                            warn!(route = %ctx.route.name, client = %peer, error = %e, "Accepted connection unusable.");
-                            ctx.metrics.error("accept");
-                            return;
-                        }
+                        Err(e) => return unusable(&ctx, peer, &e),
                     };
                     match ctx.route.protocol {
                         Protocol::Tcp => tcp::serve(ctx, stream, peer, permit).await,
@@ -107,4 +102,11 @@ pub(crate) async fn accept_loop(
         }
     }
     info!(route = %route.name, "Stopped accepting.");
+}
+
+/// An accepted socket that could not be moved to a session runtime: logged and counted (it is
+/// closed as it drops; no session was opened for it).
+fn unusable(ctx: &SessionCtx, peer: std::net::SocketAddr, e: &std::io::Error) {
+    warn!(route = %ctx.route.name, client = %peer, error = %e, "Accepted connection unusable.");
+    ctx.metrics.error("accept");
 }
