@@ -1022,10 +1022,11 @@ pub async fn classify_long(sql: &[u8]) {
         return;
     }
     // (Measured as the text the classifier reads: each invalid byte is three there.)
-    let text: Box<str> = String::from_utf8_lossy(sql).into();
+    let text = String::from_utf8_lossy(sql);
     if text.len() > LONG_MAX_BYTES || remembered_long(&text).is_some() {
         return;
     }
+    let text: Box<str> = text.into();
     let Ok((text, classified)) = tokio::task::spawn_blocking(move || {
         let classified = Arc::new(classify(&text));
         (text, classified)
