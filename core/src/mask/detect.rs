@@ -1088,9 +1088,16 @@ fn next_anchored(
     at: usize,
     until: usize,
 ) -> Result<Option<(usize, usize, usize)>, ()> {
-    // `at` itself is always tried: an unanchored search from there (as after a refused match)
-    // may start an e-mail address in the middle of a run.
-    let mut c = at;
+    // `at` itself is tried when a match can begin with its byte: an unanchored search from there
+    // (as after a finding or a refused match) may start an e-mail address in the middle of a run.
+    let mut c = if START_CLASS[usize::from(hay[at])] == 0 {
+        match next_candidate(hay, at, until) {
+            Some(next) => next,
+            None => return Ok(None),
+        }
+    } else {
+        at
+    };
     while c < until {
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
         match dfa.try_search_fwd(cache, &input) {
