@@ -1035,10 +1035,12 @@ fn after_title(before: &[u8]) -> bool {
 }
 
 /// Bytes that may start a built-in match (`START_WORD`: where a word begins; `START_ANY`:
-/// anywhere; `START_LOCAL`: where a run of e-mail local-part bytes begins).
+/// anywhere; `START_LOCAL`: where a run of e-mail local-part bytes begins). `START_PEEK`: only
+/// before certain bytes (see [`starts_before`]).
 const START_WORD: u8 = 1;
 const START_ANY: u8 = 2;
 const START_LOCAL: u8 = 4;
+const START_PEEK: u8 = 8;
 static START_CLASS: [u8; 256] = {
     let mut t = [0_u8; 256];
     let mut b = 0;
@@ -1053,30 +1055,54 @@ static START_CLASS: [u8; 256] = {
         if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') {
             t[b] |= START_LOCAL;
         }
+        if matches!(c, b'+' | b'(' | b':' | b'.' | b'%' | b'-') {
+            t[b] |= START_PEEK;
+        }
         b += 1;
     }
     t
 };
 
+/// Whether a built-in match can begin with the punctuation byte `hay[i]`, given the byte after
+/// it. `:` begins only an IPv6 address (`::1`, `:a:`), `(` only a phone number's area code, `+`
+/// a phone number or an e-mail address, and `.`, `%` or `-` only an e-mail address's local part
+/// (which goes on to an `@`). In a JSON document most `:` and `.` are none of these. At the end
+/// of `hay` the answer is yes: in a stream, the next byte may still come.
+fn starts_before(hay: &[u8], i: usize) -> bool {
+    let Some(&next) = hay.get(i + 1) else { return true };
+    match hay[i] {
+        b':' => next == b':' || next.is_ascii_hexdigit(),
+        b'(' => matches!(next, b'2'..=b'9'),
+        _ => next == b'@' || START_CLASS[usize::from(next)] & START_LOCAL != 0,
+    }
+}
+
 /// The first place in `from..until` where a built-in pattern could start a match (given the
-/// byte before `from`). Every
-/// built-in pattern begins with `\b` before a word byte, with `+`, `(` or `:`, or (the e-mail
-/// address, with no `\b`) with a local-part byte — and its leftmost match there starts where
-/// that run of local-part bytes begins. A property test compares the search with the meta
-/// regex's on generated texts.
+/// byte before `from`). Every built-in pattern begins with `\b` before a word byte, with `+`,
+/// `(` or `:` (each before certain bytes: [`starts_before`]), or (the e-mail address, with no
+/// `\b`) with a local-part byte — and its leftmost match there starts where that run of
+/// local-part bytes begins. A property test compares the search with the meta regex's on
+/// generated texts.
 fn next_candidate(hay: &[u8], from: usize, until: usize) -> Option<usize> {
     let mut prev = if from == 0 { 0 } else { START_CLASS[usize::from(hay[from - 1])] };
     for (i, &b) in hay[from..until].iter().enumerate() {
         let c = START_CLASS[usize::from(b)];
-        if c & START_ANY != 0
+        if (c & START_ANY != 0
             || (c & START_WORD != 0 && prev & START_WORD == 0)
-            || (c & START_LOCAL != 0 && prev & START_LOCAL == 0)
+            || (c & START_LOCAL != 0 && prev & START_LOCAL == 0))
+            && (c & START_PEEK == 0 || starts_before(hay, from + i))
         {
             return Some(from + i);
         }
         prev = c;
     }
     None
+}
+
+/// Whether a built-in match can begin at `hay[i]`, whatever comes before it.
+fn may_start(hay: &[u8], i: usize) -> bool {
+    let c = START_CLASS[usize::from(hay[i])];
+    c != 0 && (c & START_PEEK == 0 || starts_before(hay, i))
 }
 
 /// The leftmost-first match that starts in `at..until`, found by an anchored search at each
@@ -1090,7 +1116,7 @@ fn next_anchored(
 ) -> Result<Option<(usize, usize, usize)>, ()> {
     // `at` itself is tried when a match can begin with its byte: an unanchored search from there
     // (as after a finding or a refused match) may start an e-mail address in the middle of a run.
-    let mut c = if START_CLASS[usize::from(hay[at])] == 0 {
+    let mut c = if !may_start(hay, at) {
         match next_candidate(hay, at, until) {
             Some(next) => next,
             None => return Ok(None),
