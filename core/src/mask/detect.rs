@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::meta::Regex;
 use regex_automata::util::pool::Pool;
+use regex_automata::util::start;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
 use rustc_hash::FxHashSet;
@@ -931,14 +932,12 @@ impl Detector {
         if let (Some(split), Some(splits)) = (self.patterns[pid].split, &self.splits) {
             let mut caches = splits.caches.get();
             let (bc, vc) = &mut *caches;
-            let before = Input::new(hay).range(start..end).anchored(Anchored::Pattern(split));
-            if let Ok(Some(b)) = splits.before.try_search_fwd(bc, &before) {
-                let value = Input::new(hay).range(b.offset()..end).anchored(Anchored::Pattern(split));
-                if let Ok(Some(v)) = splits.value.try_search_fwd(vc, &value)
-                    && v.offset() == end
-                {
-                    return (b.offset(), end);
-                }
+            let one = Anchored::Pattern(split);
+            if let Ok(Some((b, _))) = anchored_match(&splits.before, bc, hay, start..end, one)
+                && let Ok(Some((v, _))) = anchored_match(&splits.value, vc, hay, b..end, one)
+                && v == end
+            {
+                return (b, end);
             }
         }
         // Bounded to the match, so the backtracker's visited set is the match's size, not the
@@ -1134,9 +1133,8 @@ fn next_anchored(
         at
     };
     while c < until {
-        let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
-        match dfa.try_search_fwd(cache, &input) {
-            Ok(Some(m)) if m.offset() > c => return Ok(Some((c, m.offset(), m.pattern().as_usize()))),
+        match anchored_match(dfa, cache, hay, c..hay.len(), Anchored::Yes) {
+            Ok(Some((end, pid))) if end > c => return Ok(Some((c, end, pid))),
             Ok(_) => match next_candidate(hay, c + 1, until) {
                 Some(next) => c = next,
                 None => break,
@@ -1145,6 +1143,56 @@ fn next_anchored(
         }
     }
     Ok(None)
+}
+
+/// The leftmost-first match of `dfa` in `hay[span]` anchored at its start (as `anchored` says):
+/// its end and pattern. `try_search_fwd` over the same span gives the same answer; this drives
+/// the lazy DFA by hand because dense text asks for many searches of a few bytes each, where the
+/// library's set-up for each search cost about as much as its steps. `Err` when the lazy DFA
+/// gave up or quit.
+fn anchored_match(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    span: std::ops::Range<usize>,
+    anchored: Anchored,
+) -> Result<Option<(usize, usize)>, ()> {
+    let std::ops::Range { start, end } = span;
+    let config = start::Config::new().anchored(anchored).look_behind(start.checked_sub(1).map(|i| hay[i]));
+    let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    let mut found = None;
+    for (at, &b) in hay[start..end].iter().enumerate() {
+        // The fast path only from an untagged state to a known one; else the library's, which
+        // builds a transition not computed yet.
+        let fast = if sid.is_tagged() { None } else { Some(dfa.next_state_untagged(cache, sid, b)) };
+        let next = match fast {
+            Some(next) if !next.is_unknown() => next,
+            _ => dfa.next_state(cache, sid, b).map_err(|_| ())?,
+        };
+        if next.is_tagged() {
+            // Matches are reported one byte late: this one ended before `b`.
+            if next.is_match() {
+                found = Some((start + at, dfa.match_pattern(cache, next, 0).as_usize()));
+            } else if next.is_dead() {
+                return Ok(found);
+            } else if next.is_quit() {
+                return Err(());
+            }
+        }
+        sid = next;
+    }
+    // The byte after the span (or the end of the text) settles a `\b` at its end.
+    let last = match hay.get(end) {
+        Some(&b) => dfa.next_state(cache, sid, b),
+        None => dfa.next_eoi_state(cache, sid),
+    }
+    .map_err(|_| ())?;
+    if last.is_match() {
+        found = Some((end, dfa.match_pattern(cache, last, 0).as_usize()));
+    } else if last.is_quit() {
+        return Err(());
+    }
+    Ok(found)
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {

@@ -269,6 +269,18 @@ proptest::proptest! {
         D.scan_with(hay, 0, hay.len(), &mut anchored, (usize::MAX, 0), true);
         proptest::prop_assert_eq!(D.finds_nothing(hay), reference.is_empty(), "{:?}", text);
         proptest::prop_assert_eq!(&anchored, &reference, "anchored: {:?}", text);
+        // The hand-driven anchored search answers as the library's does, at every place and
+        // for every end of the span (a `\b` at the end is settled by the byte after it).
+        let (dfa, pool) = D.scout_parts();
+        let mut cache = pool.get();
+        for start in 0..hay.len() {
+            for end in [hay.len(), (start + 7).min(hay.len())] {
+                let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
+                let library = dfa.try_search_fwd(&mut cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize())));
+                let ours = anchored_match(dfa, &mut cache, hay, start..end, Anchored::Yes);
+                proptest::prop_assert_eq!(ours, library.map_err(|_| ()), "at {}..{} of {:?}", start, end, text);
+            }
+        }
         // The value found without captures is the one the capture group reports.
         for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
             let alone = &D.alone[pid];
