@@ -1157,10 +1157,23 @@ fn anchored_match(
     span: std::ops::Range<usize>,
     anchored: Anchored,
 ) -> Result<Option<(usize, usize)>, ()> {
-    let std::ops::Range { start, end } = span;
+    let std::ops::Range { start, end } = span.clone();
     let config = start::Config::new().anchored(anchored).look_behind(start.checked_sub(1).map(|i| hay[i]));
     let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    // The last match state and where its match ended. Its pattern is looked up once, at the
+    // end: a match grows a byte at a time through match states, and each lookup reads the
+    // state's own record.
     let mut found = None;
+    let clears = cache.clear_count();
+    let done = |cache: &mut Cache, found: Option<(usize, regex_automata::hybrid::LazyStateID)>| match found {
+        None => Ok(None),
+        Some((at, sid)) if cache.clear_count() == clears => Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize()))),
+        // The cache was cleared since, so the state is gone: the library's search, once.
+        Some(_) => {
+            let input = Input::new(hay).range(span.clone()).anchored(anchored);
+            dfa.try_search_fwd(cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize()))).map_err(|_| ())
+        }
+    };
     for (at, &b) in hay[start..end].iter().enumerate() {
         // The fast path only from an untagged state to a known one; else the library's, which
         // builds a transition not computed yet.
@@ -1172,9 +1185,9 @@ fn anchored_match(
         if next.is_tagged() {
             // Matches are reported one byte late: this one ended before `b`.
             if next.is_match() {
-                found = Some((start + at, dfa.match_pattern(cache, next, 0).as_usize()));
+                found = Some((start + at, next));
             } else if next.is_dead() {
-                return Ok(found);
+                return done(cache, found);
             } else if next.is_quit() {
                 return Err(());
             }
@@ -1188,11 +1201,11 @@ fn anchored_match(
     }
     .map_err(|_| ())?;
     if last.is_match() {
-        found = Some((end, dfa.match_pattern(cache, last, 0).as_usize()));
+        found = Some((end, last));
     } else if last.is_quit() {
         return Err(());
     }
-    Ok(found)
+    done(cache, found)
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {

@@ -427,3 +427,18 @@ fn split_values_are_where_a_capturing_search_puts_them() {
     }
     assert!(checked >= 20, "only {checked} matches compared");
 }
+
+#[test]
+fn a_match_found_before_the_cache_is_cleared_keeps_its_pattern() {
+    // `x` matches at once (pattern 1); the search goes on through a new state per letter, looking
+    // for the longer match, until the cache is full and cleared, and then dies at `!`.
+    let dfa = DFA::builder()
+        .configure(DFA::config().match_kind(MatchKind::LeftmostFirst).cache_capacity(0).skip_cache_capacity_check(true))
+        .build_many(&["q", "x(?:[a-z]{0,3000}y)?"])
+        .unwrap();
+    let mut cache = dfa.create_cache();
+    let hay = format!("x{}!", "ab".repeat(1400));
+    let found = anchored_match(&dfa, &mut cache, hay.as_bytes(), 0..hay.len(), Anchored::Yes);
+    assert!(cache.clear_count() > 0, "the cache was never cleared: the test proves nothing");
+    assert_eq!(found, Ok(Some((1, 1))));
+}
