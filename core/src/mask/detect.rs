@@ -1157,7 +1157,7 @@ fn anchored_match(
     span: std::ops::Range<usize>,
     anchored: Anchored,
 ) -> Result<Option<(usize, usize)>, ()> {
-    let std::ops::Range { start, end } = span.clone();
+    let (start, end) = (span.start, span.end);
     let config = start::Config::new().anchored(anchored).look_behind(start.checked_sub(1).map(|i| hay[i]));
     let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
     // The last match state and where its match ended. Its pattern is looked up once, at the
@@ -1165,47 +1165,74 @@ fn anchored_match(
     // state's own record.
     let mut found = None;
     let clears = cache.clear_count();
-    let done = |cache: &mut Cache, found: Option<(usize, regex_automata::hybrid::LazyStateID)>| match found {
-        None => Ok(None),
-        Some((at, sid)) if cache.clear_count() == clears => Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize()))),
-        // The cache was cleared since, so the state is gone: the library's search, once.
-        Some(_) => {
-            let input = Input::new(hay).range(span.clone()).anchored(anchored);
-            dfa.try_search_fwd(cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize()))).map_err(|_| ())
-        }
-    };
-    for (at, &b) in hay[start..end].iter().enumerate() {
-        // The fast path only from an untagged state to a known one; else the library's, which
-        // builds a transition not computed yet.
-        let fast = if sid.is_tagged() { None } else { Some(dfa.next_state_untagged(cache, sid, b)) };
-        let next = match fast {
-            Some(next) if !next.is_unknown() => next,
-            _ => dfa.next_state(cache, sid, b).map_err(|_| ())?,
+    let text = &hay[..end];
+    let (mut at, mut dead) = (start, false);
+    while at < text.len() {
+        let next = if sid.is_tagged() {
+            dfa.next_state(cache, sid, text[at]).map_err(|_| ())?
+        } else {
+            // Known transitions between untagged states, with the cache only read: its table
+            // stays in registers.
+            let known: &Cache = cache;
+            let mut next = dfa.next_state_untagged(known, sid, text[at]);
+            while !next.is_tagged() {
+                sid = next;
+                at += 1;
+                let Some(&b) = text.get(at) else { break };
+                next = dfa.next_state_untagged(known, sid, b);
+            }
+            if at == text.len() {
+                break;
+            }
+            // Not computed yet: the library builds it.
+            if next.is_unknown() { dfa.next_state(cache, sid, text[at]).map_err(|_| ())? } else { next }
         };
         if next.is_tagged() {
-            // Matches are reported one byte late: this one ended before `b`.
+            // Matches are reported one byte late: this one ended before `text[at]`.
             if next.is_match() {
-                found = Some((start + at, next));
+                found = Some((at, next));
             } else if next.is_dead() {
-                return done(cache, found);
+                dead = true;
+                break;
             } else if next.is_quit() {
                 return Err(());
             }
         }
         sid = next;
+        at += 1;
     }
-    // The byte after the span (or the end of the text) settles a `\b` at its end.
-    let last = match hay.get(end) {
-        Some(&b) => dfa.next_state(cache, sid, b),
-        None => dfa.next_eoi_state(cache, sid),
+    if !dead {
+        // The byte after the span (or the end of the text) settles a `\b` at its end.
+        let last = match hay.get(end) {
+            Some(&b) => dfa.next_state(cache, sid, b),
+            None => dfa.next_eoi_state(cache, sid),
+        }
+        .map_err(|_| ())?;
+        if last.is_match() {
+            found = Some((end, last));
+        } else if last.is_quit() {
+            return Err(());
+        }
     }
-    .map_err(|_| ())?;
-    if last.is_match() {
-        found = Some((end, last));
-    } else if last.is_quit() {
-        return Err(());
+    match found {
+        None => Ok(None),
+        Some((at, sid)) if cache.clear_count() == clears => Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize()))),
+        // The cache was cleared since, so the state is gone: the library's search, once.
+        Some(_) => search_again(dfa, cache, hay, span, anchored),
     }
-    done(cache, found)
+}
+
+/// [`anchored_match`] by the library's search.
+#[cold]
+fn search_again(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    span: std::ops::Range<usize>,
+    anchored: Anchored,
+) -> Result<Option<(usize, usize)>, ()> {
+    let input = Input::new(hay).range(span).anchored(anchored);
+    dfa.try_search_fwd(cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize()))).map_err(|_| ())
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {
