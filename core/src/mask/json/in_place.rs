@@ -68,7 +68,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                     if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                         return None;
                     }
-                    path.push(PathSeg::Key(k));
+                    path.push(PathSeg::Key(k.into_owned()));
                     *keyed = true;
                 } else {
                     doc.value(&mut stack, &mut path, at, end, Kind::String)?;
@@ -174,7 +174,7 @@ impl Doc<'_> {
                 Kind::String => {
                     let s = decode(raw)?;
                     let masked = mask_string(self.profile, path, &s, &self.counts);
-                    (masked != s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
+                    (masked != *s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there).
@@ -235,11 +235,11 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The text of a JSON string token (with its quotes).
-fn decode(token: &[u8]) -> Option<String> {
+/// The text of a JSON string token (with its quotes): borrowed when it has no escapes.
+fn decode(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     let inner = &token[1..token.len() - 1];
     if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(str::to_owned);
+        return std::str::from_utf8(inner).ok().map(std::borrow::Cow::Borrowed);
     }
-    serde_json::from_slice(token).ok()
+    serde_json::from_slice(token).ok().map(std::borrow::Cow::Owned)
 }
