@@ -35,7 +35,7 @@ const CLEAN_KEYS_MAX: usize = 1024;
 /// Object keys already found to hold nothing to mask, within one document: an array of records
 /// repeats the same few keys thousands of times, and each would be searched again.
 #[derive(Debug, Default)]
-struct CleanKeys(std::collections::HashSet<String>);
+struct CleanKeys(rustc_hash::FxHashSet<String>);
 
 impl CleanKeys {
     fn is_clean(&mut self, profile: &Profile, k: &str) -> bool {

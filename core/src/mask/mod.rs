@@ -181,9 +181,10 @@ pub struct Profile {
     date: Option<EntityId>,
 }
 
-/// Per-session counts of masked values, by entity or field label. Never the values.
+/// Per-session counts of masked values, by entity or field label. Never the values. (Hashed:
+/// a JSON document adds to it once per masked value.)
 #[derive(Debug, Default)]
-pub struct Tally(Mutex<BTreeMap<String, u64>>);
+pub struct Tally(Mutex<rustc_hash::FxHashMap<String, u64>>);
 
 impl Tally {
     /// Counts one masked value.
@@ -201,7 +202,7 @@ impl Tally {
 
     /// The counts so far.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.0.lock().map(|m| m.iter().map(|(k, &n)| (k.clone(), n)).collect()).unwrap_or_default()
     }
 }
 
