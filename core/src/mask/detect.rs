@@ -1149,7 +1149,9 @@ fn next_anchored(
 /// its end and pattern. `try_search_fwd` over the same span gives the same answer; this drives
 /// the lazy DFA by hand because dense text asks for many searches of a few bytes each, where the
 /// library's set-up for each search cost about as much as its steps. `Err` when the lazy DFA
-/// gave up or quit.
+/// gave up or quit (the library's error, not kept). It does not report its progress to the
+/// cache (`Cache::search_start` and the rest): that only matters to a DFA configured with a
+/// minimum cache clear count, and none here is.
 fn anchored_match(
     dfa: &DFA,
     cache: &mut Cache,
@@ -1158,6 +1160,9 @@ fn anchored_match(
     anchored: Anchored,
 ) -> Result<Option<(usize, usize)>, ()> {
     let (start, end) = (span.start, span.end);
+    if start > end {
+        return Ok(None);
+    }
     let config = start::Config::new().anchored(anchored).look_behind(start.checked_sub(1).map(|i| hay[i]));
     let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
     // The last match state and where its match ended. Its pattern is looked up once, at the
