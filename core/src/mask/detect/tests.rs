@@ -271,13 +271,15 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&anchored, &reference, "anchored: {:?}", text);
         // The hand-driven anchored search answers as the library's does, at every place and
         // for every end of the span (a `\b` at the end is settled by the byte after it).
+        // Ours runs first, on a cache of its own that starts empty, so that it meets
+        // transitions not built yet.
         let (dfa, pool) = D.scout_parts();
-        let mut cache = pool.get();
+        let (mut cache, mut own) = (pool.get(), dfa.create_cache());
         for start in 0..hay.len() {
             for end in [hay.len(), (start + 7).min(hay.len())] {
+                let ours = anchored_match(dfa, &mut own, hay, start..end, Anchored::Yes);
                 let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
                 let library = dfa.try_search_fwd(&mut cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize())));
-                let ours = anchored_match(dfa, &mut cache, hay, start..end, Anchored::Yes);
                 proptest::prop_assert_eq!(ours, library.map_err(|_| ()), "at {}..{} of {:?}", start, end, text);
             }
         }
@@ -436,6 +438,10 @@ fn a_match_found_before_the_cache_is_cleared_keeps_its_pattern() {
         .configure(DFA::config().match_kind(MatchKind::LeftmostFirst).cache_capacity(0).skip_cache_capacity_check(true))
         .build_many(&["q", "x(?:[a-z]{0,3000}y)?"])
         .unwrap();
+    // Up to the match and the byte after it, the cache holds: every clear comes after.
+    let mut cache = dfa.create_cache();
+    assert_eq!(anchored_match(&dfa, &mut cache, b"xa!", 0..3, Anchored::Yes), Ok(Some((1, 1))));
+    assert_eq!(cache.clear_count(), 0);
     let mut cache = dfa.create_cache();
     let hay = format!("x{}!", "ab".repeat(1400));
     let found = anchored_match(&dfa, &mut cache, hay.as_bytes(), 0..hay.len(), Anchored::Yes);
