@@ -33,9 +33,11 @@ pub fn mask_value(profile: &Profile, v: &mut Value, tally: &Tally) {
 const CLEAN_KEYS_MAX: usize = 1024;
 
 /// Object keys already found to hold nothing to mask, within one document: an array of records
-/// repeats the same few keys thousands of times, and each would be searched again.
+/// repeats the same few keys thousands of times, and each would be searched again. Hashed with
+/// SipHash, not FxHash: the keys come from bodies, and FxHash has no key, so keys that collide
+/// would be easy to make.
 #[derive(Debug, Default)]
-struct CleanKeys(rustc_hash::FxHashSet<String>);
+struct CleanKeys(std::collections::HashSet<String>);
 
 impl CleanKeys {
     fn is_clean(&mut self, profile: &Profile, k: &str) -> bool {
