@@ -1223,21 +1223,14 @@ fn anchored_match(
         None => Ok(None),
         Some((at, sid)) if cache.clear_count() == clears => Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize()))),
         // The cache was cleared since, so the state is gone: the library's search, once.
-        Some(_) => search_again(dfa, cache, hay, span, anchored),
+        Some(_) => search_again(dfa, cache, &Input::new(hay).range(span).anchored(anchored)),
     }
 }
 
 /// [`anchored_match`] by the library's search.
 #[cold]
-fn search_again(
-    dfa: &DFA,
-    cache: &mut Cache,
-    hay: &[u8],
-    span: std::ops::Range<usize>,
-    anchored: Anchored,
-) -> Result<Option<(usize, usize)>, ()> {
-    let input = Input::new(hay).range(span).anchored(anchored);
-    dfa.try_search_fwd(cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize()))).map_err(|_| ())
+fn search_again(dfa: &DFA, cache: &mut Cache, input: &Input<'_>) -> Result<Option<(usize, usize)>, ()> {
+    dfa.try_search_fwd(cache, input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize()))).map_err(|_| ())
 }
 
 fn pattern_id(pid: usize) -> regex_automata::PatternID {
