@@ -5,14 +5,14 @@
 //! follows a match is the pattern's business (see `detect`), so a streamed value is judged the
 //! same whatever the chunking.
 
-/// The ASCII digits of `s`, in order, as numbers 0–9.
+/// The ASCII digits of `s`, in order, as numbers 0–9; none at all when there are more than
+/// [`MAX_DIGITS`], which no identifier a validator takes has (so each refuses the value, whatever
+/// length it asks for).
 fn digits(s: &[u8]) -> Digits {
     let mut d = Digits { buf: [0; MAX_DIGITS], len: 0 };
     for &b in s.iter().filter(|b| b.is_ascii_digit()) {
-        // More digits than this make no identifier a validator takes: the count stops here
-        // and the value is refused all the same.
         if d.len == MAX_DIGITS {
-            break;
+            return Digits { buf: [0; MAX_DIGITS], len: 0 };
         }
         d.buf[d.len] = b - b'0';
         d.len += 1;
@@ -290,6 +290,17 @@ pub(crate) fn phone(s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_digits_than_any_identifier_are_none() {
+        let run = |n: usize| "7".repeat(n).into_bytes();
+        assert_eq!(digits(&run(MAX_DIGITS)).len(), MAX_DIGITS);
+        assert!(digits(&run(MAX_DIGITS + 1)).is_empty());
+        // A valid card number with its check digit last, behind more digits than anything has.
+        let mut long = run(MAX_DIGITS);
+        long.extend_from_slice(b"4111111111111111");
+        assert!(card(b"4111111111111111") && !card(&long));
+    }
 
     #[test]
     fn check_digits_accept_real_numbers_and_refuse_one_digit_off() {
