@@ -1060,7 +1060,7 @@ static START_CLASS: [u8; 256] = {
         if matches!(c, b'+' | b'(' | b':') {
             t[b] |= START_ANY;
         }
-        if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') {
+        if super::scout::is_run(c) {
             t[b] |= START_LOCAL;
         }
         if matches!(c, b'+' | b'(' | b':' | b'.' | b'%' | b'-') {
@@ -1108,7 +1108,7 @@ fn next_candidate(hay: &[u8], from: usize, until: usize) -> Option<usize> {
 }
 
 /// Whether a built-in match can begin at `hay[i]`, whatever comes before it.
-fn may_start(hay: &[u8], i: usize) -> bool {
+fn can_begin_at(hay: &[u8], i: usize) -> bool {
     let c = START_CLASS[usize::from(hay[i])];
     c != 0 && (c & START_PEEK == 0 || starts_before(hay, i))
 }
@@ -1124,8 +1124,8 @@ fn next_anchored(
 ) -> Result<Option<(usize, usize, usize)>, ()> {
     // `at` itself is tried when a match can begin with its byte: an unanchored search from there
     // (as after a finding or a refused match) may start an e-mail address in the middle of a run.
-    let mut c = if !may_start(hay, at) {
-        match next_candidate(hay, at, until) {
+    let mut c = if !can_begin_at(hay, at) {
+        match next_candidate(hay, at + 1, until) {
             Some(next) => next,
             None => return Ok(None),
         }

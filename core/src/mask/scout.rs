@@ -264,7 +264,7 @@ fn is_phrase(word: &[u8]) -> bool {
 }
 
 /// Bytes of an e-mail local part (and so of anything the detectors glue together).
-pub(crate) fn is_run(b: u8) -> bool {
+pub(crate) const fn is_run(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
 }
 
