@@ -283,16 +283,17 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(ours, library.map_err(|_| ()), "at {}..{} of {:?}", start, end, text);
             }
         }
-        // The value found without captures is the one the capture group reports.
-        for (pid, _) in D.patterns.iter().enumerate().filter(|(_, p)| p.has_value) {
+        // The value found without captures (by a split search, or the whole match when the
+        // group is the whole pattern) is the one the capture group reports.
+        for (pid, p) in D.patterns.iter().enumerate() {
             let alone = &D.alone[pid];
+            if alone.group_info().to_index(regex_automata::PatternID::ZERO, "v").is_none() {
+                continue;
+            }
             for caps in alone.captures_iter(hay) {
                 let (Some(m), Some(v)) = (caps.get_match(), caps.get_group_by_name("v")) else { continue };
-                proptest::prop_assert_eq!(
-                    D.value_span(pid, hay, m.start(), m.end()),
-                    (v.start, v.end),
-                    "pattern {} in {:?}", pid, text
-                );
+                let ours = if p.has_value { D.value_span(pid, hay, m.start(), m.end()) } else { (m.start(), m.end()) };
+                proptest::prop_assert_eq!(ours, (v.start, v.end), "pattern {} in {:?}", pid, text);
             }
         }
     }
@@ -392,6 +393,9 @@ fn a_value_group_around_the_whole_pattern_is_the_match() {
         assert!(!value_is_whole(not), "{not}");
     }
     // The name pair's value is the match, found without a second search.
+    let d = Detector::new(&[], &[]).unwrap();
+    let pair = d.patterns.iter().find(|p| matches!(p.check, Check::NamePair)).unwrap();
+    assert!(!pair.has_value, "the name pair searches for its value");
     one("Seen with Maria Garcia today.", "PERSON", "Maria Garcia");
 }
 
@@ -423,6 +427,14 @@ fn split_values_are_where_a_capturing_search_puts_them() {
                 alone.search_captures(&input, &mut caps);
                 let want = caps.get_group_by_name("v").map_or((m.start(), m.end()), |s| (s.start, s.end));
                 assert_eq!(d.value_span(pid, hay, m.start(), m.end()), want, "pattern {pid} in {text:?}");
+                // …and it was the split search that answered, not the capturing fallback.
+                let (splits, one) = (d.splits.as_ref().unwrap(), Anchored::Pattern(d.patterns[pid].split.unwrap()));
+                let mut caches = splits.caches.get();
+                let (bc, vc) = &mut *caches;
+                let before = anchored_match(&splits.before, bc, hay, m.start()..m.end(), one);
+                assert_eq!(before, Ok(Some((want.0, d.patterns[pid].split.unwrap().as_usize()))), "{text:?}");
+                let value = anchored_match(&splits.value, vc, hay, want.0..m.end(), one);
+                assert_eq!(value.map(|v| v.map(|v| v.0)), Ok(Some(m.end())), "{text:?}");
                 checked += 1;
             }
         }
