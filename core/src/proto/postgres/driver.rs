@@ -732,12 +732,6 @@ impl Prepared {
             .collect()
     }
 
-    /// The texts of the known prepared statements an `EXECUTE` in `text` runs.
-    fn executes_known(&self, text: &Bytes) -> Vec<Bytes> {
-        let known = self.executes(text).into_iter();
-        known.filter_map(|e| if let Executes::Known(t) = e { Some(t) } else { None }).collect()
-    }
-
     /// Whether `m` (with its SQL `text`) may prepare what it names.
     fn room_for(&self, m: &FrontendMessage, text: &Bytes) -> Result<(), NoRoom> {
         let mut names: Vec<Bytes> = sql_effects(text).0.into_iter().map(Bytes::from).collect();
@@ -1283,8 +1277,11 @@ async fn relay(
                 // A long text is parsed off the session runtime first; the decision below finds
                 // its classification (and, under EXECUTE, that of a long prepared text).
                 crate::policy::sql::classify_long(&sql).await;
-                for runs in prepared.executes_known(&sql) {
-                    crate::policy::sql::classify_long(&runs).await;
+                let executes = prepared.executes(&sql);
+                for runs in &executes {
+                    if let Executes::Known(text) = runs {
+                        crate::policy::sql::classify_long(text).await;
+                    }
                 }
                 let refuse = |rule: &str, reason: String| Decision {
                     effect: Effect::Deny,
@@ -1315,7 +1312,7 @@ async fn relay(
                         Ok(()) => {
                             let (mut d, summary) =
                                 decide_sql(&access, &route.name, principal, trusted_roles, &ruled, &sql);
-                            for runs in prepared.executes(&sql) {
+                            for runs in executes {
                                 if d.effect == Effect::Deny {
                                     break;
                                 }
