@@ -1635,7 +1635,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_long_text_is_classified_once_off_the_runtime_and_found_again_on_this_thread() {
+    async fn a_long_text_is_classified_once_and_found_again_on_this_thread() {
         let long = format!("SELECT {} FROM patients", vec!["name"; 600].join(", "));
         assert!(long.len() > CACHE_MAX_SQL);
         classify_long(long.as_bytes()).await;
