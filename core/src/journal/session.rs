@@ -256,6 +256,11 @@ impl Drop for SessionJournal {
         if staged.is_empty() {
             return;
         }
+        if self.journal.is_closed() {
+            // Shutdown, past its bounds: the session was dropped with its runtime.
+            tracing::error!(session = %self.id, records = staged.len(), "Session ended after the journal shut down; its staged records are not written.");
+            return;
+        }
         tracing::warn!(session = %self.id, records = staged.len(), "Session ended with staged records; queuing them.");
         if let Err(e) = self.attach_summary(&mut staged) {
             tracing::error!(session = %self.id, error = %e, "The session's index summary is not written.");

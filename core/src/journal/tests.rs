@@ -330,3 +330,17 @@ async fn a_close_that_failed_to_stage_leaves_the_index_saying_open() {
     let report = verify(&store, &VerifyOptions::default()).unwrap();
     assert!(report.ok, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_session_dropped_after_shutdown_knows_its_records_are_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(Journal::open(&JournalSettings::for_data_dir(dir.path()), Arc::new(Metrics::new())).unwrap());
+    let s = SessionJournal::open(journal.clone(), meta("127.0.0.1:12")).unwrap();
+    s.stage_data(Direction::ClientToUpstream, true, &Bytes::from_static(b"late")).unwrap();
+    assert!(!journal.is_closed());
+    journal.shutdown().await.unwrap();
+    // The writer is gone: the dropped session says so instead of handing its records over.
+    assert!(journal.is_closed());
+    drop(s);
+}

@@ -486,6 +486,11 @@ impl Journal {
         rx.await.unwrap_or_else(|_| Err(Arc::new(JournalError::Closed)))
     }
 
+    /// Whether the writer has gone (shut down or failed): nothing handed over now is written.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Writes a final checkpoint, syncs, and stops the writer thread. Later submissions fail.
     pub async fn shutdown(&self) -> Result<Option<Checkpoint>, Arc<JournalError>> {
         let (ack, rx) = oneshot::channel();
