@@ -26,6 +26,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The session runtimes could not be started (internal: threads or the OS's limits).
+    #[error("cannot start the session runtimes: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl From<JournalError> for Error {

@@ -86,11 +86,16 @@ impl Gateway {
         let stop_accepting = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let shards = match Shards::start(std::thread::available_parallelism().map_or(1, |n| n.get())) {
+        // Each runtime's thread is started and waited for: off this one.
+        let started =
+            tokio::task::spawn_blocking(|| Shards::start(std::thread::available_parallelism().map_or(1, |n| n.get())))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let shards = match started {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 let _ = journal.shutdown().await;
-                return Err(crate::journal::JournalError::io(std::path::Path::new("session runtimes"), e).into());
+                return Err(crate::Error::Runtime(e));
             }
         };
         // Every route's context first: a route that fails to build (its upstream TLS) leaves
