@@ -14,7 +14,7 @@ pub(crate) const MIN_SECRET: usize = 8;
 
 /// A route's credential secrets, made ready to search for once, when the configuration is
 /// loaded: building a searcher costs more than most responses take to search.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Secrets {
     /// Those of at least [`MIN_SECRET`] bytes.
     finders: Arc<[Finder<'static>]>,
