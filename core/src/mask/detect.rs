@@ -12,6 +12,7 @@
 
 use std::sync::LazyLock;
 
+use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::meta::Regex;
 use regex_automata::util::pool::Pool;
@@ -733,6 +734,7 @@ impl Detector {
         // Taken when first needed: most calls need neither.
         let mut retry = None;
         let mut scout_cache = None;
+        let mut starts = Starts::default();
         // Where findings are dense the scout's windows skip little and its DFA run is paid
         // twice; after a few such windows the search goes on without it for a while.
         let (mut dense_until, mut short_skips, mut dense_span) = (from, 0_u32, DENSE_SPAN);
@@ -763,7 +765,7 @@ impl Detector {
             let next = match &self.scout {
                 Some((dfa, pool)) if anchored && !scouting => {
                     let (cache, _) = scout_cache.get_or_insert_with(|| (pool.get(), None));
-                    next_anchored(dfa, cache, hay, at, until)
+                    next_anchored(dfa, cache, &mut starts, hay, at, until)
                 }
                 _ => Err(()),
             };
@@ -1113,11 +1115,56 @@ fn can_begin_at(hay: &[u8], i: usize) -> bool {
     c != 0 && (c & START_PEEK == 0 || starts_before(hay, i))
 }
 
+/// The anchored start states of the built-in set's DFA by the byte before the start, kept as
+/// they are first asked for: dense text starts a search at most words. A cleared cache drops
+/// them.
+#[derive(Default)]
+struct Starts {
+    clears: usize,
+    ids: [Option<LazyStateID>; 5],
+}
+
+impl Starts {
+    /// The start state for a search anchored at `hay[at]`.
+    fn get(&mut self, dfa: &DFA, cache: &mut Cache, hay: &[u8], at: usize) -> Result<LazyStateID, ()> {
+        if self.clears != cache.clear_count() {
+            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
+        }
+        let before = at.checked_sub(1).map(|i| hay[i]);
+        let kind = start_kind(before);
+        if let Some(sid) = self.ids[kind] {
+            return Ok(sid);
+        }
+        let config = start::Config::new().anchored(Anchored::Yes).look_behind(before);
+        let sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+        if self.clears != cache.clear_count() {
+            // Building it cleared the cache: the others are gone.
+            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
+        }
+        self.ids[kind] = Some(sid);
+        Ok(sid)
+    }
+}
+
+/// Which start state a search gets after the byte `before` (none: the start of the text). The
+/// lazy DFA tells apart exactly these: the start of the text, a line feed, a carriage return,
+/// an ASCII word byte and any other byte (a test checks every byte against it).
+fn start_kind(before: Option<u8>) -> usize {
+    match before {
+        None => 0,
+        Some(b'\n') => 1,
+        Some(b'\r') => 2,
+        Some(b) if b.is_ascii_alphanumeric() || b == b'_' => 3,
+        Some(_) => 4,
+    }
+}
+
 /// The leftmost-first match that starts in `at..until`, found by an anchored search at each
 /// candidate start: `(start, end, pattern)`. `Err` when the lazy DFA gave up.
 fn next_anchored(
     dfa: &DFA,
     cache: &mut Cache,
+    starts: &mut Starts,
     hay: &[u8],
     at: usize,
     until: usize,
@@ -1133,7 +1180,27 @@ fn next_anchored(
         at
     };
     while c < until {
-        match anchored_match(dfa, cache, hay, c..hay.len(), Anchored::Yes) {
+        let start = starts.get(dfa, cache, hay, c)?;
+        let clears = cache.clear_count();
+        // Most tries (a lower-case word: the start of an e-mail address until it is not) end in
+        // the dead state after a few known transitions: they are walked here, and the search
+        // goes on from where this walk stopped only when it met anything else.
+        let (mut sid, mut i) = (start, c);
+        let mut dead = false;
+        if !start.is_tagged() {
+            let known: &Cache = cache;
+            while let Some(&b) = hay.get(i) {
+                let next = dfa.next_state_untagged(known, sid, b);
+                if next.is_tagged() {
+                    dead = next.is_dead();
+                    break;
+                }
+                (sid, i) = (next, i + 1);
+            }
+        }
+        let found =
+            if dead { Ok(None) } else { anchored_from(dfa, cache, hay, c..hay.len(), Anchored::Yes, sid, i, clears) };
+        match found {
             Ok(Some((end, pid))) if end > c => return Ok(Some((c, end, pid))),
             Ok(_) => match next_candidate(hay, c + 1, until) {
                 Some(next) => c = next,
@@ -1159,19 +1226,35 @@ fn anchored_match(
     span: std::ops::Range<usize>,
     anchored: Anchored,
 ) -> Result<Option<(usize, usize)>, ()> {
-    let (start, end) = (span.start, span.end);
-    if start > end {
+    if span.start > span.end {
         return Ok(None);
     }
-    let config = start::Config::new().anchored(anchored).look_behind(start.checked_sub(1).map(|i| hay[i]));
-    let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    let config = start::Config::new().anchored(anchored).look_behind(span.start.checked_sub(1).map(|i| hay[i]));
+    let sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    let (at, clears) = (span.start, cache.clear_count());
+    anchored_from(dfa, cache, hay, span, anchored, sid, at, clears)
+}
+
+/// [`anchored_match`] going on from state `sid` before `hay[at]`, which the search reached
+/// through no match state, with the cache cleared `clears` times when it started.
+#[expect(clippy::too_many_arguments, reason = "the search's state, handed over as it is")]
+fn anchored_from(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    span: std::ops::Range<usize>,
+    anchored: Anchored,
+    mut sid: LazyStateID,
+    mut at: usize,
+    clears: usize,
+) -> Result<Option<(usize, usize)>, ()> {
+    let end = span.end;
     // The last match state and where its match ended. Its pattern is looked up once, at the
     // end: a match grows a byte at a time through match states, and each lookup reads the
     // state's own record.
     let mut found = None;
-    let clears = cache.clear_count();
     let text = &hay[..end];
-    let (mut at, mut dead) = (start, false);
+    let mut dead = false;
     while at < text.len() {
         let next = if sid.is_tagged() {
             dfa.next_state(cache, sid, text[at]).map_err(|_| ())?

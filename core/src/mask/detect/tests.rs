@@ -460,3 +460,31 @@ fn a_match_found_before_the_cache_is_cleared_keeps_its_pattern() {
     assert!(cache.clear_count() > 0, "the cache was never cleared: the test proves nothing");
     assert_eq!(found, Ok(Some((1, 1))));
 }
+
+#[test]
+fn start_states_are_told_apart_by_start_kind() {
+    let d = Detector::new(&[], &[]).unwrap();
+    let (dfa, _) = d.scout_parts();
+    let mut cache = dfa.create_cache();
+    let start = |cache: &mut Cache, before: Option<u8>| {
+        let config = start::Config::new().anchored(Anchored::Yes).look_behind(before);
+        dfa.start_state(cache, &config).unwrap()
+    };
+    // One state per kind, and every byte gets its kind's state.
+    let mut by_kind = [None; 5];
+    by_kind[start_kind(None)] = Some(start(&mut cache, None));
+    for b in 0..=255u8 {
+        let sid = start(&mut cache, Some(b));
+        let kind = start_kind(Some(b));
+        assert_eq!(*by_kind[kind].get_or_insert(sid), sid, "byte {b:#04x}");
+    }
+    assert_ne!(by_kind[start_kind(Some(b'a'))], by_kind[start_kind(Some(b' '))], "`\\b` tells these apart");
+    // The kept states are the library's, and a cleared cache drops them.
+    let mut starts = Starts::default();
+    let hay = b"a b\nc";
+    for at in 0..hay.len() {
+        assert_eq!(starts.get(dfa, &mut cache, hay, at), Ok(start(&mut cache, at.checked_sub(1).map(|i| hay[i]))));
+    }
+    cache.reset(dfa);
+    assert_eq!(starts.get(dfa, &mut cache, hay, 2), Ok(start(&mut cache, Some(b' '))));
+}
