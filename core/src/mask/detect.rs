@@ -925,19 +925,20 @@ impl Detector {
 
     /// The span of group `v` in the match `start..end` of pattern `pid`.
     ///
-    /// The match takes the highest-priority path through the pattern. When the part before the
-    /// value, on its own, takes its highest-priority path to some `split` and the value on its
-    /// own then runs from `split` exactly to `end`, that pair is the whole match's path, so the
-    /// value starts at `split`. Otherwise (a custom pattern whose value is nested, or a
-    /// prefix whose first path leaves no value) a capturing search decides.
+    /// The match takes the highest-priority path through the pattern: of the paths through the
+    /// part before the value, the first (in priority order) after which the value matches at
+    /// all, then the value's own first path. So when the part before the value, on its own,
+    /// takes its first path to some `split` and the value matches anchored there, the value
+    /// starts at `split` and ends where the match does; the value's search stops at its first
+    /// match state. Otherwise (a custom pattern whose value is nested, or a prefix whose first
+    /// path leaves no value) a capturing search decides.
     fn value_span(&self, pid: usize, hay: &[u8], start: usize, end: usize) -> (usize, usize) {
         if let (Some(split), Some(splits)) = (self.patterns[pid].split, &self.splits) {
             let mut caches = splits.caches.get();
             let (bc, vc) = &mut *caches;
             let one = Anchored::Pattern(split);
             if let Ok(Some((b, _))) = anchored_match(&splits.before, bc, hay, start..end, one)
-                && let Ok(Some((v, _))) = anchored_match(&splits.value, vc, hay, b..end, one)
-                && v == end
+                && has_anchored_match(&splits.value, vc, hay, b..end, one) == Ok(true)
             {
                 return (b, end);
             }
@@ -1308,6 +1309,41 @@ fn anchored_from(
         // The cache was cleared since, so the state is gone: the library's search, once.
         Some(_) => search_again(dfa, cache, &Input::new(hay).range(span).anchored(anchored)),
     }
+}
+
+/// Whether `dfa` has any match in `hay[span]` anchored at its start (as `anchored` says): the
+/// walk stops at the first match state, where [`anchored_match`] goes on to the end of the
+/// leftmost-first one.
+fn has_anchored_match(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &[u8],
+    span: std::ops::Range<usize>,
+    anchored: Anchored,
+) -> Result<bool, ()> {
+    if span.start > span.end {
+        return Ok(false);
+    }
+    let config = start::Config::new().anchored(anchored).look_behind(span.start.checked_sub(1).map(|i| hay[i]));
+    let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    for &b in &hay[span.clone()] {
+        sid = dfa.next_state(cache, sid, b).map_err(|_| ())?;
+        if sid.is_tagged() {
+            if sid.is_match() || sid.is_dead() {
+                return Ok(sid.is_match());
+            }
+            if sid.is_quit() {
+                return Err(());
+            }
+        }
+    }
+    // The byte after the span (or the end of the text) settles a `\b` at its end.
+    let last = match hay.get(span.end) {
+        Some(&b) => dfa.next_state(cache, sid, b),
+        None => dfa.next_eoi_state(cache, sid),
+    }
+    .map_err(|_| ())?;
+    if last.is_quit() { Err(()) } else { Ok(last.is_match()) }
 }
 
 /// [`anchored_match`] by the library's search.

@@ -281,6 +281,8 @@ proptest::proptest! {
                 let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
                 let library = dfa.try_search_fwd(&mut cache, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize())));
                 proptest::prop_assert_eq!(ours, library.map_err(|_| ()), "at {}..{} of {:?}", start, end, text);
+                let any = has_anchored_match(dfa, &mut own, hay, start..end, Anchored::Yes);
+                proptest::prop_assert_eq!(any, ours.map(|m| m.is_some()), "any match at {}..{} of {:?}", start, end, text);
             }
         }
         // The value found without captures (by a split search, or the whole match when the
