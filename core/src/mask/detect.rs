@@ -19,7 +19,7 @@ use regex_automata::util::pool::Pool;
 use regex_automata::util::start;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use super::validate as v;
 
@@ -175,13 +175,42 @@ fn id(name: &str) -> EntityId {
     BUILTIN.iter().position(|e| *e == name).unwrap_or(0)
 }
 
-static FIRST_NAMES: LazyLock<FxHashSet<&'static str>> =
-    LazyLock::new(|| include_str!("names/first.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
-static LAST_NAMES: LazyLock<FxHashSet<&'static str>> =
-    LazyLock::new(|| include_str!("names/last.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect());
-/// [`NOT_NAMES`] and [`NOT_NAME_WORDS`] together, for lookups per word.
-static NOT_NAME: LazyLock<FxHashSet<&'static str>> =
-    LazyLock::new(|| NOT_NAMES.iter().chain(NOT_NAME_WORDS).copied().collect());
+/// What the name lists say of a word: a known first name, a known last name, a word that is not
+/// a name ([`NOT_NAMES`] and [`NOT_NAME_WORDS`]). One map, so each word of a name is looked up
+/// once.
+const FIRST_NAME: u8 = 1;
+const LAST_NAME: u8 = 2;
+const NOT_A_NAME: u8 = 4;
+static NAME_WORDS: LazyLock<FxHashMap<&'static [u8], u8>> = LazyLock::new(|| {
+    let mut words = FxHashMap::default();
+    let lists = [(include_str!("names/first.txt"), FIRST_NAME), (include_str!("names/last.txt"), LAST_NAME)];
+    for (list, flag) in lists {
+        for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            *words.entry(name.as_bytes()).or_insert(0) |= flag;
+        }
+    }
+    for word in NOT_NAMES.iter().chain(NOT_NAME_WORDS) {
+        *words.entry(word.as_bytes()).or_insert(0) |= NOT_A_NAME;
+    }
+    words
+});
+
+/// A name value's words as the lists see them: the first word's flags, the last word's (the
+/// first's when there is one word), whether there is more than one, and whether any word is not
+/// a name. `None` for a value with no word. Words are split where `str::split_whitespace`
+/// splits ASCII text.
+fn name_words(value: &[u8]) -> Option<(u8, u8, bool, bool)> {
+    let mut words = value.split(|b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')).filter(|w| !w.is_empty());
+    let flags = |w: &[u8]| NAME_WORDS.get(w).copied().unwrap_or(0);
+    let first = flags(words.next()?);
+    let (mut last, mut many, mut not) = (first, false, first & NOT_A_NAME != 0);
+    for w in words {
+        last = flags(w);
+        many = true;
+        not |= last & NOT_A_NAME != 0;
+    }
+    Some((first, last, many, not))
+}
 
 /// Capitalized words that follow a cue or a title but are not names.
 const NOT_NAMES: &[&str] = &[
@@ -889,28 +918,26 @@ impl Detector {
                 value.iter().any(u8::is_ascii_digit)
             }
             Check::Name => {
-                let text = std::str::from_utf8(value).unwrap_or("");
-                let mut words = text.split_whitespace();
-                let first = words.next()?;
-                let last = words.next_back().unwrap_or(first);
-                if FIRST_NAMES.contains(first) || LAST_NAMES.contains(last) {
+                let (first, last, _, not) = name_words(value)?;
+                if first & FIRST_NAME != 0 || last & LAST_NAME != 0 {
                     confidence = confidence.max(0.9);
                 } else if after_title(&hay[start..vs]) {
                     // A cue and a title (`seen by Dr. Smith`): as sure as the title alone.
                     confidence = confidence.max(TITLE_CONFIDENCE);
                 }
-                !text.split_whitespace().any(|w| NOT_NAME.contains(w))
+                !not
             }
             Check::NamePair => {
-                let text = std::str::from_utf8(value).unwrap_or("");
-                let mut words = text.split_whitespace();
-                let (Some(first), Some(last)) = (words.next(), words.next_back()) else { return None };
-                let (known_first, known_last) = (FIRST_NAMES.contains(first), LAST_NAMES.contains(last));
+                let (first, last, many, not) = name_words(value)?;
+                if !many {
+                    return None;
+                }
+                let (known_first, known_last) = (first & FIRST_NAME != 0, last & LAST_NAME != 0);
                 if !(known_first && known_last) {
                     // One half known, the other a capitalized word that is not a common one.
                     confidence = 0.6;
                 }
-                (known_first || known_last) && !text.split_whitespace().any(|w| NOT_NAME.contains(w))
+                (known_first || known_last) && !not
             }
             Check::Mac => value.iter().any(u8::is_ascii_digit),
             Check::Url => {
