@@ -880,6 +880,9 @@ impl Detector {
         out
     }
 
+    // Inlined into the scan: returned through memory, the finding was read back in one load
+    // from the callee's smaller stores, which stalled the load (about 4 % of dense text).
+    #[inline(always)]
     fn accept(&self, hay: &[u8], pid: usize, start: usize, end: usize) -> Option<Finding> {
         let p = &self.patterns[pid];
         let (mut vs, mut ve) = (start, end);
