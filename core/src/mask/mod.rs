@@ -361,9 +361,10 @@ impl Profile {
     ) {
         let mut at = from;
         // Counted here and added to the tally once per entity: the tally takes a lock and
-        // looks up a label. On the stack unless there are many custom entities.
+        // looks up a label. On the stack unless there are many custom entities; the table is
+        // small because a JSON document zeroes one for each of its many short values.
         let entities = if findings.is_empty() { 0 } else { self.detector.entities().len() };
-        let (mut small, mut many) = ([0_u64; 48], Vec::new());
+        let (mut small, mut many) = ([0_u32; 24], Vec::new());
         let counts = if entities <= small.len() {
             &mut small[..entities]
         } else {
@@ -393,7 +394,7 @@ impl Profile {
         }
         for (label, &n) in self.detector.entities().iter().zip(counts.iter()) {
             if n > 0 {
-                tally.add(label, n);
+                tally.add(label, u64::from(n));
             }
         }
         // Even when no text is left: markup may still have tags to write.

@@ -206,3 +206,18 @@ fn a_whole_markup_value_masks_as_the_markup_stream_does_and_keeps_its_key_as_con
     let out = p.mask_markup_keyed("body", b"<em>219</em>-09-9999!", true, &t);
     assert_eq!(String::from_utf8(out).unwrap(), "<em>[PHI:SSN]</em>!");
 }
+
+#[test]
+fn a_text_with_many_kinds_of_entity_counts_each() {
+    // The whole corpus at once: many kinds of entity, each counted in one call.
+    let p = profile();
+    let text = CORPUS.join("\n");
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in p.detector().find_all(text.as_bytes()) {
+        *want.entry(p.detector().entities()[f.entity].clone()).or_default() += 1;
+    }
+    assert!(want.len() > 8, "{want:?}");
+    let t = Tally::default();
+    p.mask_text(text.as_bytes(), &t);
+    assert_eq!(t.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(), want);
+}
