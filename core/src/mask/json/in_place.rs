@@ -35,7 +35,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
     // Valid JSON first, so the reader below can trust the grammar. (`IgnoredAny` has no nesting
     // limit, and neither has the reader: it keeps its own stack and does not recurse.)
     serde_json::from_slice::<IgnoredAny>(body).ok()?;
-    let mut doc = Doc { profile, body, out: Vec::new(), copied: 0, counts: Tally::default() };
+    let mut doc = Doc { profile, body, out: Vec::new(), copied: 0, counts: Tally::default(), spare: Vec::new() };
     let mut keys = CleanKeys::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<PathSeg> = Vec::new();
@@ -57,7 +57,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
             b'}' | b']' => {
                 // The container was the value of its parent's current place.
                 stack.pop();
-                Doc::advance(&mut stack, &mut path);
+                doc.advance(&mut stack, &mut path);
                 at += 1;
             }
             b',' | b':' => at += 1,
@@ -68,7 +68,11 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                     if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                         return None;
                     }
-                    path.push(PathSeg::Key(k.into_owned()));
+                    // The key goes on the path in a string a finished key left behind.
+                    let mut key = doc.spare.pop().unwrap_or_default();
+                    key.clear();
+                    key.push_str(&k);
+                    path.push(PathSeg::Key(key));
                     *keyed = true;
                 } else {
                     doc.value(&mut stack, &mut path, at, end, Kind::String)?;
@@ -109,6 +113,9 @@ struct Doc<'a> {
     copied: usize,
     /// Counts, handed to the caller's tally only when the whole document is done here.
     counts: Tally,
+    /// The strings of keys taken off the path, for the next keys: a document of records
+    /// repeats its few keys thousands of times.
+    spare: Vec<String>,
 }
 
 impl Doc<'_> {
@@ -135,13 +142,15 @@ impl Doc<'_> {
     }
 
     /// Moves the innermost container past its current value, taking its place off the path.
-    fn advance(stack: &mut [Frame], path: &mut Vec<PathSeg>) {
+    fn advance(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
         match stack.last_mut() {
             Some(Frame::Object(keyed)) => *keyed = false,
             Some(Frame::Array(i)) => *i += 1,
             None => return,
         }
-        path.pop();
+        if let Some(PathSeg::Key(key)) = path.pop() {
+            self.spare.push(key);
+        }
     }
 
     /// A scalar value at `start..end`: masked as the tree walk would mask it.
@@ -204,7 +213,7 @@ impl Doc<'_> {
             self.out.extend_from_slice(&new);
             self.copied = end;
         }
-        Self::advance(stack, path);
+        self.advance(stack, path);
         Some(())
     }
 }
