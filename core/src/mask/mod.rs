@@ -179,6 +179,8 @@ pub struct Profile {
     key: Option<aws_lc_rs::hmac::Key>,
     keep_year: bool,
     date: Option<EntityId>,
+    /// Each entity's redaction (`[PHI:SSN]`), written in one piece.
+    redactions: Vec<Box<[u8]>>,
 }
 
 /// Per-session counts of masked values, by entity or field label. Never the values. (Hashed:
@@ -270,6 +272,7 @@ impl Profile {
             return Err(ProfileError::NoKey(spec.name));
         }
         let date = detector.entity("DATE");
+        let redactions = detector.entities().iter().map(|e| format!("[PHI:{e}]").into_bytes().into()).collect();
         Ok(Self {
             name: spec.name,
             detector,
@@ -279,6 +282,7 @@ impl Profile {
             key: key.map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k)),
             keep_year: spec.keep_year,
             date,
+            redactions,
         })
     }
 
@@ -423,6 +427,13 @@ impl Profile {
                 out.extend_from_slice(self.token(label, value).as_bytes());
             }
             Action::Redact | Action::Drop | Action::Null => {
+                if let Some(e) = entity
+                    && !(self.keep_year && entity == self.date)
+                    && let Some(redaction) = self.redactions.get(e)
+                {
+                    out.extend_from_slice(redaction);
+                    return;
+                }
                 out.extend_from_slice(b"[PHI:");
                 out.extend_from_slice(label.as_bytes());
                 if self.keep_year
