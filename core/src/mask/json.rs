@@ -696,6 +696,16 @@ mod tests {
     }
 
     #[test]
+    fn a_document_with_a_string_that_is_not_utf8_is_refused() {
+        let p = profile(vec![]);
+        let tally = Tally::default();
+        for body in [&b"{\"note\": \"caf\xe9 123-45-6789\"}"[..], b"[\"\xff\", \"ok\"]", b"{\"k\xc3\": 1}"] {
+            assert!(mask_document(&p, body, &tally).is_err(), "{body:?}");
+        }
+        assert!(tally.snapshot().is_empty(), "nothing counted for a refused document");
+    }
+
+    #[test]
     fn a_document_keeps_its_key_order_and_spacing() {
         let p = profile(vec![]);
         let tally = Tally::default();

@@ -35,7 +35,10 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
     // Valid JSON first, so the reader below can trust the grammar. (`IgnoredAny` has no nesting
     // limit, and neither has the reader: it keeps its own stack and does not recurse.)
     serde_json::from_slice::<IgnoredAny>(body).ok()?;
-    let mut doc = Doc { profile, body, out: Vec::new(), copied: 0, counts: Tally::default(), spare: Vec::new() };
+    // UTF-8 checked once for the whole text, so a string is a slice of it (its quotes are ASCII,
+    // so they are character boundaries). Not UTF-8, the tree walk refuses it.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut doc = Doc { profile, body, text, out: Vec::new(), copied: 0, counts: Tally::default(), spare: Vec::new() };
     let mut keys = CleanKeys::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<PathSeg> = Vec::new();
@@ -64,7 +67,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
             b'"' => {
                 let end = string_end(body, at)?;
                 if let Some(Frame::Object(keyed @ false)) = stack.last_mut() {
-                    let k = decode(&body[at..end])?;
+                    let k = decode(text, at, end)?;
                     if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                         return None;
                     }
@@ -108,6 +111,8 @@ enum Kind {
 struct Doc<'a> {
     profile: &'a Profile,
     body: &'a [u8],
+    /// `body`, known to be UTF-8.
+    text: &'a str,
     /// The masked text up to `copied`; empty while nothing has changed.
     out: Vec<u8>,
     copied: usize,
@@ -181,7 +186,7 @@ impl Doc<'_> {
                     return None;
                 }
                 Kind::String => {
-                    let s = decode(raw)?;
+                    let s = decode(self.text, start, end)?;
                     let masked = mask_string(self.profile, path, &s, &self.counts);
                     (masked != *s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
                 }
@@ -244,11 +249,12 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The text of a JSON string token (with its quotes): borrowed when it has no escapes.
-fn decode(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
-    let inner = &token[1..token.len() - 1];
-    if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(std::borrow::Cow::Borrowed);
+/// The text of the JSON string token at `start..end` of `text` (with its quotes): borrowed when
+/// it has no escapes.
+fn decode(text: &str, start: usize, end: usize) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = text.get(start + 1..end - 1)?;
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        return Some(std::borrow::Cow::Borrowed(inner));
     }
-    serde_json::from_slice(token).ok().map(std::borrow::Cow::Owned)
+    serde_json::from_str(text.get(start..end)?).ok().map(std::borrow::Cow::Owned)
 }
