@@ -101,10 +101,10 @@ struct Pattern {
     /// The pattern marks its value with a group `v` (a keyword or title before it) that is not
     /// the whole match.
     has_value: bool,
-    /// When the `v` group ends the pattern at its top level: its pattern id in [`Splits`], where
-    /// what comes before the group and the value (with what follows) are compiled apart. Two
-    /// anchored lazy-DFA searches then find the value where a capturing search would need a
-    /// backtracker.
+    /// When the `v` group ends the pattern at its top level (but for a `\b`): its pattern id in
+    /// [`Splits`], where what comes before the group and the value (with the `\b`) are compiled
+    /// apart. Two anchored lazy-DFA searches then find the value where a capturing search would
+    /// need a backtracker.
     split: Option<regex_automata::PatternID>,
 }
 
@@ -959,9 +959,10 @@ impl Detector {
     /// part before the value, the first (in priority order) after which the value matches at
     /// all, then the value's own first path. So when the part before the value, on its own,
     /// takes its first path to some `split` and the value matches anchored there, the value
-    /// starts at `split` and ends where the match does; the value's search stops at its first
-    /// match state. Otherwise (a custom pattern whose value is nested, or a prefix whose first
-    /// path leaves no value) a capturing search decides.
+    /// starts at `split` and ends where the match does (a split pattern has nothing but a `\b`
+    /// after its value); the value's search stops at its first match state. Otherwise (a
+    /// custom pattern whose value is nested or followed by more, or a prefix whose first path
+    /// leaves no value) a capturing search decides.
     fn value_span(&self, pid: usize, hay: &[u8], start: usize, end: usize) -> (usize, usize) {
         if let (Some(split), Some(splits)) = (self.patterns[pid].split, &self.splits) {
             let mut caches = splits.caches.get();
@@ -1158,23 +1159,63 @@ struct Starts {
 impl Starts {
     /// The start state for a search anchored at `hay[at]`.
     fn get(&mut self, dfa: &DFA, cache: &mut Cache, hay: &[u8], at: usize) -> Result<LazyStateID, ()> {
-        if self.clears != cache.clear_count() {
-            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
-        }
-        let before = at.checked_sub(1).map(|i| hay[i]);
-        let kind = start_kind(before);
+        self.forget_if_cleared(cache);
+        let kind = start_kind(at.checked_sub(1).map(|i| hay[i]));
         if let Some(sid) = self.ids[kind] {
             return Ok(sid);
         }
-        let config = start::Config::new().anchored(Anchored::Yes).look_behind(before);
-        let sid = dfa.start_state(cache, &config).map_err(|_| ())?;
-        if self.clears != cache.clear_count() {
-            // Building it cleared the cache: the others are gone.
-            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
-        }
+        let sid = start_at(dfa, cache, hay, at, Anchored::Yes)?;
+        // Building it may have cleared the cache: then the others are gone.
+        self.forget_if_cleared(cache);
         self.ids[kind] = Some(sid);
         Ok(sid)
     }
+
+    /// Drops the states when the cache was cleared since they were kept. (`Cache::reset` counts
+    /// from zero again, so it is not seen; nothing here resets these caches.)
+    fn forget_if_cleared(&mut self, cache: &Cache) {
+        if self.clears != cache.clear_count() {
+            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
+        }
+    }
+}
+
+/// The start state of a search anchored (as `anchored` says) at `hay[at]`.
+fn start_at(dfa: &DFA, cache: &mut Cache, hay: &[u8], at: usize, anchored: Anchored) -> Result<LazyStateID, ()> {
+    let config = start::Config::new().anchored(anchored).look_behind(at.checked_sub(1).map(|i| hay[i]));
+    dfa.start_state(cache, &config).map_err(|_| ())
+}
+
+/// The state after the byte that follows `hay[..end]`, or after the end of the text when there
+/// is none: it settles a `\b` at `end`.
+fn step_past(dfa: &DFA, cache: &mut Cache, hay: &[u8], end: usize, sid: LazyStateID) -> Result<LazyStateID, ()> {
+    match hay.get(end) {
+        Some(&b) => dfa.next_state(cache, sid, b),
+        None => dfa.next_eoi_state(cache, sid),
+    }
+    .map_err(|_| ())
+}
+
+/// From the untagged state `sid` before `text[at]`, the known transitions between untagged
+/// states, read from the cache without changing it (its table stays in registers): the last
+/// untagged state, where it stands, and the transition out of it — tagged (a match, the dead
+/// state, quit, or not computed yet) — or `None` at the end of `text`.
+#[inline(always)]
+fn walk_untagged(
+    dfa: &DFA,
+    cache: &Cache,
+    text: &[u8],
+    mut sid: LazyStateID,
+    mut at: usize,
+) -> (LazyStateID, usize, Option<LazyStateID>) {
+    while let Some(&b) = text.get(at) {
+        let next = dfa.next_state_untagged(cache, sid, b);
+        if next.is_tagged() {
+            return (sid, at, Some(next));
+        }
+        (sid, at) = (next, at + 1);
+    }
+    (sid, at, None)
 }
 
 /// Which start state a search gets after the byte `before` (none: the start of the text). The
@@ -1216,19 +1257,9 @@ fn next_anchored(
         // Most tries (a lower-case word: the start of an e-mail address until it is not) end in
         // the dead state after a few known transitions: they are walked here, and the search
         // goes on from where this walk stopped only when it met anything else.
-        let (mut sid, mut i) = (start, c);
-        let mut dead = false;
-        if !start.is_tagged() {
-            let known: &Cache = cache;
-            while let Some(&b) = hay.get(i) {
-                let next = dfa.next_state_untagged(known, sid, b);
-                if next.is_tagged() {
-                    dead = next.is_dead();
-                    break;
-                }
-                (sid, i) = (next, i + 1);
-            }
-        }
+        let (sid, i, next) =
+            if start.is_tagged() { (start, c, None) } else { walk_untagged(dfa, cache, hay, start, c) };
+        let dead = next.is_some_and(|n| n.is_dead());
         let found =
             if dead { Ok(None) } else { anchored_from(dfa, cache, hay, c..hay.len(), Anchored::Yes, sid, i, clears) };
         match found {
@@ -1260,8 +1291,7 @@ fn anchored_match(
     if span.start > span.end {
         return Ok(None);
     }
-    let config = start::Config::new().anchored(anchored).look_behind(span.start.checked_sub(1).map(|i| hay[i]));
-    let sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    let sid = start_at(dfa, cache, hay, span.start, anchored)?;
     let (at, clears) = (span.start, cache.clear_count());
     anchored_from(dfa, cache, hay, span, anchored, sid, at, clears)
 }
@@ -1290,19 +1320,9 @@ fn anchored_from(
         let next = if sid.is_tagged() {
             dfa.next_state(cache, sid, text[at]).map_err(|_| ())?
         } else {
-            // Known transitions between untagged states, with the cache only read: its table
-            // stays in registers.
-            let known: &Cache = cache;
-            let mut next = dfa.next_state_untagged(known, sid, text[at]);
-            while !next.is_tagged() {
-                sid = next;
-                at += 1;
-                let Some(&b) = text.get(at) else { break };
-                next = dfa.next_state_untagged(known, sid, b);
-            }
-            if at == text.len() {
-                break;
-            }
+            let next;
+            (sid, at, next) = walk_untagged(dfa, cache, text, sid, at);
+            let Some(next) = next else { break };
             // Not computed yet: the library builds it.
             if next.is_unknown() { dfa.next_state(cache, sid, text[at]).map_err(|_| ())? } else { next }
         };
@@ -1321,12 +1341,7 @@ fn anchored_from(
         at += 1;
     }
     if !dead {
-        // The byte after the span (or the end of the text) settles a `\b` at its end.
-        let last = match hay.get(end) {
-            Some(&b) => dfa.next_state(cache, sid, b),
-            None => dfa.next_eoi_state(cache, sid),
-        }
-        .map_err(|_| ())?;
+        let last = step_past(dfa, cache, hay, end, sid)?;
         if last.is_match() {
             found = Some((end, last));
         } else if last.is_quit() {
@@ -1354,8 +1369,7 @@ fn has_anchored_match(
     if span.start > span.end {
         return Ok(false);
     }
-    let config = start::Config::new().anchored(anchored).look_behind(span.start.checked_sub(1).map(|i| hay[i]));
-    let mut sid = dfa.start_state(cache, &config).map_err(|_| ())?;
+    let mut sid = start_at(dfa, cache, hay, span.start, anchored)?;
     for &b in &hay[span.clone()] {
         sid = dfa.next_state(cache, sid, b).map_err(|_| ())?;
         if sid.is_tagged() {
@@ -1367,12 +1381,7 @@ fn has_anchored_match(
             }
         }
     }
-    // The byte after the span (or the end of the text) settles a `\b` at its end.
-    let last = match hay.get(span.end) {
-        Some(&b) => dfa.next_state(cache, sid, b),
-        None => dfa.next_eoi_state(cache, sid),
-    }
-    .map_err(|_| ())?;
+    let last = step_past(dfa, cache, hay, span.end, sid)?;
     if last.is_quit() { Err(()) } else { Ok(last.is_match()) }
 }
 
