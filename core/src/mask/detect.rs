@@ -1443,9 +1443,13 @@ fn value_parts(regex: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// `regex` cut into what comes before its group `v` and the group's contents with what follows
-/// it (see [`value_parts`]). A leading `(?i)` applies to both halves.
+/// it (see [`value_parts`]), when nothing but a `\b` follows the group: the value then ends
+/// where the match does. A leading `(?i)` applies to both halves.
 fn split_at_value(regex: &str) -> Option<(String, String)> {
     let (before, value, after) = value_parts(regex)?;
+    if !matches!(after, "" | r"\b") {
+        return None;
+    }
     let flags = if regex.starts_with("(?i)") { "(?i)" } else { "" };
     Some((before.to_owned(), format!("{flags}{value}{after}")))
 }

@@ -308,6 +308,9 @@ fn every_builtin_value_pattern_splits_without_captures() {
         assert!(p.split.is_some(), "{} does not split", p.regex);
     }
     assert_eq!(split_at_value(r"a|b(?P<v>c)"), None);
+    // More after the value than a `\b`: the value does not end where the match does.
+    assert_eq!(split_at_value(r"id=(?P<v>\d+);"), None);
+    assert_eq!(split_at_value(r"id=(?P<v>\d+)\b"), Some(("id=".into(), r"\d+\b".into())));
     assert_eq!(split_at_value(r"(?:a(?P<v>c))"), None);
     assert_eq!(
         split_at_value(r"(?i)k[(]:\s*(?P<v>[a-z)]+)\b"),
@@ -510,3 +513,12 @@ fn kept_start_states_are_dropped_when_the_cache_is_cleared() {
     assert_ne!(got, kept, "the start state kept its id: the test proves nothing");
 }
 
+#[test]
+fn a_custom_value_followed_by_more_is_only_the_value() {
+    let custom = [CustomEntity { name: "BADGE".into(), pattern: r"badge=(?P<v>\d+);".into(), confidence: 0.9 }];
+    let d = Detector::new(&custom, &[]).unwrap();
+    let text = b"see badge=4417; today";
+    let got = d.find_all(text);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&text[got[0].start..got[0].end], b"4417");
+}
