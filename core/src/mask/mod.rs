@@ -365,10 +365,11 @@ impl Profile {
     ) {
         let mut at = from;
         // Counted here and added to the tally once per entity: the tally takes a lock and
-        // looks up a label. On the stack unless there are many custom entities; the table is
-        // small because a JSON document zeroes one for each of its many short values.
+        // looks up a label. On the stack unless there are more than 11 custom and deny-list
+        // entities; the table is small because a JSON document zeroes one for each of its many
+        // short values.
         let entities = if findings.is_empty() { 0 } else { self.detector.entities().len() };
-        let (mut small, mut many) = ([0_u32; 24], Vec::new());
+        let (mut small, mut many) = ([0_u32; 32], Vec::new());
         let counts = if entities <= small.len() {
             &mut small[..entities]
         } else {
