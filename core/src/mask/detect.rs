@@ -1348,11 +1348,16 @@ fn anchored_from(
             return Err(());
         }
     }
-    match found {
-        None => Ok(None),
-        Some((at, sid)) if cache.clear_count() == clears => Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize()))),
+    match (found, anchored) {
+        (None, _) => Ok(None),
+        // Anchored at one pattern, a match is that pattern's: nothing to look up, and a cleared
+        // cache does not matter (where the match ended stands).
+        (Some((at, _)), Anchored::Pattern(pid)) => Ok(Some((at, pid.as_usize()))),
+        (Some((at, sid)), _) if cache.clear_count() == clears => {
+            Ok(Some((at, dfa.match_pattern(cache, sid, 0).as_usize())))
+        }
         // The cache was cleared since, so the state is gone: the library's search, once.
-        Some(_) => search_again(dfa, cache, &Input::new(hay).range(span).anchored(anchored)),
+        (Some(_), _) => search_again(dfa, cache, &Input::new(hay).range(span).anchored(anchored)),
     }
 }
 

@@ -285,6 +285,19 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(any, ours.map(|m| m.is_some()), "any match at {}..{} of {:?}", start, end, text);
             }
         }
+        // Anchored at one pattern (the split halves), the answer names that pattern without a
+        // lookup: still the library's.
+        let splits = D.splits.as_ref().unwrap();
+        let (mut own, mut lib) = (splits.before.create_cache(), splits.before.create_cache());
+        for start in 0..hay.len() {
+            for p in 0..splits.before.pattern_len() {
+                let one = Anchored::Pattern(pattern_id(p));
+                let ours = anchored_match(&splits.before, &mut own, hay, start..hay.len(), one);
+                let input = Input::new(hay).range(start..).anchored(one);
+                let library = splits.before.try_search_fwd(&mut lib, &input).map(|m| m.map(|m| (m.offset(), m.pattern().as_usize())));
+                proptest::prop_assert_eq!(ours, library.map_err(|_| ()), "pattern {} at {} of {:?}", p, start, text);
+            }
+        }
         // The value found without captures (by a split search, or the whole match when the
         // group is the whole pattern) is the one the capture group reports.
         for (pid, p) in D.patterns.iter().enumerate() {
