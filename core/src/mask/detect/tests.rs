@@ -507,7 +507,7 @@ fn start_states_are_told_apart_by_start_kind() {
 
 #[test]
 fn kept_start_states_are_dropped_when_the_cache_is_cleared() {
-    // A cache too small to keep anything: each new state clears it.
+    // A cache as small as the library allows: a long walk clears it.
     let small = DFA::builder()
         .configure(DFA::config().match_kind(MatchKind::LeftmostFirst).cache_capacity(0).skip_cache_capacity_check(true))
         .build_many(&[r"(?-u:\b)x(?:[a-z]{0,3000}y)?"])
