@@ -535,3 +535,18 @@ fn a_custom_value_followed_by_more_is_only_the_value() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(&text[got[0].start..got[0].end], b"4417");
 }
+
+#[test]
+fn name_words_are_the_words_split_whitespace_finds() {
+    let flags = |w: &str| NAME_WORDS.get(w.as_bytes()).copied().unwrap_or(0);
+    for text in ["Maria Garcia", "Ann B. Lee", " Xu\tLi\r\n", "The\x0bSmith", "Zorblat\x0cQuux", "Quux", "", " \t "] {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let want = words.first().map(|&first| {
+            let last = words.last().map_or(0, |&w| flags(w));
+            (flags(first), last, words.len() > 1, words.iter().any(|&w| flags(w) & NOT_A_NAME != 0))
+        });
+        assert_eq!(name_words(text.as_bytes()), want, "{text:?}");
+    }
+    assert_eq!(name_words(b"Maria Garcia"), Some((FIRST_NAME, LAST_NAME, true, false)));
+    assert_eq!(name_words(b"The Smith").map(|w| w.3), Some(true));
+}
