@@ -763,7 +763,6 @@ impl Detector {
         // Taken when first needed: most calls need neither.
         let mut retry = None;
         let mut scout_cache = None;
-        let mut starts = Starts::default();
         // Where findings are dense the scout's windows skip little and its DFA run is paid
         // twice; after a few such windows the search goes on without it for a while.
         let (mut dense_until, mut short_skips, mut dense_span) = (from, 0_u32, DENSE_SPAN);
@@ -794,7 +793,7 @@ impl Detector {
             let next = match &self.scout {
                 Some((dfa, pool)) if anchored && !scouting => {
                     let (cache, _) = scout_cache.get_or_insert_with(|| (pool.get(), None));
-                    next_anchored(dfa, cache, &mut starts, hay, at, until)
+                    next_anchored(dfa, cache, hay, at, until)
                 }
                 _ => Err(()),
             };
@@ -881,7 +880,7 @@ impl Detector {
     }
 
     // Inlined into the scan: returned through memory, the finding was read back in one load
-    // from the callee's smaller stores, which stalled the load (about 4 % of dense text).
+    // from the callee's smaller stores, which stalled the load (about 3 % of dense text).
     #[inline(always)]
     fn accept(&self, hay: &[u8], pid: usize, start: usize, end: usize) -> Option<Finding> {
         let p = &self.patterns[pid];
@@ -1147,39 +1146,6 @@ fn can_begin_at(hay: &[u8], i: usize) -> bool {
     c != 0 && (c & START_PEEK == 0 || starts_before(hay, i))
 }
 
-/// The anchored start states of the built-in set's DFA by the byte before the start, kept as
-/// they are first asked for: dense text starts a search at most words. A cleared cache drops
-/// them.
-#[derive(Default)]
-struct Starts {
-    clears: usize,
-    ids: [Option<LazyStateID>; 5],
-}
-
-impl Starts {
-    /// The start state for a search anchored at `hay[at]`.
-    fn get(&mut self, dfa: &DFA, cache: &mut Cache, hay: &[u8], at: usize) -> Result<LazyStateID, ()> {
-        self.forget_if_cleared(cache);
-        let kind = start_kind(at.checked_sub(1).map(|i| hay[i]));
-        if let Some(sid) = self.ids[kind] {
-            return Ok(sid);
-        }
-        let sid = start_at(dfa, cache, hay, at, Anchored::Yes)?;
-        // Building it may have cleared the cache: then the others are gone.
-        self.forget_if_cleared(cache);
-        self.ids[kind] = Some(sid);
-        Ok(sid)
-    }
-
-    /// Drops the states when the cache was cleared since they were kept. (`Cache::reset` counts
-    /// from zero again, so it is not seen; nothing here resets these caches.)
-    fn forget_if_cleared(&mut self, cache: &Cache) {
-        if self.clears != cache.clear_count() {
-            *self = Self { clears: cache.clear_count(), ids: [None; 5] };
-        }
-    }
-}
-
 /// The start state of a search anchored (as `anchored` says) at `hay[at]`.
 fn start_at(dfa: &DFA, cache: &mut Cache, hay: &[u8], at: usize, anchored: Anchored) -> Result<LazyStateID, ()> {
     let config = start::Config::new().anchored(anchored).look_behind(at.checked_sub(1).map(|i| hay[i]));
@@ -1218,25 +1184,11 @@ fn walk_untagged(
     (sid, at, None)
 }
 
-/// Which start state a search gets after the byte `before` (none: the start of the text). The
-/// lazy DFA tells apart exactly these: the start of the text, a line feed, a carriage return,
-/// an ASCII word byte and any other byte (a test checks every byte against it).
-fn start_kind(before: Option<u8>) -> usize {
-    match before {
-        None => 0,
-        Some(b'\n') => 1,
-        Some(b'\r') => 2,
-        Some(b) if b.is_ascii_alphanumeric() || b == b'_' => 3,
-        Some(_) => 4,
-    }
-}
-
 /// The leftmost-first match that starts in `at..until`, found by an anchored search at each
 /// candidate start: `(start, end, pattern)`. `Err` when the lazy DFA gave up.
 fn next_anchored(
     dfa: &DFA,
     cache: &mut Cache,
-    starts: &mut Starts,
     hay: &[u8],
     at: usize,
     until: usize,
@@ -1252,16 +1204,14 @@ fn next_anchored(
         at
     };
     while c < until {
-        let start = starts.get(dfa, cache, hay, c)?;
-        let clears = cache.clear_count();
+        let start = start_at(dfa, cache, hay, c, Anchored::Yes)?;
         // Most tries (a lower-case word: the start of an e-mail address until it is not) end in
         // the dead state after a few known transitions: they are walked here, and the search
         // goes on from where this walk stopped only when it met anything else.
         let (sid, i, next) =
             if start.is_tagged() { (start, c, None) } else { walk_untagged(dfa, cache, hay, start, c) };
         let dead = next.is_some_and(|n| n.is_dead());
-        let found =
-            if dead { Ok(None) } else { anchored_from(dfa, cache, hay, c..hay.len(), Anchored::Yes, sid, i, clears) };
+        let found = if dead { Ok(None) } else { anchored_from(dfa, cache, hay, c..hay.len(), Anchored::Yes, sid, i) };
         match found {
             Ok(Some((end, pid))) if end > c => return Ok(Some((c, end, pid))),
             Ok(_) => match next_candidate(hay, c + 1, until) {
@@ -1292,13 +1242,12 @@ fn anchored_match(
         return Ok(None);
     }
     let sid = start_at(dfa, cache, hay, span.start, anchored)?;
-    let (at, clears) = (span.start, cache.clear_count());
-    anchored_from(dfa, cache, hay, span, anchored, sid, at, clears)
+    let at = span.start;
+    anchored_from(dfa, cache, hay, span, anchored, sid, at)
 }
 
 /// [`anchored_match`] going on from state `sid` before `hay[at]`, which the search reached
-/// through no match state, with the cache cleared `clears` times when it started.
-#[expect(clippy::too_many_arguments, reason = "the search's state, handed over as it is")]
+/// from its start state through no match state and without building a state.
 fn anchored_from(
     dfa: &DFA,
     cache: &mut Cache,
@@ -1307,9 +1256,8 @@ fn anchored_from(
     anchored: Anchored,
     mut sid: LazyStateID,
     mut at: usize,
-    clears: usize,
 ) -> Result<Option<(usize, usize)>, ()> {
-    let end = span.end;
+    let (end, clears) = (span.end, cache.clear_count());
     // The last match state and where its match ended. Its pattern is looked up once, at the
     // end: a match grows a byte at a time through match states, and each lookup reads the
     // state's own record.

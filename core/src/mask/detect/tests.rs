@@ -480,53 +480,6 @@ fn a_match_found_before_the_cache_is_cleared_keeps_its_pattern() {
 }
 
 #[test]
-fn start_states_are_told_apart_by_start_kind() {
-    let d = Detector::new(&[], &[]).unwrap();
-    let (dfa, _) = d.scout_parts();
-    let mut cache = dfa.create_cache();
-    let start = |cache: &mut Cache, before: Option<u8>| {
-        let config = start::Config::new().anchored(Anchored::Yes).look_behind(before);
-        dfa.start_state(cache, &config).unwrap()
-    };
-    // One state per kind, and every byte gets its kind's state.
-    let mut by_kind = [None; 5];
-    by_kind[start_kind(None)] = Some(start(&mut cache, None));
-    for b in 0..=255u8 {
-        let sid = start(&mut cache, Some(b));
-        let kind = start_kind(Some(b));
-        assert_eq!(*by_kind[kind].get_or_insert(sid), sid, "byte {b:#04x}");
-    }
-    assert_ne!(by_kind[start_kind(Some(b'a'))], by_kind[start_kind(Some(b' '))], "`\\b` tells these apart");
-    // The kept states are the library's.
-    let mut starts = Starts::default();
-    let hay = b"a b\nc";
-    for at in 0..hay.len() {
-        assert_eq!(starts.get(dfa, &mut cache, hay, at), Ok(start(&mut cache, at.checked_sub(1).map(|i| hay[i]))));
-    }
-}
-
-#[test]
-fn kept_start_states_are_dropped_when_the_cache_is_cleared() {
-    // A cache as small as the library allows: a long walk clears it.
-    let small = DFA::builder()
-        .configure(DFA::config().match_kind(MatchKind::LeftmostFirst).cache_capacity(0).skip_cache_capacity_check(true))
-        .build_many(&[r"(?-u:\b)x(?:[a-z]{0,3000}y)?"])
-        .unwrap();
-    let hay = format!(" x{}!", "ab".repeat(1400));
-    let hay = hay.as_bytes();
-    let mut cache = small.create_cache();
-    let mut starts = Starts::default();
-    let kept = starts.get(&small, &mut cache, hay, 1).unwrap();
-    anchored_match(&small, &mut cache, hay, 1..hay.len(), Anchored::Yes).unwrap();
-    assert!(cache.clear_count() > 0, "the cache was never cleared: the test proves nothing");
-    // Built again after the clears, the start state has a new id; the kept one names another
-    // state now.
-    let got = starts.get(&small, &mut cache, hay, 1).unwrap();
-    assert_eq!(Ok(got), start_at(&small, &mut cache, hay, 1, Anchored::Yes));
-    assert_ne!(got, kept, "the start state kept its id: the test proves nothing");
-}
-
-#[test]
 fn a_custom_value_followed_by_more_is_only_the_value() {
     let custom = [CustomEntity { name: "BADGE".into(), pattern: r"badge=(?P<v>\d+);".into(), confidence: 0.9 }];
     let d = Detector::new(&custom, &[]).unwrap();
