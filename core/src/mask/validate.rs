@@ -147,7 +147,8 @@ pub(crate) fn iban(s: &[u8]) -> bool {
 /// read as two digits (A = 10), leaves 1 modulo 97.
 fn iban_mod97(c: &[u8]) -> bool {
     let mut rem = 0u32;
-    for &b in c[4.min(c.len())..].iter().chain(&c[..4.min(c.len())]) {
+    let (head, rest) = c.split_at(4.min(c.len()));
+    for &b in rest.iter().chain(head) {
         let v = if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b - b'A') + 10 };
         rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
     }
