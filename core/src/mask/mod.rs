@@ -363,13 +363,19 @@ impl Profile {
         tally: &Tally,
         written: &impl Written,
     ) {
+        if findings.is_empty() {
+            // Most values of a JSON document: the text as it came (markup may still have tags
+            // to write).
+            written.unmasked(from, to, out);
+            return;
+        }
         let mut at = from;
         // Counted here and added to the tally once per entity: the tally takes a lock and
         // looks up a label. On the stack unless there are more than 11 custom and deny-list
         // entities; the table is small because a JSON document zeroes one for each of its many
         // short values.
-        let entities = if findings.is_empty() { 0 } else { self.detector.entities().len() };
-        let (mut small, mut many) = ([0_u32; 32], Vec::new());
+        let entities = self.detector.entities().len();
+        let (mut small, mut many) = ([0_u32; detect::BUILTIN.len() + 11], Vec::new());
         let counts = if entities <= small.len() {
             &mut small[..entities]
         } else {
@@ -428,24 +434,22 @@ impl Profile {
                 out.extend_from_slice(self.token(label, value).as_bytes());
             }
             Action::Redact | Action::Drop | Action::Null => {
-                if let Some(e) = entity
-                    && !(self.keep_year && entity == self.date)
-                    && let Some(redaction) = self.redactions.get(e)
-                {
-                    out.extend_from_slice(redaction);
-                    return;
+                let kept_year =
+                    (self.keep_year && entity.is_some() && entity == self.date).then(|| year(value)).flatten();
+                match (entity.and_then(|e| self.redactions.get(e)), kept_year) {
+                    // An entity's redaction is prepared.
+                    (Some(prepared), None) => out.extend_from_slice(prepared),
+                    // A field rule's label, or a date that keeps its year.
+                    (_, year) => {
+                        out.extend_from_slice(b"[PHI:");
+                        out.extend_from_slice(label.as_bytes());
+                        if let Some(y) = year {
+                            out.push(b':');
+                            out.extend_from_slice(y.as_bytes());
+                        }
+                        out.push(b']');
+                    }
                 }
-                out.extend_from_slice(b"[PHI:");
-                out.extend_from_slice(label.as_bytes());
-                if self.keep_year
-                    && entity.is_some()
-                    && entity == self.date
-                    && let Some(y) = year(value)
-                {
-                    out.push(b':');
-                    out.extend_from_slice(y.as_bytes());
-                }
-                out.push(b']');
             }
         }
     }
