@@ -369,11 +369,9 @@ impl Profile {
             written.unmasked(from, to, out);
             return;
         }
-        let mut at = from;
         // Counted here and added to the tally once per entity: the tally takes a lock and
         // looks up a label. On the stack unless there are more than 11 custom and deny-list
-        // entities; the table is small because a JSON document zeroes one for each of its many
-        // short values.
+        // entities.
         let entities = self.detector.entities().len();
         let (mut small, mut many) = ([0_u32; detect::BUILTIN.len() + 11], Vec::new());
         let counts = if entities <= small.len() {
@@ -382,6 +380,25 @@ impl Profile {
             many.resize(entities, 0);
             &mut many[..]
         };
+        self.apply_counted(hay, from..to, findings, out, written, counts);
+        for (label, &n) in self.detector.entities().iter().zip(counts.iter()) {
+            if n > 0 {
+                tally.add(label, u64::from(n));
+            }
+        }
+    }
+
+    /// [`Self::apply_with`], counting each masked value in `counts` (one slot per entity).
+    fn apply_counted(
+        &self,
+        hay: &[u8],
+        std::ops::Range { start: from, end: to }: std::ops::Range<usize>,
+        findings: &[Finding],
+        out: &mut Vec<u8>,
+        written: &impl Written,
+        counts: &mut [u32],
+    ) {
+        let mut at = from;
         for f in findings {
             let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
             if f.confidence < self.min_confidence || action == Action::Keep || f.start < at || f.end > to {
@@ -402,11 +419,6 @@ impl Profile {
             written.after_masked(s, e, out);
             counts[f.entity] += 1;
             at = e;
-        }
-        for (label, &n) in self.detector.entities().iter().zip(counts.iter()) {
-            if n > 0 {
-                tally.add(label, u64::from(n));
-            }
         }
         // Even when no text is left: markup may still have tags to write.
         written.unmasked(at, to, out);
@@ -539,11 +551,71 @@ trait Written {
 /// `name: value` with the name's `_` and `-` read as spaces, and where the value starts.
 fn keyed(key: &str, value: &[u8]) -> (Vec<u8>, usize) {
     let mut hay = Vec::with_capacity(key.len() + 2 + value.len());
-    hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
-    hay.extend_from_slice(b": ");
-    let start = hay.len();
+    let start = key_prefix(key, &mut hay);
     hay.extend_from_slice(value);
     (hay, start)
+}
+
+/// Writes the `name: ` of [`keyed`] to `hay`; the length of `hay` after it.
+fn key_prefix(key: &str, hay: &mut Vec<u8>) -> usize {
+    hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
+    hay.extend_from_slice(b": ");
+    hay.len()
+}
+
+/// Masks the many short values of one document in a row, as [`Profile::mask_keyed`] and
+/// [`Profile::mask_text`] mask each, with the buffers reused from value to value and the counts
+/// kept in a table until [`Values::count_into`]: a document of records has thousands of values,
+/// and most hold nothing to mask.
+pub(crate) struct Values<'p> {
+    profile: &'p Profile,
+    /// `name: value` (or the value alone) as scanned.
+    hay: Vec<u8>,
+    findings: Vec<Finding>,
+    /// Masked values, per entity.
+    counts: Vec<u32>,
+    /// The last value masked, when [`Values::mask`] said it changed.
+    pub(crate) out: Vec<u8>,
+}
+
+impl<'p> Values<'p> {
+    pub(crate) fn new(profile: &'p Profile) -> Self {
+        let counts = vec![0; profile.detector.entities().len()];
+        Values { profile, hay: Vec::new(), findings: Vec::new(), counts, out: Vec::new() }
+    }
+
+    /// Masks `value` into `self.out`, the value of the field `key` when there is one (which is
+    /// context, as in [`Profile::mask_keyed`]); false when masking leaves it as it is.
+    pub(crate) fn mask(&mut self, key: Option<&str>, value: &[u8]) -> bool {
+        self.findings.clear();
+        let (hay, start) = match key {
+            Some(key) => {
+                self.hay.clear();
+                let start = key_prefix(key, &mut self.hay);
+                self.hay.extend_from_slice(value);
+                (&self.hay[..], start)
+            }
+            None => (value, 0),
+        };
+        self.profile.detector.scan(hay, 0, hay.len(), &mut self.findings);
+        // A finding that starts in the key is not the value's.
+        self.findings.retain(|f| f.start >= start);
+        if self.findings.is_empty() {
+            return false;
+        }
+        self.out.clear();
+        self.profile.apply_counted(hay, start..hay.len(), &self.findings, &mut self.out, &AsIs(hay), &mut self.counts);
+        self.out != value
+    }
+
+    /// Adds the counts to `tally`.
+    pub(crate) fn count_into(&self, tally: &Tally) {
+        for (label, &n) in self.profile.detector.entities().iter().zip(&self.counts) {
+            if n > 0 {
+                tally.add(label, u64::from(n));
+            }
+        }
+    }
 }
 
 /// A written text scanned behind a prefix of this many bytes (a key) that is not written.

@@ -18,8 +18,8 @@
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-use super::{CleanKeys, field_value, mask_number, mask_string, side_channel_key};
-use crate::mask::{PathSeg, Profile, Tally};
+use super::{CleanKeys, field_value, mask_number, side_channel_key};
+use crate::mask::{PathSeg, Profile, Tally, Values};
 
 /// One open container.
 enum Frame {
@@ -38,7 +38,16 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
     // UTF-8 checked once for the whole text, so a string is a slice of it (its quotes are ASCII,
     // so they are character boundaries). Not UTF-8, the tree walk refuses it.
     let text = std::str::from_utf8(body).ok()?;
-    let mut doc = Doc { profile, body, text, out: Vec::new(), copied: 0, counts: Tally::default(), spare: Vec::new() };
+    let mut doc = Doc {
+        profile,
+        body,
+        text,
+        out: Vec::new(),
+        copied: 0,
+        values: Values::new(profile),
+        rules: Tally::default(),
+        spare: Vec::new(),
+    };
     let mut keys = CleanKeys::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<PathSeg> = Vec::new();
@@ -91,7 +100,8 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
             }
         }
     }
-    for (label, n) in doc.counts.snapshot() {
+    doc.values.count_into(tally);
+    for (label, n) in doc.rules.snapshot() {
         tally.add(&label, n);
     }
     if doc.copied == 0 {
@@ -108,6 +118,14 @@ enum Kind {
     Literal,
 }
 
+/// What replaces a value.
+enum New {
+    /// This JSON text.
+    Json(Vec<u8>),
+    /// The text [`Values`] masked last, as a JSON string.
+    Masked,
+}
+
 struct Doc<'a> {
     profile: &'a Profile,
     body: &'a [u8],
@@ -116,8 +134,11 @@ struct Doc<'a> {
     /// The masked text up to `copied`; empty while nothing has changed.
     out: Vec<u8>,
     copied: usize,
-    /// Counts, handed to the caller's tally only when the whole document is done here.
-    counts: Tally,
+    /// Masks the values, and counts what it masked until the whole document is done here:
+    /// only then are the counts handed to the caller's tally.
+    values: Values<'a>,
+    /// The same for field rules.
+    rules: Tally,
     /// The strings of keys taken off the path, for the next keys: a document of records
     /// repeats its few keys thousands of times.
     spare: Vec<String>,
@@ -172,9 +193,9 @@ impl Doc<'_> {
         let replacement = match self.profile.json_rule(path) {
             Some(rule) if inside => {
                 let v: Value = serde_json::from_slice(raw).ok()?;
-                match field_value(self.profile, rule, &v, &self.counts) {
+                match field_value(self.profile, rule, &v, &self.rules) {
                     Some(new) if new == v => None,
-                    Some(new) => Some(serde_json::to_vec(&new).ok()?),
+                    Some(new) => Some(New::Json(serde_json::to_vec(&new).ok()?)),
                     None => return None,
                 }
             }
@@ -187,26 +208,32 @@ impl Doc<'_> {
                 }
                 Kind::String => {
                     let s = decode(self.text, start, end)?;
-                    let masked = mask_string(self.profile, path, &s, &self.counts);
-                    (masked != *s).then(|| serde_json::to_vec(&masked)).transpose().ok()?
+                    // The key, if the string has one, is context (`"mrn": "028939"`).
+                    let key = match path.last() {
+                        Some(PathSeg::Key(k)) => Some(k.as_str()),
+                        _ => None,
+                    };
+                    self.values.mask(key, s.as_bytes()).then_some(New::Masked)
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there).
                     let n: serde_json::Number = serde_json::from_slice(raw).ok()?;
                     let text = n.to_string();
-                    let masked = mask_number(self.profile, path, text.as_bytes(), &self.counts);
-                    // Left alone, the number goes out as the upstream spelled it: that spelling
-                    // must pass too (`98765432109876543210` reads as `9.876543210987654e19`).
-                    if masked == text.as_bytes()
-                        && raw != text.as_bytes()
-                        && mask_number(self.profile, path, raw, &Tally::default()) != raw
-                    {
+                    // The nearest key above it is context (`"phones": [6175550123]`).
+                    let key = path.iter().rev().find_map(|s| match s {
+                        PathSeg::Key(k) => Some(k.as_str()),
+                        PathSeg::Index(_) => None,
+                    });
+                    if self.values.mask(key, text.as_bytes()) {
+                        Some(New::Masked)
+                    } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
+                        // Left alone, the number goes out as the upstream spelled it: that
+                        // spelling must pass too (`98765432109876543210` reads as
+                        // `9.876543210987654e19`).
                         return None;
+                    } else {
+                        None
                     }
-                    (masked != text.as_bytes())
-                        .then(|| serde_json::to_vec(&crate::mask::into_string(masked)))
-                        .transpose()
-                        .ok()?
                 }
             },
         };
@@ -215,7 +242,13 @@ impl Doc<'_> {
                 self.out.reserve(self.body.len());
             }
             self.out.extend_from_slice(&self.body[self.copied..start]);
-            self.out.extend_from_slice(&new);
+            match new {
+                New::Json(json) => self.out.extend_from_slice(&json),
+                // Masking keeps text UTF-8 (it widens findings to character boundaries).
+                New::Masked => {
+                    serde_json::to_writer(&mut self.out, std::str::from_utf8(&self.values.out).ok()?).ok()?
+                }
+            }
             self.copied = end;
         }
         self.advance(stack, path);
