@@ -705,6 +705,122 @@ mod tests {
         assert!(tally.snapshot().is_empty(), "nothing counted for a refused document");
     }
 
+    /// The reader checks the grammar itself: whatever it masks must parse, and whatever parses
+    /// it must mask (or leave to the tree walk).
+    #[test]
+    fn a_document_is_masked_if_and_only_if_it_parses() {
+        let p = profile(vec![]);
+        let bad: &[&[u8]] = &[
+            b"",
+            b"  ",
+            b"{",
+            b"[",
+            b"]",
+            b"}",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"[,1]",
+            b"{,\"a\":1}",
+            b"{\"a\" 1}",
+            b"{\"a\":1 \"b\":2}",
+            b"{\"a\":1,,\"b\":2}",
+            b"{\"a\":}",
+            b"{\"a\"}",
+            b"{1:2}",
+            b"{\"a\":1}}",
+            b"[1]]",
+            b"{]",
+            b"[}",
+            b"[1 2]",
+            b"1 2",
+            b"\"a\" \"b\"",
+            b"tru",
+            b"nulll",
+            b"True",
+            b"[nul]",
+            b"01",
+            b"-",
+            b"1.",
+            b".5",
+            b"+1",
+            b"1e",
+            b"1e+",
+            b"NaN",
+            b"[Infinity]",
+            b"0x10",
+            b"[1,2",
+            b"{\"a\":[1,2}",
+            b"\"abc",
+            b"\"a\tb\"",
+            b"{\"k\x01\": 1}",
+            b"[\"\\x\"]",
+            b"[\"\\u12\"]",
+            b"\xef\xbb\xbf{}",
+            b"{}x",
+            b"[1]:",
+            b"{\"a\":1}:",
+            b"{\"a\"::1}",
+            b"[\"a\":1]",
+            b"1e400",
+            b"[-]",
+        ];
+        let good: &[&[u8]] = &[
+            b"{}",
+            b"[]",
+            b" [ ] ",
+            b"0",
+            b"-0.5e-3",
+            b"\"\"",
+            b"true",
+            b"[null,false]",
+            b"{\"a\":{\"b\":[]}}",
+            b"{\"a\":1,\"a\":2}",
+            b"\n{\"note\" : \"x\\ty\\u00e9\" }\r\n",
+            b"[1E5, 2e+1, -3]",
+        ];
+        for body in bad.iter().chain(good) {
+            let parses = serde_json::from_slice::<Value>(body).is_ok();
+            assert_eq!(parses, good.contains(body), "the list is wrong about {}", String::from_utf8_lossy(body));
+            let tally = Tally::default();
+            assert_eq!(mask_document(&p, body, &tally).is_ok(), parses, "{}", String::from_utf8_lossy(body));
+            assert_eq!(in_place::mask(&p, body, &tally).is_some(), parses, "{}", String::from_utf8_lossy(body));
+            if !parses {
+                assert!(tally.snapshot().is_empty(), "nothing counted for a refused document");
+            }
+        }
+        // Nesting: both paths stop at the same depth.
+        for depth in 120..136 {
+            let body = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let parses = serde_json::from_slice::<Value>(body.as_bytes()).is_ok();
+            assert_eq!(mask_document(&p, body.as_bytes(), &Tally::default()).is_ok(), parses, "depth {depth}");
+            assert_eq!(parses, depth < 128, "serde_json's nesting limit");
+        }
+    }
+
+    proptest::proptest! {
+        /// One byte changed in a generated document: masked if and only if it still parses.
+        #[test]
+        fn a_changed_document_is_masked_if_and_only_if_it_parses(
+            v in json_value(),
+            at in 0..4096_usize,
+            how in 0..3_u8,
+            with in proptest::sample::select(&b"{}[],:\"\\ 0-.eE+tfnu\x01a"[..]),
+        ) {
+            let mut text = serde_json::to_vec(&v).unwrap();
+            let at = at % (text.len() + 1);
+            match how {
+                0 => text.insert(at, with),
+                1 if at < text.len() => { text.remove(at); }
+                _ if at < text.len() => text[at] = with,
+                _ => text.push(with),
+            }
+            let p = profile(vec![]);
+            let parses = serde_json::from_slice::<Value>(&text).is_ok();
+            let got = mask_document(&p, &text, &Tally::default());
+            proptest::prop_assert_eq!(got.is_ok(), parses, "{}", String::from_utf8_lossy(&text));
+        }
+    }
+
     #[test]
     fn a_document_keeps_its_key_order_and_spacing() {
         let p = profile(vec![]);

@@ -15,7 +15,6 @@
 //! JSON. One difference is deliberate: a key that appears twice in an object keeps both values
 //! here, each masked and counted, where the tree walk keeps only the last.
 
-use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::{CleanKeys, field_value, mask_number, side_channel_key};
@@ -23,18 +22,36 @@ use crate::mask::{PathSeg, Profile, Tally, Values};
 
 /// One open container.
 enum Frame {
-    /// An object, and whether the key of the member being read is on the path (false while a
-    /// key is expected).
-    Object(bool),
+    /// An object: whether the key of the member being read is on the path (false while a key
+    /// is expected), and that member's place in the object.
+    Object { keyed: bool, member: usize },
     /// An array, and the index of the next element.
     Array(usize),
 }
 
+/// The deepest nesting read here: the tree walk's parser refuses a document nested deeper, and
+/// both paths must take the same documents.
+const MAX_DEPTH: usize = 127;
+
+/// What the grammar allows next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// A value (the document, an array element after a comma, a member's value).
+    Value,
+    /// A value or `]`: an array has just opened.
+    ValueOrEnd,
+    /// A key: a comma in an object.
+    Key,
+    /// A key or `}`: an object has just opened.
+    KeyOrEnd,
+    /// The colon after a key.
+    Colon,
+    /// A comma or the end of the innermost container; at the top level, the end of the text.
+    Next,
+}
+
 /// Masks `body` (a whole JSON document) in place; `None` when the tree walk must do it.
 pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<u8>> {
-    // Valid JSON first, so the reader below can trust the grammar. (`IgnoredAny` has no nesting
-    // limit, and neither has the reader: it keeps its own stack and does not recurse.)
-    serde_json::from_slice::<IgnoredAny>(body).ok()?;
     // UTF-8 checked once for the whole text, so a string is a slice of it (its quotes are ASCII,
     // so they are character boundaries). Not UTF-8, the tree walk refuses it.
     let text = std::str::from_utf8(body).ok()?;
@@ -47,58 +64,107 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
         values: Values::new(profile),
         rules: Tally::default(),
         spare: Vec::new(),
+        known: Vec::new(),
     };
     let mut keys = CleanKeys::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<PathSeg> = Vec::new();
+    // The reader checks the grammar as it goes (the tree walk refuses what it does not
+    // accept). It keeps its own stack and does not recurse.
+    let mut want = Want::Value;
     let mut at = 0;
     loop {
         at = skip_space(body, at);
         let Some(&b) = body.get(at) else { break };
-        match b {
-            b'{' => {
+        match (b, want) {
+            (b'{', Want::Value | Want::ValueOrEnd) => {
                 doc.enter(&mut stack, &mut path)?;
-                stack.push(Frame::Object(false));
+                if stack.len() == MAX_DEPTH {
+                    return None;
+                }
+                stack.push(Frame::Object { keyed: false, member: 0 });
+                want = Want::KeyOrEnd;
                 at += 1;
             }
-            b'[' => {
+            (b'[', Want::Value | Want::ValueOrEnd) => {
                 doc.enter(&mut stack, &mut path)?;
+                if stack.len() == MAX_DEPTH {
+                    return None;
+                }
                 stack.push(Frame::Array(0));
+                want = Want::ValueOrEnd;
                 at += 1;
             }
-            b'}' | b']' => {
+            (b'}', Want::KeyOrEnd | Want::Next) | (b']', Want::ValueOrEnd | Want::Next) => {
+                match (stack.pop(), b) {
+                    (Some(Frame::Object { .. }), b'}') | (Some(Frame::Array(_)), b']') => {}
+                    _ => return None,
+                }
                 // The container was the value of its parent's current place.
-                stack.pop();
                 doc.advance(&mut stack, &mut path);
+                want = Want::Next;
                 at += 1;
             }
-            b',' | b':' => at += 1,
-            b'"' => {
+            (b',', Want::Next) => {
+                want = match stack.last() {
+                    Some(Frame::Object { .. }) => Want::Key,
+                    Some(Frame::Array(_)) => Want::Value,
+                    None => return None,
+                };
+                at += 1;
+            }
+            (b':', Want::Colon) => {
+                want = Want::Value;
+                at += 1;
+            }
+            (b'"', Want::Key | Want::KeyOrEnd) => {
                 let end = string_end(body, at)?;
-                if let Some(Frame::Object(keyed @ false)) = stack.last_mut() {
-                    let k = decode(text, at, end)?;
+                let depth = stack.len();
+                let Some(Frame::Object { keyed, member }) = stack.last_mut() else { return None };
+                let k = decode(text, at, end)?;
+                // The records of an array repeat their keys in the same order: a key the same
+                // as the one at its place in the object before at this depth is known clean.
+                let known = doc.known.get(depth).and_then(|k| k.get(*member));
+                if known.is_none_or(|&(a, z)| body[a..z] != body[at..end]) {
                     if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                         return None;
                     }
-                    // The key goes on the path in a string a finished key left behind.
-                    let mut key = doc.spare.pop().unwrap_or_default();
-                    key.clear();
-                    key.push_str(&k);
-                    path.push(PathSeg::Key(key));
-                    *keyed = true;
-                } else {
-                    doc.value(&mut stack, &mut path, at, end, Kind::String)?;
+                    doc.learn(depth, *member, at, end);
                 }
+                // The key goes on the path in a string a finished key left behind.
+                let mut key = doc.spare.pop().unwrap_or_default();
+                key.clear();
+                key.push_str(&k);
+                path.push(PathSeg::Key(key));
+                *keyed = true;
+                want = Want::Colon;
                 at = end;
             }
-            _ => {
-                // A number, `true`, `false` or `null`.
+            (b'"', Want::Value | Want::ValueOrEnd) => {
+                let end = string_end(body, at)?;
+                doc.value(&mut stack, &mut path, at, end, Kind::String)?;
+                want = Want::Next;
+                at = end;
+            }
+            (_, Want::Value | Want::ValueOrEnd) => {
+                // A number, `true`, `false` or `null` (a number's grammar is checked where it
+                // is read).
                 let end = at + body[at..].iter().position(|&c| !is_scalar_byte(c)).unwrap_or(body.len() - at);
-                let kind = if matches!(b, b't' | b'f' | b'n') { Kind::Literal } else { Kind::Number };
+                let kind = match &body[at..end] {
+                    b"true" | b"false" | b"null" => Kind::Literal,
+                    [b'-' | b'0'..=b'9', ..] => Kind::Number,
+                    _ => return None,
+                };
                 doc.value(&mut stack, &mut path, at, end, kind)?;
+                want = Want::Next;
                 at = end;
             }
+            _ => return None,
         }
+    }
+    // The whole document, and nothing after it.
+    if want != Want::Next || !stack.is_empty() {
+        return None;
     }
     doc.values.count_into(tally);
     for (label, n) in doc.rules.snapshot() {
@@ -142,6 +208,9 @@ struct Doc<'a> {
     /// The strings of keys taken off the path, for the next keys: a document of records
     /// repeats its few keys thousands of times.
     spare: Vec<String>,
+    /// For each depth, the spans of the keys of the last object read at that depth, by their
+    /// place in it: each is known clean.
+    known: Vec<Vec<(usize, usize)>>,
 }
 
 impl Doc<'_> {
@@ -154,11 +223,23 @@ impl Doc<'_> {
         Some(())
     }
 
+    /// Remembers the clean key at `start..end` as the `member`th key of an object at `depth`.
+    fn learn(&mut self, depth: usize, member: usize, start: usize, end: usize) {
+        if self.known.len() <= depth {
+            self.known.resize_with(depth + 1, Vec::new);
+        }
+        let keys = &mut self.known[depth];
+        if keys.len() <= member {
+            keys.resize(member + 1, (0, 0));
+        }
+        keys[member] = (start, end);
+    }
+
     /// Puts the place of the value about to be read on the path (an object's key is there
     /// already); false at the top level.
     fn place(stack: &[Frame], path: &mut Vec<PathSeg>) -> bool {
         match stack.last() {
-            Some(Frame::Object(_)) => true,
+            Some(Frame::Object { .. }) => true,
             Some(Frame::Array(i)) => {
                 path.push(PathSeg::Index(Some(*i)));
                 true
@@ -170,7 +251,10 @@ impl Doc<'_> {
     /// Moves the innermost container past its current value, taking its place off the path.
     fn advance(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
         match stack.last_mut() {
-            Some(Frame::Object(keyed)) => *keyed = false,
+            Some(Frame::Object { keyed, member }) => {
+                *keyed = false;
+                *member += 1;
+            }
             Some(Frame::Array(i)) => *i += 1,
             None => return,
         }
@@ -283,11 +367,12 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
 }
 
 /// The text of the JSON string token at `start..end` of `text` (with its quotes): borrowed when
-/// it has no escapes.
+/// it has no escapes; `None` when it is not a valid JSON string.
 fn decode(text: &str, start: usize, end: usize) -> Option<std::borrow::Cow<'_, str>> {
     let inner = text.get(start + 1..end - 1)?;
     if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
-        return Some(std::borrow::Cow::Borrowed(inner));
+        // A control character must be escaped.
+        return inner.bytes().all(|b| b >= 0x20).then_some(std::borrow::Cow::Borrowed(inner));
     }
     serde_json::from_str(text.get(start..end)?).ok().map(std::borrow::Cow::Owned)
 }
