@@ -118,10 +118,10 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 at += 1;
             }
             (b'"', Want::Key | Want::KeyOrEnd) => {
-                let end = string_end(body, at)?;
+                let (end, escaped) = string_end(body, at)?;
                 let depth = stack.len();
                 let Some(Frame::Object { keyed, member }) = stack.last_mut() else { return None };
-                let k = decode(text, at, end)?;
+                let k = decode(text, at, end, escaped)?;
                 // The records of an array repeat their keys in the same order: a key the same
                 // as the one at its place in the object before at this depth is known clean.
                 let known = doc.known.get(depth).and_then(|k| k.get(*member));
@@ -141,8 +141,8 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 at = end;
             }
             (b'"', Want::Value | Want::ValueOrEnd) => {
-                let end = string_end(body, at)?;
-                doc.value(&mut stack, &mut path, at, end, Kind::String)?;
+                let (end, escaped) = string_end(body, at)?;
+                doc.value(&mut stack, &mut path, at, end, Kind::String { escaped })?;
                 want = Want::Next;
                 at = end;
             }
@@ -179,7 +179,10 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    String,
+    /// A string, and whether it has escapes.
+    String {
+        escaped: bool,
+    },
     Number,
     Literal,
 }
@@ -286,12 +289,12 @@ impl Doc<'_> {
             _ => match kind {
                 Kind::Literal => None,
                 // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's.
-                Kind::String if matches!(path.last(), Some(PathSeg::Key(k)) if super::BASE64_KEYS.contains(&k.as_str())) =>
+                Kind::String { .. } if matches!(path.last(), Some(PathSeg::Key(k)) if super::BASE64_KEYS.contains(&k.as_str())) =>
                 {
                     return None;
                 }
-                Kind::String => {
-                    let s = decode(self.text, start, end)?;
+                Kind::String { escaped } => {
+                    let s = decode(self.text, start, end, escaped)?;
                     // The key, if the string has one, is context (`"mrn": "028939"`).
                     let key = match path.last() {
                         Some(PathSeg::Key(k)) => Some(k.as_str()),
@@ -329,15 +332,24 @@ impl Doc<'_> {
             match new {
                 New::Json(json) => self.out.extend_from_slice(&json),
                 // Masking keeps text UTF-8 (it widens findings to character boundaries).
-                New::Masked => {
-                    serde_json::to_writer(&mut self.out, std::str::from_utf8(&self.values.out).ok()?).ok()?
-                }
+                New::Masked => write_string(std::str::from_utf8(&self.values.out).ok()?, &mut self.out)?,
             }
             self.copied = end;
         }
         self.advance(stack, path);
         Some(())
     }
+}
+
+/// Writes `s` as a JSON string. Most masked values need no escape (a redaction is ASCII).
+fn write_string(s: &str, out: &mut Vec<u8>) -> Option<()> {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return serde_json::to_writer(out, s).ok();
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Some(())
 }
 
 fn skip_space(body: &[u8], mut at: usize) -> usize {
@@ -352,27 +364,32 @@ fn is_scalar_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
 }
 
-/// The end (after the closing quote) of the string that starts at `start`.
-fn string_end(body: &[u8], start: usize) -> Option<usize> {
+/// The end (after the closing quote) of the string that starts at `start`, and whether it has
+/// escapes; `None` when it does not end or holds a control character (which must be escaped).
+///
+/// A byte at a time: most strings of a document are short, and a vector search costs more to
+/// start than it saves there; masking the string costs far more than this loop anyway.
+fn string_end(body: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     let mut i = start + 1;
     loop {
-        let rel = memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
-        i += rel;
-        if body[i] == b'\\' {
-            i += 2;
-        } else {
-            return Some(i + 1);
+        match *body.get(i)? {
+            b'"' => return Some((i + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            0..0x20 => return None,
+            _ => i += 1,
         }
     }
 }
 
-/// The text of the JSON string token at `start..end` of `text` (with its quotes): borrowed when
-/// it has no escapes; `None` when it is not a valid JSON string.
-fn decode(text: &str, start: usize, end: usize) -> Option<std::borrow::Cow<'_, str>> {
-    let inner = text.get(start + 1..end - 1)?;
-    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
-        // A control character must be escaped.
-        return inner.bytes().all(|b| b >= 0x20).then_some(std::borrow::Cow::Borrowed(inner));
+/// The text of the JSON string token at `start..end` of `text` (with its quotes, read by
+/// [`string_end`]): borrowed when it has no escapes; `None` when they are not valid.
+fn decode(text: &str, start: usize, end: usize, escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if !escaped {
+        return text.get(start + 1..end - 1).map(std::borrow::Cow::Borrowed);
     }
     serde_json::from_str(text.get(start..end)?).ok().map(std::borrow::Cow::Owned)
 }
