@@ -178,8 +178,10 @@ fn walk(
     }
 }
 
-/// Keys whose string value may be a base64 payload (see [`payload_type`]).
-pub(super) const BASE64_KEYS: [&str; 3] = ["blob", "data", "b64_json"];
+/// Whether a key's string value may be a base64 payload (see [`payload_type`]).
+pub(super) fn payload_key(k: &str) -> bool {
+    matches!(k.as_bytes(), b"blob" | b"data" | b"b64_json")
+}
 
 /// The media type of a base64 payload at key `k` of an object: MCP resource `blob`s and
 /// image/audio `data` (beside their `mimeType`), OpenAI `b64_json` images and `audio.data`.

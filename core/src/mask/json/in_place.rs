@@ -289,8 +289,7 @@ impl Doc<'_> {
             _ => match kind {
                 Kind::Literal => None,
                 // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's.
-                Kind::String { .. } if matches!(path.last(), Some(PathSeg::Key(k)) if super::BASE64_KEYS.contains(&k.as_str())) =>
-                {
+                Kind::String { .. } if matches!(path.last(), Some(PathSeg::Key(k)) if super::payload_key(k)) => {
                     return None;
                 }
                 Kind::String { escaped } => {
