@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::meta::Regex;
-use regex_automata::util::pool::Pool;
+use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::start;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternSet};
@@ -45,6 +45,16 @@ const DENSE_SPAN_MAX: usize = 64 * 1024;
 
 /// An entity type, as an index into [`Detector::entities`].
 pub type EntityId = usize;
+
+/// The lazy DFA caches a scan takes from the detector's pools, each when it is first needed
+/// (most scans need only the first).
+#[derive(Default)]
+pub(crate) struct Caches<'d> {
+    /// The scout DFA's cache, with its idle states.
+    scout: Option<(PoolGuard<'d, Cache, CacheFn>, Option<super::scout::Idle>)>,
+    /// The full set's cache and a pattern set, for a match a validator refused.
+    retry: Option<(PoolGuard<'d, Cache, CacheFn>, PatternSet)>,
+}
 
 /// One detected value.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -735,14 +745,21 @@ impl Detector {
     /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is
     /// context (look-behind) only; the end of `hay` is the end of the text.
     pub fn scan(&self, hay: &[u8], from: usize, until: usize, out: &mut Vec<Finding>) {
-        self.scan_with(hay, from, until, out, (SCOUT_MIN, DENSE_RUNS), true);
+        self.scan_with(hay, from..until, out, (SCOUT_MIN, DENSE_RUNS), true, &mut Caches::default());
+    }
+
+    /// [`Detector::scan`] over a whole `text`, with caches the caller keeps from one text to
+    /// the next: for the thousands of short values of one document, taking the caches from
+    /// their pools for each value cost more than finding most of them clean.
+    pub(crate) fn scan_text<'d>(&'d self, text: &[u8], out: &mut Vec<Finding>, caches: &mut Caches<'d>) {
+        self.scan_with(text, 0..text.len(), out, (SCOUT_MIN, DENSE_RUNS), true, caches);
     }
 
     /// Whether `text` holds nothing to mask. For many tiny texts (a tag, an attribute): one
     /// unanchored search each costs less there than a search at each place a match can start.
     pub(crate) fn finds_nothing(&self, text: &[u8]) -> bool {
         let mut out = Vec::new();
-        self.scan_with(text, 0, text.len(), &mut out, (SCOUT_MIN, DENSE_RUNS), false);
+        self.scan_with(text, 0..text.len(), &mut out, (SCOUT_MIN, DENSE_RUNS), false, &mut Caches::default());
         out.is_empty()
     }
 
@@ -750,19 +767,17 @@ impl Detector {
     /// short windows in a row.
     /// With `anchored`, where the scout is not used, the search runs anchored at each candidate
     /// start (see [`next_anchored`]).
-    fn scan_with(
-        &self,
+    fn scan_with<'d>(
+        &'d self,
         hay: &[u8],
-        from: usize,
-        until: usize,
+        std::ops::Range { start: from, end: until }: std::ops::Range<usize>,
         out: &mut Vec<Finding>,
         scout: (usize, u32),
         anchored: bool,
+        caches: &mut Caches<'d>,
     ) {
         let (scout_min, dense_runs) = scout;
-        // Taken when first needed: most calls need neither.
-        let mut retry = None;
-        let mut scout_cache = None;
+        let Caches { scout: scout_cache, retry } = caches;
         // Where findings are dense the scout's windows skip little and its DFA run is paid
         // twice; after a few such windows the search goes on without it for a while.
         let (mut dense_until, mut short_skips, mut dense_span) = (from, 0_u32, DENSE_SPAN);

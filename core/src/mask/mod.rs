@@ -572,6 +572,8 @@ pub(crate) struct Values<'p> {
     /// `name: value` (or the value alone) as scanned.
     hay: Vec<u8>,
     findings: Vec<Finding>,
+    /// The detector's caches, kept from value to value.
+    caches: detect::Caches<'p>,
     /// Masked values, per entity.
     counts: Vec<u32>,
     /// The last value masked, when [`Values::mask`] said it changed.
@@ -581,7 +583,14 @@ pub(crate) struct Values<'p> {
 impl<'p> Values<'p> {
     pub(crate) fn new(profile: &'p Profile) -> Self {
         let counts = vec![0; profile.detector.entities().len()];
-        Values { profile, hay: Vec::new(), findings: Vec::new(), counts, out: Vec::new() }
+        Values {
+            profile,
+            hay: Vec::new(),
+            findings: Vec::new(),
+            caches: detect::Caches::default(),
+            counts,
+            out: Vec::new(),
+        }
     }
 
     /// Masks `value` into `self.out`, the value of the field `key` when there is one (which is
@@ -597,7 +606,7 @@ impl<'p> Values<'p> {
             }
             None => (value, 0),
         };
-        self.profile.detector.scan(hay, 0, hay.len(), &mut self.findings);
+        self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches);
         // A finding that starts in the key is not the value's.
         self.findings.retain(|f| f.start >= start);
         if self.findings.is_empty() {

@@ -262,11 +262,11 @@ proptest::proptest! {
         let reference = scan_reference(&D, hay);
         proptest::prop_assert_eq!(&D.find_all(hay), &reference, "{:?}", text);
         let mut scouted = Vec::new();
-        D.scan_with(hay, 0, hay.len(), &mut scouted, (0, u32::MAX), true);
+        D.scan_with(hay, 0..hay.len(), &mut scouted, (0, u32::MAX), true, &mut Caches::default());
         proptest::prop_assert_eq!(&scouted, &reference, "scouted: {:?}", text);
         // Short texts take the anchored search (above); so do dense stretches of long ones.
         let mut anchored = Vec::new();
-        D.scan_with(hay, 0, hay.len(), &mut anchored, (usize::MAX, 0), true);
+        D.scan_with(hay, 0..hay.len(), &mut anchored, (usize::MAX, 0), true, &mut Caches::default());
         proptest::prop_assert_eq!(D.finds_nothing(hay), reference.is_empty(), "{:?}", text);
         proptest::prop_assert_eq!(&anchored, &reference, "anchored: {:?}", text);
         // The hand-driven anchored search answers as the library's does, at every place and
