@@ -5,7 +5,9 @@
 //! token: a string or number that masking changes is replaced, everything else — key order,
 //! spacing, how numbers are spelled — is copied as it came. Each value gets exactly what the tree
 //! walk gives it (the same key context, field rules and counts); a test compares the two on
-//! generated documents.
+//! generated documents. The reader checks the grammar as it goes, so the text is read once:
+//! what it masks must parse, and what does not parse is the tree walk's to refuse (tests and the
+//! `mask_stream` fuzz target hold it to that).
 //!
 //! What this path does not do, it leaves to the tree walk (it answers `None` before counting
 //! anything): a field rule that drops a field or applies to an object or array, a side-channel
