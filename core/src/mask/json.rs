@@ -800,6 +800,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any sequence of JSON tokens, most of them not a document: masked if and only if it
+        /// parses.
+        #[test]
+        fn a_run_of_tokens_is_masked_if_and_only_if_it_parses(
+            tokens in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "{", "}", "[", "]", ",", ":", " ", "\"note\"", "\"a\\tb\"", "\"x\\u00\"", "0", "-1.5e3",
+                    "01", "true", "nul", "null", "\"ssn\"", "\"219-09-9999\"",
+                ]),
+                0..24,
+            ),
+        ) {
+            let text = tokens.concat();
+            let p = profile(vec![]);
+            let parses = serde_json::from_slice::<Value>(text.as_bytes()).is_ok();
+            let got = mask_document(&p, text.as_bytes(), &Tally::default());
+            proptest::prop_assert_eq!(got.is_ok(), parses, "{}", text);
+        }
+
         /// One byte changed in a generated document: masked if and only if it still parses.
         #[test]
         fn a_changed_document_is_masked_if_and_only_if_it_parses(
