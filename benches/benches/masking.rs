@@ -197,6 +197,24 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| airlock::mask::json::mask_document(&p, std::hint::black_box(input), &Tally::default()))
             });
         }
+        if name == "phi_json" {
+            // Many short responses (2 KiB each) streamed in 64-byte pieces, as an LLM's
+            // deltas arrive: each response is a new stream.
+            g.bench_function("responses_2k_in_64b_pieces", |b| {
+                b.iter(|| {
+                    let tally = Arc::new(Tally::default());
+                    let mut n = 0;
+                    for response in input.chunks(2048) {
+                        let mut s = p.stream(tally.clone());
+                        for piece in response.chunks(64) {
+                            n += s.push(piece).len();
+                        }
+                        n += s.finish().len();
+                    }
+                    n
+                })
+            });
+        }
         for (id, markup) in [("stream_4k_chunks", false), ("markup_4k_chunks", true)] {
             g.bench_function(id, |b| {
                 b.iter(|| {
