@@ -30,6 +30,10 @@ pub(crate) const LOOKBEHIND: usize = 64;
 /// Text shorter than this is searched without the scout: its set-up costs more than a lazy
 /// DFA pass over so few bytes.
 const SCOUT_MIN: usize = 512;
+
+/// Most stream caches a detector keeps for the next streams. Each holds at most the live DFA's
+/// cache capacity (4 MiB); a few hundred kilobytes is usual.
+pub(crate) const SPARE_STREAM_CACHES: usize = 8;
 /// With more trigger windows than this in the streaming masker's horizon, every position is asked.
 const DENSE_WINDOWS: usize = 48;
 /// A scout window that skipped fewer bytes than this counts as short.
@@ -585,6 +589,9 @@ pub struct Detector {
     live: DFA,
     /// Caches for `live` when [`Detector::scan`] asks which patterns match at a position.
     live_caches: Pool<Cache, CacheFn>,
+    /// Caches for `live` that finished streams gave back, for the next streams (at most
+    /// [`SPARE_STREAM_CACHES`]).
+    stream_caches: std::sync::Mutex<Vec<Cache>>,
     /// The unanchored DFA the scout drives over text between triggers (see `scout.rs`), with
     /// its caches; none when custom or deny-list entities are configured.
     scout: Option<(DFA, Pool<Cache, CacheFn>)>,
@@ -719,7 +726,7 @@ impl Detector {
         } else {
             None
         };
-        Ok(Self { entities, patterns, all, alone, splits, live, live_caches, scout })
+        Ok(Self { entities, patterns, all, alone, splits, live, live_caches, stream_caches: Default::default(), scout })
     }
 
     #[cfg(test)]
@@ -737,9 +744,27 @@ impl Detector {
         self.entities.iter().position(|e| e.eq_ignore_ascii_case(name))
     }
 
-    /// A cache for [`Detector::live_from`]; one per stream.
+    /// A cache for [`Detector::live_from`], one per stream: one a finished stream gave back,
+    /// when there is one. A new cache builds the lazy DFA's states as the text asks for them,
+    /// and that cost a stream of a few kilobytes (most responses) more than judging its text.
     pub(crate) fn live_cache(&self) -> Cache {
-        self.live.create_cache()
+        let spare = self.stream_caches.lock().ok().and_then(|mut spare| spare.pop());
+        spare.unwrap_or_else(|| self.live.create_cache())
+    }
+
+    /// How many stream caches are kept for the next streams.
+    #[cfg(test)]
+    pub(crate) fn spare_stream_caches(&self) -> usize {
+        self.stream_caches.lock().map(|spare| spare.len()).unwrap_or(0)
+    }
+
+    /// Takes back a finished stream's cache, for the next stream.
+    pub(crate) fn give_back(&self, cache: Cache) {
+        if let Ok(mut spare) = self.stream_caches.lock()
+            && spare.len() < SPARE_STREAM_CACHES
+        {
+            spare.push(cache);
+        }
     }
 
     /// Findings whose match starts in `from..until`, in order, not overlapping. `hay[..from]` is

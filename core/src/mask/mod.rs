@@ -493,7 +493,7 @@ impl Profile {
     /// A new stream over this profile.
     pub fn stream(self: &Arc<Self>, tally: Arc<Tally>) -> TextStream {
         TextStream {
-            cache: self.detector.live_cache(),
+            cache: Some(self.detector.live_cache()),
             profile: self.clone(),
             buf: Vec::new(),
             base: 0,
@@ -505,10 +505,9 @@ impl Profile {
     /// A new stream over HTML (`html`) or other XML: judged with character references decoded
     /// (and in HTML, bare inline tags taken out), sent as written wherever nothing is masked.
     pub fn markup_stream(self: &Arc<Self>, tally: Arc<Tally>, html: bool) -> TextStream {
-        TextStream {
-            source: Some(Box::new(markup::Source::new(html, Some(self.detector.clone())))),
-            ..self.stream(tally)
-        }
+        let mut stream = self.stream(tally);
+        stream.source = Some(Box::new(markup::Source::new(html, Some(self.detector.clone()))));
+        stream
     }
 
     /// The first field rule for a JSON key at `path`.
@@ -695,13 +694,22 @@ fn char_bounds(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
 #[derive(Debug)]
 pub struct TextStream {
     profile: Arc<Profile>,
-    cache: regex_automata::hybrid::dfa::Cache,
+    /// For the detector's live DFA; given back to the detector when the stream is dropped.
+    cache: Option<regex_automata::hybrid::dfa::Cache>,
     /// Look-behind context, then text not yet emitted (from `base`).
     buf: Vec<u8>,
     base: usize,
     tally: Arc<Tally>,
     /// Markup: `buf` holds the text decoded, this the bytes it was read from.
     source: Option<Box<markup::Source>>,
+}
+
+impl Drop for TextStream {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            self.profile.detector.give_back(cache);
+        }
+    }
 }
 
 impl TextStream {
@@ -715,7 +723,8 @@ impl TextStream {
         // far as it is whole.
         let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
         let det = self.profile.detector.clone();
-        let mut p = det.live_from(&mut self.cache, &self.buf[..whole], self.base, MAX_HOLD);
+        let cache = self.cache.get_or_insert_with(|| det.live_cache());
+        let mut p = det.live_from(cache, &self.buf[..whole], self.base, MAX_HOLD);
         while p > self.base && p < whole && (0x80..0xc0).contains(&self.buf[p]) {
             p -= 1;
         }

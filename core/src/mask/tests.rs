@@ -149,6 +149,25 @@ fn actions_redact_keep_the_tail_pseudonymize_and_keep_the_year() {
     assert!(no_key.to_string().contains("pseudonym_key"));
 }
 
+/// A finished stream's cache goes to the next stream, which masks as a new one would, and the
+/// detector keeps only a few.
+#[test]
+fn streams_reuse_the_caches_finished_streams_give_back() {
+    let p = profile();
+    let det = p.detector().clone();
+    assert_eq!(det.spare_stream_caches(), 0);
+    for text in CORPUS {
+        let whole = p.mask_text(text.as_bytes(), &Tally::default());
+        let cuts: Vec<usize> = (1..text.len()).step_by(7).collect();
+        assert_eq!(streamed(&p, text.as_bytes(), &cuts), whole, "{text}");
+        assert_eq!(det.spare_stream_caches(), 1, "the stream's cache is back, and taken again");
+    }
+    let many: Vec<TextStream> = (0..20).map(|_| p.stream(Arc::new(Tally::default()))).collect();
+    assert_eq!(det.spare_stream_caches(), 0, "the first stream took the spare one");
+    drop(many);
+    assert_eq!(det.spare_stream_caches(), detect::SPARE_STREAM_CACHES, "at most this many kept");
+}
+
 #[test]
 fn the_fuzz_seed_corpus_runs_clean() {
     let dir = crate::fuzz_corpus("mask_stream");
