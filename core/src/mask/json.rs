@@ -842,6 +842,26 @@ mod tests {
         }
     }
 
+    /// A base64 payload is decoded and masked before any field rule on its key applies, on
+    /// both paths: a rule that keeps `data` does not send the SSN it encodes.
+    #[test]
+    fn a_payload_is_masked_whatever_the_field_rule_on_its_key() {
+        use base64::Engine as _;
+        let body = br#"{"mimeType":"text/plain","data":"cGF0aWVudCBzc24gMjE5LTA5LTk5OTk="}"#;
+        for action in [Action::Keep, Action::Redact] {
+            let p = profile(vec![rule(FieldSelector::Key("data".into()), action, "data")]);
+            assert!(in_place::mask(&p, body, &Tally::default()).is_none(), "the tree walk's");
+            let (t_doc, t_tree) = (Tally::default(), Tally::default());
+            let out: Value = serde_json::from_slice(&mask_document(&p, body, &t_doc).unwrap()).unwrap();
+            let data = out["data"].as_str().unwrap();
+            let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap()).unwrap();
+            assert_eq!(text, "patient ssn [PHI:SSN]", "{action:?}");
+            let want: Value = serde_json::from_slice(&tree(&p, body, &t_tree)).unwrap();
+            assert_eq!(out, want);
+            assert_eq!(t_doc.snapshot(), t_tree.snapshot());
+        }
+    }
+
     #[test]
     fn a_document_keeps_its_key_order_and_spacing() {
         let p = profile(vec![]);

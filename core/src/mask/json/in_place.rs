@@ -279,6 +279,13 @@ impl Doc<'_> {
     ) -> Option<()> {
         let inside = Self::place(stack, path);
         let raw = &self.body[start..end];
+        // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's, which decodes
+        // and masks it before any field rule on its key (a rule that keeps `data` must not send
+        // what it encodes unread).
+        if matches!(kind, Kind::String { .. }) && matches!(path.last(), Some(PathSeg::Key(k)) if super::payload_key(k))
+        {
+            return None;
+        }
         let replacement = match self.profile.json_rule(path) {
             Some(rule) if inside => {
                 let v: Value = serde_json::from_slice(raw).ok()?;
@@ -290,10 +297,6 @@ impl Doc<'_> {
             }
             _ => match kind {
                 Kind::Literal => None,
-                // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's.
-                Kind::String { .. } if matches!(path.last(), Some(PathSeg::Key(k)) if super::payload_key(k)) => {
-                    return None;
-                }
                 Kind::String { escaped } => {
                     let s = decode(self.text, start, end, escaped)?;
                     // The key, if the string has one, is context (`"mrn": "028939"`).
