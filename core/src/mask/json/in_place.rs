@@ -24,9 +24,8 @@ use crate::mask::{PathSeg, Profile, Tally, Values};
 
 /// One open container.
 enum Frame {
-    /// An object: whether the key of the member being read is on the path (false while a key
-    /// is expected), and that member's place in the object.
-    Object { keyed: bool, member: usize },
+    /// An object, and the place in it of the member being read.
+    Object { member: usize },
     /// An array, and the index of the next element.
     Array(usize),
 }
@@ -84,7 +83,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 if stack.len() == MAX_DEPTH {
                     return None;
                 }
-                stack.push(Frame::Object { keyed: false, member: 0 });
+                stack.push(Frame::Object { member: 0 });
                 want = Want::KeyOrEnd;
                 at += 1;
             }
@@ -122,7 +121,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
             (b'"', Want::Key | Want::KeyOrEnd) => {
                 let (end, escaped) = string_end(body, at)?;
                 let depth = stack.len();
-                let Some(Frame::Object { keyed, member }) = stack.last_mut() else { return None };
+                let Some(Frame::Object { member }) = stack.last() else { return None };
                 let k = decode(text, at, end, escaped)?;
                 // The records of an array repeat their keys in the same order: a key the same
                 // as the one at its place in the object before at this depth is known clean.
@@ -138,7 +137,6 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 key.clear();
                 key.push_str(&k);
                 path.push(PathSeg::Key(key));
-                *keyed = true;
                 want = Want::Colon;
                 at = end;
             }
@@ -256,10 +254,7 @@ impl Doc<'_> {
     /// Moves the innermost container past its current value, taking its place off the path.
     fn advance(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
         match stack.last_mut() {
-            Some(Frame::Object { keyed, member }) => {
-                *keyed = false;
-                *member += 1;
-            }
+            Some(Frame::Object { member }) => *member += 1,
             Some(Frame::Array(i)) => *i += 1,
             None => return,
         }
