@@ -381,7 +381,12 @@ impl Profile {
             &mut many[..]
         };
         self.apply_counted(hay, from..to, findings, out, written, counts);
-        for (label, &n) in self.detector.entities().iter().zip(counts.iter()) {
+        self.count(counts, tally);
+    }
+
+    /// Adds a table of counts (one slot per entity) to `tally`.
+    fn count(&self, counts: &[u32], tally: &Tally) {
+        for (label, &n) in self.detector.entities().iter().zip(counts) {
             if n > 0 {
                 tally.add(label, u64::from(n));
             }
@@ -618,11 +623,7 @@ impl<'p> Values<'p> {
 
     /// Adds the counts to `tally`.
     pub(crate) fn count_into(&self, tally: &Tally) {
-        for (label, &n) in self.profile.detector.entities().iter().zip(&self.counts) {
-            if n > 0 {
-                tally.add(label, u64::from(n));
-            }
-        }
+        self.profile.count(&self.counts, tally);
     }
 }
 
@@ -706,7 +707,10 @@ pub struct TextStream {
 
 impl Drop for TextStream {
     fn drop(&mut self) {
-        if let Some(cache) = self.cache.take() {
+        // Not from a stream cut short by a panic, which may have left its cache half changed.
+        if !std::thread::panicking()
+            && let Some(cache) = self.cache.take()
+        {
             self.profile.detector.give_back(cache);
         }
     }
@@ -723,6 +727,7 @@ impl TextStream {
         // far as it is whole.
         let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
         let det = self.profile.detector.clone();
+        // Only `drop` takes the cache; a new one, were it gone, would cost time, not answers.
         let cache = self.cache.get_or_insert_with(|| det.live_cache());
         let mut p = det.live_from(cache, &self.buf[..whole], self.base, MAX_HOLD);
         while p > self.base && p < whole && (0x80..0xc0).contains(&self.buf[p]) {
