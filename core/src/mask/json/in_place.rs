@@ -302,9 +302,12 @@ impl Doc<'_> {
                     self.values.mask(key, s.as_bytes()).then_some(New::Masked)
                 }
                 Kind::Number => {
-                    // The number as the tree walk spells it (`1e2` is `100.0` there).
-                    let n: serde_json::Number = serde_json::from_slice(raw).ok()?;
-                    let text = n.to_string();
+                    // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
+                    // integer (most numbers: ids, counts) is spelled there as it is here.
+                    let text = match plain_integer(raw) {
+                        true => std::borrow::Cow::Borrowed(&self.text[start..end]),
+                        false => serde_json::from_slice::<serde_json::Number>(raw).ok()?.to_string().into(),
+                    };
                     // The nearest key above it is context (`"phones": [6175550123]`).
                     let key = path.iter().rev().find_map(|s| match s {
                         PathSeg::Key(k) => Some(k.as_str()),
@@ -337,6 +340,18 @@ impl Doc<'_> {
         }
         self.advance(stack, path);
         Some(())
+    }
+}
+
+/// `raw` is an integer that a JSON parser reads as a 64-bit one and writes back as it is: an
+/// optional `-`, then `0` alone (not after a `-`: `-0` may read as a float) or up to 18 digits
+/// that do not start with `0`.
+fn plain_integer(raw: &[u8]) -> bool {
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    match digits {
+        [b'0'] => digits.len() == raw.len(),
+        [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
     }
 }
 
@@ -418,7 +433,32 @@ fn decode(text: &str, start: usize, end: usize, escaped: bool) -> Option<std::bo
 mod tests {
     use super::*;
 
+    #[test]
+    fn plain_integers_are_canonical_64_bit_ones() {
+        for yes in ["0", "7", "-7", "123", "100000000000000000", "-999999999999999999"] {
+            assert!(plain_integer(yes.as_bytes()), "{yes}");
+        }
+        for no in ["", "-", "-0", "00", "007", "1.0", "1e2", "+1", "1000000000000000000", " 1"] {
+            assert!(!plain_integer(no.as_bytes()), "{no}");
+        }
+    }
+
     proptest::proptest! {
+        /// A plain integer is one the parser reads and writes back as it came.
+        #[test]
+        fn a_plain_integer_is_spelled_back_as_it_came(
+            raw in proptest::prop_oneof![
+                "-?(0|[1-9][0-9]{0,19})",
+                "-?[0-9]{1,20}",
+                proptest::string::string_regex("-?[0-9]{0,3}[.eE+\\-]?[0-9]{0,3}").unwrap(),
+            ],
+        ) {
+            if plain_integer(raw.as_bytes()) {
+                let n: serde_json::Number = serde_json::from_str(&raw).unwrap();
+                proptest::prop_assert_eq!(n.to_string(), raw);
+            }
+        }
+
         /// The word-at-a-time search finds what a byte-at-a-time one finds, wherever it is.
         #[test]
         fn first_special_is_the_first_byte_a_string_must_escape(
