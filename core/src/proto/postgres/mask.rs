@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::driver::{Fail, read_backend_raw};
-use crate::mask::{Action, FieldRule, FieldSelector, Profile, Tally};
+use crate::mask::{Action, FieldRule, FieldSelector, Profile, Tally, ValueBuffers, Values};
 use crate::proto::session::Io;
 
 /// Type OIDs whose values are text in both formats.
@@ -130,6 +130,8 @@ pub(super) struct PgMasker {
     swallow: bool,
     /// Answers still to come, oldest first.
     expect: std::collections::VecDeque<Expect>,
+    /// What masks the values of one row, kept from row to row.
+    buffers: ValueBuffers,
     /// Result columns of prepared statements, as Describe reported them (text format).
     statements: HashMap<Bytes, Vec<FieldDescription>>,
     /// Result columns of portals in the formats their Bind asked for; `None` when the statement
@@ -239,6 +241,7 @@ impl PgMasker {
             copy_out: false,
             swallow: false,
             expect: Default::default(),
+            buffers: ValueBuffers::default(),
             statements: HashMap::new(),
             portals: HashMap::new(),
             bound: HashMap::new(),
@@ -364,7 +367,8 @@ impl PgMasker {
         }
     }
 
-    fn value(&self, col: Column, name: &str, v: Option<Bytes>) -> Option<Bytes> {
+    /// One value of a row; `values` masks the row's values with the detectors.
+    fn value(&self, col: Column, name: &str, v: Option<Bytes>, values: &mut Values<'_>) -> Option<Bytes> {
         let v = v?;
         match col {
             Column::Pass => Some(v),
@@ -373,8 +377,7 @@ impl PgMasker {
                     self.tally.add("UNREADABLE", 1);
                     return None;
                 };
-                let masked = self.profile.mask_keyed(name, text.as_bytes(), &self.tally);
-                if masked == text.as_bytes() { Some(v) } else { None }
+                if values.mask(Some(name), text.as_bytes()) { None } else { Some(v) }
             }
             Column::Date => {
                 if self.profile.keeps("DATE") {
@@ -394,16 +397,19 @@ impl PgMasker {
                     self.tally.add("UNREADABLE", 1);
                     return None;
                 };
-                if self.profile.mask_keyed(name, &held, &self.tally) == held { Some(v) } else { None }
+                if values.mask(Some(name), &held) { None } else { Some(v) }
             }
-            Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary)),
+            Column::Text { json, jsonb_binary } => Some(self.text(name, &v, json, jsonb_binary, values)),
             Column::Xml => {
                 let masked = self.profile.mask_markup_keyed(name, &v, false, &self.tally);
                 Some(if masked == v[..] { v } else { masked.into() })
             }
             Column::Structured => {
-                let masked = self.profile.mask_keyed(name, &v, &self.tally);
-                if masked == v[..] { Some(v) } else { None }
+                if values.mask(Some(name), &v) {
+                    None
+                } else {
+                    Some(v)
+                }
             }
             Column::Rule { rule, text, json, jsonb_binary } => {
                 let r: &FieldRule = &self.profile.fields[rule];
@@ -432,12 +438,14 @@ impl PgMasker {
         }
     }
 
-    fn text(&self, name: &str, v: &Bytes, json: bool, jsonb_binary: bool) -> Bytes {
+    fn text(&self, name: &str, v: &Bytes, json: bool, jsonb_binary: bool, values: &mut Values<'_>) -> Bytes {
         let body = if jsonb_binary { v.get(1..).unwrap_or_default() } else { &v[..] };
         let masked = if json {
             crate::mask::json::mask_document(&self.profile, body, &self.tally).unwrap_or_else(|_| b"null".to_vec())
+        } else if values.mask(Some(name), body) {
+            values.out.clone()
         } else {
-            self.profile.mask_keyed(name, body, &self.tally)
+            return v.clone();
         };
         if masked == body { v.clone() } else { with_version(jsonb_binary, masked) }
     }
@@ -558,14 +566,18 @@ impl PgMasker {
                 let Some(plan) = &self.plan else { return Err("a result row without a plan".into()) };
                 let mut changed = false;
                 let mut out = Vec::with_capacity(values.len());
+                // The row's values are masked with one set of detector caches and buffers, and
+                // counted once for the row.
+                let mut masker = Values::with_buffers(&self.profile, std::mem::take(&mut self.buffers));
                 for (i, v) in values.iter().enumerate() {
                     let (col, name) = plan
                         .get(i)
                         .map_or((Column::Text { json: false, jsonb_binary: false }, ""), |(c, n)| (*c, n.as_str()));
-                    let new = self.value(col, name, v.clone());
+                    let new = self.value(col, name, v.clone(), &mut masker);
                     changed |= new != *v;
                     out.push(new);
                 }
+                self.buffers = masker.finish(&self.tally);
                 Ok(Some(if changed { backend::encode(&BackendMessage::DataRow(out)) } else { raw }))
             }
             // Errors and notices quote values (`Key (ssn)=(219-09-9999) already exists.`), and a
@@ -883,6 +895,72 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_masked_value_by_value_as_mask_keyed_masks_each() {
+        let mut m = masker(vec![]);
+        // Text, varchar, numeric (structured: NULL on a finding) and bytea (hex), in text format.
+        let columns = [("patient_name", 25), ("member_id", 1043), ("note", 25), ("amount", 1700), ("photo", BYTEA)];
+        let fields = columns
+            .iter()
+            .map(|(name, type_oid)| FieldDescription {
+                name: Bytes::from_static(name.as_bytes()),
+                table_oid: 0,
+                column: 0,
+                type_oid: *type_oid,
+                type_size: -1,
+                type_modifier: -1,
+                format: 0,
+            })
+            .collect();
+        let desc = BackendMessage::RowDescription(fields);
+        m.backend(&desc, backend::encode(&desc)).unwrap();
+        let rows: [[Option<&str>; 5]; 4] = [
+            [
+                Some("Maria Garcia"),
+                Some("XK-20231"),
+                Some("SSN 219-09-9999, call 617-555-0123"),
+                Some("4111111111111111"),
+                Some("\\x6a616e65406578616d706c652e6f7267"),
+            ],
+            [Some("stable"), Some("pending"), Some("nothing to see"), Some("12.50"), Some("\\x00ff")],
+            [None, Some("H-99812"), Some("seen by Dr. Lopez on 2024-03-02"), None, Some("\\xzz")],
+            [Some("John Smith"), Some("A1"), Some(""), Some("219099999"), None],
+        ];
+        // What masking each value alone gives (the masker before rows shared their caches).
+        let expected_tally = Tally::default();
+        let alone = |name: &str, v: &[u8]| m.profile.mask_keyed(name, v, &expected_tally);
+        let mut expected = Vec::new();
+        for row in &rows {
+            let cells: Vec<Option<Bytes>> = row
+                .iter()
+                .zip(columns)
+                .map(|(v, (name, type_oid))| {
+                    let v = v.map(|v| Bytes::copy_from_slice(v.as_bytes()))?;
+                    match type_oid {
+                        1700 => (alone(name, &v) == v[..]).then_some(v),
+                        BYTEA => unhex(&v).filter(|held| alone(name, held) == *held).map(|_| v),
+                        _ => Some(Bytes::from(alone(name, &v))),
+                    }
+                })
+                .collect();
+            expected.push(cells);
+        }
+        expected_tally.add("UNREADABLE", 1);
+        for (row, want) in rows.iter().zip(expected) {
+            let values = row.iter().map(|v| v.map(|v| Bytes::copy_from_slice(v.as_bytes()))).collect();
+            let msg = BackendMessage::DataRow(values);
+            let out = m.backend(&msg, backend::encode(&msg)).unwrap().unwrap();
+            use airlock_decoders::Decoder as _;
+            let mut buf = BytesMut::from(&out[..]);
+            let Ok(Some(BackendMessage::DataRow(got))) = backend::BackendDecoder::new(1 << 16).decode(&mut buf) else {
+                panic!("{out:?}")
+            };
+            assert_eq!(got, want, "{row:?}");
+        }
+        assert_eq!(m.tally.snapshot(), expected_tally.snapshot());
+        assert!(m.tally.snapshot().len() > 3, "the rows hold findings of several kinds");
+    }
+
+    #[test]
     fn errors_are_masked_in_every_text_field_with_their_key_as_context() {
         let mut m = masker(vec![]);
         let got = error(
@@ -946,12 +1024,25 @@ mod tests {
         let m = masker(vec![]);
         let hex = |t: &[u8]| Bytes::from(format!("\\x{}", t.iter().map(|b| format!("{b:02x}")).collect::<String>()));
         let col = Column::Bytea { hex: true };
-        assert_eq!(m.value(col, "doc", Some(hex(b"SSN 219-09-9999"))), None);
-        assert_eq!(m.value(col, "doc", Some(hex(b"\x00\x01plain"))), Some(hex(b"\x00\x01plain")));
-        assert_eq!(m.value(col, "doc", Some(Bytes::from_static(b"\\x0g"))), None, "unreadable hex");
+        assert_eq!(m.value(col, "doc", Some(hex(b"SSN 219-09-9999")), &mut Values::new(&m.profile)), None);
+        assert_eq!(
+            m.value(col, "doc", Some(hex(b"\x00\x01plain")), &mut Values::new(&m.profile)),
+            Some(hex(b"\x00\x01plain"))
+        );
+        assert_eq!(
+            m.value(col, "doc", Some(Bytes::from_static(b"\\x0g")), &mut Values::new(&m.profile)),
+            None,
+            "unreadable hex"
+        );
         let raw = Column::Bytea { hex: false };
-        assert_eq!(m.value(raw, "doc", Some(Bytes::from_static(b"mail jane@example.org"))), None);
-        assert_eq!(m.value(raw, "doc", Some(Bytes::from_static(b"\x89PNG"))), Some(Bytes::from_static(b"\x89PNG")));
+        assert_eq!(
+            m.value(raw, "doc", Some(Bytes::from_static(b"mail jane@example.org")), &mut Values::new(&m.profile)),
+            None
+        );
+        assert_eq!(
+            m.value(raw, "doc", Some(Bytes::from_static(b"\x89PNG")), &mut Values::new(&m.profile)),
+            Some(Bytes::from_static(b"\x89PNG"))
+        );
     }
 
     #[test]
