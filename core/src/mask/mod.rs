@@ -595,6 +595,9 @@ pub(crate) struct Values<'p> {
     pub(crate) out: Vec<u8>,
 }
 
+/// The largest buffer [`Values::finish`] gives back, in bytes.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// The buffers of a [`Values`], kept from one use to the next (a PostgreSQL session masks its
 /// results a row at a time).
 #[derive(Debug, Default)]
@@ -618,10 +621,14 @@ impl<'p> Values<'p> {
         Values { profile, hay, findings, caches: detect::Caches::default(), counts, out }
     }
 
-    /// Adds the counts to `tally`, and gives the buffers back for the next `Values`.
+    /// Adds the counts to `tally`, and gives the buffers back for the next `Values`. A buffer a
+    /// large value grew is dropped, not kept for the rest of a session.
     pub(crate) fn finish(self, tally: &Tally) -> ValueBuffers {
         self.count_into(tally);
-        ValueBuffers { hay: self.hay, findings: self.findings, counts: self.counts, out: self.out }
+        fn kept<T>(buffer: Vec<T>) -> Vec<T> {
+            if buffer.capacity() * size_of::<T>() > KEPT_BUFFER { Vec::new() } else { buffer }
+        }
+        ValueBuffers { hay: kept(self.hay), findings: kept(self.findings), counts: self.counts, out: kept(self.out) }
     }
 
     /// Masks `value` into `self.out`, the value of the field `key` when there is one (which is

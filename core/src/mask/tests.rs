@@ -247,3 +247,18 @@ fn a_text_with_many_kinds_of_entity_counts_each() {
     p.mask_text(text.as_bytes(), &t);
     assert_eq!(t.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(), want);
 }
+
+#[test]
+fn a_buffer_a_large_value_grew_is_not_kept_for_the_next_row() {
+    let p = profile();
+    let mut values = Values::new(&p);
+    assert!(!values.mask(Some("note"), &vec![b'x'; 100_000]), "nothing to mask");
+    let buffers = values.finish(&Tally::default());
+    assert_eq!(buffers.hay.capacity(), 0, "the 100 KB keyed copy is dropped");
+    let mut values = Values::with_buffers(&p, buffers);
+    assert!(values.mask(Some("ssn"), b"219-09-9999"));
+    let tally = Tally::default();
+    let buffers = values.finish(&tally);
+    assert!(buffers.hay.capacity() > 0 && buffers.out.capacity() > 0, "small buffers are kept");
+    assert_eq!(tally.snapshot().get("SSN"), Some(&1));
+}
