@@ -343,9 +343,9 @@ impl Doc<'_> {
     }
 }
 
-/// `raw` is an integer that a JSON parser reads as a 64-bit one and writes back as it is: an
-/// optional `-`, then `0` alone (not after a `-`: `-0` may read as a float) or up to 18 digits
-/// that do not start with `0`.
+/// `raw` is an integer that serde_json reads as a 64-bit one and writes back as it is: an
+/// optional `-`, then `0` alone (not after a `-`: serde_json reads `-0` as the float `-0.0`) or
+/// up to 18 digits that do not start with `0`.
 fn plain_integer(raw: &[u8]) -> bool {
     let digits = raw.strip_prefix(b"-").unwrap_or(raw);
     match digits {
