@@ -13,21 +13,14 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-5}
 cargo build --profile bench -q -p airlock
-chmod 755 "$WORK"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup_extra() {
   pkill -f "pgbouncer -q $WORK" 2>/dev/null || true
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  stop_postgres
 }
 
 PG=17500; BOUNCER=17501; BATCHED=17502; STRICT=17503
 KEY=ak_bench_0123456789
-mkdir -p "$WORK/pg"; [ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
-as_pg "$PGBIN/initdb" -A trust -U postgres --no-sync -D "$WORK/pg" >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-c listen_addresses=127.0.0.1 -c port=$PG -c unix_socket_directories=$WORK/pg -c max_connections=100" \
-  -l "$WORK/pg/log" -w start >/dev/null
+start_postgres $PG max_connections=100
 
 cat >"$WORK/pgbouncer.ini" <<CFG
 [databases]

@@ -16,18 +16,11 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 ROWS=${2:-100000}
 cargo build --profile bench -q -p airlock
-chmod 755 "$WORK"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup_extra() { as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; }
+cleanup_extra() { stop_postgres; }
 
 PG=17510; THIS=17511; OTHER=17512
 KEY=ak_bench_0123456789
-mkdir -p "$WORK/pg"; [ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
-as_pg "$PGBIN/initdb" -A trust -U postgres --no-sync -D "$WORK/pg" >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-c listen_addresses=127.0.0.1 -c port=$PG -c unix_socket_directories=$WORK/pg" \
-  -l "$WORK/pg/log" -w start >/dev/null
+start_postgres $PG
 
 HASH=$(printf '%s' "$KEY" | "$AIRLOCK" identity hash-key)
 gateway() { # BINARY NAME PORT: a gateway whose route masks every entity it finds
