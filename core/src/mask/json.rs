@@ -137,7 +137,7 @@ fn walk(
         Value::Object(map) => {
             let mut dropped = Vec::new();
             let mime = map.get("mimeType").and_then(Value::as_str).map(str::to_owned);
-            let under_audio = matches!(path.last(), Some(PathSeg::Key(k)) if k == "audio");
+            let under_audio = PathSeg::own_key(path) == Some("audio");
             for (k, item) in map.iter_mut() {
                 // Fields that repeat the text token by token (OpenAI `logprobs`) or encode the
                 // whole conversation (Ollama `context`): a split value could not be found there.
@@ -223,20 +223,16 @@ fn mask_payload(profile: &Profile, encoded: &str, mime: &str, tally: &Tally) -> 
 
 /// A string value at `path`: its key, if it has one, is context (`"mrn": "028939"`).
 fn mask_string(profile: &Profile, path: &[PathSeg], s: &str, tally: &Tally) -> String {
-    match path.last() {
-        Some(PathSeg::Key(k)) => super::into_string(profile.mask_keyed(k, s.as_bytes(), tally)),
-        _ => profile.mask_str(s, tally),
+    match PathSeg::own_key(path) {
+        Some(k) => super::into_string(profile.mask_keyed(k, s.as_bytes(), tally)),
+        None => profile.mask_str(s, tally),
     }
 }
 
 /// A number at `path`, as text: the nearest key above it is context (`"ssn": 219099999`, or
 /// `"phones": [6175550123]`).
 fn mask_number(profile: &Profile, path: &[PathSeg], text: &[u8], tally: &Tally) -> Vec<u8> {
-    let key = path.iter().rev().find_map(|s| match s {
-        PathSeg::Key(k) => Some(k.as_str()),
-        PathSeg::Index(_) => None,
-    });
-    match key {
+    match PathSeg::nearest_key(path) {
         Some(k) => profile.mask_keyed(k, text, tally),
         None => profile.mask_text(text, tally),
     }

@@ -128,6 +128,25 @@ pub enum PathSeg {
     Index(Option<usize>),
 }
 
+impl PathSeg {
+    /// The key of the member at the end of `path` (none for an array element).
+    pub(crate) fn own_key(path: &[PathSeg]) -> Option<&str> {
+        match path.last() {
+            Some(PathSeg::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The nearest key above the end of `path`: the context of a value in an array too
+    /// (`"phones": [6175550123]`).
+    pub(crate) fn nearest_key(path: &[PathSeg]) -> Option<&str> {
+        path.iter().rev().find_map(|s| match s {
+            PathSeg::Key(k) => Some(k.as_str()),
+            PathSeg::Index(_) => None,
+        })
+    }
+}
+
 impl FieldSelector {
     /// Parses a JSON path: `$.a.b`, `$.a[*].b`, `$.a[0]`.
     pub fn path(s: &str) -> Option<Self> {
@@ -524,10 +543,7 @@ impl Profile {
 
     /// The first field rule for a JSON key at `path`.
     pub fn json_rule(&self, path: &[PathSeg]) -> Option<&FieldRule> {
-        let key = match path.last() {
-            Some(PathSeg::Key(k)) => Some(k.as_str()),
-            _ => None,
-        };
+        let key = PathSeg::own_key(path);
         self.fields.iter().find(|r| match &r.selector {
             FieldSelector::Key(k) => key.is_some_and(|key| key.eq_ignore_ascii_case(k)),
             FieldSelector::Path(p) => {

@@ -277,8 +277,7 @@ impl Doc<'_> {
         // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's, which decodes
         // and masks it before any field rule on its key (a rule that keeps `data` must not send
         // what it encodes unread).
-        if matches!(kind, Kind::String { .. }) && matches!(path.last(), Some(PathSeg::Key(k)) if super::payload_key(k))
-        {
+        if matches!(kind, Kind::String { .. }) && PathSeg::own_key(path).is_some_and(super::payload_key) {
             return None;
         }
         let replacement = match self.profile.json_rule(path) {
@@ -295,11 +294,7 @@ impl Doc<'_> {
                 Kind::String { escaped } => {
                     let s = decode(self.text, start, end, escaped)?;
                     // The key, if the string has one, is context (`"mrn": "028939"`).
-                    let key = match path.last() {
-                        Some(PathSeg::Key(k)) => Some(k.as_str()),
-                        _ => None,
-                    };
-                    self.values.mask(key, s.as_bytes()).then_some(New::Masked)
+                    self.values.mask(PathSeg::own_key(path), s.as_bytes()).then_some(New::Masked)
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
@@ -309,11 +304,7 @@ impl Doc<'_> {
                         false => serde_json::from_slice::<serde_json::Number>(raw).ok()?.to_string().into(),
                     };
                     // The nearest key above it is context (`"phones": [6175550123]`).
-                    let key = path.iter().rev().find_map(|s| match s {
-                        PathSeg::Key(k) => Some(k.as_str()),
-                        PathSeg::Index(_) => None,
-                    });
-                    if self.values.mask(key, text.as_bytes()) {
+                    if self.values.mask(PathSeg::nearest_key(path), text.as_bytes()) {
                         Some(New::Masked)
                     } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
                         // Left alone, the number goes out as the upstream spelled it: that
