@@ -776,7 +776,7 @@ impl TextStream {
         // A character cut by the chunking waits for its last bytes: the text is judged only as
         // far as it is whole.
         let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
-        let det = self.profile.detector.clone();
+        let det = &self.profile.detector;
         // Only `drop` takes the cache; a new one, were it gone, would cost time, not answers.
         let cache = self.cache.get_or_insert_with(|| det.live_cache());
         let mut p = det.live_from(cache, &self.buf[..whole], self.base, MAX_HOLD);
