@@ -912,10 +912,12 @@ impl Detector {
         true
     }
 
-    /// All findings in `text`.
+    /// All findings in `text`, with those the headers of its text tables give their cells (see
+    /// `tables.rs`).
     pub fn find_all(&self, text: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
         self.scan(text, 0, text.len(), &mut out);
+        super::tables::add_rows(self, text, 0, &mut out);
         out
     }
 

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod json;
 mod markup;
 mod scout;
+mod tables;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -352,8 +353,7 @@ impl Profile {
     /// `member_id` column are found although the value alone says nothing.
     pub fn mask_keyed(&self, key: &str, value: &[u8], tally: &Tally) -> Vec<u8> {
         let (hay, start) = keyed(key, value);
-        let mut findings = self.detector.find_all(&hay);
-        findings.retain(|f| f.start >= start);
+        let findings = self.find_keyed(&hay, start);
         let mut out = Vec::with_capacity(value.len());
         self.apply(&hay, start, hay.len(), &findings, &mut out, tally);
         out
@@ -367,11 +367,20 @@ impl Profile {
         let mut text = Vec::with_capacity(value.len());
         source.feed(value, &mut text, true);
         let (hay, start) = keyed(key, &text);
-        let mut findings = self.detector.find_all(&hay);
-        findings.retain(|f| f.start >= start);
+        let findings = self.find_keyed(&hay, start);
         let mut out = Vec::with_capacity(value.len());
         self.apply_with(&hay, start..hay.len(), &findings, &mut out, tally, &Shifted(&source, start));
         out
+    }
+
+    /// The findings of a value scanned behind its key, `hay[..start]`: those that start in the
+    /// value, with those its text tables give (the key is not a table's).
+    fn find_keyed(&self, hay: &[u8], start: usize) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        self.detector.scan(hay, 0, hay.len(), &mut findings);
+        findings.retain(|f| f.start >= start);
+        tables::add_rows(&self.detector, hay, start, &mut findings);
+        findings
     }
 
     /// Writes `hay[from..to]` to `out` with each finding in it replaced.
@@ -530,6 +539,7 @@ impl Profile {
             base: 0,
             tally,
             source: None,
+            rows: tables::StreamRows::default(),
         }
     }
 
@@ -663,6 +673,7 @@ impl<'p> Values<'p> {
         self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches);
         // A finding that starts in the key is not the value's.
         self.findings.retain(|f| f.start >= start);
+        tables::add_rows(&self.profile.detector, hay, start, &mut self.findings);
         if self.findings.is_empty() {
             return false;
         }
@@ -753,6 +764,8 @@ pub struct TextStream {
     tally: Arc<Tally>,
     /// Markup: `buf` holds the text decoded, this the bytes it was read from.
     source: Option<Box<markup::Source>>,
+    /// The text tables read so far.
+    rows: tables::StreamRows,
 }
 
 impl Drop for TextStream {
@@ -783,6 +796,8 @@ impl TextStream {
         while p > self.base && p < whole && (0x80..0xc0).contains(&self.buf[p]) {
             p -= 1;
         }
+        self.rows.read(det, &self.buf, whole);
+        let p = self.rows.hold(p);
         if p <= self.base {
             return Vec::new();
         }
@@ -794,6 +809,7 @@ impl TextStream {
         if let Some(src) = &mut self.source {
             src.feed(&[], &mut self.buf, true);
         }
+        self.rows.finish(&self.profile.detector, &self.buf);
         let n = self.buf.len();
         self.emit_final(n, n)
     }
@@ -804,6 +820,7 @@ impl TextStream {
         let mut findings = Vec::new();
         let hay = &self.buf[..whole];
         self.profile.detector.scan(hay, self.base, until, &mut findings);
+        self.rows.take(until, &mut findings);
         // A match that started before `until` is settled even where it runs past it, to the end
         // of the character it ends in.
         let mut to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(whole);
@@ -816,13 +833,16 @@ impl TextStream {
             Some(src) => self.profile.apply_with(hay, self.base..to, &findings, &mut out, &self.tally, src.as_ref()),
         }
         self.base = to;
+        self.rows.emitted(to);
         if self.base > 4 * detect::LOOKBEHIND {
-            let cut = self.base - detect::LOOKBEHIND;
+            // Not the start of a line that may still be a table's header.
+            let cut = (self.base - detect::LOOKBEHIND).min(self.rows.needed());
             if let Some(src) = &mut self.source {
                 src.trim(cut);
             }
             self.buf.drain(..cut);
             self.base -= cut;
+            self.rows.shift(cut);
         }
         out
     }
