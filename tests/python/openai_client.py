@@ -1,5 +1,5 @@
 """The openai Python SDK against an Airlock HTTP route: one plain and one streaming chat
-completion, printed as one JSON object. Usage: openai_client.py BASE_URL API_KEY MODEL"""
+completion, printed as one JSON object. Usage: openai_client.py BASE_URL API_KEY MODEL [PROMPT]"""
 import json
 import sys
 
@@ -7,7 +7,8 @@ from openai import OpenAI
 
 base_url, api_key, model = sys.argv[1:4]
 client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=15)
-messages = [{"role": "user", "content": "summarize the chart"}]
+prompt = sys.argv[4] if len(sys.argv) > 4 else "summarize the chart"
+messages = [{"role": "user", "content": prompt}]
 
 plain = client.chat.completions.create(model=model, messages=messages)
 streamed = []

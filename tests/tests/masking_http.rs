@@ -1,7 +1,8 @@
 //! PHI masking on HTTP routes, with real clients: the openai Python SDK streams a completion
 //! whose SSN, e-mail address and phone number arrive split across SSE events (the demo upstream
-//! cuts its text every five characters, as a tokenizer does) and receives them masked — per role
-//! — while the journal holds exactly what the caller received; a JSON document gets its field
+//! cuts its text every five characters, as a tokenizer does), and a Markdown table whose cells
+//! are named only by its header, and receives them masked — per role — while the journal holds
+//! exactly what the caller received; a JSON document gets its field
 //! rules; and what cannot be inspected (too large, compressed, binary) is not delivered.
 
 use std::net::SocketAddr;
@@ -27,11 +28,16 @@ fn keys() -> String {
     )
 }
 
+/// What the caller asks; the demo upstream's answer ends with it, so its table comes back
+/// split into five-character events: a Markdown table whose cells say what they are only in its
+/// header.
+const PROMPT: &str = "list them\n| mrn | zip |\n|---|---|\n| 028939 | 52201 |\n";
+
 fn run_sdk(base: &str, key: &str) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py");
     let out = Command::new("python3")
         .arg(&script)
-        .args([base, key, airlock::cli::demo_llm::MODEL])
+        .args([base, key, airlock::cli::demo_llm::MODEL, PROMPT])
         .output()
         .expect("run python3 (pip install openai)");
     assert!(out.status.success(), "openai client failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -89,11 +95,13 @@ async fn the_openai_sdk_gets_split_identifiers_masked_per_role() {
     }
     assert!(!streamed.contains("9999") && !streamed.contains("example.org"), "no fragment leaks: {streamed}");
     assert!(streamed.contains("follow up in two weeks"), "clean text passes: {streamed}");
+    assert!(streamed.ends_with("| mrn | zip |\n|---|---|\n| [PHI:MRN] | [PHI:ZIP] |\n"), "the table: {streamed}");
 
     let clinician = tokio::task::block_in_place(|| run_sdk(&base, CLINICIAN_KEY));
     let seen = clinician["streamed"].as_str().unwrap();
     assert_eq!(seen, clinician["plain"].as_str().unwrap());
     assert!(seen.contains("***-**-9999") && seen.contains(EMAIL) && seen.contains(PHONE), "{seen}");
+    assert!(seen.ends_with(&PROMPT[PROMPT.find('|').unwrap()..]), "the clinician sees the table: {seen}");
     gw.stop().await;
 
     // The journal holds what each caller received: nothing unmasked in the agent's sessions,
