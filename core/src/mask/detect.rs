@@ -69,6 +69,8 @@ pub struct Finding {
     pub start: usize,
     /// End of the value (exclusive).
     pub end: usize,
+    /// Start of the whole pattern match (a keyword before the value is in it).
+    pub match_start: usize,
     /// End of the whole pattern match (the search resumes here).
     pub match_end: usize,
     /// 0–1: how sure the detector is.
@@ -917,7 +919,7 @@ impl Detector {
     pub fn find_all(&self, text: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
         self.scan(text, 0, text.len(), &mut out);
-        super::tables::add_rows(self, text, 0, &mut out);
+        super::tables::add_rows(self, text, 0, &mut out, |_| true);
         out
     }
 
@@ -991,7 +993,7 @@ impl Detector {
                 true
             }
         };
-        ok.then_some(Finding { entity, start: vs, end: ve, match_end: end, confidence })
+        ok.then_some(Finding { entity, start: vs, end: ve, match_start: start, match_end: end, confidence })
     }
 
     /// The span of group `v` in the match `start..end` of pattern `pid`.

@@ -325,7 +325,7 @@ impl Profile {
 
     /// Masks a whole text.
     pub fn mask_text(&self, text: &[u8], tally: &Tally) -> Vec<u8> {
-        let findings = self.detector.find_all(text);
+        let findings = self.find(text);
         let mut out = Vec::with_capacity(text.len());
         self.apply(text, 0, text.len(), &findings, &mut out, tally);
         out
@@ -336,7 +336,7 @@ impl Profile {
     /// where nothing is masked.
     pub fn mask_text_read_as(&self, read: &[u8], written: &[u8], tally: &Tally) -> Vec<u8> {
         assert_eq!(read.len(), written.len(), "a view byte for byte as long");
-        let findings = self.detector.find_all(read);
+        let findings = self.find(read);
         let mut out = Vec::with_capacity(written.len());
         self.apply_with(read, 0..read.len(), &findings, &mut out, tally, &AsIs(written));
         out
@@ -373,14 +373,25 @@ impl Profile {
         out
     }
 
+    /// The findings in a whole text, with those its text tables give.
+    fn find(&self, text: &[u8]) -> Vec<Finding> {
+        self.find_keyed(text, 0)
+    }
+
     /// The findings of a value scanned behind its key, `hay[..start]`: those that start in the
     /// value, with those its text tables give (the key is not a table's).
     fn find_keyed(&self, hay: &[u8], start: usize) -> Vec<Finding> {
         let mut findings = Vec::new();
         self.detector.scan(hay, 0, hay.len(), &mut findings);
         findings.retain(|f| f.start >= start);
-        tables::add_rows(&self.detector, hay, start, &mut findings);
+        tables::add_rows(&self.detector, hay, start, &mut findings, |f| self.applies(f));
         findings
+    }
+
+    /// Whether a finding is masked: the profile does not keep its entity, and is sure enough.
+    fn applies(&self, f: &Finding) -> bool {
+        f.confidence >= self.min_confidence
+            && self.actions.get(f.entity).copied().unwrap_or(Action::Redact) != Action::Keep
     }
 
     /// Writes `hay[from..to]` to `out` with each finding in it replaced.
@@ -440,10 +451,10 @@ impl Profile {
     ) {
         let mut at = from;
         for f in findings {
-            let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
-            if f.confidence < self.min_confidence || action == Action::Keep || f.start < at || f.end > to {
+            if !self.applies(f) || f.start < at || f.end > to {
                 continue;
             }
+            let action = self.actions.get(f.entity).copied().unwrap_or(Action::Redact);
             let (s, e) = char_bounds(hay, f.start, f.end);
             let (s, e) = (s.max(at), e.min(to));
             if s >= e {
@@ -673,7 +684,8 @@ impl<'p> Values<'p> {
         self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches);
         // A finding that starts in the key is not the value's.
         self.findings.retain(|f| f.start >= start);
-        tables::add_rows(&self.profile.detector, hay, start, &mut self.findings);
+        let profile = self.profile;
+        tables::add_rows(&profile.detector, hay, start, &mut self.findings, |f| profile.applies(f));
         if self.findings.is_empty() {
             return false;
         }
@@ -820,7 +832,8 @@ impl TextStream {
         let mut findings = Vec::new();
         let hay = &self.buf[..whole];
         self.profile.detector.scan(hay, self.base, until, &mut findings);
-        self.rows.take(until, &mut findings);
+        let profile = &self.profile;
+        self.rows.take(until, &mut findings, |f| profile.applies(f));
         // A match that started before `until` is settled even where it runs past it, to the end
         // of the character it ends in.
         let mut to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(whole);
