@@ -671,6 +671,12 @@ impl<'p> Values<'p> {
     /// Masks `value` into `self.out`, the value of the field `key` when there is one (which is
     /// context, as in [`Profile::mask_keyed`]); false when masking leaves it as it is.
     pub(crate) fn mask(&mut self, key: Option<&str>, value: &[u8]) -> bool {
+        self.mask_lines(key, value, true)
+    }
+
+    /// [`Self::mask`], told whether `value` may hold a line break, and so a text table: a JSON
+    /// string written with no escape holds none, and most values of a document are such.
+    pub(crate) fn mask_lines(&mut self, key: Option<&str>, value: &[u8], lines: bool) -> bool {
         self.findings.clear();
         let (hay, start) = match key {
             Some(key) => {
@@ -684,8 +690,10 @@ impl<'p> Values<'p> {
         self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches);
         // A finding that starts in the key is not the value's.
         self.findings.retain(|f| f.start >= start);
-        let profile = self.profile;
-        tables::add_rows(&profile.detector, hay, start, &mut self.findings, |f| profile.applies(f));
+        if lines {
+            let profile = self.profile;
+            tables::add_rows(&profile.detector, hay, start, &mut self.findings, |f| profile.applies(f));
+        }
         if self.findings.is_empty() {
             return false;
         }

@@ -294,7 +294,9 @@ impl Doc<'_> {
                 Kind::String { escaped } => {
                     let s = decode(self.text, start, end, escaped)?;
                     // The key, if the string has one, is context (`"mrn": "028939"`).
-                    self.values.mask(PathSeg::own_key(path), s.as_bytes()).then_some(New::Masked)
+                    // Without an escape, it holds no line break (JSON has no other way to
+                    // write one), so no text table.
+                    self.values.mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped).then_some(New::Masked)
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
@@ -304,7 +306,7 @@ impl Doc<'_> {
                         false => serde_json::from_slice::<serde_json::Number>(raw).ok()?.to_string().into(),
                     };
                     // The nearest key above it is context (`"phones": [6175550123]`).
-                    if self.values.mask(PathSeg::nearest_key(path), text.as_bytes()) {
+                    if self.values.mask_lines(PathSeg::nearest_key(path), text.as_bytes(), false) {
                         Some(New::Masked)
                     } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
                         // Left alone, the number goes out as the upstream spelled it: that
