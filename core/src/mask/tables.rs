@@ -17,6 +17,9 @@
 //! - a rule (`---+---`, `|:--|--:|`), or a line longer than [`MAX_ROW`] bytes, leaves the table
 //!   as it was;
 //! - any other line (prose, psql's `(2 rows)`, an empty line) ends it.
+//!
+//! psql's expanded output (`\x`) has a record's fields one to a line, `name | value`, after a
+//! `-[ RECORD 1 ]-` line: each value is masked as its name's, until a line with no `|`.
 
 use super::detect::{Detector, Finding};
 
@@ -38,6 +41,8 @@ pub(crate) struct Tables {
     /// A line with cells that was not a row of `header`: the header of the next table, if
     /// a row of it comes.
     next: Option<Header>,
+    /// In a record of psql's expanded output (`\x`), whose lines are `name | value`.
+    record: bool,
 }
 
 #[derive(Debug)]
@@ -53,7 +58,7 @@ impl Tables {
     /// Whether the next line may be a row of a table (a stream holds such a line until it
     /// ends).
     pub(crate) fn expects_row(&self) -> bool {
-        self.header.is_some()
+        self.header.is_some() || self.record
     }
 
     /// Reads the whole line `text[start..end]` (without its `\n`): a row's cells, each masked
@@ -69,7 +74,23 @@ impl Tables {
     ) -> bool {
         let line = &text[start..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > MAX_ROW || (self.header.is_some() && is_rule(line)) {
+        if line.len() > MAX_ROW {
+            return false;
+        }
+        // psql's expanded output: `-[ RECORD 1 ]-+-----` starts a record.
+        if line.starts_with(b"-[ RECORD ") {
+            (self.header, self.next, self.record) = (None, None, true);
+            return false;
+        }
+        if self.record {
+            if let Some(bar) = memchr::memchr(b'|', line) {
+                let (a, b) = trim(line, 0, bar, 0);
+                scan_cell(det, line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), out);
+                return true;
+            }
+            self.record = false;
+        }
+        if self.header.is_some() && is_rule(line) {
             return false;
         }
         let mut spans = [(0, 0); MAX_COLUMNS];
@@ -106,28 +127,32 @@ impl Tables {
             (self.header, self.next) = (self.next.take(), None);
         }
         let Some(h) = &self.header else { return false };
-        let mut hay = Vec::new();
-        let mut found = Vec::new();
-        for (name, &(a, b)) in h.names.iter().zip(&spans) {
-            if name.is_empty() || a == b {
-                continue;
-            }
-            hay.clear();
-            let from = super::key_prefix(name, &mut hay);
-            hay.extend_from_slice(&line[a..b]);
-            found.clear();
-            det.scan(&hay, 0, hay.len(), &mut found);
-            let shift = |p: usize| start + a + (p - from);
-            out.extend(found.iter().filter(|f| f.start >= from).map(|f| Finding {
-                start: shift(f.start),
-                end: shift(f.end),
-                match_start: start,
-                match_end: shift(f.match_end.max(f.end)),
-                ..*f
-            }));
+        for (name, &cell) in h.names.iter().zip(&spans) {
+            scan_cell(det, line, start, name, cell, out);
         }
         true
     }
+}
+
+/// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is empty),
+/// adding what it finds to `out` where `line` starts at `start`.
+fn scan_cell(det: &Detector, line: &[u8], start: usize, name: &str, (a, b): (usize, usize), out: &mut Vec<Finding>) {
+    if name.is_empty() || a == b {
+        return;
+    }
+    let mut hay = Vec::with_capacity(name.len() + 2 + b - a);
+    let from = super::key_prefix(name, &mut hay);
+    hay.extend_from_slice(&line[a..b]);
+    let mut found = Vec::new();
+    det.scan(&hay, 0, hay.len(), &mut found);
+    let shift = |p: usize| start + a + (p - from);
+    out.extend(found.iter().filter(|f| f.start >= from).map(|f| Finding {
+        start: shift(f.start),
+        end: shift(f.end),
+        match_start: start,
+        match_end: shift(f.match_end.max(f.end)),
+        ..*f
+    }));
 }
 
 /// The tables of a stream, read a line at a time as lines end. Positions are in the stream's
@@ -428,6 +453,17 @@ mod tests {
     }
 
     #[test]
+    fn psql_expanded_output_masks_each_value_by_its_name() {
+        let p = profile();
+        let text = "-[ RECORD 1 ]-----\nid  | 7\nmrn | 028939\nzip | 52201\n-[ RECORD 2 ]-----\nid  | 8\nmrn | 028940 | x\n\nmrn | 028941\n";
+        let want = "-[ RECORD 1 ]-----\nid  | 7\nmrn | [PHI:MRN]\nzip | [PHI:ZIP]\n-[ RECORD 2 ]-----\nid  | 8\nmrn | [PHI:MRN] | x\n\nmrn | 028941\n";
+        assert_eq!(masked(&p, text), want);
+        for cut in 0..text.len() {
+            assert_eq!(streamed(&p, text.as_bytes(), &[cut]), want.as_bytes(), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn empty_cells_at_the_ends_of_a_row_are_cells() {
         let p = profile();
         // psql -A prints NULL as nothing; a tab-separated export does the same.
@@ -523,8 +559,15 @@ mod tests {
                 .prop_map(move |(cells, sep, outer)| row(cells, sep, outer)),
             (prop::collection::vec(value, 1..4), prop::sample::select(vec![" | ", "|", "\t"]), any::<bool>())
                 .prop_map(move |(cells, sep, outer)| row(cells, sep, outer)),
-            prop::sample::select(vec!["---+---", "|---|---|", "(2 rows)", "", "Seen by Dr. Emily Chen today."])
-                .prop_map(str::to_owned),
+            prop::sample::select(vec![
+                "---+---",
+                "|---|---|",
+                "(2 rows)",
+                "",
+                "Seen by Dr. Emily Chen today.",
+                "-[ RECORD 1 ]-+--"
+            ])
+            .prop_map(str::to_owned),
         ];
         (prop::collection::vec(line, 1..8), prop::sample::select(vec!["\n", "\r\n"]), any::<bool>())
             .prop_map(|(lines, end, last)| lines.join(end) + if last { end } else { "" })
