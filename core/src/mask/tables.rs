@@ -175,7 +175,19 @@ pub(crate) struct StreamRows {
 impl StreamRows {
     /// Reads the lines of `buf[..whole]` that ended since the last call.
     pub(crate) fn read(&mut self, det: &Detector, buf: &[u8], whole: usize) {
-        let mut at = self.seen.max(self.line);
+        let at = self.seen.max(self.line);
+        // Most pieces of a stream end no line: this runs on every one.
+        if memchr::memchr(b'\n', &buf[at..whole]).is_some() {
+            self.read_lines(det, buf, at, whole);
+        }
+        self.seen = whole;
+        // Longer than any row even without a `\r` at its end.
+        self.long |= whole - self.line > MAX_ROW + 1;
+    }
+
+    /// Reads each line that ends in `buf[at..whole]`.
+    #[inline(never)]
+    fn read_lines(&mut self, det: &Detector, buf: &[u8], mut at: usize, whole: usize) {
         while let Some(k) = memchr::memchr(b'\n', &buf[at..whole]) {
             let nl = at + k;
             // A line too long for a row leaves the table as it was.
@@ -184,9 +196,6 @@ impl StreamRows {
             }
             (self.line, self.long, at) = (nl + 1, false, nl + 1);
         }
-        self.seen = whole;
-        // Longer than any row even without a `\r` at its end.
-        self.long |= whole - self.line > MAX_ROW + 1;
     }
 
     /// The end of the text: the line that has not ended is read too.
