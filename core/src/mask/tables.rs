@@ -99,14 +99,15 @@ impl Tables {
         };
         if !fits(&self.header, &mut spans) {
             if !fits(&self.next, &mut spans) {
-                // Not a row: perhaps a header.
-                let sep = if line.contains(&b'|') {
-                    b'|'
-                } else if line.contains(&b'\t') {
-                    b'\t'
-                } else {
-                    (self.header, self.next) = (None, None);
-                    return false;
+                // Not a row: perhaps a header. One pass finds a separator (most lines of
+                // prose have none); a `|` anywhere makes it the separator.
+                let sep = match memchr::memchr2(b'|', b'\t', line) {
+                    None => {
+                        (self.header, self.next) = (None, None);
+                        return false;
+                    }
+                    Some(i) if line[i] == b'\t' && memchr::memchr(b'|', &line[i..]).is_none() => b'\t',
+                    Some(_) => b'|',
                 };
                 let (lo, hi) = trim(line, 0, line.len(), sep);
                 let outer =
