@@ -21,7 +21,7 @@
 //! psql's expanded output (`\x`) has a record's fields one to a line, `name | value`, after a
 //! `-[ RECORD 1 ]-` line: each value is masked as its name's, until a line with no `|`.
 
-use super::detect::{Detector, Finding};
+use super::detect::{Caches, Detector, Finding};
 
 /// The longest line read as a header or a row. A stream holds a line that may be a row until
 /// it ends, so this is also the most it holds for a table.
@@ -66,7 +66,7 @@ impl Tables {
     /// `match_start` is where its line starts). True if it is a row.
     pub(crate) fn line(
         &mut self,
-        det: &Detector,
+        cells: &mut Cells<'_>,
         text: &[u8],
         start: usize,
         end: usize,
@@ -85,7 +85,7 @@ impl Tables {
         if self.record {
             if let Some(bar) = memchr::memchr(b'|', line) {
                 let (a, b) = trim(line, 0, bar, 0);
-                scan_cell(det, line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), out);
+                cells.scan(line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), out);
                 return true;
             }
             self.record = false;
@@ -95,7 +95,7 @@ impl Tables {
         }
         let mut spans = [(0, 0); MAX_COLUMNS];
         let fits = |h: &Option<Header>, spans: &mut [(usize, usize); MAX_COLUMNS]| {
-            h.as_ref().is_some_and(|h| cells(line, h.sep, h.outer, spans) == Some(h.names.len()))
+            h.as_ref().is_some_and(|h| split(line, h.sep, h.outer, spans) == Some(h.names.len()))
         };
         if !fits(&self.header, &mut spans) {
             if !fits(&self.next, &mut spans) {
@@ -113,7 +113,7 @@ impl Tables {
                 let outer =
                     (sep == b'|' && line.get(lo) == Some(&b'|'), sep == b'|' && hi > lo + 1 && line[hi - 1] == b'|');
                 let least = if outer == (true, true) { 1 } else { 2 };
-                let header = cells(line, sep, outer, &mut spans).filter(|&n| n >= least).map(|n| Header {
+                let header = split(line, sep, outer, &mut spans).filter(|&n| n >= least).map(|n| Header {
                     sep,
                     outer,
                     names: spans[..n].iter().map(|&(a, b)| name(&line[a..b])).collect(),
@@ -129,31 +129,46 @@ impl Tables {
         }
         let Some(h) = &self.header else { return false };
         for (name, &cell) in h.names.iter().zip(&spans) {
-            scan_cell(det, line, start, name, cell, out);
+            cells.scan(line, start, name, cell, out);
         }
         true
     }
 }
 
-/// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is empty),
-/// adding what it finds to `out` where `line` starts at `start`.
-fn scan_cell(det: &Detector, line: &[u8], start: usize, name: &str, (a, b): (usize, usize), out: &mut Vec<Finding>) {
-    if name.is_empty() || a == b {
-        return;
+/// What scans the cells of rows: the detector, with its caches and buffers kept from cell to
+/// cell (a row has many short cells, as a document has many short values).
+pub(crate) struct Cells<'d> {
+    det: &'d Detector,
+    hay: Vec<u8>,
+    found: Vec<Finding>,
+    caches: Caches<'d>,
+}
+
+impl<'d> Cells<'d> {
+    pub(crate) fn new(det: &'d Detector) -> Self {
+        Cells { det, hay: Vec::new(), found: Vec::new(), caches: Caches::default() }
     }
-    let mut hay = Vec::with_capacity(name.len() + 2 + b - a);
-    let from = super::key_prefix(name, &mut hay);
-    hay.extend_from_slice(&line[a..b]);
-    let mut found = Vec::new();
-    det.scan(&hay, 0, hay.len(), &mut found);
-    let shift = |p: usize| start + a + (p - from);
-    out.extend(found.iter().filter(|f| f.start >= from).map(|f| Finding {
-        start: shift(f.start),
-        end: shift(f.end),
-        match_start: start,
-        match_end: shift(f.match_end.max(f.end)),
-        ..*f
-    }));
+
+    /// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is
+    /// empty), adding what it finds to `out` where `line` starts at `start`.
+    fn scan(&mut self, line: &[u8], start: usize, name: &str, (a, b): (usize, usize), out: &mut Vec<Finding>) {
+        if name.is_empty() || a == b {
+            return;
+        }
+        self.hay.clear();
+        let from = super::key_prefix(name, &mut self.hay);
+        self.hay.extend_from_slice(&line[a..b]);
+        self.found.clear();
+        self.det.scan_text(&self.hay, &mut self.found, &mut self.caches);
+        let shift = |p: usize| start + a + (p - from);
+        out.extend(self.found.iter().filter(|f| f.start >= from).map(|f| Finding {
+            start: shift(f.start),
+            end: shift(f.end),
+            match_start: start,
+            match_end: shift(f.match_end.max(f.end)),
+            ..*f
+        }));
+    }
 }
 
 /// The tables of a stream, read a line at a time as lines end. Positions are in the stream's
@@ -189,10 +204,11 @@ impl StreamRows {
     /// Reads each line that ends in `buf[at..whole]`.
     #[inline(never)]
     fn read_lines(&mut self, det: &Detector, buf: &[u8], mut at: usize, whole: usize) {
+        let mut cells = Cells::new(det);
         while let Some(k) = memchr::memchr(b'\n', &buf[at..whole]) {
             let nl = at + k;
             // A line too long for a row leaves the table as it was.
-            if !self.long && self.tables.line(det, buf, self.line, nl, &mut self.found) {
+            if !self.long && self.tables.line(&mut cells, buf, self.line, nl, &mut self.found) {
                 self.rows.push((self.line, nl + 1));
             }
             (self.line, self.long, at) = (nl + 1, false, nl + 1);
@@ -202,7 +218,10 @@ impl StreamRows {
     /// The end of the text: the line that has not ended is read too.
     pub(crate) fn finish(&mut self, det: &Detector, buf: &[u8]) {
         self.read(det, buf, buf.len());
-        if !self.long && self.line < buf.len() && self.tables.line(det, buf, self.line, buf.len(), &mut self.found) {
+        if !self.long
+            && self.line < buf.len()
+            && self.tables.line(&mut Cells::new(det), buf, self.line, buf.len(), &mut self.found)
+        {
             self.rows.push((self.line, buf.len()));
         }
         (self.line, self.seen) = (buf.len(), buf.len());
@@ -270,11 +289,12 @@ pub(crate) fn add_rows(
         return;
     }
     let mut tables = Tables::default();
+    let mut cells = Cells::new(det);
     let mut rows = Vec::new();
     let mut at = from;
     for nl in memchr::memchr_iter(b'\n', rest).map(|i| from + i).chain(std::iter::once(text.len())) {
         if nl > at || nl < text.len() {
-            tables.line(det, text, at, nl, &mut rows);
+            tables.line(&mut cells, text, at, nl, &mut rows);
         }
         at = nl + 1;
     }
@@ -320,7 +340,7 @@ fn is_rule(line: &[u8]) -> bool {
 /// How many cells `line` has, split by `sep` (past a leading and before a trailing `|` when
 /// `outer` says so), with their spans (trimmed of white space) in `spans`; `None` when there
 /// are more than [`MAX_COLUMNS`].
-fn cells(line: &[u8], sep: u8, outer: (bool, bool), spans: &mut [(usize, usize); MAX_COLUMNS]) -> Option<usize> {
+fn split(line: &[u8], sep: u8, outer: (bool, bool), spans: &mut [(usize, usize); MAX_COLUMNS]) -> Option<usize> {
     let (mut lo, mut hi) = trim(line, 0, line.len(), sep);
     if outer.0 && line.get(lo) == Some(&sep) {
         lo += 1;
