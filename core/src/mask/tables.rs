@@ -94,8 +94,11 @@ impl Tables {
             return false;
         }
         let mut spans = [(0, 0); MAX_COLUMNS];
+        // A row has its header's separator (a line with none is one cell, as a one-column
+        // table's header is) and as many cells.
         let fits = |h: &Option<Header>, spans: &mut [(usize, usize); MAX_COLUMNS]| {
-            h.as_ref().is_some_and(|h| split(line, h.sep, h.outer, spans) == Some(h.names.len()))
+            h.as_ref()
+                .is_some_and(|h| line.contains(&h.sep) && split(line, h.sep, h.outer, spans) == Some(h.names.len()))
         };
         if !fits(&self.header, &mut spans) {
             if !fits(&self.next, &mut spans) {
@@ -113,11 +116,11 @@ impl Tables {
                 let outer =
                     (sep == b'|' && line.get(lo) == Some(&b'|'), sep == b'|' && hi > lo + 1 && line[hi - 1] == b'|');
                 let least = if outer == (true, true) { 1 } else { 2 };
-                let header = split(line, sep, outer, &mut spans).filter(|&n| n >= least).map(|n| Header {
-                    sep,
-                    outer,
-                    names: spans[..n].iter().map(|&(a, b)| name(&line[a..b])).collect(),
-                });
+                let header = split(line, sep, outer, &mut spans)
+                    .filter(|&n| n >= least)
+                    .map(|n| Header { sep, outer, names: spans[..n].iter().map(|&(a, b)| name(&line[a..b])).collect() })
+                    // A header names at least one column.
+                    .filter(|h| h.names.iter().any(|n| !n.is_empty()));
                 match header {
                     Some(h) if self.header.is_some() => self.next = Some(h),
                     Some(h) => self.header = Some(h),
@@ -503,6 +506,11 @@ mod tests {
             // Markdown's outer pipes are not cells, and a one-column table has them.
             ("| id | mrn |\n|---|---|\n| | 028939 |\n", "| id | mrn |\n|---|---|\n| | [PHI:MRN] |\n"),
             ("| mrn |\n|---|\n| 028939 |\n", "| mrn |\n|---|\n| [PHI:MRN] |\n"),
+            // A line with no `|` is no row of it: the table ends there.
+            (
+                "| zip |\n|---|\n| 52201 |\n\nOrder 52201 shipped\n",
+                "| zip |\n|---|\n| [PHI:ZIP] |\n\nOrder 52201 shipped\n",
+            ),
         ] {
             assert_eq!(masked(&p, text), want);
         }
@@ -540,6 +548,31 @@ mod tests {
         }
         let every: Vec<usize> = (1..text.len()).collect();
         assert_eq!(streamed(&p, text.as_bytes(), &every), whole);
+    }
+
+    #[test]
+    fn rows_about_as_long_as_the_longest_read_in_a_stream_as_in_the_whole_text() {
+        let p = profile();
+        let mut text = String::from("note | mrn\n");
+        for (i, n) in
+            [super::MAX_ROW - 9, super::MAX_ROW - 8, super::MAX_ROW - 7, super::MAX_ROW - 6].iter().enumerate()
+        {
+            // `x…x | 02893i`: a line of n + 9 bytes, then one with a `\r` before its `\n`.
+            text.push_str(&format!("{} | 02893{i}\n", "x".repeat(*n)));
+            text.push_str(&format!("{} | 02894{i}\r\n", "x".repeat(*n)));
+        }
+        let t = text.as_bytes();
+        let whole = p.mask_text(t, &Tally::default());
+        let out = String::from_utf8_lossy(&whole);
+        // The two rows of MAX_ROW bytes (without the `\r`) are masked; longer lines are not rows.
+        assert_eq!(out.matches("[PHI:MRN]").count(), 2, "{}", out.replace('x', ""));
+        assert!(out.contains("| [PHI:MRN]\n") && out.contains("| [PHI:MRN]\r\n") && out.contains("| 028931\n"));
+        let every: Vec<usize> = (1..t.len()).collect();
+        assert!(streamed(&p, t, &every) == whole, "byte by byte");
+        for step in [7, 64, 1000, 4095, 4097] {
+            let cuts: Vec<usize> = (step..t.len()).step_by(step).collect();
+            assert!(streamed(&p, t, &cuts) == whole, "in pieces of {step}");
+        }
     }
 
     #[test]
