@@ -18,13 +18,13 @@ const CORPUS: &[&str] = &[
     "mac 00:1A:2B:3C:4D:5E and 001a.2b3c.4d5e, zip 02115-1234, +447911123456 end",
 ];
 
-fn profile() -> Arc<Profile> {
+pub(super) fn profile() -> Arc<Profile> {
     let det = Arc::new(Detector::new(&[], &[]).unwrap());
     let spec = ProfileSpec::redact_all("all");
     Arc::new(Profile::new(det, spec, None).unwrap())
 }
 
-fn streamed(p: &Arc<Profile>, text: &[u8], cuts: &[usize]) -> Vec<u8> {
+pub(super) fn streamed(p: &Arc<Profile>, text: &[u8], cuts: &[usize]) -> Vec<u8> {
     streamed_with(p.stream(Arc::new(Tally::default())), text, cuts)
 }
 
