@@ -64,6 +64,7 @@ impl Tables {
     /// Reads the whole line `text[start..end]` (without its `\n`): a row's cells, each masked
     /// as the value of its column's field, add their findings to `out` (in order; each one's
     /// `match_start` is where its line starts). True if it is a row.
+    #[inline(never)]
     pub(crate) fn line(
         &mut self,
         cells: &mut Cells<'_>,
@@ -93,6 +94,11 @@ impl Tables {
         if self.header.is_some() && is_rule(line) {
             return false;
         }
+        // A line with no separator (most lines of prose) is no row and no header: one pass.
+        let Some(first) = memchr::memchr2(b'|', b'\t', line) else {
+            (self.header, self.next) = (None, None);
+            return false;
+        };
         let mut spans = [(0, 0); MAX_COLUMNS];
         // A row has its header's separator (a line with none is one cell, as a one-column
         // table's header is) and as many cells.
@@ -102,16 +108,9 @@ impl Tables {
         };
         if !fits(&self.header, &mut spans) {
             if !fits(&self.next, &mut spans) {
-                // Not a row: perhaps a header. One pass finds a separator (most lines of
-                // prose have none); a `|` anywhere makes it the separator.
-                let sep = match memchr::memchr2(b'|', b'\t', line) {
-                    None => {
-                        (self.header, self.next) = (None, None);
-                        return false;
-                    }
-                    Some(i) if line[i] == b'\t' && memchr::memchr(b'|', &line[i..]).is_none() => b'\t',
-                    Some(_) => b'|',
-                };
+                // Not a row: perhaps a header, split by `|` if it has one, else by tabs.
+                let sep =
+                    if line[first] == b'\t' && memchr::memchr(b'|', &line[first..]).is_none() { b'\t' } else { b'|' };
                 let (lo, hi) = trim(line, 0, line.len(), sep);
                 let outer =
                     (sep == b'|' && line.get(lo) == Some(&b'|'), sep == b'|' && hi > lo + 1 && line[hi - 1] == b'|');
@@ -219,6 +218,7 @@ impl StreamRows {
     }
 
     /// The end of the text: the line that has not ended is read too.
+    #[inline(never)]
     pub(crate) fn finish(&mut self, det: &Detector, buf: &[u8]) {
         self.read(det, buf, buf.len());
         if !self.long
