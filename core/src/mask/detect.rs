@@ -58,7 +58,13 @@ pub(crate) struct Caches<'d> {
     scout: Option<(PoolGuard<'d, Cache, CacheFn>, Option<super::scout::Idle>)>,
     /// The full set's cache and a pattern set, for a match a validator refused.
     retry: Option<(PoolGuard<'d, Cache, CacheFn>, PatternSet)>,
+    /// Names these caches to a [`KeyMemo`] (0 until one asks): a memo's states are good only
+    /// in the scout cache they were found in, which these caches keep while they live.
+    memo_id: u64,
 }
+
+/// The last name given to a [`Caches`] for memos.
+static MEMO_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One detected value.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -804,7 +810,7 @@ impl Detector {
         caches: &mut Caches<'d>,
     ) {
         let (scout_min, dense_runs) = scout;
-        let Caches { scout: scout_cache, retry } = caches;
+        let Caches { scout: scout_cache, retry, .. } = caches;
         // Where findings are dense the scout's windows skip little and its DFA run is paid
         // twice; after a few such windows the search goes on without it for a while.
         let (mut dense_until, mut short_skips, mut dense_span) = (from, 0_u32, DENSE_SPAN);
@@ -850,34 +856,104 @@ impl Detector {
             if start >= until {
                 break;
             }
-            let mut found = self.accept(hay, first, start, end);
-            if found.is_none() {
-                // Another pattern may match here where the first one's validator refused: try
-                // those that match at this start, in priority order (all of them if the set
-                // could not be worked out).
-                let (cache, here) =
-                    retry.get_or_insert_with(|| (self.live_caches.get(), PatternSet::new(self.patterns.len())));
-                let known = self.patterns_at(cache, hay, start, here);
-                for pid in (0..self.patterns.len()).filter(|&p| p != first) {
-                    if known && !here.contains(pattern_id(pid)) {
-                        continue;
-                    }
-                    let input = Input::new(hay).range(start..).anchored(Anchored::Yes);
-                    if let Some(m2) = self.alone[pid].search(&input)
-                        && let Some(f) = self.accept(hay, pid, m2.start(), m2.end())
-                    {
-                        found = Some(f);
-                        break;
-                    }
+            at = self.judge(hay, (start, end, first), out, retry);
+        }
+    }
+
+    /// Judges the match `start..end` of pattern `first`, the leftmost-first one from where the
+    /// scan stands: its finding, if its validator (or another pattern's at the same start)
+    /// accepts it, goes to `out`. Where the scan goes on.
+    // Inlined, as `accept` is, into each scan that uses it.
+    #[inline(always)]
+    fn judge<'d>(
+        &'d self,
+        hay: &[u8],
+        (start, end, first): (usize, usize, usize),
+        out: &mut Vec<Finding>,
+        retry: &mut Option<(PoolGuard<'d, Cache, CacheFn>, PatternSet)>,
+    ) -> usize {
+        let mut found = self.accept(hay, first, start, end);
+        if found.is_none() {
+            // Another pattern may match here where the first one's validator refused: try
+            // those that match at this start, in priority order (all of them if the set
+            // could not be worked out).
+            let (cache, here) =
+                retry.get_or_insert_with(|| (self.live_caches.get(), PatternSet::new(self.patterns.len())));
+            let known = self.patterns_at(cache, hay, start, here);
+            for pid in (0..self.patterns.len()).filter(|&p| p != first) {
+                if known && !here.contains(pattern_id(pid)) {
+                    continue;
+                }
+                let input = Input::new(hay).range(start..).anchored(Anchored::Yes);
+                if let Some(m2) = self.alone[pid].search(&input)
+                    && let Some(f) = self.accept(hay, pid, m2.start(), m2.end())
+                {
+                    found = Some(f);
+                    break;
                 }
             }
-            match found {
-                Some(f) => {
-                    at = f.match_end.max(start + 1);
-                    out.push(f);
-                }
-                None => at = start + 1,
+        }
+        match found {
+            Some(f) => {
+                out.push(f);
+                f.match_end.max(start + 1)
             }
+            None => start + 1,
+        }
+    }
+
+    /// [`Detector::scan_text`] over a value behind its key's prefix, `hay[..key_end]` (`name: `,
+    /// see `Values`), with what `memo` kept from the last value behind the same prefix: where
+    /// in the prefix a match could start and still be alive at its end, and the lazy DFA's
+    /// state there. The search from those places goes on from that state; the rest of the
+    /// prefix is not read again. The same findings as `scan_text`, which a property test
+    /// holds it to.
+    pub(crate) fn scan_keyed<'d>(
+        &'d self,
+        hay: &[u8],
+        key_end: usize,
+        out: &mut Vec<Finding>,
+        caches: &mut Caches<'d>,
+        memo: &mut KeyMemo,
+    ) {
+        // Longer texts are scouted, and a detector with custom entities does not search
+        // anchored: `scan_text` as it is.
+        let Some((dfa, pool)) = &self.scout else { return self.scan_text(hay, out, caches) };
+        if hay.len() >= SCOUT_MIN || key_end > hay.len() {
+            return self.scan_text(hay, out, caches);
+        }
+        if caches.memo_id == 0 {
+            caches.memo_id = MEMO_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        }
+        let id = caches.memo_id;
+        let (cache, _) = caches.scout.get_or_insert_with(|| (pool.get(), None));
+        if !memo.fits(id, cache.clear_count(), key_end) {
+            memo.learn(dfa, cache, id, hay, key_end);
+        }
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(memo.prefix, &hay[..key_end], "a key memo holds one prefix's states");
+        if !memo.usable {
+            return self.scan_text(hay, out, caches);
+        }
+        let mut at = key_end;
+        for &(c, sid) in &memo.alive {
+            if cache.clear_count() != memo.clears {
+                // The search from an earlier place filled the cache, which was cleared: the
+                // states kept are gone. Nothing is in `out` yet.
+                return self.scan_text(hay, out, caches);
+            }
+            match anchored_from(dfa, cache, hay, c..hay.len(), Anchored::Yes, sid, key_end) {
+                Ok(Some((end, pid))) if end > c => {
+                    at = self.judge(hay, (c, end, pid), out, &mut caches.retry);
+                    break;
+                }
+                Ok(_) => {}
+                // Nothing is in `out` yet: the whole search, as it would have run.
+                Err(()) => return self.scan_text(hay, out, caches),
+            }
+        }
+        if at < hay.len() {
+            self.scan_with(hay, at..hay.len(), out, (SCOUT_MIN, DENSE_RUNS), true, caches);
         }
     }
 
@@ -1103,6 +1179,82 @@ impl Detector {
             }
         }
         !sid.is_dead()
+    }
+}
+
+/// What the search found in a key's prefix (`name: `), for the next value behind the same
+/// prefix (see [`Detector::scan_keyed`]): a document of records scans thousands of values
+/// behind the same few keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMemo {
+    /// The caches the states are in (their [`Caches::memo_id`]), the scout cache's clear
+    /// count then, and the prefix's length: a state is an index into one cache until that
+    /// cache is cleared.
+    cache: u64,
+    clears: usize,
+    key_end: usize,
+    /// Whether the states can be used: no match ended in the prefix, and the DFA neither gave
+    /// up nor cleared its cache while they were found.
+    usable: bool,
+    /// Each place in the prefix where the search tries a match (in order) and is still alive
+    /// at its end, with the state there.
+    alive: Vec<(usize, LazyStateID)>,
+    /// The prefix itself, where debug assertions check that a memo is used with one prefix.
+    #[cfg(debug_assertions)]
+    prefix: Vec<u8>,
+}
+
+/// Most places in a prefix a memo keeps; a prefix with more is searched as it is.
+const MEMO_ALIVE: usize = 8;
+
+impl KeyMemo {
+    /// Whether the memo holds the states of a prefix of `key_end` bytes in this cache as it is.
+    fn fits(&self, cache: u64, clears: usize, key_end: usize) -> bool {
+        self.cache == cache && self.clears == clears && self.key_end == key_end && self.cache != 0
+    }
+
+    /// Walks `prefix` from each place where the search in [`next_anchored`] would try a match,
+    /// keeping those still alive at its end.
+    fn learn(&mut self, dfa: &DFA, cache: &mut Cache, id: u64, hay: &[u8], key_end: usize) {
+        let clears = cache.clear_count();
+        (self.cache, self.clears, self.key_end, self.usable) = (id, clears, key_end, false);
+        self.alive.clear();
+        #[cfg(debug_assertions)]
+        {
+            self.prefix = hay[..key_end.min(hay.len())].to_vec();
+        }
+        // Where the search tries a match in the prefix, and whether it tries one where the
+        // value starts, depend on the value only when the prefix's last byte may begin a match
+        // or looks at the byte after it; `: ` does neither.
+        if key_end == 0 || START_CLASS[usize::from(hay[key_end - 1])] != 0 {
+            return;
+        }
+        let prefix = &hay[..key_end];
+        let mut next = if can_begin_at(prefix, 0) { Some(0) } else { next_candidate(prefix, 1, key_end) };
+        while let Some(c) = next {
+            let Ok(mut sid) = start_at(dfa, cache, prefix, c, Anchored::Yes) else { return };
+            for &b in &prefix[c..] {
+                if sid.is_tagged() && (sid.is_match() || sid.is_quit() || sid.is_dead()) {
+                    break;
+                }
+                let Ok(n) = dfa.next_state(cache, sid, b) else { return };
+                sid = n;
+            }
+            if sid.is_match() || sid.is_quit() {
+                // A match in the prefix (a finding there moves the search on) or a DFA that
+                // gave up: the search runs as it is.
+                return;
+            }
+            if !sid.is_dead() {
+                if self.alive.len() == MEMO_ALIVE {
+                    return;
+                }
+                self.alive.push((c, sid));
+            }
+            next = next_candidate(prefix, c + 1, key_end);
+        }
+        // A cache cleared on the way holds none of the states found before.
+        self.usable = cache.clear_count() == clears;
     }
 }
 

@@ -671,12 +671,20 @@ impl<'p> Values<'p> {
     /// Masks `value` into `self.out`, the value of the field `key` when there is one (which is
     /// context, as in [`Profile::mask_keyed`]); false when masking leaves it as it is.
     pub(crate) fn mask(&mut self, key: Option<&str>, value: &[u8]) -> bool {
-        self.mask_lines(key, value, true)
+        self.mask_lines(key, value, true, None)
     }
 
     /// [`Self::mask`], told whether `value` may hold a line break, and so a text table: a JSON
-    /// string written with no escape holds none, and most values of a document are such.
-    pub(crate) fn mask_lines(&mut self, key: Option<&str>, value: &[u8], lines: bool) -> bool {
+    /// string written with no escape holds none, and most values of a document are such. With
+    /// a `memo` (see [`detect::KeyMemo`]) that the caller keeps for the values of this one
+    /// `key` in this `Values`, the key's prefix is not searched again.
+    pub(crate) fn mask_lines(
+        &mut self,
+        key: Option<&str>,
+        value: &[u8],
+        lines: bool,
+        memo: Option<&mut detect::KeyMemo>,
+    ) -> bool {
         self.findings.clear();
         let (hay, start) = match key {
             Some(key) => {
@@ -687,7 +695,12 @@ impl<'p> Values<'p> {
             }
             None => (value, 0),
         };
-        self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches);
+        match memo {
+            Some(memo) if start > 0 => {
+                self.profile.detector.scan_keyed(hay, start, &mut self.findings, &mut self.caches, memo)
+            }
+            _ => self.profile.detector.scan_text(hay, &mut self.findings, &mut self.caches),
+        }
         // A finding that starts in the key is not the value's.
         self.findings.retain(|f| f.start >= start);
         if lines {

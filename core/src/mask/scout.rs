@@ -394,9 +394,18 @@ pub(crate) fn build_dfa(
     regexes: &[&str],
     syntax: regex_automata::util::syntax::Config,
 ) -> Result<DFA, Box<regex_automata::hybrid::BuildError>> {
+    build_dfa_with(regexes, syntax, DFA::config().cache_capacity(64 << 20))
+}
+
+/// [`build_dfa`] with `config` (tests make its cache as small as it can be).
+pub(crate) fn build_dfa_with(
+    regexes: &[&str],
+    syntax: regex_automata::util::syntax::Config,
+    config: regex_automata::hybrid::dfa::Config,
+) -> Result<DFA, Box<regex_automata::hybrid::BuildError>> {
     DFA::builder()
         .syntax(syntax)
-        .configure(DFA::config().match_kind(regex_automata::MatchKind::LeftmostFirst).cache_capacity(64 << 20))
+        .configure(config.match_kind(regex_automata::MatchKind::LeftmostFirst))
         .thompson(
             regex_automata::nfa::thompson::Config::new()
                 .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),

@@ -249,7 +249,44 @@ const PIECES: &[&str] = &[
     "a.b",
 ];
 
+/// The built-in detector with the smallest cache its scout DFA can have: the cache is cleared
+/// again and again, so states kept from one search to the next go stale.
+fn small_cache_detector() -> Detector {
+    let mut d = Detector::new(&[], &[]).unwrap();
+    let regexes: Vec<&str> = d.patterns.iter().map(|p| p.regex.as_str()).collect();
+    let config = regex_automata::hybrid::dfa::Config::new().cache_capacity(0).skip_cache_capacity_check(true);
+    let dfa = super::super::scout::build_dfa_with(&regexes, syntax_config(), config).unwrap();
+    let for_pool = dfa.clone();
+    d.scout = Some((dfa, Pool::new(Box::new(move || for_pool.create_cache()) as CacheFn)));
+    d
+}
+
 proptest::proptest! {
+    /// Values behind one key's prefix, scanned with the prefix's memo kept from one to the next
+    /// (and across two caches, which the memo must tell apart), find what the scan of each
+    /// whole text finds.
+    #[test]
+    fn a_scan_behind_a_remembered_prefix_equals_the_whole_scan(
+        key in proptest::collection::vec(0..PIECES.len(), 1..4),
+        values in proptest::collection::vec((proptest::collection::vec(0..PIECES.len(), 0..8), proptest::bool::ANY), 1..6),
+    ) {
+        static D: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(|| Detector::new(&[], &[]).unwrap());
+        static SMALL: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(small_cache_detector);
+        let prefix: String = key.iter().map(|&i| PIECES[i]).collect::<Vec<_>>().join(" ") + ": ";
+        for d in [&*D, &*SMALL] {
+            let (mut memo, mut one, mut other) = (KeyMemo::default(), Caches::default(), Caches::default());
+            for (value, switch) in &values {
+                let text = prefix.clone() + &value.iter().map(|&i| PIECES[i]).collect::<String>();
+                let hay = text.as_bytes();
+                let mut whole = Vec::new();
+                D.scan_text(hay, &mut whole, &mut Caches::default());
+                let mut keyed = Vec::new();
+                d.scan_keyed(hay, prefix.len(), &mut keyed, if *switch { &mut other } else { &mut one }, &mut memo);
+                proptest::prop_assert_eq!(&keyed, &whole, "{:?}", text);
+            }
+        }
+    }
+
     #[test]
     fn the_scan_equals_the_reference_scan(picks in proptest::collection::vec((0..PIECES.len(), 0usize..4), 1..40)) {
         static D: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(|| Detector::new(&[], &[]).unwrap());

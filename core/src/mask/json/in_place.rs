@@ -126,7 +126,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 // The records of an array repeat their keys in the same order: a key the same
                 // as the one at its place in the object before at this depth is known clean.
                 let known = doc.known.get(depth).and_then(|k| k.get(*member));
-                if known.is_none_or(|&(a, z)| body[a..z] != body[at..end]) {
+                if known.is_none_or(|k| body[k.span.0..k.span.1] != body[at..end]) {
                     if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                         return None;
                     }
@@ -211,9 +211,16 @@ struct Doc<'a> {
     /// The strings of keys taken off the path, for the next keys: a document of records
     /// repeats its few keys thousands of times.
     spare: Vec<String>,
-    /// For each depth, the spans of the keys of the last object read at that depth, by their
-    /// place in it: each is known clean.
-    known: Vec<Vec<(usize, usize)>>,
+    /// For each depth, the keys of the last object read at that depth, by their place in it.
+    known: Vec<Vec<Known>>,
+}
+
+/// A key at its place in an object: known clean, and what the search found in its prefix.
+#[derive(Default)]
+struct Known {
+    /// Where the key is in the text.
+    span: (usize, usize),
+    memo: crate::mask::detect::KeyMemo,
 }
 
 impl Doc<'_> {
@@ -233,9 +240,9 @@ impl Doc<'_> {
         }
         let keys = &mut self.known[depth];
         if keys.len() <= member {
-            keys.resize(member + 1, (0, 0));
+            keys.resize_with(member + 1, Known::default);
         }
-        keys[member] = (start, end);
+        keys[member] = Known { span: (start, end), memo: Default::default() };
     }
 
     /// Puts the place of the value about to be read on the path (an object's key is there
@@ -272,6 +279,13 @@ impl Doc<'_> {
         end: usize,
         kind: Kind,
     ) -> Option<()> {
+        // The value's key, and what is known of it, when its place is in an object.
+        let memo = match stack.last() {
+            Some(Frame::Object { member }) => {
+                self.known.get_mut(stack.len()).and_then(|k| k.get_mut(*member)).map(|k| &mut k.memo)
+            }
+            _ => None,
+        };
         let inside = Self::place(stack, path);
         let raw = &self.body[start..end];
         // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's, which decodes
@@ -296,7 +310,7 @@ impl Doc<'_> {
                     // The key, if the string has one, is context (`"mrn": "028939"`).
                     // Without an escape, it holds no line break (JSON has no other way to
                     // write one), so no text table.
-                    self.values.mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped).then_some(New::Masked)
+                    self.values.mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped, memo).then_some(New::Masked)
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
@@ -306,7 +320,7 @@ impl Doc<'_> {
                         false => serde_json::from_slice::<serde_json::Number>(raw).ok()?.to_string().into(),
                     };
                     // The nearest key above it is context (`"phones": [6175550123]`).
-                    if self.values.mask_lines(PathSeg::nearest_key(path), text.as_bytes(), false) {
+                    if self.values.mask_lines(PathSeg::nearest_key(path), text.as_bytes(), false, memo) {
                         Some(New::Masked)
                     } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
                         // Left alone, the number goes out as the upstream spelled it: that
