@@ -201,6 +201,9 @@ pub struct Profile {
     date: Option<EntityId>,
     /// Each entity's redaction (`[PHI:SSN]`), written in one piece.
     redactions: Vec<Box<[u8]>>,
+    /// No entity's name holds a byte a JSON string must escape (`"`, `\`, a control
+    /// character): masking a string that needs no escape leaves one that needs none.
+    pub(crate) plain_labels: bool,
 }
 
 /// Per-session counts of masked values, by entity or field label. Never the values. (Hashed:
@@ -300,6 +303,7 @@ impl Profile {
         }
         let date = detector.entity("DATE");
         let redactions = detector.entities().iter().map(|e| format!("[PHI:{e}]").into_bytes().into()).collect();
+        let plain_labels = detector.entities().iter().all(|e| e.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
         Ok(Self {
             name: spec.name,
             detector,
@@ -310,6 +314,7 @@ impl Profile {
             keep_year: spec.keep_year,
             date,
             redactions,
+            plain_labels,
         })
     }
 
@@ -606,7 +611,13 @@ fn keyed(key: &str, value: &[u8]) -> (Vec<u8>, usize) {
 
 /// Writes the `name: ` of [`keyed`] to `hay`; the length of `hay` after it.
 fn key_prefix(key: &str, hay: &mut Vec<u8>) -> usize {
-    hay.extend(key.bytes().map(|b| if b == b'_' || b == b'-' { b' ' } else { b }));
+    let from = hay.len();
+    hay.extend_from_slice(key.as_bytes());
+    for b in &mut hay[from..] {
+        if *b == b'_' || *b == b'-' {
+            *b = b' ';
+        }
+    }
     hay.extend_from_slice(b": ");
     hay.len()
 }

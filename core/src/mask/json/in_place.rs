@@ -119,23 +119,29 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 at += 1;
             }
             (b'"', Want::Key | Want::KeyOrEnd) => {
-                let (end, escaped) = string_end(body, at)?;
                 let depth = stack.len();
-                let Some(Frame::Object { member }) = stack.last() else { return None };
-                let k = decode(text, at, end, escaped)?;
+                let Some(&Frame::Object { member }) = stack.last() else { return None };
                 // The records of an array repeat their keys in the same order: a key the same
                 // as the one at its place in the object before at this depth is known clean.
-                let known = doc.known.get(depth).and_then(|k| k.get(*member));
-                if known.is_none_or(|k| body[k.span.0..k.span.1] != body[at..end]) {
-                    if side_channel_key(&k) || !keys.is_clean(profile, &k) {
-                        return None;
+                // The same bytes are the same token (a string ends at its first unescaped
+                // quote), so it is not read again.
+                let known = doc.known.get(depth).and_then(|k| k.get(member));
+                let end = match known.filter(|k| body.get(at..at + k.token.len()).is_some_and(|t| same(t, &k.token))) {
+                    Some(k) => at + k.token.len(),
+                    None => {
+                        let (end, escaped) = string_end(body, at)?;
+                        let k = decode(text, at, end, escaped)?;
+                        if side_channel_key(&k) || !keys.is_clean(profile, &k) {
+                            return None;
+                        }
+                        doc.learn(depth, member, &body[at..end], k.into_owned());
+                        end
                     }
-                    doc.learn(depth, *member, at, end);
-                }
+                };
                 // The key goes on the path in a string a finished key left behind.
                 let mut key = doc.spare.pop().unwrap_or_default();
                 key.clear();
-                key.push_str(&k);
+                key.push_str(&doc.known[depth][member].key);
                 path.push(PathSeg::Key(key));
                 want = Want::Colon;
                 at = end;
@@ -191,8 +197,9 @@ enum Kind {
 enum New {
     /// This JSON text.
     Json(Vec<u8>),
-    /// The text [`Values`] masked last, as a JSON string.
-    Masked,
+    /// The text [`Values`] masked last, as a JSON string; `plain` when it needs no escape
+    /// (what it was masked from needed none, and no label does).
+    Masked { plain: bool },
 }
 
 struct Doc<'a> {
@@ -218,8 +225,10 @@ struct Doc<'a> {
 /// A key at its place in an object: known clean, and what the search found in its prefix.
 #[derive(Default)]
 struct Known {
-    /// Where the key is in the text.
-    span: (usize, usize),
+    /// The key's string token, with its quotes, as it is written.
+    token: Vec<u8>,
+    /// The key.
+    key: String,
     memo: crate::mask::detect::KeyMemo,
 }
 
@@ -233,8 +242,9 @@ impl Doc<'_> {
         Some(())
     }
 
-    /// Remembers the clean key at `start..end` as the `member`th key of an object at `depth`.
-    fn learn(&mut self, depth: usize, member: usize, start: usize, end: usize) {
+    /// Remembers the clean `key`, written as `token`, as the `member`th key of an object at
+    /// `depth`.
+    fn learn(&mut self, depth: usize, member: usize, token: &[u8], key: String) {
         if self.known.len() <= depth {
             self.known.resize_with(depth + 1, Vec::new);
         }
@@ -242,7 +252,7 @@ impl Doc<'_> {
         if keys.len() <= member {
             keys.resize_with(member + 1, Known::default);
         }
-        keys[member] = Known { span: (start, end), memo: Default::default() };
+        keys[member] = Known { token: token.to_vec(), key, memo: Default::default() };
     }
 
     /// Puts the place of the value about to be read on the path (an object's key is there
@@ -310,7 +320,10 @@ impl Doc<'_> {
                     // The key, if the string has one, is context (`"mrn": "028939"`).
                     // Without an escape, it holds no line break (JSON has no other way to
                     // write one), so no text table.
-                    self.values.mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped, memo).then_some(New::Masked)
+                    let plain = !escaped && self.profile.plain_labels;
+                    self.values
+                        .mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped, memo)
+                        .then_some(New::Masked { plain })
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
@@ -321,7 +334,7 @@ impl Doc<'_> {
                     };
                     // The nearest key above it is context (`"phones": [6175550123]`).
                     if self.values.mask_lines(PathSeg::nearest_key(path), text.as_bytes(), false, memo) {
-                        Some(New::Masked)
+                        Some(New::Masked { plain: self.profile.plain_labels })
                     } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
                         // Left alone, the number goes out as the upstream spelled it: that
                         // spelling must pass too (`98765432109876543210` reads as
@@ -341,12 +354,37 @@ impl Doc<'_> {
             match new {
                 New::Json(json) => self.out.extend_from_slice(&json),
                 // Masking keeps text UTF-8 (it widens findings to character boundaries).
-                New::Masked => write_string(std::str::from_utf8(&self.values.out).ok()?, &mut self.out)?,
+                New::Masked { plain } => {
+                    let masked = std::str::from_utf8(&self.values.out).ok()?;
+                    if plain {
+                        self.out.push(b'"');
+                        self.out.extend_from_slice(masked.as_bytes());
+                        self.out.push(b'"');
+                    } else {
+                        write_string(masked, &mut self.out)?;
+                    }
+                }
             }
             self.copied = end;
         }
         self.advance(stack, path);
         Some(())
+    }
+}
+
+/// Whether `a` and `b` are the same bytes. Keys are short: a few words compared here (the last
+/// one overlapping the one before) cost less than a call to the C library's comparison.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
+    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or_default());
+    match n {
+        0..4 => a.iter().zip(b).all(|(p, q)| p == q),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => (0..n - 8).step_by(8).all(|i| word(a, i) == word(b, i)) && word(a, n - 8) == word(b, n - 8),
     }
 }
 
@@ -439,6 +477,20 @@ fn decode(text: &str, start: usize, end: usize, escaped: bool) -> Option<std::bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_compares_every_byte_of_every_length() {
+        for n in 0..40_usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same(&a, &a.clone()), "{n} bytes");
+            assert!(!same(&a, &a[..n.saturating_sub(1)]) || n == 0, "{n} bytes against one fewer");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!same(&a, &b), "{n} bytes, byte {i} differs");
+            }
+        }
+    }
 
     #[test]
     fn plain_integers_are_canonical_64_bit_ones() {

@@ -542,3 +542,17 @@ fn too_many_streams_fail_closed() {
     let err = m.event(choice(crate::mask::MAX_STREAMS)).unwrap_err();
     assert!(matches!(err, crate::mask::MaskError::TooManyStreams(_)), "{err}");
 }
+
+#[test]
+fn a_label_a_json_string_must_escape_is_escaped_in_the_document() {
+    let custom =
+        crate::mask::detect::CustomEntity { name: "Q\"\\ID".into(), pattern: r"\bQ-\d{4}\b".into(), confidence: 1.0 };
+    let det = Arc::new(Detector::new(&[custom], &[]).unwrap());
+    let p = Profile::new(det, ProfileSpec::redact_all("t"), None).unwrap();
+    assert!(!p.plain_labels);
+    let tally = Tally::default();
+    let out = mask_document(&p, br#"{"ref": "see Q-1234 now", "n": 5}"#, &tally).unwrap();
+    let v: Value = serde_json::from_slice(&out).expect("the masked document is JSON");
+    assert_eq!(v["ref"], "see [PHI:Q\"\\ID] now");
+    assert!(profile(Vec::new()).plain_labels, "the built-in labels need no escape");
+}
