@@ -144,17 +144,27 @@ pub(crate) struct Cells<'d> {
     hay: Vec<u8>,
     found: Vec<Finding>,
     caches: Caches<'d>,
+    /// Where a cell is not scanned (a whole text's, see [`add_rows`]): from where each of the
+    /// text's own findings that will be masked starts to where its match ends, in order.
+    covered: Vec<(usize, usize)>,
 }
 
 impl<'d> Cells<'d> {
     pub(crate) fn new(det: &'d Detector) -> Self {
-        Cells { det, hay: Vec::new(), found: Vec::new(), caches: Caches::default() }
+        Cells { det, hay: Vec::new(), found: Vec::new(), caches: Caches::default(), covered: Vec::new() }
     }
 
     /// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is
     /// empty), adding what it finds to `out` where `line` starts at `start`.
     fn scan(&mut self, line: &[u8], start: usize, name: &str, (a, b): (usize, usize), out: &mut Vec<Finding>) {
         if name.is_empty() || a == b {
+            return;
+        }
+        // A cell inside one of the text's own findings that will be masked: [`merge`] would
+        // leave out everything found in it.
+        let (lo, hi) = (start + a, start + b);
+        let i = self.covered.partition_point(|&(s, _)| s <= lo);
+        if i > 0 && self.covered[i - 1].1 >= hi {
             return;
         }
         self.hay.clear();
@@ -293,6 +303,10 @@ pub(crate) fn add_rows(
     }
     let mut tables = Tables::default();
     let mut cells = Cells::new(det);
+    // The text's own findings are all here (a stream's are not yet, and it scans every cell):
+    // a cell inside one that will be masked is not scanned, as `merge` would leave out all it
+    // gives. They are in order and do not overlap, so each ends after the one before.
+    cells.covered = out.iter().filter(|f| applies(f)).map(|f| (f.start, f.match_end)).collect();
     let mut rows = Vec::new();
     let mut at = from;
     for nl in memchr::memchr_iter(b'\n', rest).map(|i| from + i).chain(std::iter::once(text.len())) {
@@ -353,7 +367,7 @@ fn split(line: &[u8], sep: u8, outer: (bool, bool), spans: &mut [(usize, usize);
     }
     let mut n = 0;
     let mut a = lo;
-    for i in (lo..=hi).filter(|&i| i == hi || line[i] == sep) {
+    for i in memchr::memchr_iter(sep, &line[lo..hi]).map(|i| lo + i).chain(std::iter::once(hi)) {
         if n == MAX_COLUMNS {
             return None;
         }
@@ -379,8 +393,15 @@ fn trim(line: &[u8], mut a: usize, mut b: usize, keep: u8) -> (usize, usize) {
 /// A header cell as a key: without Markdown's emphasis and code marks, and at most its last
 /// [`MAX_NAME`] bytes.
 fn name(cell: &[u8]) -> String {
-    let cell: Vec<u8> = cell.iter().copied().filter(|b| !matches!(b, b'*' | b'`')).collect();
-    let name = String::from_utf8_lossy(&cell);
+    // Most names have no marks and are UTF-8: read in place, one allocation for the name.
+    let unmarked: Vec<u8>;
+    let cell = if memchr::memchr2(b'*', b'`', cell).is_some() {
+        unmarked = cell.iter().copied().filter(|b| !matches!(b, b'*' | b'`')).collect();
+        &unmarked[..]
+    } else {
+        cell
+    };
+    let name = String::from_utf8_lossy(cell);
     let name = name.trim();
     let mut cut = name.len().saturating_sub(MAX_NAME);
     while !name.is_char_boundary(cut) {
