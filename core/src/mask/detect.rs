@@ -1336,6 +1336,25 @@ fn next_candidate(hay: &[u8], from: usize, until: usize) -> Option<usize> {
     None
 }
 
+/// Whether the only built-in match that can begin at `hay[i]` is an e-mail address: `.`, `%`,
+/// `-`, and `+` before anything but a digit (see [`starts_before`]).
+fn email_only(hay: &[u8], i: usize) -> bool {
+    match hay[i] {
+        b'.' | b'%' | b'-' => true,
+        b'+' => !hay.get(i + 1).is_some_and(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// Where the run of e-mail local-part bytes from `hay[i]` ends, if no `@` follows it (so no
+/// address starts anywhere in it); `i` if one does, or if the run reaches the end of `hay`.
+fn run_without_at(hay: &[u8], i: usize) -> usize {
+    match hay[i..].iter().position(|&b| !super::scout::is_run(b)) {
+        Some(k) if hay[i + k] != b'@' => i + k,
+        _ => i,
+    }
+}
+
 /// Whether a built-in match can begin at `hay[i]`, whatever comes before it.
 fn can_begin_at(hay: &[u8], i: usize) -> bool {
     let c = START_CLASS[usize::from(hay[i])];
@@ -1399,7 +1418,25 @@ fn next_anchored(
     } else {
         at
     };
+    // The end of the last run of local-part bytes found to reach no `@`.
+    let mut no_email_until = 0;
     while c < until {
+        if email_only(hay, c) {
+            // No e-mail address starts in a run that reaches no `@`: a psql rule line
+            // (`------+------`) is one such run, and each `+` in it was a walk to its end.
+            if c >= no_email_until {
+                no_email_until = run_without_at(hay, c);
+            }
+            if c < no_email_until {
+                match next_candidate(hay, c + 1, until) {
+                    Some(next) => {
+                        c = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        }
         let start = start_at(dfa, cache, hay, c, Anchored::Yes)?;
         // Most tries (a lower-case word: the start of an e-mail address until it is not) end in
         // the dead state after a few known transitions: they are walked here, and the search
@@ -1618,9 +1655,15 @@ fn ends_with_digit_dot(before: &[u8]) -> bool {
 /// A five-digit number is a ZIP code after a state code (`MA 02115`, `Boston, MA, 02115`) or a
 /// ZIP keyword (`zip: 02115`, `postal code 02115`).
 fn zip_context(before: &[u8]) -> bool {
-    let lower = before.to_ascii_lowercase();
-    let tail = &lower[lower.len().saturating_sub(24)..];
-    if [b"zip".as_slice(), b"postal", b"zipcode"].iter().any(|k| tail.windows(k.len()).any(|w| w == *k)) {
+    // The last 24 bytes, lower case, on the stack: this runs for every five-digit number.
+    let tail = &before[before.len().saturating_sub(24)..];
+    let mut lower = [0_u8; 24];
+    let lower = &mut lower[..tail.len()];
+    for (l, b) in lower.iter_mut().zip(tail) {
+        *l = b.to_ascii_lowercase();
+    }
+    // (`zipcode` holds `zip`.)
+    if lower.windows(3).any(|w| w == b"zip") || lower.windows(6).any(|w| w == b"postal") {
         return true;
     }
     let trimmed: &[u8] = {
