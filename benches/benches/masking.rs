@@ -94,6 +94,28 @@ fn phi_json(size: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// About `size` bytes of psql's aligned output of records like [`phi_json`]'s (what a database
+/// tool hands an agent): a header, a rule, and a row per record (cells not padded to width).
+fn psql_table(size: usize) -> Vec<u8> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut out = String::from(
+        " id | patient_name | ssn | phone | email | dob | mrn | note\n----+--------------+-----+-------+-------+-----+-----+------\n",
+    );
+    let mut id = 0;
+    while out.len() < size {
+        id += 1;
+        let (f, l) = (r.pick(FIRST), r.pick(LAST));
+        out.push_str(&format!(
+            " {id} | {f} {l} | {}-{}-{} | (617) 555-{} | {}.{}@example.org | 19{}-0{}-1{} | MRN-{} | Seen by Dr. {l}; card 4111 1111 1111 1111 on file, call back at 617-555-{}.\n",
+            100 + r.next() % 600, 10 + r.next() % 89, 1000 + r.next() % 8999, r.digits(4),
+            f.to_lowercase(), l.to_lowercase(), 50 + r.next() % 49, 1 + r.next() % 9, r.next() % 10,
+            r.digits(8), r.digits(4)
+        ));
+    }
+    out.push_str(&format!("({id} rows)\n"));
+    out.into_bytes()
+}
+
 /// About `size` bytes of clinical prose with no identifier in it, all lower case.
 fn clean_text(size: usize) -> Vec<u8> {
     let mut r = Rng(0x2545_f491_4f6c_dd1d);
@@ -177,6 +199,7 @@ fn bench(c: &mut Criterion) {
     let text = clean_text(256 * 1024);
     let prose = clean_prose(256 * 1024);
     let html = clean_html(256 * 1024);
+    let table = psql_table(256 * 1024);
     for clean in [&text, &prose] {
         assert_eq!(&p.mask_text(clean, &Tally::default()), clean, "the clean inputs must hold no finding");
     }
@@ -184,7 +207,14 @@ fn bench(c: &mut Criterion) {
     let mut out: Vec<u8> = html.chunks(4096).flat_map(|c| page.push(c)).collect();
     out.extend(page.finish());
     assert_eq!(out, html, "the clean page must hold no finding");
-    for (name, input) in [("phi_json", &json), ("clean_text", &text), ("clean_prose", &prose), ("clean_html", &html)] {
+    let inputs = [
+        ("phi_json", &json),
+        ("psql_table", &table),
+        ("clean_text", &text),
+        ("clean_prose", &prose),
+        ("clean_html", &html),
+    ];
+    for (name, input) in inputs {
         let mut g = c.benchmark_group(format!("mask/{name}"));
         g.throughput(Throughput::Bytes(input.len() as u64));
         g.bench_function("anchor_memmem_scan", |b| {
