@@ -21,7 +21,7 @@
 //! psql's expanded output (`\x`) has a record's fields one to a line, `name | value`, after a
 //! `-[ RECORD 1 ]-` line: each value is masked as its name's, until a line with no `|`.
 
-use super::detect::{Caches, Detector, Finding};
+use super::detect::{Caches, Detector, Finding, KeyMemo};
 
 /// The longest line read as a header or a row. A stream holds a line that may be a row until
 /// it ends, so this is also the most it holds for a table.
@@ -86,7 +86,7 @@ impl Tables {
         if self.record {
             if let Some(bar) = memchr::memchr(b'|', line) {
                 let (a, b) = trim(line, 0, bar, 0);
-                cells.scan(line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), out);
+                cells.scan(line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), None, out);
                 return true;
             }
             self.record = false;
@@ -130,8 +130,8 @@ impl Tables {
             (self.header, self.next) = (self.next.take(), None);
         }
         let Some(h) = &self.header else { return false };
-        for (name, &cell) in h.names.iter().zip(&spans) {
-            cells.scan(line, start, name, cell, out);
+        for (column, (name, &cell)) in h.names.iter().zip(&spans).enumerate() {
+            cells.scan(line, start, name, cell, Some(column), out);
         }
         true
     }
@@ -147,16 +147,35 @@ pub(crate) struct Cells<'d> {
     /// Where a cell is not scanned (a whole text's, see [`add_rows`]): from where each of the
     /// text's own findings that will be masked starts to where its match ends, in order.
     covered: Vec<(usize, usize)>,
+    /// By column: its name, and what the search found in the name's prefix (see
+    /// [`KeyMemo`]), for the column's next cells.
+    memos: Vec<(String, KeyMemo)>,
 }
 
 impl<'d> Cells<'d> {
     pub(crate) fn new(det: &'d Detector) -> Self {
-        Cells { det, hay: Vec::new(), found: Vec::new(), caches: Caches::default(), covered: Vec::new() }
+        Cells {
+            det,
+            hay: Vec::new(),
+            found: Vec::new(),
+            caches: Caches::default(),
+            covered: Vec::new(),
+            memos: Vec::new(),
+        }
     }
 
     /// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is
-    /// empty), adding what it finds to `out` where `line` starts at `start`.
-    fn scan(&mut self, line: &[u8], start: usize, name: &str, (a, b): (usize, usize), out: &mut Vec<Finding>) {
+    /// empty), adding what it finds to `out` where `line` starts at `start`. A cell of a
+    /// table's `column` goes on from what the search found in its name the last time.
+    fn scan(
+        &mut self,
+        line: &[u8],
+        start: usize,
+        name: &str,
+        (a, b): (usize, usize),
+        column: Option<usize>,
+        out: &mut Vec<Finding>,
+    ) {
         if name.is_empty() || a == b {
             return;
         }
@@ -171,7 +190,26 @@ impl<'d> Cells<'d> {
         let from = super::key_prefix(name, &mut self.hay);
         self.hay.extend_from_slice(&line[a..b]);
         self.found.clear();
-        self.det.scan_text(&self.hay, &mut self.found, &mut self.caches);
+        match column {
+            Some(i) if i < MAX_COLUMNS => {
+                if self.memos.len() <= i {
+                    self.memos.resize_with(i + 1, Default::default);
+                }
+                // A memo holds one name's states: a new name at this place starts a new one,
+                // from the column's second cell (most tables in a text have one row, and
+                // learning costs a little more than the search it saves).
+                let (named, memo) = &mut self.memos[i];
+                if named == name {
+                    self.det.scan_keyed(&self.hay, from, &mut self.found, &mut self.caches, memo);
+                } else {
+                    named.clear();
+                    named.push_str(name);
+                    *memo = KeyMemo::default();
+                    self.det.scan_text(&self.hay, &mut self.found, &mut self.caches);
+                }
+            }
+            _ => self.det.scan_text(&self.hay, &mut self.found, &mut self.caches),
+        }
         let shift = |p: usize| start + a + (p - from);
         out.extend(self.found.iter().filter(|f| f.start >= from).map(|f| Finding {
             start: shift(f.start),
