@@ -784,6 +784,17 @@ fn incomplete_utf8_tail(b: &[u8]) -> usize {
     0
 }
 
+/// How many bytes at the end of `b` are a run of UTF-8 continuation bytes right after an ASCII
+/// byte (no character's): more of them may come, and a finding that ends before the run is
+/// widened over all of it (see [`char_bounds`]). None past [`MAX_HOLD`] bytes.
+fn stray_continuation_tail(b: &[u8]) -> usize {
+    let run = b.iter().rev().take(MAX_HOLD + 1).take_while(|&&c| (0x80..0xc0).contains(&c)).count();
+    match b.len().checked_sub(run + 1) {
+        Some(i) if run > 0 && run <= MAX_HOLD && b[i] < 0x80 => run,
+        _ => 0,
+    }
+}
+
 /// `start..end` widened to UTF-8 character boundaries.
 fn char_bounds(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
     let cont = |b: u8| (0x80..0xc0).contains(&b);
@@ -831,8 +842,10 @@ impl TextStream {
             Some(src) => src.feed(chunk, &mut self.buf, false),
         }
         // A character cut by the chunking waits for its last bytes: the text is judged only as
-        // far as it is whole.
+        // far as it is whole. So does a run of stray continuation bytes after an ASCII byte:
+        // a finding that ends at that byte is widened over the whole run.
         let whole = self.buf.len() - incomplete_utf8_tail(&self.buf);
+        let whole = whole - stray_continuation_tail(&self.buf[self.base.min(whole)..whole]);
         let det = &self.profile.detector;
         // Only `drop` takes the cache; a new one, were it gone, would cost time, not answers.
         let cache = self.cache.get_or_insert_with(|| det.live_cache());

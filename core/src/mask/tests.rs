@@ -262,3 +262,20 @@ fn a_buffer_a_large_value_grew_is_not_kept_for_the_next_row() {
     assert!(buffers.hay.capacity() > 0 && buffers.out.capacity() > 0, "small buffers are kept");
     assert_eq!(tally.snapshot().get("SSN"), Some(&1));
 }
+
+/// Stray UTF-8 continuation bytes after a finding are masked with it (its span is widened to
+/// character boundaries): a stream must wait for the end of their run, wherever it is cut.
+#[test]
+fn stray_continuation_bytes_after_a_finding_are_judged_whole_in_a_stream() {
+    let p = profile();
+    for text in [&b"::0\x80\x80\x80"[..], b"call 617-555-0123\x80\x80 now", b"\x00\x00::0\x80\x80\x80\n"] {
+        let whole = p.mask_text(text, &Tally::default());
+        for cut in 1..text.len() {
+            assert_eq!(streamed(&p, text, &[cut]), whole, "text cut at {cut} of {text:?}");
+            let markup = |cuts: &[usize]| streamed_with(p.markup_stream(Arc::new(Tally::default()), true), text, cuts);
+            assert_eq!(markup(&[cut]), markup(&[]), "markup cut at {cut} of {text:?}");
+        }
+        let every: Vec<usize> = (1..text.len()).collect();
+        assert_eq!(streamed(&p, text, &every), whole, "byte by byte: {text:?}");
+    }
+}
