@@ -73,44 +73,62 @@ const WORDS: &[&str] = &[
     "well",
 ];
 
-/// About `size` bytes of JSON records, each with a name, an SSN, a phone number, an e-mail
-/// address, a date of birth, an MRN and a note that mentions a card number.
+/// One patient record's fields, in order: a name, an SSN, a phone number, an e-mail address,
+/// a date of birth, an MRN and a note that mentions a card number.
+fn record(r: &mut Rng) -> [(&'static str, String); 7] {
+    let (f, l) = (r.pick(FIRST), r.pick(LAST));
+    let ssn = format!("{}-{}-{}", 100 + r.next() % 600, 10 + r.next() % 89, 1000 + r.next() % 8999);
+    let phone = format!("(617) 555-{}", r.digits(4));
+    let email = format!("{}.{}@example.org", f.to_lowercase(), l.to_lowercase());
+    let dob = format!("19{}-0{}-1{}", 50 + r.next() % 49, 1 + r.next() % 9, r.next() % 10);
+    let mrn = format!("MRN-{}", r.digits(8));
+    let note = format!("Seen by Dr. {l}; card 4111 1111 1111 1111 on file, call back at 617-555-{}.", r.digits(4));
+    [
+        ("patient_name", format!("{f} {l}")),
+        ("ssn", ssn),
+        ("phone", phone),
+        ("email", email),
+        ("dob", dob),
+        ("mrn", mrn),
+        ("note", note),
+    ]
+}
+
+/// About `size` bytes of JSON records (see [`record`]), each with an `id`.
 fn phi_json(size: usize) -> Vec<u8> {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = String::from("[");
     let mut id = 0;
     while out.len() < size {
         id += 1;
-        let (f, l) = (r.pick(FIRST), r.pick(LAST));
-        out.push_str(&format!(
-            r#"{{"id":{id},"patient_name":"{f} {l}","ssn":"{}-{}-{}","phone":"(617) 555-{}","email":"{}.{}@example.org","dob":"19{}-0{}-1{}","mrn":"MRN-{}","note":"Seen by Dr. {l}; card 4111 1111 1111 1111 on file, call back at 617-555-{}."}},"#,
-            100 + r.next() % 600, 10 + r.next() % 89, 1000 + r.next() % 8999, r.digits(4),
-            f.to_lowercase(), l.to_lowercase(), 50 + r.next() % 49, 1 + r.next() % 9, r.next() % 10,
-            r.digits(8), r.digits(4)
-        ));
+        out.push_str(&format!(r#"{{"id":{id}"#));
+        for (key, value) in record(&mut r) {
+            out.push_str(&format!(r#","{key}":"{value}""#));
+        }
+        out.push_str("},");
     }
     out.pop();
     out.push(']');
     out.into_bytes()
 }
 
-/// About `size` bytes of psql's aligned output of records like [`phi_json`]'s (what a database
+/// About `size` bytes of psql's aligned output of the records of [`phi_json`] (what a database
 /// tool hands an agent): a header, a rule, and a row per record (cells not padded to width).
 fn psql_table(size: usize) -> Vec<u8> {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut out = String::from(
-        " id | patient_name | ssn | phone | email | dob | mrn | note\n----+--------------+-----+-------+-------+-----+-----+------\n",
-    );
+    let mut out = String::new();
     let mut id = 0;
     while out.len() < size {
         id += 1;
-        let (f, l) = (r.pick(FIRST), r.pick(LAST));
-        out.push_str(&format!(
-            " {id} | {f} {l} | {}-{}-{} | (617) 555-{} | {}.{}@example.org | 19{}-0{}-1{} | MRN-{} | Seen by Dr. {l}; card 4111 1111 1111 1111 on file, call back at 617-555-{}.\n",
-            100 + r.next() % 600, 10 + r.next() % 89, 1000 + r.next() % 8999, r.digits(4),
-            f.to_lowercase(), l.to_lowercase(), 50 + r.next() % 49, 1 + r.next() % 9, r.next() % 10,
-            r.digits(8), r.digits(4)
-        ));
+        let fields = record(&mut r);
+        if id == 1 {
+            let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+            out.push_str(&format!(" id | {}\n", names.join(" | ")));
+            let rule: Vec<String> = names.iter().map(|n| "-".repeat(n.len() + 2)).collect();
+            out.push_str(&format!("----+{}\n", rule.join("+")));
+        }
+        let values: Vec<&str> = fields.iter().map(|(_, v)| v.as_str()).collect();
+        out.push_str(&format!(" {id} | {}\n", values.join(" | ")));
     }
     out.push_str(&format!("({id} rows)\n"));
     out.into_bytes()
