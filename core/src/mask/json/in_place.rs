@@ -126,15 +126,19 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                 // The same bytes are the same token (a string ends at its first unescaped
                 // quote), so it is not read again.
                 let known = doc.known.get(depth).and_then(|k| k.get(member));
-                let end = match known.filter(|k| body.get(at..at + k.token.len()).is_some_and(|t| same(t, &k.token))) {
-                    Some(k) => at + k.token.len(),
+                let same_token = |k: &&Known| {
+                    let token = &body[k.token.0..k.token.1];
+                    body.get(at..at + token.len()).is_some_and(|t| same(t, token))
+                };
+                let end = match known.filter(same_token) {
+                    Some(k) => at + (k.token.1 - k.token.0),
                     None => {
                         let (end, escaped) = string_end(body, at)?;
                         let k = decode(text, at, end, escaped)?;
                         if side_channel_key(&k) || !keys.is_clean(profile, &k) {
                             return None;
                         }
-                        doc.learn(depth, member, &body[at..end], k.into_owned());
+                        doc.learn(depth, member, (at, end), k.into_owned());
                         end
                     }
                 };
@@ -225,8 +229,8 @@ struct Doc<'a> {
 /// A key at its place in an object: known clean, and what the search found in its prefix.
 #[derive(Default)]
 struct Known {
-    /// The key's string token, with its quotes, as it is written.
-    token: Vec<u8>,
+    /// Where the key's string token (with its quotes) is in the text.
+    token: (usize, usize),
     /// The key.
     key: String,
     memo: crate::mask::detect::KeyMemo,
@@ -242,9 +246,9 @@ impl Doc<'_> {
         Some(())
     }
 
-    /// Remembers the clean `key`, written as `token`, as the `member`th key of an object at
+    /// Remembers the clean `key`, written at `token`, as the `member`th key of an object at
     /// `depth`.
-    fn learn(&mut self, depth: usize, member: usize, token: &[u8], key: String) {
+    fn learn(&mut self, depth: usize, member: usize, token: (usize, usize), key: String) {
         if self.known.len() <= depth {
             self.known.resize_with(depth + 1, Vec::new);
         }
@@ -252,7 +256,7 @@ impl Doc<'_> {
         if keys.len() <= member {
             keys.resize_with(member + 1, Known::default);
         }
-        keys[member] = Known { token: token.to_vec(), key, memo: Default::default() };
+        keys[member] = Known { token, key, memo: Default::default() };
     }
 
     /// Puts the place of the value about to be read on the path (an object's key is there
