@@ -770,7 +770,7 @@ fn year(value: &[u8]) -> Option<&str> {
 fn incomplete_utf8_tail(b: &[u8]) -> usize {
     for back in 1..=3.min(b.len()) {
         let byte = b[b.len() - back];
-        if (0x80..0xc0).contains(&byte) {
+        if is_continuation(byte) {
             continue;
         }
         let need = match byte {
@@ -788,20 +788,24 @@ fn incomplete_utf8_tail(b: &[u8]) -> usize {
 /// byte (no character's): more of them may come, and a finding that ends before the run is
 /// widened over all of it (see [`char_bounds`]). None past [`MAX_HOLD`] bytes.
 fn stray_continuation_tail(b: &[u8]) -> usize {
-    let run = b.iter().rev().take(MAX_HOLD + 1).take_while(|&&c| (0x80..0xc0).contains(&c)).count();
+    let run = b.iter().rev().take(MAX_HOLD + 1).take_while(|&&c| is_continuation(c)).count();
     match b.len().checked_sub(run + 1) {
         Some(i) if run > 0 && run <= MAX_HOLD && b[i] < 0x80 => run,
         _ => 0,
     }
 }
 
+/// A UTF-8 continuation byte (`10xxxxxx`): no character starts with it.
+fn is_continuation(b: u8) -> bool {
+    (0x80..0xc0).contains(&b)
+}
+
 /// `start..end` widened to UTF-8 character boundaries.
 fn char_bounds(hay: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
-    let cont = |b: u8| (0x80..0xc0).contains(&b);
-    while start > 0 && hay.get(start).is_some_and(|&b| cont(b)) {
+    while start > 0 && hay.get(start).is_some_and(|&b| is_continuation(b)) {
         start -= 1;
     }
-    while end < hay.len() && cont(hay[end]) {
+    while end < hay.len() && is_continuation(hay[end]) {
         end += 1;
     }
     (start, end)
@@ -850,7 +854,7 @@ impl TextStream {
         // Only `drop` takes the cache; a new one, were it gone, would cost time, not answers.
         let cache = self.cache.get_or_insert_with(|| det.live_cache());
         let mut p = det.live_from(cache, &self.buf[..whole], self.base, MAX_HOLD);
-        while p > self.base && p < whole && (0x80..0xc0).contains(&self.buf[p]) {
+        while p > self.base && p < whole && is_continuation(self.buf[p]) {
             p -= 1;
         }
         self.rows.read(det, &self.buf, whole);
@@ -882,7 +886,7 @@ impl TextStream {
         // A match that started before `until` is settled even where it runs past it, to the end
         // of the character it ends in.
         let mut to = findings.iter().map(|f| f.match_end).max().unwrap_or(until).max(until).min(whole);
-        while to < whole && (0x80..0xc0).contains(&hay[to]) {
+        while to < whole && is_continuation(hay[to]) {
             to += 1;
         }
         let mut out = Vec::with_capacity(to - self.base);
