@@ -1202,6 +1202,9 @@ pub(crate) struct KeyMemo {
     /// The prefix itself, where debug assertions check that a memo is used with one prefix.
     #[cfg(debug_assertions)]
     prefix: Vec<u8>,
+    /// The prefix as the caller writes it for the key, kept for it: written once, copied for
+    /// each value after (empty until then).
+    pub(crate) written: Vec<u8>,
 }
 
 /// Most places in a prefix a memo keeps; a prefix with more is searched as it is.

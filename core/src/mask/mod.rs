@@ -568,7 +568,12 @@ impl Profile {
     }
 
     /// The first field rule for a JSON key at `path`.
+    // Inlined: asked for every value of a document, most often of a profile with no rules.
+    #[inline]
     pub fn json_rule(&self, path: &[PathSeg]) -> Option<&FieldRule> {
+        if self.fields.is_empty() {
+            return None;
+        }
         let key = PathSeg::own_key(path);
         self.fields.iter().find(|r| match &r.selector {
             FieldSelector::Key(k) => key.is_some_and(|key| key.eq_ignore_ascii_case(k)),
@@ -694,13 +699,31 @@ impl<'p> Values<'p> {
         key: Option<&str>,
         value: &[u8],
         lines: bool,
-        memo: Option<&mut detect::KeyMemo>,
+        mut memo: Option<&mut detect::KeyMemo>,
     ) -> bool {
         self.findings.clear();
         let (hay, start) = match key {
             Some(key) => {
                 self.hay.clear();
-                let start = key_prefix(key, &mut self.hay);
+                // The prefix is written once per memo (per key), then copied.
+                let start = match memo.as_deref_mut() {
+                    Some(memo) if !memo.written.is_empty() => {
+                        self.hay.extend_from_slice(&memo.written);
+                        #[cfg(debug_assertions)]
+                        {
+                            let mut want = Vec::new();
+                            key_prefix(key, &mut want);
+                            debug_assert_eq!(memo.written, want, "a key memo is used with one key");
+                        }
+                        memo.written.len()
+                    }
+                    Some(memo) => {
+                        let start = key_prefix(key, &mut self.hay);
+                        memo.written.extend_from_slice(&self.hay);
+                        start
+                    }
+                    None => key_prefix(key, &mut self.hay),
+                };
                 self.hay.extend_from_slice(value);
                 (&self.hay[..], start)
             }

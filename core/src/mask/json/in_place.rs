@@ -357,15 +357,20 @@ impl Doc<'_> {
             self.out.extend_from_slice(&self.body[self.copied..start]);
             match new {
                 New::Json(json) => self.out.extend_from_slice(&json),
-                // Masking keeps text UTF-8 (it widens findings to character boundaries).
+                // Masking keeps text UTF-8 (it widens findings to character boundaries); it
+                // is checked all the same (most masked values are ASCII, which is quicker to
+                // tell), so a slip sends the document to the tree walk, not out.
                 New::Masked { plain } => {
-                    let masked = std::str::from_utf8(&self.values.out).ok()?;
-                    if plain {
+                    let masked = &self.values.out;
+                    if !masked.is_ascii() {
+                        std::str::from_utf8(masked).ok()?;
+                    }
+                    if plain || first_special(masked).is_none() {
                         self.out.push(b'"');
-                        self.out.extend_from_slice(masked.as_bytes());
+                        self.out.extend_from_slice(masked);
                         self.out.push(b'"');
                     } else {
-                        write_string(masked, &mut self.out)?;
+                        serde_json::to_writer(&mut self.out, std::str::from_utf8(masked).ok()?).ok()?;
                     }
                 }
             }
@@ -402,17 +407,6 @@ fn plain_integer(raw: &[u8]) -> bool {
         [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
         _ => false,
     }
-}
-
-/// Writes `s` as a JSON string. Most masked values need no escape (a redaction is ASCII).
-fn write_string(s: &str, out: &mut Vec<u8>) -> Option<()> {
-    if first_special(s.as_bytes()).is_some() {
-        return serde_json::to_writer(out, s).ok();
-    }
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-    Some(())
 }
 
 fn skip_space(body: &[u8], mut at: usize) -> usize {
