@@ -66,6 +66,7 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
         rules: Tally::default(),
         spare: Vec::new(),
         known: Vec::new(),
+        track: !profile.fields.is_empty(),
     };
     let mut keys = CleanKeys::default();
     let mut stack: Vec<Frame> = Vec::new();
@@ -143,10 +144,12 @@ pub(super) fn mask(profile: &Profile, body: &[u8], tally: &Tally) -> Option<Vec<
                     }
                 };
                 // The key goes on the path in a string a finished key left behind.
-                let mut key = doc.spare.pop().unwrap_or_default();
-                key.clear();
-                key.push_str(&doc.known[depth][member].key);
-                path.push(PathSeg::Key(key));
+                if doc.track {
+                    let mut key = doc.spare.pop().unwrap_or_default();
+                    key.clear();
+                    key.push_str(&doc.known[depth][member].key);
+                    path.push(PathSeg::Key(key));
+                }
                 want = Want::Colon;
                 at = end;
             }
@@ -224,6 +227,9 @@ struct Doc<'a> {
     spare: Vec<String>,
     /// For each depth, the keys of the last object read at that depth, by their place in it.
     known: Vec<Vec<Known>>,
+    /// Whether the path is kept as the reader goes: only field rules ask for it (the keys of
+    /// the values are in `known`), and without them it is built where it is needed.
+    track: bool,
 }
 
 /// A key at its place in an object: known clean, and what the search found in its prefix.
@@ -240,7 +246,7 @@ impl Doc<'_> {
     /// A container starts where a value is expected: a field rule on its place sends the
     /// document to the tree walk.
     fn enter(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) -> Option<()> {
-        if Self::place(stack, path) && self.profile.json_rule(path).is_some() {
+        if self.place(stack, path) && self.profile.json_rule(path).is_some() {
             return None;
         }
         Some(())
@@ -259,17 +265,32 @@ impl Doc<'_> {
         keys[member] = Known { token, key, memo: Default::default() };
     }
 
-    /// Puts the place of the value about to be read on the path (an object's key is there
-    /// already); false at the top level.
-    fn place(stack: &[Frame], path: &mut Vec<PathSeg>) -> bool {
+    /// Puts the place of the value about to be read on the path, if it is kept (an object's
+    /// key is there already); false at the top level.
+    fn place(&self, stack: &[Frame], path: &mut Vec<PathSeg>) -> bool {
         match stack.last() {
             Some(Frame::Object { .. }) => true,
             Some(Frame::Array(i)) => {
-                path.push(PathSeg::Index(Some(*i)));
+                if self.track {
+                    path.push(PathSeg::Index(Some(*i)));
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// The path of the value being read, built from the stack where it is not kept.
+    fn path_of(&self, stack: &[Frame]) -> Vec<PathSeg> {
+        let key = |depth: usize, member: usize| self.known[depth][member].key.clone();
+        stack
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match *f {
+                Frame::Object { member } => PathSeg::Key(key(i + 1, member)),
+                Frame::Array(n) => PathSeg::Index(Some(n)),
+            })
+            .collect()
     }
 
     /// Moves the innermost container past its current value, taking its place off the path.
@@ -293,19 +314,29 @@ impl Doc<'_> {
         end: usize,
         kind: Kind,
     ) -> Option<()> {
-        // The value's key, and what is known of it, when its place is in an object.
-        let memo = match stack.last() {
-            Some(Frame::Object { member }) => {
-                self.known.get_mut(stack.len()).and_then(|k| k.get_mut(*member)).map(|k| &mut k.memo)
-            }
-            _ => None,
+        // The key of the value's place (a string's own key; for a number, the nearest key
+        // above it), by its depth and place in its object, and whether it is the value's own.
+        let keyed = match kind {
+            Kind::Number => stack.iter().enumerate().rev().find_map(|(i, f)| match *f {
+                Frame::Object { member } => Some((i + 1, member, i + 1 == stack.len())),
+                Frame::Array(_) => None,
+            }),
+            _ => match stack.last() {
+                Some(&Frame::Object { member }) => Some((stack.len(), member, true)),
+                _ => None,
+            },
         };
-        let inside = Self::place(stack, path);
+        let inside = self.place(stack, path);
         let raw = &self.body[start..end];
+        // The key, and what is known of it when it is the value's own.
+        let (key, memo) = match keyed.and_then(|(d, m, own)| Some((self.known.get_mut(d)?.get_mut(m)?, own))) {
+            Some((Known { key, memo, .. }, own)) => (Some(key.as_str()), own.then_some(memo)),
+            None => (None, None),
+        };
         // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's, which decodes
         // and masks it before any field rule on its key (a rule that keeps `data` must not send
         // what it encodes unread).
-        if matches!(kind, Kind::String { .. }) && PathSeg::own_key(path).is_some_and(super::payload_key) {
+        if matches!(kind, Kind::String { .. }) && key.is_some_and(super::payload_key) {
             return None;
         }
         let replacement = match self.profile.json_rule(path) {
@@ -325,9 +356,7 @@ impl Doc<'_> {
                     // Without an escape, it holds no line break (JSON has no other way to
                     // write one), so no text table.
                     let plain = !escaped && self.profile.plain_labels;
-                    self.values
-                        .mask_lines(PathSeg::own_key(path), s.as_bytes(), escaped, memo)
-                        .then_some(New::Masked { plain })
+                    self.values.mask_lines(key, s.as_bytes(), escaped, memo).then_some(New::Masked { plain })
                 }
                 Kind::Number => {
                     // The number as the tree walk spells it (`1e2` is `100.0` there); a plain
@@ -337,9 +366,11 @@ impl Doc<'_> {
                         false => serde_json::from_slice::<serde_json::Number>(raw).ok()?.to_string().into(),
                     };
                     // The nearest key above it is context (`"phones": [6175550123]`).
-                    if self.values.mask_lines(PathSeg::nearest_key(path), text.as_bytes(), false, memo) {
+                    if self.values.mask_lines(key, text.as_bytes(), false, memo) {
                         Some(New::Masked { plain: self.profile.plain_labels })
-                    } else if raw != text.as_bytes() && mask_number(self.profile, path, raw, &Tally::default()) != raw {
+                    } else if raw != text.as_bytes()
+                        && mask_number(self.profile, &self.path_of(stack), raw, &Tally::default()) != raw
+                    {
                         // Left alone, the number goes out as the upstream spelled it: that
                         // spelling must pass too (`98765432109876543210` reads as
                         // `9.876543210987654e19`).
