@@ -50,8 +50,42 @@ struct Header {
     sep: u8,
     /// Whether its line began and ended with a `|` that is not a cell's.
     outer: (bool, bool),
-    /// Each column's name, as a key (empty: the column says nothing).
-    names: Vec<String>,
+    /// Each column's name as the prefix its cells are scanned behind (`name: `, see
+    /// [`prefix`]; empty: the column says nothing), end to end: column `i`'s ends at
+    /// `ends[i]`. One buffer, not a string per column: most tables in a text have one row.
+    prefixes: Vec<u8>,
+    ends: Vec<usize>,
+    /// Names the header to the column memos of [`Cells`] (never 0).
+    serial: u64,
+}
+
+/// The last [`Header::serial`] given.
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Header {
+    /// The header of the cells `spans` of `line`, if it names a column.
+    fn new(line: &[u8], sep: u8, outer: (bool, bool), spans: &[(usize, usize)]) -> Option<Self> {
+        let mut prefixes = Vec::with_capacity(line.len() + 2 * spans.len());
+        let ends = spans
+            .iter()
+            .map(|&(a, b)| {
+                prefix(&line[a..b], &mut prefixes);
+                prefixes.len()
+            })
+            .collect();
+        // A header names at least one column.
+        if prefixes.is_empty() {
+            return None;
+        }
+        let serial = SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Some(Header { sep, outer, prefixes, ends, serial })
+    }
+
+    /// The prefix of column `i`.
+    fn prefix(&self, i: usize) -> &[u8] {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.prefixes[from..self.ends[i]]
+    }
 }
 
 impl Tables {
@@ -86,7 +120,11 @@ impl Tables {
         if self.record {
             if let Some(bar) = memchr::memchr(b'|', line) {
                 let (a, b) = trim(line, 0, bar, 0);
-                cells.scan(line, start, &name(&line[a..b]), trim(line, bar + 1, line.len(), 0), None, out);
+                let mut name = std::mem::take(&mut cells.name);
+                name.clear();
+                prefix(&line[a..b], &mut name);
+                cells.scan(line, start, &name, trim(line, bar + 1, line.len(), 0), None, out);
+                cells.name = name;
                 return true;
             }
             self.record = false;
@@ -104,7 +142,7 @@ impl Tables {
         // table's header is) and as many cells.
         let fits = |h: &Option<Header>, spans: &mut [(usize, usize); MAX_COLUMNS]| {
             h.as_ref()
-                .is_some_and(|h| line.contains(&h.sep) && split(line, h.sep, h.outer, spans) == Some(h.names.len()))
+                .is_some_and(|h| line.contains(&h.sep) && split(line, h.sep, h.outer, spans) == Some(h.ends.len()))
         };
         if !fits(&self.header, &mut spans) {
             if !fits(&self.next, &mut spans) {
@@ -117,9 +155,7 @@ impl Tables {
                 let least = if outer == (true, true) { 1 } else { 2 };
                 let header = split(line, sep, outer, &mut spans)
                     .filter(|&n| n >= least)
-                    .map(|n| Header { sep, outer, names: spans[..n].iter().map(|&(a, b)| name(&line[a..b])).collect() })
-                    // A header names at least one column.
-                    .filter(|h| h.names.iter().any(|n| !n.is_empty()));
+                    .and_then(|n| Header::new(line, sep, outer, &spans[..n]));
                 match header {
                     Some(h) if self.header.is_some() => self.next = Some(h),
                     Some(h) => self.header = Some(h),
@@ -130,8 +166,8 @@ impl Tables {
             (self.header, self.next) = (self.next.take(), None);
         }
         let Some(h) = &self.header else { return false };
-        for (column, (name, &cell)) in h.names.iter().zip(&spans).enumerate() {
-            cells.scan(line, start, name, cell, Some(column), out);
+        for (column, &cell) in spans[..h.ends.len()].iter().enumerate() {
+            cells.scan(line, start, h.prefix(column), cell, Some((h.serial, column)), out);
         }
         true
     }
@@ -147,9 +183,11 @@ pub(crate) struct Cells<'d> {
     /// Where a cell is not scanned (a whole text's, see [`add_rows`]): from where each of the
     /// text's own findings that will be masked starts to where its match ends, in order.
     covered: Vec<(usize, usize)>,
-    /// By column: its name, and what the search found in the name's prefix (see
-    /// [`KeyMemo`]), for the column's next cells.
-    memos: Vec<(String, KeyMemo)>,
+    /// By column: the header it is of (its serial), and what the search found in the name's
+    /// prefix (see [`KeyMemo`]), for the column's next cells.
+    memos: Vec<(u64, KeyMemo)>,
+    /// A prefix written for an expanded record's field, kept for the next.
+    name: Vec<u8>,
 }
 
 impl<'d> Cells<'d> {
@@ -161,22 +199,24 @@ impl<'d> Cells<'d> {
             caches: Caches::default(),
             covered: Vec::new(),
             memos: Vec::new(),
+            name: Vec::new(),
         }
     }
 
-    /// Scans the cell `line[a..b]` as the value of the field `name` (nothing when either is
-    /// empty), adding what it finds to `out` where `line` starts at `start`. A cell of a
-    /// table's `column` goes on from what the search found in its name the last time.
+    /// Scans the cell `line[a..b]` behind the `prefix` of its field's name (nothing when either
+    /// is empty), adding what it finds to `out` where `line` starts at `start`. A cell of a
+    /// `column` of a header (its serial and place) goes on from what the search found in its
+    /// name the last time.
     fn scan(
         &mut self,
         line: &[u8],
         start: usize,
-        name: &str,
+        prefix: &[u8],
         (a, b): (usize, usize),
-        column: Option<usize>,
+        column: Option<(u64, usize)>,
         out: &mut Vec<Finding>,
     ) {
-        if name.is_empty() || a == b {
+        if prefix.is_empty() || a == b {
             return;
         }
         // A cell inside one of the text's own findings that will be masked: [`merge`] would
@@ -187,23 +227,23 @@ impl<'d> Cells<'d> {
             return;
         }
         self.hay.clear();
-        let from = super::key_prefix(name, &mut self.hay);
+        self.hay.extend_from_slice(prefix);
+        let from = prefix.len();
         self.hay.extend_from_slice(&line[a..b]);
         self.found.clear();
         match column {
-            Some(i) if i < MAX_COLUMNS => {
+            Some((serial, i)) if i < MAX_COLUMNS => {
                 if self.memos.len() <= i {
                     self.memos.resize_with(i + 1, Default::default);
                 }
-                // A memo holds one name's states: a new name at this place starts a new one,
+                // A memo holds one name's states: a new header starts a new one at this place,
                 // from the column's second cell (most tables in a text have one row, and
                 // learning costs a little more than the search it saves).
-                let (named, memo) = &mut self.memos[i];
-                if named == name {
+                let (of, memo) = &mut self.memos[i];
+                if *of == serial {
                     self.det.scan_keyed(&self.hay, from, &mut self.found, &mut self.caches, memo);
                 } else {
-                    named.clear();
-                    named.push_str(name);
+                    *of = serial;
                     *memo = KeyMemo::default();
                     self.det.scan_text(&self.hay, &mut self.found, &mut self.caches);
                 }
@@ -428,10 +468,11 @@ fn trim(line: &[u8], mut a: usize, mut b: usize, keep: u8) -> (usize, usize) {
     (a, b)
 }
 
-/// A header cell as a key: without Markdown's emphasis and code marks, and at most its last
-/// [`MAX_NAME`] bytes.
-fn name(cell: &[u8]) -> String {
-    // Most names have no marks and are UTF-8: read in place, one allocation for the name.
+/// Appends the prefix a cell is scanned behind (`name: `, see `key_prefix`) for the header
+/// cell `cell`: its name without Markdown's emphasis and code marks, at most its last
+/// [`MAX_NAME`] bytes. Nothing when the name is empty.
+fn prefix(cell: &[u8], out: &mut Vec<u8>) {
+    // Most names have no marks and are UTF-8: read in place.
     let unmarked: Vec<u8>;
     let cell = if memchr::memchr2(b'*', b'`', cell).is_some() {
         unmarked = cell.iter().copied().filter(|b| !matches!(b, b'*' | b'`')).collect();
@@ -445,7 +486,9 @@ fn name(cell: &[u8]) -> String {
     while !name.is_char_boundary(cut) {
         cut += 1;
     }
-    name[cut..].to_owned()
+    if cut < name.len() {
+        super::key_prefix(&name[cut..], out);
+    }
 }
 
 #[cfg(test)]
