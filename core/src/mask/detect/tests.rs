@@ -542,3 +542,14 @@ fn name_words_are_the_words_split_whitespace_finds() {
     assert_eq!(name_words(b"Maria Garcia"), Some((FIRST_NAME, LAST_NAME, true, false)));
     assert_eq!(name_words(b"The Smith").map(|w| w.3), Some(true));
 }
+
+#[test]
+fn text_looks_dense_by_its_share_of_bytes_the_scout_stops_at() {
+    assert!(!looks_dense(b"Patient reports mild pain after the procedure and was advised to rest. "));
+    assert!(looks_dense(b"MRN 00123456, DOB 01/02/1980, call 617-555-0123"));
+    // One in six is dense; one fewer is not.
+    assert!(looks_dense(b"ab:cdeAbcdef"));
+    assert!(!looks_dense(b"abcdeAbcdefg"));
+    assert!(looks_dense(b"x@y.zz"));
+    assert!(!looks_dense(b""), "an empty text is not dense");
+}
