@@ -232,7 +232,12 @@ fn mask_string(profile: &Profile, path: &[PathSeg], s: &str, tally: &Tally) -> S
 /// A number at `path`, as text: the nearest key above it is context (`"ssn": 219099999`, or
 /// `"phones": [6175550123]`).
 fn mask_number(profile: &Profile, path: &[PathSeg], text: &[u8], tally: &Tally) -> Vec<u8> {
-    match PathSeg::nearest_key(path) {
+    number_under(profile, PathSeg::nearest_key(path), text, tally)
+}
+
+/// [`mask_number`] for a number whose nearest key above it is `key`.
+fn number_under(profile: &Profile, key: Option<&str>, text: &[u8], tally: &Tally) -> Vec<u8> {
+    match key {
         Some(k) => profile.mask_keyed(k, text, tally),
         None => profile.mask_text(text, tally),
     }

@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use super::{CleanKeys, field_value, mask_number, side_channel_key};
+use super::{CleanKeys, field_value, number_under, side_channel_key};
 use crate::mask::{PathSeg, Profile, Tally, Values};
 
 /// One open container.
@@ -280,19 +280,6 @@ impl Doc<'_> {
         }
     }
 
-    /// The path of the value being read, built from the stack where it is not kept.
-    fn path_of(&self, stack: &[Frame]) -> Vec<PathSeg> {
-        let key = |depth: usize, member: usize| self.known[depth][member].key.clone();
-        stack
-            .iter()
-            .enumerate()
-            .map(|(i, f)| match *f {
-                Frame::Object { member } => PathSeg::Key(key(i + 1, member)),
-                Frame::Array(n) => PathSeg::Index(Some(n)),
-            })
-            .collect()
-    }
-
     /// Moves the innermost container past its current value, taking its place off the path.
     fn advance(&mut self, stack: &mut [Frame], path: &mut Vec<PathSeg>) {
         match stack.last_mut() {
@@ -328,9 +315,13 @@ impl Doc<'_> {
         };
         let inside = self.place(stack, path);
         let raw = &self.body[start..end];
-        // The key, and what is known of it when it is the value's own.
-        let (key, memo) = match keyed.and_then(|(d, m, own)| Some((self.known.get_mut(d)?.get_mut(m)?, own))) {
-            Some((Known { key, memo, .. }, own)) => (Some(key.as_str()), own.then_some(memo)),
+        // The key, and what is known of it when it is the value's own. Every open object's
+        // current key was read before its value; were it not known, the tree walk decides.
+        let (key, memo) = match keyed {
+            Some((depth, member, own)) => {
+                let Known { key, memo, .. } = self.known.get_mut(depth)?.get_mut(member)?;
+                (Some(key.as_str()), own.then_some(memo))
+            }
             None => (None, None),
         };
         // An encoded payload (`blob`, `b64_json`, MCP `data`) is the tree walk's, which decodes
@@ -368,9 +359,7 @@ impl Doc<'_> {
                     // The nearest key above it is context (`"phones": [6175550123]`).
                     if self.values.mask_lines(key, text.as_bytes(), false, memo) {
                         Some(New::Masked { plain: self.profile.plain_labels })
-                    } else if raw != text.as_bytes()
-                        && mask_number(self.profile, &self.path_of(stack), raw, &Tally::default()) != raw
-                    {
+                    } else if raw != text.as_bytes() && number_under(self.profile, key, raw, &Tally::default()) != raw {
                         // Left alone, the number goes out as the upstream spelled it: that
                         // spelling must pass too (`98765432109876543210` reads as
                         // `9.876543210987654e19`).

@@ -309,6 +309,10 @@ fn a_document_keeps_its_key_order_and_spacing() {
     let out = mask_document(&p, br#"{"account": 98765432109876543210, "n": 1E+2, "z": -0}"#, &tally).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains("98765432109876543210"), "{text}");
+    // So is one in an array, judged under the nearest key above it.
+    let out = mask_document(&p, br#"{"x": {"account": [98765432109876543210]}}"#, &tally).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("98765432109876543210"), "{text}");
     let out = mask_document(&p, br#"{"n": 1E+2, "z": -0, "f": 2.50}"#, &tally).unwrap();
     assert_eq!(out, br#"{"n": 1E+2, "z": -0, "f": 2.50}"#);
     // What this path leaves to the tree walk comes out as the tree walk writes it.
