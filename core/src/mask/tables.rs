@@ -43,6 +43,8 @@ pub(crate) struct Tables {
     next: Option<Header>,
     /// In a record of psql's expanded output (`\x`), whose lines are `name | value`.
     record: bool,
+    /// The last [`Header::serial`] given.
+    serials: u64,
 }
 
 #[derive(Debug)]
@@ -55,16 +57,15 @@ struct Header {
     /// `ends[i]`. One buffer, not a string per column: most tables in a text have one row.
     prefixes: Vec<u8>,
     ends: Vec<usize>,
-    /// Names the header to the column memos of [`Cells`] (never 0).
+    /// Names the header to the column memos of [`Cells`] (never 0), which are used with the
+    /// headers of one [`Tables`] only.
     serial: u64,
 }
 
-/// The last [`Header::serial`] given.
-static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl Header {
-    /// The header of the cells `spans` of `line`, if it names a column.
-    fn new(line: &[u8], sep: u8, outer: (bool, bool), spans: &[(usize, usize)]) -> Option<Self> {
+    /// The header of the cells `spans` of `line`, if it names a column; its serial is the one
+    /// after `serials`.
+    fn new(line: &[u8], sep: u8, outer: (bool, bool), spans: &[(usize, usize)], serials: &mut u64) -> Option<Self> {
         let mut prefixes = Vec::with_capacity(line.len() + 2 * spans.len());
         let ends = spans
             .iter()
@@ -77,8 +78,8 @@ impl Header {
         if prefixes.is_empty() {
             return None;
         }
-        let serial = SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        Some(Header { sep, outer, prefixes, ends, serial })
+        *serials += 1;
+        Some(Header { sep, outer, prefixes, ends, serial: *serials })
     }
 
     /// The prefix of column `i`.
@@ -120,11 +121,9 @@ impl Tables {
         if self.record {
             if let Some(bar) = memchr::memchr(b'|', line) {
                 let (a, b) = trim(line, 0, bar, 0);
-                let mut name = std::mem::take(&mut cells.name);
-                name.clear();
+                let mut name = Vec::new();
                 prefix(&line[a..b], &mut name);
                 cells.scan(line, start, &name, trim(line, bar + 1, line.len(), 0), None, out);
-                cells.name = name;
                 return true;
             }
             self.record = false;
@@ -155,7 +154,7 @@ impl Tables {
                 let least = if outer == (true, true) { 1 } else { 2 };
                 let header = split(line, sep, outer, &mut spans)
                     .filter(|&n| n >= least)
-                    .and_then(|n| Header::new(line, sep, outer, &spans[..n]));
+                    .and_then(|n| Header::new(line, sep, outer, &spans[..n], &mut self.serials));
                 match header {
                     Some(h) if self.header.is_some() => self.next = Some(h),
                     Some(h) => self.header = Some(h),
@@ -186,8 +185,6 @@ pub(crate) struct Cells<'d> {
     /// By column: the header it is of (its serial), and what the search found in the name's
     /// prefix (see [`KeyMemo`]), for the column's next cells.
     memos: Vec<(u64, KeyMemo)>,
-    /// A prefix written for an expanded record's field, kept for the next.
-    name: Vec<u8>,
 }
 
 impl<'d> Cells<'d> {
@@ -199,7 +196,6 @@ impl<'d> Cells<'d> {
             caches: Caches::default(),
             covered: Vec::new(),
             memos: Vec::new(),
-            name: Vec::new(),
         }
     }
 
