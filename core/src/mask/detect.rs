@@ -49,9 +49,10 @@ const DENSE_SPAN_MAX: usize = 64 * 1024;
 /// Where the scout is about to start (or start again), this many bytes ahead are looked at
 /// first: with at least one in [`DENSE_SHARE`] a digit, a capital, `@` or `:` (what the scout
 /// stops at), the text is dense from the start. Clean prose has about one in thirty; clinical
-/// notes, chat turns and records one in five to one in three. On 800-byte texts the scout and
-/// the search at each place a match can start cost the same at about one in seven (the
-/// scout is 1.4 times faster at one in twenty, and 1.15 times slower at one in three).
+/// notes, chat turns and records one in six to one in three. On 800-byte texts the scout and
+/// the search at each place a match can start cost about the same at one in six (the scout is
+/// 1.3 times faster at one in twenty; the search 1.1 times faster at one in four and 1.15
+/// times at one in three). A longer look cost clean short texts more than it saved.
 const DENSE_PROBE: usize = 128;
 const DENSE_SHARE: usize = 6;
 

@@ -287,6 +287,31 @@ proptest::proptest! {
         }
     }
 
+    /// Long texts where clean stretches and dense ones take turns: the scan moves between the
+    /// scout and the search without it (by its look at the bytes ahead and after short
+    /// windows) and still finds what the reference scan finds.
+    #[test]
+    fn a_long_text_of_clean_and_dense_stretches_scans_as_the_reference(
+        parts in proptest::collection::vec((proptest::bool::ANY, proptest::collection::vec(0..PIECES.len(), 1..40)), 1..6),
+    ) {
+        static D: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(|| Detector::new(&[], &[]).unwrap());
+        let clean = "the patient reports mild pain after the procedure and was advised to rest. ";
+        let mut text = String::new();
+        for (sparse, picks) in parts {
+            if sparse {
+                text.push_str(&clean.repeat(12));
+            }
+            for i in picks {
+                text.push_str(PIECES[i]);
+                text.push(' ');
+            }
+        }
+        let hay = text.as_bytes();
+        let mut found = Vec::new();
+        D.scan(hay, 0, hay.len(), &mut found);
+        proptest::prop_assert_eq!(&found, &scan_reference(&D, hay), "{:?}", text);
+    }
+
     #[test]
     fn the_scan_equals_the_reference_scan(picks in proptest::collection::vec((0..PIECES.len(), 0usize..4), 1..40)) {
         static D: std::sync::LazyLock<Detector> = std::sync::LazyLock::new(|| Detector::new(&[], &[]).unwrap());
